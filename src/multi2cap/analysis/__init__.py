@@ -1,0 +1,1 @@
+"""multi2cap.analysis"""

@@ -1,0 +1,1 @@
+"""Command-line interface: parsing only, the work lives in the library modules."""

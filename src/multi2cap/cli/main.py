@@ -1,0 +1,39 @@
+"""The `multi2cap` command: one Typer app, each command group registered from its own module."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="multi2cap",
+    help="VggCaps dataset builder, Multi2Cap training and captioning, AAC metrics and analyses.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+# Each module defines `register(app)`; importing lazily keeps `multi2cap --help` fast and lets a
+# command group's heavy dependencies (torch, transformers) load only when that group runs.
+COMMAND_MODULES = (
+    "info",
+    "data",
+    "evaluate",
+    "vggcaps",
+    "analyze",
+    "train",
+    "caption",
+    "demo",
+)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"multi2cap.cli.{_name}").register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The manifest: one JSON line per audio clip, the common currency between readers, the VggCaps
+builder, the dataset analysis and training (ARCHITECTURE.md section 3).
+
+Paths inside a manifest file are relative to the manifest's folder; `read_manifest` resolves them
+to absolute paths and `write_manifest` makes them relative again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from multi2cap.io import read_jsonl, write_jsonl
+
+
+@dataclass
+class ManifestRecord:
+    """One audio clip with its reference captions.
+
+    `audio` and `image` are paths (absolute once read); `duration_s` is in seconds, `None` when the
+    reader could not know it without decoding the file.
+    """
+
+    id: str
+    dataset: str
+    split: str
+    audio: str
+    captions: list[str] = field(default_factory=list)
+    image: str | None = None
+    category: str | None = None
+    duration_s: float | None = None
+
+    def to_json(self, relative_to: Path | None = None) -> dict[str, Any]:
+        record = asdict(self)
+        if relative_to is not None:
+            record["audio"] = _relative(self.audio, relative_to)
+            if self.image is not None:
+                record["image"] = _relative(self.image, relative_to)
+        return record
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any], base: Path | None = None) -> ManifestRecord:
+        missing = [k for k in ("id", "dataset", "split", "audio") if k not in record]
+        if missing:
+            raise ValueError(f"manifest record {record.get('id', '?')!r} lacks {missing}")
+        captions = record.get("captions") or []
+        if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+            raise ValueError(f"manifest record {record['id']!r}: 'captions' must be a list of str")
+        audio = str(record["audio"])
+        image = record.get("image")
+        if base is not None:
+            audio = _absolute(audio, base)
+            image = _absolute(image, base) if image else None
+        duration = record.get("duration_s")
+        return cls(
+            id=str(record["id"]),
+            dataset=str(record["dataset"]),
+            split=str(record["split"]),
+            audio=audio,
+            captions=list(captions),
+            image=image,
+            category=record.get("category"),
+            duration_s=float(duration) if duration is not None else None,
+        )
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRecord]:
+    """Read a manifest, resolving media paths against the manifest's folder."""
+    manifest = Path(path)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest not found: {manifest}")
+    base = manifest.resolve().parent
+    records = []
+    for number, raw in enumerate(read_jsonl(manifest, skip_torn_tail=False), start=1):
+        try:
+            records.append(ManifestRecord.from_json(raw, base))
+        except ValueError as err:
+            raise ValueError(f"{manifest}:{number}: {err}") from err
+    return records
+
+
+def write_manifest(records: list[ManifestRecord], path: str | os.PathLike[str]) -> Path:
+    """Write records atomically with media paths relative to the manifest's folder."""
+    manifest = Path(path)
+    base = manifest.resolve().parent
+    write_jsonl(manifest, (r.to_json(relative_to=base) for r in records))
+    return manifest
+
+
+def _relative(path: str, base: Path) -> str:
+    try:
+        return os.path.relpath(Path(path).resolve(), base)
+    except ValueError:  # another drive on Windows
+        return str(Path(path).resolve())
+
+
+def _absolute(path: str, base: Path) -> str:
+    candidate = Path(path)
+    return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
