@@ -27,6 +27,13 @@ COMMAND_MODULES = (
     "demo",
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """VggCaps dataset builder, Multi2Cap training and captioning, AAC metrics and analyses."""
+
+
 for _name in COMMAND_MODULES:
     importlib.import_module(f"multi2cap.cli.{_name}").register(app)
 
