@@ -1,9 +1,77 @@
-"""`multi2cap data` (work in progress: registered by its module's owner)."""
+"""`multi2cap data`: turn caption datasets into manifests."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from multi2cap.data.readers import FORMATS, DatasetFormatError, prepare
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+# Printed in full up to this many; the rest go to --missing-out.
+SHOWN_MISSING = 10
+
+
+DatasetFormat = StrEnum("DatasetFormat", {name: name for name in FORMATS})
+
+
+def prepare_command(
+    format: DatasetFormat = typer.Option(..., "--format", help="Dataset format."),
+    root: Path = typer.Option(
+        ..., "--root", help="Dataset folder (for vggsound/vggcaps also the CSV/JSONL file)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Manifest JSONL to write."),
+    split: list[str] | None = typer.Option(
+        None, "--split", help="Keep only this split (repeatable); default: all."
+    ),
+    media: Path | None = typer.Option(
+        None, "--media", help="vggsound/vggcaps: folder of the clips (searched recursively)."
+    ),
+    missing_out: Path | None = typer.Option(
+        None, "--missing-out", help="Write the records left out for missing media (JSONL)."
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Exit with 1 when any media is missing."),
+) -> None:
+    """Read a caption dataset and write its manifest; list the clips whose media are missing."""
+    try:
+        report = prepare(format.value, root, out, split, media, missing_out)
+    except (DatasetFormatError, ValueError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+    table = Table(title=f"{report.format} -> {report.out}")
+    table.add_column("split")
+    table.add_column("records", justify="right")
+    for name, count in sorted(report.per_split.items()):
+        table.add_row(name, str(count))
+    console.print(table)
+    console.print(f"{report.records} records, {report.captions} captions written to {report.out}")
+    if report.duplicates:
+        console.print(
+            f"[yellow]{len(report.duplicates)} duplicate row(s) skipped[/yellow] "
+            f"(first kept), e.g. {report.duplicates[0].id} at {report.duplicates[0].source}"
+        )
+    if report.missing:
+        console.print(
+            f"[yellow]{len(report.missing)} record(s) left out: media missing[/yellow]"
+            + (f" (all listed in {report.missing_out})" if report.missing_out else "")
+        )
+        for item in report.missing[:SHOWN_MISSING]:
+            console.print(f"  {item.id} [{item.split}]: {item.path}  ({item.source})")
+        if len(report.missing) > SHOWN_MISSING:
+            console.print(f"  ... and {len(report.missing) - SHOWN_MISSING} more")
+        if strict:
+            raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add the `data` command group to the top-level app."""
+    data_app = typer.Typer(help="Caption datasets: readers into manifests.", no_args_is_help=True)
+    data_app.command("prepare")(prepare_command)
+    app.add_typer(data_app, name="data")
