@@ -1,0 +1,261 @@
+"""`TrainConfig`: one YAML recipe plus `key=value` command-line overrides.
+
+A recipe fixes everything a run needs (stage, model, data, optimisation, augmentation, validation
+and run-time settings) so that `multi2cap train --config X.yaml` is reproducible from the file and
+the override list alone. The resolved config is written next to the checkpoints.
+
+Overrides use dotted paths into the YAML tree (`optim.lr=1e-4`, `model.num_grounding_tokens=8`,
+`data.train_manifest=/data/clotho/train.jsonl`); values are parsed as YAML, with numbers in
+scientific notation (`5e-5`, which YAML 1.1 reads as a string) read as floats.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A recipe or an override that cannot be used; the message names the file and the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Manifests and how clips are read. Paths are resolved against the recipe's folder."""
+
+    train_manifest: str | None = None
+    val_manifest: str | None = None
+    clip_seconds: float = Field(10.0, gt=0, description="audio crop/pad length in seconds")
+    image_size: int | None = Field(
+        None, gt=0, description="CLIP input side in pixels; None: the vision encoder's own"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device")
+
+
+class AugmentConfig(_Section):
+    """The paper's four waveform augmentations (Appendix A.1), each applied with its probability
+    and in a random order. `kwargs` reaches `multi2cap.media.augment.RandomAugment` unchanged
+    (e.g. noise SNR range, shift and stretch limits)."""
+
+    enabled: bool = True
+    p_white_noise: float = Field(0.5, ge=0, le=1)
+    p_shift: float = Field(0.5, ge=0, le=1)
+    p_stretch: float = Field(0.5, ge=0, le=1)
+    p_flip: float = Field(0.5, ge=0, le=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(_Section):
+    """AdamW with linear warm-up then cosine decay, stepped once per optimizer step.
+
+    `batch_size` is the effective batch (summed over devices and accumulation steps);
+    `micro_batch_size` is what one device holds in one forward pass. The gradient-accumulation
+    factor is `batch_size / (micro_batch_size * num_devices)` and must be an integer.
+    """
+
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    batch_size: int = Field(320, gt=0)
+    micro_batch_size: int = Field(8, gt=0)
+    epochs: int = Field(15, gt=0)
+    warmup_epochs: float = Field(2.0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
+    max_grad_norm: float | None = Field(None, gt=0, description="None: no clipping (the paper)")
+
+
+class EvalConfig(_Section):
+    """Validation after every `every_epochs` epochs on at most `max_items` validation clips.
+
+    `best_metric` is an `EvalResult.corpus` key (`cider_d`, `spider`, `fense`, ...) or `val_loss`
+    (teacher-forced caption loss, always available); `metrics` is what `multi2cap.metrics.evaluate`
+    accepts ("offline" = the metrics that need no network).
+    """
+
+    every_epochs: int = Field(1, ge=0, description="0 disables validation")
+    max_items: int = Field(200, gt=0)
+    batch_size: int = Field(16, gt=0)
+    metrics: str | list[str] = "offline"
+    best_metric: str = "cider_d"
+    best_mode: Literal["max", "min", "auto"] = "auto"
+    num_beams: int = Field(3, gt=0)
+    max_new_tokens: int = Field(30, gt=0)
+
+    @property
+    def maximise(self) -> bool:
+        if self.best_mode == "auto":
+            return not self.best_metric.endswith("loss")
+        return self.best_mode == "max"
+
+
+class RuntimeConfig(_Section):
+    """Where the run writes, how often, and on what hardware.
+
+    `precision` "auto" is bf16 autocast on CUDA and fp32 elsewhere. `stop_at_step` ends the run
+    (with a checkpoint) after that many optimizer steps without changing the schedule, so a job cut
+    into time slices (SLURM) resumes onto the same trajectory.
+    """
+
+    output_dir: str = "runs/default"
+    precision: Literal["auto", "bf16", "fp16", "no"] = "auto"
+    cpu: bool = False
+    gradient_checkpointing: bool = False
+    checkpoint_every_steps: int = Field(0, ge=0, description="0: only at epoch end")
+    keep_last_checkpoints: int = Field(2, ge=1)
+    stop_at_step: int | None = Field(None, gt=0)
+    log_every_steps: int = Field(10, gt=0)
+    progress: bool = True
+    tensorboard: bool = True
+
+
+class TrainConfig(_Section):
+    """A complete training recipe. `model` is the `Multi2CapConfig` section (fields of that class,
+    plus `preset: tiny` to start from `Multi2CapConfig.tiny()`); `init_from` is a checkpoint folder
+    whose weights start fine-tuning (its model config is used, `model` entries override it)."""
+
+    stage: Literal["pretrain", "finetune"] = "pretrain"
+    seed: int = 0
+    init_from: str | None = None
+    model: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.optim.batch_size % self.optim.micro_batch_size:
+            raise ValueError(
+                f"optim.batch_size ({self.optim.batch_size}) must be a multiple of "
+                f"optim.micro_batch_size ({self.optim.micro_batch_size})"
+            )
+        return self
+
+    def accumulation_steps(self, num_processes: int) -> int:
+        """Micro-batches per optimizer step on each device for `num_processes` devices."""
+        per_step = self.optim.micro_batch_size * num_processes
+        if self.optim.batch_size % per_step:
+            raise ConfigError(
+                f"optim.batch_size ({self.optim.batch_size}) is not a multiple of "
+                f"micro_batch_size x devices ({self.optim.micro_batch_size} x {num_processes})"
+            )
+        return self.optim.batch_size // per_step
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`"optim.lr=1e-4"` -> (["optim", "lr"], 0.0001)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    return key.strip().split("."), _parse_value(raw.strip())
+
+
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        return raw
+    return _coerce_numbers(value)
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted `key=value` in a copy of the nested dict `tree` (sections are created)."""
+    result = _deep_copy(tree)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _deep_copy(tree: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in tree.items()}
+
+
+_PATH_FIELDS = (
+    ("data", "train_manifest"),
+    ("data", "val_manifest"),
+    ("init_from",),
+)
+
+
+def load_train_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+) -> TrainConfig:
+    """Read a recipe, apply overrides, validate.
+
+    Relative manifest and checkpoint paths in the file are taken relative to the file's folder,
+    so recipes can sit beside their data; paths given as overrides are relative to the current
+    directory. `output_dir` (the CLI's `--output-dir`) wins over `runtime.output_dir`.
+    """
+    tree: dict[str, Any] = {}
+    source = "<overrides>"
+    if path is not None:
+        recipe = Path(path)
+        source = str(recipe)
+        if not recipe.is_file():
+            raise ConfigError(f"recipe not found: {recipe}")
+        try:
+            loaded = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{recipe}: not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{recipe}: the top level must be a mapping of sections")
+        tree = _resolve_paths(loaded, recipe.resolve().parent)
+    tree = apply_overrides(tree, list(overrides or []))
+    if output_dir is not None:
+        tree.setdefault("runtime", {})["output_dir"] = str(output_dir)
+    tree = _coerce_numbers(tree)
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from err
+
+
+def _resolve_paths(tree: dict[str, Any], base: Path) -> dict[str, Any]:
+    result = _deep_copy(tree)
+    for field_path in _PATH_FIELDS:
+        node: Any = result
+        for part in field_path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(field_path[-1]), str):
+            value = Path(node[field_path[-1]]).expanduser()
+            node[field_path[-1]] = str(value if value.is_absolute() else base / value)
+    return result
+
+
+def _coerce_numbers(tree: Any) -> Any:
+    """YAML 1.1 reads `5e-5` as a string; read such leaves as floats everywhere in the tree."""
+    if isinstance(tree, dict):
+        return {k: _coerce_numbers(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_coerce_numbers(v) for v in tree]
+    if isinstance(tree, str) and _SCIENTIFIC.match(tree.strip()):
+        return float(tree)
+    return tree

@@ -1,0 +1,165 @@
+"""Training-state persistence without pickles: optimizer, scheduler, RNG and data position.
+
+A training checkpoint is a folder `step-00000123/`:
+
+    model/                    Multi2Cap.save_pretrained (config.yaml + trainable.safetensors ...)
+    optimizer.safetensors     every tensor of optimizer.state_dict()["state"]
+    trainer_state.json        optimizer param groups and scalars, scheduler state, data position
+                              (epoch, step in epoch, sampler seed), history, best score, config
+    rng_rank{R}.safetensors   torch CPU (+ CUDA) generator states of process R
+    rng_rank{R}.json          python `random` and numpy states of process R
+
+It is written under `.tmp-<name>` and renamed into place once complete, so a folder named
+`step-*` is always whole; a crash mid-write leaves only a temporary folder that the next save
+removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from multi2cap.io import atomic_write_text
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+MODEL_DIR = "model"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def begin_checkpoint(root: Path, name: str) -> Path:
+    """Create an empty temporary folder for checkpoint `name` under `root` and return it."""
+    tmp = root / f".tmp-{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit_checkpoint(tmp: Path, final: Path) -> Path:
+    """Move a completed temporary folder to `final`, replacing an older folder of that name."""
+    if final.exists():
+        old = final.with_name(f".old-{final.name}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete step checkpoints under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _STEP_DIR.match(child.name)
+        if match and (child / STATE_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def prune_checkpoints(root: Path, keep: int) -> None:
+    """Delete all but the newest `keep` step checkpoints."""
+    for _, path in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> dict[str, Any]:
+    """Write the optimizer's tensors to safetensors; return the JSON-able remainder."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    save_file(tensors, str(folder / OPTIMIZER_FILE))
+    return {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path, meta: dict[str, Any]) -> None:
+    """Inverse of `save_optimizer`; tensors move to the device of their parameter."""
+    tensors = load_file(str(folder / OPTIMIZER_FILE))
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    for index, entry in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(entry)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_rng(folder: Path, rank: int) -> None:
+    """Snapshot python, numpy, torch CPU and CUDA generators of this process."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for device, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{device}"] = cuda_state
+    save_file(tensors, str(folder / f"rng_rank{rank}.safetensors"))
+    version, mt_state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    payload = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), *(np_state[2:])],
+    }
+    atomic_write_text(folder / f"rng_rank{rank}.json", json.dumps(payload))
+
+
+def load_rng(folder: Path, rank: int) -> None:
+    """Restore the generators saved by `save_rng` (a missing rank file, e.g. a run resumed on
+    more processes than it was saved with, leaves that process's generators as seeded)."""
+    tensor_file = folder / f"rng_rank{rank}.safetensors"
+    json_file = folder / f"rng_rank{rank}.json"
+    if not tensor_file.is_file() or not json_file.is_file():
+        return
+    tensors = load_file(str(tensor_file))
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        for device in range(torch.cuda.device_count()):
+            key = f"torch_cuda_{device}"
+            if key in tensors:
+                torch.cuda.set_rng_state(tensors[key], device)
+    payload = json.loads(json_file.read_text(encoding="utf-8"))
+    version, mt_state, gauss = payload["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    name, keys, pos, has_gauss, cached = payload["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def write_state(folder: Path, state: dict[str, Any]) -> None:
+    """Write trainer_state.json (last, so its presence marks a complete folder)."""
+    atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=1))
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

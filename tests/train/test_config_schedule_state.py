@@ -1,0 +1,180 @@
+"""Recipe loading, the lr schedule, the resumable sampler and pickle-free state files."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from multi2cap.train.config import ConfigError, load_train_config
+from multi2cap.train.sampler import StepBatchSampler
+from multi2cap.train.schedule import lr_factor, warmup_cosine
+from multi2cap.train.state import (
+    begin_checkpoint,
+    commit_checkpoint,
+    list_checkpoints,
+    load_optimizer,
+    load_rng,
+    prune_checkpoints,
+    read_state,
+    save_optimizer,
+    save_rng,
+    write_state,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_overrides_types_and_relative_paths(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "stage: finetune\noptim:\n  lr: 5e-5\n  batch_size: 8\n  micro_batch_size: 4\n"
+        "data:\n  train_manifest: data/train.jsonl\nmodel:\n  k: 4\n"
+    )
+    cfg = load_train_config(
+        recipe, ["optim.lr=1e-4", "model.k=8", "optim.betas=[0.8, 0.95]"], output_dir="x"
+    )
+    assert cfg.optim.lr == pytest.approx(1e-4)
+    assert cfg.model == {"k": 8}
+    assert cfg.optim.betas == (0.8, 0.95)
+    assert cfg.data.train_manifest == str(tmp_path / "data/train.jsonl")
+    assert cfg.runtime.output_dir == "x"
+    assert cfg.accumulation_steps(1) == 2
+    assert cfg.accumulation_steps(2) == 1
+    with pytest.raises(ConfigError, match="micro_batch_size x devices"):
+        cfg.accumulation_steps(3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.lrr=1"], "optim.lrr"),
+        (["stage=distill"], "stage"),
+        (["optim.batch_size=10", "optim.micro_batch_size=4"], "multiple of"),
+        (["optim"], "key=value"),
+    ],
+)
+def test_bad_overrides_name_the_field(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pretrain_vggcaps.yaml",
+        "finetune_clotho.yaml",
+        "finetune_audiocaps.yaml",
+        "tiny_pretrain.yaml",
+        "tiny_finetune.yaml",
+    ],
+)
+def test_recipes_validate(name: str) -> None:
+    from multi2cap.model.config import Multi2CapConfig
+
+    cfg = load_train_config(CONFIGS / name)
+    if not name.startswith("tiny"):
+        Multi2CapConfig.model_validate(cfg.model)
+
+
+def test_paper_recipes_carry_appendix_a1_values() -> None:
+    pre = load_train_config(CONFIGS / "pretrain_vggcaps.yaml")
+    assert (pre.stage, pre.optim.lr, pre.optim.batch_size, pre.optim.epochs) == (
+        "pretrain",
+        5e-5,
+        320,
+        15,
+    )
+    assert (pre.model["alpha"], pre.model["beta"], pre.model["k"]) == (0.02, 0.05, 4)
+    for name in ("finetune_clotho.yaml", "finetune_audiocaps.yaml"):
+        fine = load_train_config(CONFIGS / name)
+        assert (fine.stage, fine.optim.lr, fine.optim.batch_size, fine.optim.epochs) == (
+            "finetune",
+            1e-4,
+            384,
+            30,
+        )
+    for cfg in (pre, fine):
+        assert cfg.optim.warmup_epochs == 2
+        assert cfg.optim.weight_decay == 1e-6
+        assert cfg.optim.betas == (0.9, 0.999)
+        assert cfg.augment.enabled
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    factors = [lr_factor(s, warmup_steps=4, total_steps=12) for s in range(12)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0  # cosine starts at the peak
+    assert all(a >= b for a, b in itertools.pairwise(factors[4:]))
+    assert lr_factor(12, 4, 12, min_ratio=0.1) == pytest.approx(0.1)
+    assert lr_factor(8, 4, 12) == pytest.approx(0.5)  # half way through the cosine
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=2.0)
+    scheduler = warmup_cosine(optimizer, 4, 12)
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([2.0 * f for f in factors[:6]])
+
+
+def test_sampler_partitions_steps_and_resumes() -> None:
+    args = dict(micro_batch_size=2, accumulation_steps=2, num_replicas=2, seed=3, epoch=1)
+    shards = [list(StepBatchSampler(19, rank=r, **args)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 4  # 2 steps of 8 clips, 3 clips dropped
+    seen = [i for shard in shards for batch in shard for i in batch]
+    assert len(seen) == len(set(seen)) == 16
+    resumed = list(StepBatchSampler(19, rank=0, start_step=1, **args))
+    assert resumed == shards[0][2:]
+    other_epoch = list(StepBatchSampler(19, rank=0, **{**args, "epoch": 2}))
+    assert other_epoch != shards[0]
+
+
+def test_optimizer_and_rng_roundtrip_without_pickles(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    for _ in range(2):
+        model(torch.randn(4, 3)).pow(2).sum().backward()
+        optimizer.step()
+    meta = save_optimizer(optimizer, tmp_path)
+    fresh = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.5)
+    load_optimizer(fresh, tmp_path, meta)
+    a, b = optimizer.state_dict(), fresh.state_dict()
+    assert b["param_groups"][0]["lr"] == 0.1
+    for index in a["state"]:
+        for key, value in a["state"][index].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["state"][index][key]))
+
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    save_rng(tmp_path, rank=0)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    load_rng(tmp_path, rank=0)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.pkl"))
+
+
+def test_checkpoint_folders_are_atomic_and_pruned(tmp_path: Path) -> None:
+    for step in (1, 2, 3):
+        tmp = begin_checkpoint(tmp_path, f"step-{step:08d}")
+        write_state(tmp, {"step": step})
+        commit_checkpoint(tmp, tmp_path / f"step-{step:08d}")
+    (tmp_path / ".tmp-step-00000004").mkdir()  # a save cut short by a crash
+    (tmp_path / "step-00000005").mkdir()  # a folder without its state file is not complete
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [1, 2, 3]
+    prune_checkpoints(tmp_path, keep=2)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2, 3]
+    tmp = begin_checkpoint(tmp_path, "step-00000003")
+    write_state(tmp, {"step": "again"})
+    commit_checkpoint(tmp, tmp_path / "step-00000003")
+    assert read_state(tmp_path / "step-00000003") == {"step": "again"}
