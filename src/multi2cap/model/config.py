@@ -1,0 +1,244 @@
+"""`Multi2CapConfig`: everything needed to rebuild a Multi2Cap model, as YAML.
+
+Backbones are addressed by hub id or local path (`source`), or built with random weights from an
+inline config (`config`), which is how tests, the demo and benchmarks of real-size shapes work
+without downloads. A checkpoint folder stores this config as `config.yaml`; weights that cannot be
+rebuilt from it (trainable modules, LoRA, randomly initialised backbones) sit next to it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from multi2cap.io import atomic_write_text
+
+AdapterInput = Literal["g", "g_hat", "mix"]
+LlmFamily = Literal["llama", "qwen2", "qwen3", "mistral"]
+
+DEFAULT_PROMPT = "Describe the sound in detail. Audio: <audio> Caption:"
+AUDIO_PLACEHOLDER = "<audio>"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSpec(_Strict):
+    """LoRA on a backbone's linear layers (peft). `targets` are module-name suffixes."""
+
+    enabled: bool = True
+    r: int = Field(8, ge=1)
+    alpha: float = 32.0
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    targets: list[str] | None = None
+
+
+class AudioEncoderSpec(_Strict):
+    """CED audio encoder: a preset name (`tiny|mini|small|base` = `mispeech/ced-<name>`), a hub id
+    or a local folder with pretrained weights; or `config`, inline `CedConfig` fields for random
+    weights (`{"preset": "base"}` gives the real shape with random weights)."""
+
+    source: str | None = "base"
+    config: dict[str, Any] | None = None
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AudioEncoderSpec:
+        if (self.source is None) == (self.config is None):
+            raise ValueError("audio encoder: give exactly one of `source` and `config`")
+        return self
+
+
+class VisionEncoderSpec(_Strict):
+    """Frozen CLIP vision tower: hub id / local path, or inline `CLIPVisionConfig` fields.
+
+    `feature_cache`: folder of per-image CLIP outputs (safetensors named by a hash of the pixels
+    and the encoder), so frames seen again are not re-encoded. Only exact pixel tensors hit, so it
+    pays off for fixed pre-extracted frames (no random crop)."""
+
+    source: str | None = "openai/clip-vit-large-patch14"
+    config: dict[str, Any] | None = None
+    feature_cache: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VisionEncoderSpec:
+        if (self.source is None) == (self.config is None):
+            raise ValueError("vision encoder: give exactly one of `source` and `config`")
+        return self
+
+
+class TokenizerSpec(_Strict):
+    """An in-memory word-level tokenizer (lower-cased, split on whitespace and punctuation), for
+    LLMs built from an inline config. Ids: 0 `<pad>`, 1 `<s>`, 2 `</s>`, 3 `<unk>`, then `words`."""
+
+    words: list[str]
+
+
+class LlmSpec(_Strict):
+    """Causal LM decoder: hub id / local path (its own tokenizer), or an inline config of one of
+    the families below with random weights and a `tokenizer` spec."""
+
+    source: str | None = "meta-llama/Llama-3.2-3B"
+    family: LlmFamily | None = None
+    config: dict[str, Any] | None = None
+    tokenizer: TokenizerSpec | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    lora: LoraSpec = Field(
+        default_factory=lambda: LoraSpec(targets=["q_proj", "k_proj", "v_proj", "o_proj"])
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LlmSpec:
+        if (self.source is None) == (self.config is None):
+            raise ValueError("llm: give exactly one of `source` and `config`")
+        if self.config is not None and (self.family is None or self.tokenizer is None):
+            raise ValueError("llm: an inline `config` needs `family` and `tokenizer`")
+        return self
+
+
+class GenerationSpec(_Strict):
+    """Decoding defaults for `Multi2Cap.caption` (beam search when `num_beams` > 1)."""
+
+    num_beams: int = Field(4, ge=1)
+    max_new_tokens: int = Field(50, ge=1)
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = Field(0, ge=0)
+
+
+class Multi2CapConfig(_Strict):
+    """The whole model. Widths: `d_g` grounding width, `align_dim` InfoNCE shared space.
+
+    `grounding=False` is the audio-only baseline (no CLIP, no g, no L_align, no L_vfr).
+    `pretrain_adapter_input` picks what feeds the Ground Adapter in pre-training: `g` (paper),
+    `g_hat`, or `mix` (each sample takes g_hat with probability `mix_prob`).
+    """
+
+    audio: AudioEncoderSpec = Field(default_factory=AudioEncoderSpec)
+    vision: VisionEncoderSpec = Field(default_factory=VisionEncoderSpec)
+    llm: LlmSpec = Field(default_factory=LlmSpec)
+    grounding: bool = True
+    k: int = Field(4, ge=1)
+    d_g: int = Field(1024, ge=1)
+    grounding_heads: int = Field(8, ge=1)
+    align_dim: int = Field(512, ge=1)
+    align_temperature: float = Field(0.07, gt=0.0)
+    vfr_hidden: int = Field(2048, ge=1)
+    alpha: float = Field(0.02, ge=0.0)
+    beta: float = Field(0.05, ge=0.0)
+    pretrain_adapter_input: AdapterInput = "g"
+    mix_prob: float = Field(0.5, ge=0.0, le=1.0)
+    freeze_vfr_in_finetune: bool = True
+    prompt: str = DEFAULT_PROMPT
+    max_caption_tokens: int = Field(96, ge=1)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> Multi2CapConfig:
+        if self.d_g % self.grounding_heads:
+            raise ValueError(
+                f"d_g ({self.d_g}) must be divisible by grounding_heads ({self.grounding_heads})"
+            )
+        if self.prompt.count(AUDIO_PLACEHOLDER) > 1:
+            raise ValueError(f"prompt may contain {AUDIO_PLACEHOLDER} at most once")
+        return self
+
+    # ---------------------------------------------------------------- YAML
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(Path(path), self.to_yaml())
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Multi2CapConfig:
+        return cls.model_validate(yaml.safe_load(text) or {})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Multi2CapConfig:
+        return cls.from_yaml(Path(path).read_text(encoding="utf-8"))
+
+    # ---------------------------------------------------------------- tiny
+    @classmethod
+    def tiny(
+        cls,
+        texts: Iterable[str] = (),
+        *,
+        grounding: bool = True,
+        k: int = 4,
+        llm_family: LlmFamily = "llama",
+        prompt: str = DEFAULT_PROMPT,
+        **overrides: Any,
+    ) -> Multi2CapConfig:
+        """A CPU-sized model with random backbones (CED tiny-shaped but 2 layers of width 32,
+        CLIP 32 px, a 2-layer decoder of width 64) and a word-level tokenizer whose vocabulary
+        covers `texts` and the prompt. For tests, the demo and quick experiments."""
+        words = word_vocabulary([prompt.replace(AUDIO_PLACEHOLDER, " "), *texts])
+        llm_config = dict(
+            vocab_size=len(words) + len(SPECIAL_TOKENS),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        if llm_family == "qwen3":
+            llm_config["head_dim"] = 16
+        fields: dict[str, Any] = dict(
+            audio=AudioEncoderSpec(
+                source=None,
+                config=dict(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
+                lora=LoraSpec(r=4, alpha=8.0, dropout=0.0),
+            ),
+            vision=VisionEncoderSpec(
+                source=None,
+                config=dict(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    image_size=32,
+                    patch_size=8,
+                ),
+            ),
+            llm=LlmSpec(
+                source=None,
+                family=llm_family,
+                config=llm_config,
+                tokenizer=TokenizerSpec(words=words),
+                lora=LoraSpec(
+                    r=16, alpha=32.0, dropout=0.0, targets=["q_proj", "k_proj", "v_proj", "o_proj"]
+                ),
+            ),
+            grounding=grounding,
+            k=k,
+            d_g=32,
+            grounding_heads=4,
+            align_dim=16,
+            vfr_hidden=64,
+            prompt=prompt,
+            max_caption_tokens=32,
+            generation=GenerationSpec(num_beams=1, max_new_tokens=24),
+        )
+        fields.update(overrides)
+        return cls(**fields)
+
+
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
+_WORD_RE = re.compile(r"\w+|[^\w\s]+")
+
+
+def word_vocabulary(texts: Iterable[str]) -> list[str]:
+    """Sorted distinct words of `texts` as the word-level tokenizer splits them (lower-cased,
+    `\\w+` runs and punctuation runs, the same rule as `tokenizers`' Whitespace pre-tokenizer)."""
+    words = {w for text in texts for w in _WORD_RE.findall(text.lower())}
+    return sorted(words - set(SPECIAL_TOKENS))

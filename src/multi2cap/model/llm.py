@@ -1,0 +1,224 @@
+"""The LLM decoder: any HF causal LM with LoRA, fed `prompt + prefix + caption` as embeddings.
+
+Sequence layout per sample (no padding inside a sample):
+`[left prompt ids (with BOS if the tokenizer adds one)] [prefix tokens] [right prompt ids]
+[caption ids] [EOS]`, where the prompt is split at `<audio>` (no placeholder: the prefix follows
+the whole prompt). Training pads on the right, generation on the left; attention masks and labels
+come from lengths, never from the pad id (Llama 3 / Qwen use EOS as pad, and masking by pad id
+would hide the EOS target so the model never learns to stop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from multi2cap.model.config import AUDIO_PLACEHOLDER, SPECIAL_TOKENS, LlmSpec, TokenizerSpec
+
+IGNORE_INDEX = -100
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def word_level_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerFast:
+    """In-memory word-level tokenizer (see `TokenizerSpec`); adds `<s>` like Llama's does."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for word in spec.words:
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+
+
+def build_causal_lm(spec: LlmSpec) -> PreTrainedModel:
+    """Pretrained weights from `spec.source`, or random weights from the inline config."""
+    dtype = _DTYPES[spec.dtype]
+    if spec.source is not None:
+        return AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype)
+    assert spec.family is not None and spec.config is not None
+    config = AutoConfig.for_model(spec.family, **spec.config)
+    return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+def build_tokenizer(spec: LlmSpec, tokenizer_dir: Path | None = None) -> PreTrainedTokenizerBase:
+    """A saved tokenizer folder wins; then the backbone's own; then the in-memory spec."""
+    if tokenizer_dir is not None:
+        return AutoTokenizer.from_pretrained(tokenizer_dir)
+    if spec.source is not None:
+        return AutoTokenizer.from_pretrained(spec.source)
+    assert spec.tokenizer is not None
+    return word_level_tokenizer(spec.tokenizer)
+
+
+@dataclass
+class DecoderInputs:
+    """`embeds (B, L, D)`, `attention_mask (B, L)` long, `labels (B, L)` or None."""
+
+    embeds: Tensor
+    attention_mask: Tensor
+    labels: Tensor | None
+
+
+class CaptionDecoder(nn.Module):
+    """A causal LM (frozen, LoRA-tuned when enabled) with the prompt/prefix/caption assembly."""
+
+    def __init__(
+        self,
+        spec: LlmSpec,
+        prompt: str,
+        max_caption_tokens: int,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.model = build_causal_lm(spec)
+        self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(spec)
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer of {spec.source or spec.family!r} has no EOS token")
+        self.max_caption_tokens = max_caption_tokens
+        self.model.requires_grad_(False)
+        if spec.lora.enabled:
+            targets = spec.lora.targets or ["q_proj", "k_proj", "v_proj", "o_proj"]
+            lora = LoraConfig(
+                r=spec.lora.r,
+                lora_alpha=spec.lora.alpha,
+                lora_dropout=spec.lora.dropout,
+                target_modules=targets,
+            )
+            inject_adapter_in_model(lora, self.model)
+            for name, param in self.model.named_parameters():
+                param.requires_grad_("lora_" in name)
+        left, _, right = (
+            prompt.partition(AUDIO_PLACEHOLDER) if AUDIO_PLACEHOLDER in prompt else (prompt, "", "")
+        )
+        self.register_buffer("left_ids", self._ids(left.strip(), special=True), persistent=False)
+        self.register_buffer("right_ids", self._ids(right.strip(), special=False), persistent=False)
+
+    def _ids(self, text: str, special: bool) -> Tensor:
+        ids = (
+            self.tokenizer(text, add_special_tokens=special)["input_ids"] if text or special else []
+        )
+        return torch.tensor(ids, dtype=torch.long)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().embedding_dim)
+
+    @property
+    def embed_dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    def lora_state_keys(self) -> list[str]:
+        return [name for name, _ in self.model.named_parameters() if "lora_" in name]
+
+    def caption_ids(self, captions: list[str]) -> list[Tensor]:
+        """Caption token ids + EOS, truncated to `max_caption_tokens` (EOS always kept)."""
+        eos = self.tokenizer.eos_token_id
+        encoded = self.tokenizer(captions, add_special_tokens=False)["input_ids"]
+        return [
+            torch.tensor([*ids[: self.max_caption_tokens - 1], eos], dtype=torch.long)
+            for ids in encoded
+        ]
+
+    def assemble(
+        self, prefix: Tensor, prefix_mask: Tensor, captions: list[str] | None = None
+    ) -> DecoderInputs:
+        """Embeddings for the LLM. `prefix (B, P, D)`, `prefix_mask (B, P)` True=valid with the
+        valid tokens first. With captions: right padding + labels; without: left padding."""
+        embed = self.model.get_input_embeddings()
+        device = prefix.device
+        prefix = prefix.to(self.embed_dtype)
+        left = embed(self.left_ids.to(device))
+        right = embed(self.right_ids.to(device))
+        caps = self.caption_ids(captions) if captions is not None else None
+        pieces: list[Tensor] = []
+        label_rows: list[Tensor] = []
+        for b, n_valid in enumerate(prefix_mask.sum(dim=1).tolist()):
+            parts = [left, prefix[b, :n_valid], right]
+            context = left.shape[0] + n_valid + right.shape[0]
+            if caps is not None:
+                ids = caps[b].to(device)
+                parts.append(embed(ids))
+                ignore = torch.full((context,), IGNORE_INDEX, dtype=torch.long, device=device)
+                label_rows.append(torch.cat([ignore, ids]))
+            pieces.append(torch.cat(parts))
+        lengths = [p.shape[0] for p in pieces]
+        width = max(lengths)
+        batch = len(pieces)
+        embeds = prefix.new_zeros(batch, width, prefix.shape[-1])
+        mask = torch.zeros(batch, width, dtype=torch.long, device=device)
+        labels = (
+            torch.full((batch, width), IGNORE_INDEX, dtype=torch.long, device=device)
+            if caps is not None
+            else None
+        )
+        for b, (piece, n) in enumerate(zip(pieces, lengths, strict=True)):
+            span = slice(0, n) if caps is not None else slice(width - n, width)
+            embeds[b, span] = piece
+            mask[b, span] = 1
+            if labels is not None:
+                labels[b, span] = label_rows[b]
+        return DecoderInputs(embeds, mask, labels)
+
+    def loss(self, prefix: Tensor, prefix_mask: Tensor, captions: list[str]) -> Tensor:
+        """Token-mean cross-entropy of caption + EOS given prompt and prefix (L_cap)."""
+        inputs = self.assemble(prefix, prefix_mask, captions)
+        out = self.model(
+            inputs_embeds=inputs.embeds,
+            attention_mask=inputs.attention_mask,
+            labels=inputs.labels,
+            use_cache=False,
+        )
+        return out.loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prefix: Tensor,
+        prefix_mask: Tensor,
+        *,
+        num_beams: int,
+        max_new_tokens: int,
+        length_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> list[str]:
+        """Greedy (`num_beams=1`) or beam-search captions for a batch of prefixes."""
+        inputs = self.assemble(prefix, prefix_mask)
+        pad = self.tokenizer.pad_token_id
+        eos = self.tokenizer.eos_token_id
+        out = self.model.generate(
+            inputs_embeds=inputs.embeds,
+            attention_mask=inputs.attention_mask,
+            do_sample=False,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            eos_token_id=eos,
+            pad_token_id=pad if pad is not None else eos,
+        )
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [" ".join(t.split()) for t in texts]

@@ -1,0 +1,443 @@
+"""Multi2Cap (paper section 4): CED + AV-Grounding + VFR + Ground Adapter + LLM decoder.
+
+Pre-training (`stage="pretrain"`, needs images): L = L_cap + alpha L_align + beta L_vfr, the
+adapter fed with g (or g_hat / a mix, `pretrain_adapter_input`). Fine-tuning and inference
+(`stage="finetune"`, audio only): L = L_cap with g_hat from the VFR. With `grounding=False` the
+model is the audio-only baseline: prefix = audio tokens, L = L_cap in both stages.
+
+Checkpoint folder: `config.yaml`, `trainable.safetensors` (adapter, grounding, alignment
+projections, VFR, LoRA weights), `backbones.safetensors` (only for backbones built from an inline
+config, whose random weights cannot be rebuilt otherwise), `tokenizer/` (only when the tokenizer
+is not the LLM's own). Loading reads safetensors only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import CLIPVisionConfig
+
+from multi2cap.model.adapter import GroundAdapter
+from multi2cap.model.ced import CedConfig, CedEncoder, apply_lora, load_ced
+from multi2cap.model.config import AudioEncoderSpec, Multi2CapConfig, VisionEncoderSpec
+from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean, segment_weights
+from multi2cap.model.llm import CaptionDecoder, build_tokenizer
+from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
+from multi2cap.model.vision import VisionEncoder
+
+Stage = Literal["pretrain", "finetune"]
+STAGES: tuple[Stage, ...] = ("pretrain", "finetune")
+
+CONFIG_FILE = "config.yaml"
+TRAINABLE_FILE = "trainable.safetensors"
+BACKBONES_FILE = "backbones.safetensors"
+TOKENIZER_DIR = "tokenizer"
+
+CED_PRESETS = ("tiny", "mini", "small", "base")
+AudioInput = str | os.PathLike[str] | np.ndarray | Tensor
+
+
+@dataclass
+class Multi2CapOutput:
+    """Scalar losses; `loss_align`/`loss_vfr` are None where the stage or model has none."""
+
+    loss: Tensor
+    loss_cap: Tensor
+    loss_align: Tensor | None
+    loss_vfr: Tensor | None
+
+
+@dataclass
+class ProbeEmbeddings:
+    """Embeddings for the grounding probes (no grad).
+
+    `g`, `g_hat` `(B, K, d_g)`; `a_mean (B, d_a)` masked mean of the audio tokens; `v_cls (B, d_v)`;
+    `attention (B, T', P)` grounding cross-attention (audio step over patch, head-averaged);
+    `audio_mask (B, T')`; `*_shared` the same vectors in the L_align space (`(B, K, E)` / `(B, E)`,
+    not normalised), where g, g_hat, a_mean and v_cls are comparable by cosine similarity.
+    """
+
+    g: Tensor
+    g_hat: Tensor
+    a_mean: Tensor
+    v_cls: Tensor
+    attention: Tensor
+    audio_mask: Tensor
+    g_shared: Tensor
+    g_hat_shared: Tensor
+    a_mean_shared: Tensor
+    v_cls_shared: Tensor
+
+
+def build_audio_encoder(spec: AudioEncoderSpec) -> CedEncoder:
+    """CED from a preset name / hub id / folder, or random from inline fields (`preset` picks
+    the base shape), frozen, with LoRA when enabled."""
+    if spec.config is not None:
+        fields = dict(spec.config)
+        preset = fields.pop("preset", None)
+        if preset is not None and preset not in CED_PRESETS:
+            raise ValueError(f"audio.config.preset must be one of {CED_PRESETS}, got {preset!r}")
+        base = getattr(CedConfig, preset)() if preset else CedConfig()
+        encoder = CedEncoder(dataclasses.replace(base, **fields))
+    else:
+        assert spec.source is not None
+        source = f"mispeech/ced-{spec.source}" if spec.source in CED_PRESETS else spec.source
+        encoder = load_ced(source)
+    encoder.freeze()
+    if spec.lora.enabled:
+        targets = spec.lora.targets or ["q_proj", "v_proj"]
+        apply_lora(encoder, spec.lora.r, spec.lora.alpha, spec.lora.dropout, targets)
+    return encoder
+
+
+def vision_width(spec: VisionEncoderSpec) -> int:
+    """Hidden width of the CLIP vision tower, read from its config only (no weights)."""
+    if spec.config is not None:
+        return int(CLIPVisionConfig(**spec.config).hidden_size)
+    return int(CLIPVisionConfig.from_pretrained(spec.source).hidden_size)
+
+
+class Multi2Cap(nn.Module):
+    """The captioning model. See the module docstring for stages and the checkpoint layout.
+
+    `load_vision=False` skips the CLIP tower (not needed for fine-tuning or captioning); the
+    model can then not pre-train or probe. Call `set_stage` before building an optimizer or
+    wrapping the model for DDP/FSDP: it decides which parameters train.
+    """
+
+    def __init__(
+        self,
+        config: Multi2CapConfig,
+        *,
+        load_vision: bool = True,
+        tokenizer: Any = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.audio_encoder = build_audio_encoder(config.audio)
+        d_a = self.audio_encoder.output_dim
+        self.decoder = CaptionDecoder(
+            config.llm, config.prompt, config.max_caption_tokens, tokenizer=tokenizer
+        )
+        d_g = config.d_g if config.grounding else None
+        self.adapter = GroundAdapter(d_a, self.decoder.hidden_size, d_g)
+        self.vision: VisionEncoder | None = None
+        self.grounding: AVGrounding | None = None
+        self.align: AlignmentLoss | None = None
+        self.vfr: VisualFeatureReconstructor | None = None
+        # Inline-config CLIP weights read from a checkpoint while the tower is not loaded; kept so
+        # that saving again does not lose them.
+        self._vision_state: dict[str, Tensor] = {}
+        if config.grounding:
+            d_v = vision_width(config.vision)
+            self.grounding = AVGrounding(d_a, d_v, config.d_g, config.grounding_heads, config.k)
+            self.align = AlignmentLoss(
+                config.d_g, d_a, d_v, config.align_dim, config.align_temperature
+            )
+            self.vfr = VisualFeatureReconstructor(d_a, config.vfr_hidden, config.d_g)
+            if load_vision:
+                self.vision = VisionEncoder(config.vision)
+        self.stage: Stage = "pretrain"
+        self.set_stage("pretrain")
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def device(self) -> torch.device:
+        return next(self.adapter.parameters()).device
+
+    def set_stage(self, stage: Stage) -> None:
+        """Set `requires_grad` for a stage: LoRA (encoder, LLM) and the adapter always train;
+        grounding and the alignment projections only in pre-training; the VFR in pre-training,
+        and in fine-tuning unless `freeze_vfr_in_finetune`. Backbones never train."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.requires_grad_(False)
+        for module in (self.audio_encoder, self.decoder):
+            for name, param in module.named_parameters():
+                if "lora_" in name:
+                    param.requires_grad_(True)
+        self.adapter.requires_grad_(True)
+        if self.grounding is not None and self.align is not None and self.vfr is not None:
+            self.grounding.requires_grad_(stage == "pretrain")
+            self.align.requires_grad_(stage == "pretrain")
+            self.vfr.requires_grad_(stage == "pretrain" or not self.config.freeze_vfr_in_finetune)
+        self.stage = stage
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters that train in the current stage (see `set_stage`)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the LLM's activations in backward (non-reentrant, works with LoRA)."""
+        self.decoder.model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+
+    # ------------------------------------------------------------------ forward
+    def encode_audio(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """CED tokens `(B, T', d_a)` and mask `(B, T')`; no graph when the encoder is frozen."""
+        needs_grad = torch.is_grad_enabled() and any(
+            p.requires_grad for p in self.audio_encoder.parameters()
+        )
+        with torch.set_grad_enabled(needs_grad):
+            return self.audio_encoder(audio.to(self.device), lengths.to(self.device))
+
+    def forward(self, batch: dict[str, Any], stage: Stage) -> Multi2CapOutput:
+        """Losses for a collated batch (`audio`, `audio_lengths`, `captions`, and `images` in
+        pre-training with grounding). Switches `set_stage` when `stage` differs."""
+        if stage != self.stage:
+            self.set_stage(stage)
+        tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
+        captions = list(batch["captions"])
+        if self.vfr is None:
+            prefix, prefix_mask = self.adapter(tokens, mask, None)
+            loss_cap = self.decoder.loss(prefix, prefix_mask, captions)
+            return Multi2CapOutput(loss_cap, loss_cap, None, None)
+        weights = segment_weights(mask, self.config.k)
+        g_hat = self.vfr(tokens, weights)
+        if stage == "finetune":
+            prefix, prefix_mask = self.adapter(tokens, mask, g_hat)
+            loss_cap = self.decoder.loss(prefix, prefix_mask, captions)
+            return Multi2CapOutput(loss_cap, loss_cap, None, None)
+
+        assert self.grounding is not None and self.align is not None
+        images = batch.get("images")
+        if images is None:
+            raise ValueError("pre-training with grounding needs `images` in the batch")
+        if self.vision is None:
+            raise RuntimeError("the CLIP tower is not loaded (load_vision=False): cannot pre-train")
+        visual = self.vision(images.to(self.device))
+        g = self.grounding(tokens, mask, visual.patches, weights).g
+        loss_align = self.align(g, masked_mean(tokens, mask), visual.cls)
+        loss_vfr = vfr_loss(g_hat, g)
+        source = self.config.pretrain_adapter_input
+        if source == "g":
+            ground = g
+        elif source == "g_hat":
+            ground = g_hat
+        else:
+            pick_hat = torch.rand(g.shape[0], 1, 1, device=g.device) < self.config.mix_prob
+            ground = torch.where(pick_hat, g_hat, g)
+        prefix, prefix_mask = self.adapter(tokens, mask, ground)
+        loss_cap = self.decoder.loss(prefix, prefix_mask, captions)
+        loss = loss_cap + self.config.alpha * loss_align + self.config.beta * loss_vfr
+        return Multi2CapOutput(loss, loss_cap, loss_align, loss_vfr)
+
+    @torch.no_grad()
+    def probe_embeddings(self, batch: dict[str, Any]) -> ProbeEmbeddings:
+        """g, g_hat, A_mean, V_cls and the grounding attention for a batch with images."""
+        if self.grounding is None or self.align is None or self.vfr is None:
+            raise ValueError("the audio-only baseline has no grounding tokens to probe")
+        if self.vision is None or batch.get("images") is None:
+            raise ValueError("probing needs the CLIP tower (load_vision=True) and `images`")
+        with _eval_mode(self):
+            tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
+            weights = segment_weights(mask, self.config.k)
+            visual = self.vision(batch["images"].to(self.device))
+            grounded = self.grounding(tokens, mask, visual.patches, weights)
+            g_hat = self.vfr(tokens, weights)
+            a_mean = masked_mean(tokens, mask)
+            g_s, a_s, v_s = self.align.project(grounded.g, a_mean, visual.cls)
+            return ProbeEmbeddings(
+                g=grounded.g,
+                g_hat=g_hat,
+                a_mean=a_mean,
+                v_cls=visual.cls,
+                attention=grounded.attention,
+                audio_mask=mask,
+                g_shared=g_s,
+                g_hat_shared=self.align.g_proj(g_hat),
+                a_mean_shared=a_s,
+                v_cls_shared=v_s,
+            )
+
+    # ------------------------------------------------------------------ captioning
+    @torch.no_grad()
+    def caption(
+        self,
+        waves_or_paths: AudioInput | Sequence[AudioInput],
+        lengths: Sequence[int] | Tensor | None = None,
+        *,
+        num_beams: int | None = None,
+        max_new_tokens: int | None = None,
+        length_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """Captions from audio alone, one per input, in input order.
+
+        Inputs: a file path, a 1-D waveform, a sequence of either, or a `(B, n)` batch with
+        `lengths` in samples (16 kHz). Files are read with `multi2cap.media.audio.load_audio`;
+        any length works (CED encodes long audio in chunks). Decoding options default to
+        `config.generation`; inputs are batched by length to limit padding.
+        """
+        waves = _as_waves(waves_or_paths, lengths)
+        gen = self.config.generation
+        options = dict(
+            num_beams=num_beams if num_beams is not None else gen.num_beams,
+            max_new_tokens=max_new_tokens if max_new_tokens is not None else gen.max_new_tokens,
+            length_penalty=length_penalty if length_penalty is not None else gen.length_penalty,
+            no_repeat_ngram_size=(
+                no_repeat_ngram_size
+                if no_repeat_ngram_size is not None
+                else gen.no_repeat_ngram_size
+            ),
+        )
+        order = sorted(range(len(waves)), key=lambda i: -waves[i].shape[0])
+        results: dict[int, str] = {}
+        with _eval_mode(self):
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                chunk = [waves[i] for i in idx]
+                audio = nn.utils.rnn.pad_sequence(chunk, batch_first=True)
+                lens = torch.tensor([w.shape[0] for w in chunk])
+                tokens, mask = self.encode_audio(audio, lens)
+                ground = None
+                if self.vfr is not None:
+                    ground = self.vfr(tokens, segment_weights(mask, self.config.k))
+                prefix, prefix_mask = self.adapter(tokens, mask, ground)
+                texts = self.decoder.generate(prefix, prefix_mask, **options)
+                results.update(zip(idx, texts, strict=True))
+        return [results[i] for i in range(len(waves))]
+
+    # ------------------------------------------------------------------ checkpoints
+    def _backbone_prefixes(self) -> list[str]:
+        """State-dict prefixes of backbones built from inline configs (random weights)."""
+        prefixes = []
+        if self.config.audio.config is not None:
+            prefixes.append("audio_encoder.")
+        if self.config.llm.config is not None:
+            prefixes.append("decoder.model.")
+        if self.config.grounding and self.config.vision.config is not None:
+            prefixes.append("vision.")
+        return prefixes
+
+    def _split_state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """(trainable state, inline-backbone state) as they are written to disk."""
+        own = ("adapter.", "grounding.", "align.", "vfr.")
+        backbones = tuple(self._backbone_prefixes())
+        trainable: dict[str, Tensor] = {}
+        inline: dict[str, Tensor] = dict(self._vision_state)
+        for key, value in self.state_dict().items():
+            tensor = value.detach().cpu().contiguous().clone()
+            if key.startswith(own) or "lora_" in key:
+                trainable[key] = tensor
+            elif key.startswith(backbones):
+                inline[key] = tensor
+        return trainable, inline
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the checkpoint folder atomically (a temporary sibling renamed into place)."""
+        target = Path(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        trainable, inline = self._split_state()
+        self.config.save(tmp / CONFIG_FILE)
+        save_file(trainable, str(tmp / TRAINABLE_FILE), metadata={"format": "pt"})
+        if inline:
+            save_file(inline, str(tmp / BACKBONES_FILE), metadata={"format": "pt"})
+        if self.config.llm.source is None:
+            self.decoder.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike[str],
+        *,
+        load_vision: bool = False,
+        device: str | torch.device | None = None,
+    ) -> Multi2Cap:
+        """Rebuild a model saved by `save_pretrained` (backbones by id/path from the config).
+
+        The CLIP tower is only loaded with `load_vision=True` (pre-training, probes)."""
+        folder = Path(folder)
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{folder} is not a Multi2Cap checkpoint: no {CONFIG_FILE}")
+        config = Multi2CapConfig.load(config_path)
+        tok_dir = folder / TOKENIZER_DIR
+        tokenizer = build_tokenizer(config.llm, tok_dir if tok_dir.is_dir() else None)
+        model = cls(config, load_vision=load_vision, tokenizer=tokenizer)
+        state = load_file(folder / TRAINABLE_FILE)
+        if (folder / BACKBONES_FILE).is_file():
+            state.update(load_file(folder / BACKBONES_FILE))
+        if model.vision is None:
+            model._vision_state = {k: v for k, v in state.items() if k.startswith("vision.")}
+            state = {k: v for k, v in state.items() if not k.startswith("vision.")}
+        expected_trainable, expected_inline = model._split_state()
+        expected = set(expected_trainable) | (set(expected_inline) - set(model._vision_state))
+        missing = sorted(expected - set(state))
+        result = model.load_state_dict(state, strict=False)
+        if missing or result.unexpected_keys:
+            raise ValueError(
+                f"checkpoint {folder} does not match its config: missing {missing[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}"
+            )
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block; the previous train/eval mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _iter_inputs(
+    waves_or_paths: AudioInput | Sequence[AudioInput],
+) -> Iterator[AudioInput]:
+    single_wave = isinstance(waves_or_paths, np.ndarray | Tensor) and waves_or_paths.ndim == 1
+    if single_wave or isinstance(waves_or_paths, str | os.PathLike):
+        yield waves_or_paths
+    else:
+        yield from waves_or_paths
+
+
+def _as_waves(
+    waves_or_paths: AudioInput | Sequence[AudioInput], lengths: Sequence[int] | Tensor | None
+) -> list[Tensor]:
+    """1-D float32 16-kHz waveforms, cut to `lengths` when given."""
+    from multi2cap.media.audio import load_audio
+
+    waves = []
+    for item in _iter_inputs(waves_or_paths):
+        if isinstance(item, str | os.PathLike):
+            waves.append(torch.from_numpy(load_audio(item)))
+        else:
+            wave = torch.as_tensor(item, dtype=torch.float32)
+            if wave.ndim != 1:
+                raise ValueError(f"expected 1-D waveforms, got shape {tuple(wave.shape)}")
+            waves.append(wave)
+    if lengths is not None:
+        lens = [int(n) for n in lengths]
+        if len(lens) != len(waves):
+            raise ValueError(f"{len(lens)} lengths for {len(waves)} waveforms")
+        waves = [w[:n] for w, n in zip(waves, lens, strict=True)]
+    if not waves:
+        raise ValueError("no audio to caption")
+    return waves

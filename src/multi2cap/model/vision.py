@@ -1,0 +1,100 @@
+"""The frozen visual encoder f_v: CLIP's vision tower, V_cls and patch tokens V.
+
+V_cls is the first token and V the patch tokens of `last_hidden_state` (before CLIP's
+post-LayerNorm and projection, which only the CLIP image embedding uses). The tower never trains
+and always runs in eval mode under `no_grad`, so no gradient can reach it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from multi2cap.io import atomic_write_bytes
+from multi2cap.model.config import VisionEncoderSpec
+
+
+@dataclass
+class VisualFeatures:
+    """`cls (B, d_v)` and `patches (B, P, d_v)`."""
+
+    cls: Tensor
+    patches: Tensor
+
+
+class VisionEncoder(nn.Module):
+    """Frozen `CLIPVisionModel` with an optional on-disk feature cache (see `VisionEncoderSpec`)."""
+
+    def __init__(self, spec: VisionEncoderSpec) -> None:
+        super().__init__()
+        if spec.source is not None:
+            self.model = CLIPVisionModel.from_pretrained(spec.source)
+            identity = spec.source
+        else:
+            self.model = CLIPVisionModel(CLIPVisionConfig(**(spec.config or {})))
+            identity = repr(sorted((spec.config or {}).items()))
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.cache_dir = Path(spec.feature_cache) if spec.feature_cache else None
+        self._identity = identity.encode()
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.image_size)
+
+    def train(self, mode: bool = True) -> VisionEncoder:
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> VisualFeatures:
+        """`images (B, 3, S, S)` CLIP-normalised pixels -> CLS and patch tokens (no grad)."""
+        hidden = self.model(pixel_values=images.to(self.model.dtype)).last_hidden_state
+        return VisualFeatures(cls=hidden[:, 0], patches=hidden[:, 1:])
+
+    def forward(self, images: Tensor) -> VisualFeatures:
+        """Like `encode`, reading/writing the feature cache when one is configured."""
+        if self.cache_dir is None:
+            return self.encode(images)
+        keys = [self._cache_key(img) for img in images]
+        cached: dict[int, dict[str, Tensor]] = {}
+        for i, key in enumerate(keys):
+            path = self._cache_path(key)
+            if path.is_file():
+                cached[i] = load_file(path, device=str(images.device))
+        missing = [i for i in range(len(keys)) if i not in cached]
+        if missing:
+            fresh = self.encode(images[missing])
+            for j, i in enumerate(missing):
+                item = {"cls": fresh.cls[j].contiguous(), "patches": fresh.patches[j].contiguous()}
+                cached[i] = item
+                self._write(keys[i], item)
+        return VisualFeatures(
+            cls=torch.stack([cached[i]["cls"] for i in range(len(keys))]),
+            patches=torch.stack([cached[i]["patches"] for i in range(len(keys))]),
+        )
+
+    def _cache_key(self, image: Tensor) -> str:
+        digest = hashlib.sha256(self._identity)
+        digest.update(str(tuple(image.shape)).encode())
+        digest.update(image.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def _cache_path(self, key: str) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / key[:2] / f"{key}.safetensors"
+
+    def _write(self, key: str, item: dict[str, Tensor]) -> None:
+        path = self._cache_path(key)
+        atomic_write_bytes(path, save({k: v.cpu() for k, v in item.items()}))
