@@ -1,0 +1,356 @@
+"""Caption backends: one request per clip and stage, answered by an LLM or by templates.
+
+- `OpenAIChatBackend`: Chat Completions through `openai.AsyncOpenAI` with the SDK's own retries
+  switched off (`max_retries=0`) so the retry loop here is visible (progress bar), testable, and
+  honours `Retry-After`; requests/min and tokens/min limits; a per-request timeout.
+- `OfflineBackend`: `multi2cap.vggcaps.offline` templates over measured descriptors; no network.
+
+Both return a `Completion` or raise `RequestFailed` with a reason that never contains the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import soundfile
+from PIL import Image
+
+from multi2cap.vggcaps.descriptors import describe_audio, describe_image
+from multi2cap.vggcaps.offline import offline_stage1, offline_stage2
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+OFFLINE_MODEL = "offline-descriptors-v1"
+
+
+class RequestFailed(Exception):
+    """A request that failed for good (retries spent or not retryable); `reason` is safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BackendConfigError(ValueError):
+    """The backend cannot start (e.g. the API key variable is unset)."""
+
+
+@dataclass
+class OpenAISettings:
+    """Endpoint and request settings shared by the `openai` and `openai-batch` backends.
+
+    `api_key_env` names the environment variable holding the key (the key itself is never a
+    setting). `timeout_s` bounds one HTTP request; `max_retries` counts retries after the first
+    try; backoff doubles from `backoff_base_s` up to `backoff_max_s` with jitter, unless the server
+    sends `Retry-After`, which is honoured up to `max_retry_after_s`. `rpm`/`tpm` are
+    requests/tokens per minute (None: unlimited); the token count is estimated before sending.
+    `temperature` and `max_tokens` are omitted from the request when None; `max_tokens_param` is
+    `max_completion_tokens` for o-series models. `image_detail` is OpenAI's `low|high|auto`.
+    """
+
+    model: str = "gpt-4o"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 16
+    timeout_s: float = 60.0
+    max_retries: int = 6
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_retry_after_s: float = 120.0
+    rpm: float | None = None
+    tpm: float | None = None
+    temperature: float | None = None
+    max_tokens: int | None = 300
+    max_tokens_param: str = "max_tokens"
+    image_detail: str = "low"
+
+    def api_key(self) -> str:
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise BackendConfigError(
+                f"environment variable {self.api_key_env} is not set; export the API key there "
+                "(local servers accept any value, e.g. EMPTY)"
+            )
+        return key
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """One caption request. `prompt` is the rendered template; `image` is the spectrogram PNG
+    (stage 1) or the frame JPEG (stage 2); `audio` is the FLAC (used by the offline backend)."""
+
+    clip_id: str
+    stage: int
+    prompt: str
+    image: Path
+    category: str
+    audio: Path
+    raw_caption: str | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The model's text (None when it sent no content) and token usage."""
+
+    text: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    refusal: str | None = None
+
+
+@dataclass
+class RunStats:
+    """Live counters shown by the progress bar and returned in the summary."""
+
+    requests: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Backend(Protocol):
+    name: str
+    model: str
+
+    async def complete(self, request: StageRequest) -> Completion: ...
+
+    async def aclose(self) -> None: ...
+
+
+def data_url(path: Path) -> str:
+    """A base64 `data:` URL for a PNG or JPEG file."""
+    mime = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def chat_body(request: StageRequest, settings: OpenAISettings) -> dict[str, Any]:
+    """The Chat Completions request body: one user message, prompt text then the image."""
+    body: dict[str, Any] = {
+        "model": settings.model,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": request.prompt},
+                    {
+                        "type": "image_url",
+                        "image_url": {
+                            "url": data_url(request.image),
+                            "detail": settings.image_detail,
+                        },
+                    },
+                ],
+            }
+        ],
+    }
+    if settings.temperature is not None:
+        body["temperature"] = settings.temperature
+    if settings.max_tokens is not None:
+        body[settings.max_tokens_param] = settings.max_tokens
+    return body
+
+
+def parse_chat_response(payload: dict[str, Any]) -> Completion:
+    """Read text, refusal and usage from a Chat Completions response body (dict form)."""
+    choices = payload.get("choices") or []
+    if not choices or not isinstance(choices[0], dict):
+        raise RequestFailed("response has no choices")
+    message = choices[0].get("message") or {}
+    usage = payload.get("usage") or {}
+    return Completion(
+        text=message.get("content"),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        refusal=message.get("refusal"),
+    )
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Replace every occurrence of `secret` in `text`."""
+    return text.replace(secret, "***") if secret else text
+
+
+class RateLimiter:
+    """Token bucket refilled continuously at `per_minute / 60` units per second; capacity
+    `per_minute` (a request larger than the capacity waits for a full bucket)."""
+
+    def __init__(self, per_minute: float | None) -> None:
+        self.per_minute = per_minute
+        self._level = per_minute or 0.0
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        if not self.per_minute:
+            return
+        amount = min(amount, self.per_minute)
+        rate = self.per_minute / 60.0
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._level = min(self.per_minute, self._level + (now - self._stamp) * rate)
+                self._stamp = now
+                if self._level >= amount:
+                    self._level -= amount
+                    return
+                await asyncio.sleep((amount - self._level) / rate)
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Server-directed delay from `retry-after-ms` or `retry-after` (seconds or HTTP date)."""
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with 'equal jitter': half the capped delay plus a random half, so 64
+    workers hit by the same 429 do not come back in lockstep. `attempt` counts from 0."""
+    capped = min(max_s, base_s * 2.0**attempt)
+    return capped / 2.0 + rng.random() * capped / 2.0
+
+
+@dataclass
+class OpenAIChatBackend:
+    """Chat Completions with bounded concurrency, rate limits and its own retry loop."""
+
+    settings: OpenAISettings
+    stats: RunStats
+    name: str = "openai"
+    _client: Any = field(init=False, repr=False)
+    _key: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        import openai
+
+        self.model = self.settings.model
+        self._key = self.settings.api_key()
+        self._client = openai.AsyncOpenAI(
+            api_key=self._key,
+            base_url=self.settings.base_url,
+            max_retries=0,
+            timeout=self.settings.timeout_s,
+        )
+        self._slots = asyncio.Semaphore(max(1, self.settings.concurrency))
+        self._rpm = RateLimiter(self.settings.rpm)
+        self._tpm = RateLimiter(self.settings.tpm)
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatBackend(model={self.model!r}, base_url={self.settings.base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _estimated_tokens(self, body: dict[str, Any]) -> float:
+        text = body["messages"][0]["content"][0]["text"]
+        return len(text) / 4.0 + 85 + (self.settings.max_tokens or 300)
+
+    async def complete(self, request: StageRequest) -> Completion:
+        import openai
+
+        body = chat_body(request, self.settings)
+        attempt = 0
+        while True:
+            await self._rpm.acquire(1.0)
+            await self._tpm.acquire(self._estimated_tokens(body))
+            delay: float | None
+            async with self._slots:
+                self.stats.in_flight += 1
+                self.stats.requests += 1
+                try:
+                    response = await self._client.chat.completions.create(**body)
+                    return self._completion(response)
+                except openai.APIStatusError as err:
+                    status = err.status_code
+                    reason = f"HTTP {status} from the endpoint"
+                    retryable = status in RETRYABLE_STATUS or status >= 500
+                    delay = retry_after_seconds(err.response.headers) if retryable else None
+                except openai.APITimeoutError:
+                    reason, retryable, delay = (
+                        f"timed out after {self.settings.timeout_s:g} s",
+                        True,
+                        None,
+                    )
+                except openai.APIConnectionError as err:
+                    reason, retryable, delay = (
+                        f"connection error ({type(err).__name__})",
+                        True,
+                        None,
+                    )
+                except (openai.APIResponseValidationError, ValueError) as err:
+                    reason, retryable, delay = (
+                        f"malformed response ({type(err).__name__})",
+                        True,
+                        None,
+                    )
+                finally:
+                    self.stats.in_flight -= 1
+            if not retryable or attempt >= self.settings.max_retries:
+                raise RequestFailed(
+                    redact(f"{reason}; gave up after {attempt + 1} tries", self._key)
+                )
+            if delay is not None and delay > self.settings.max_retry_after_s:
+                raise RequestFailed(
+                    f"{reason} with Retry-After {delay:.0f} s > {self.settings.max_retry_after_s:g} s"
+                )
+            if delay is None:
+                delay = backoff_delay(
+                    attempt, self.settings.backoff_base_s, self.settings.backoff_max_s, self._rng
+                )
+            self.stats.retries += 1
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _completion(self, response: Any) -> Completion:
+        payload = response.model_dump() if hasattr(response, "model_dump") else dict(response)
+        if not isinstance(payload, dict):
+            raise ValueError("response is not a JSON object")
+        return parse_chat_response(payload)
+
+
+@dataclass
+class OfflineBackend:
+    """Deterministic template captions from measured descriptors (not an LLM; usage is zero)."""
+
+    name: str = "offline"
+    model: str = OFFLINE_MODEL
+
+    async def complete(self, request: StageRequest) -> Completion:
+        text = await asyncio.to_thread(self._caption, request)
+        return Completion(text=text, prompt_tokens=0, completion_tokens=0)
+
+    async def aclose(self) -> None:
+        return None
+
+    @staticmethod
+    def _caption(request: StageRequest) -> str:
+        if request.stage == 1:
+            wave, sample_rate = soundfile.read(str(request.audio), dtype="float32", always_2d=True)
+            descriptors = describe_audio(wave.mean(axis=1), sample_rate)
+            return offline_stage1(request.clip_id, request.category, descriptors)
+        with Image.open(request.image) as image:
+            descriptors = describe_image(image)
+        return offline_stage2(request.clip_id, request.raw_caption or "", descriptors)

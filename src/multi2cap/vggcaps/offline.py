@@ -1,0 +1,134 @@
+"""Template captions from measured descriptors: the `offline` backend's text generator.
+
+Not an LLM. Stage 1 combines the category with how loud and steady the audio is, when its onsets
+happen, whether it grows or fades, and how bright it sounds; stage 2 appends what the frame looks
+like (brightness, dominant hue). The template is picked by a hash of the clip id, so a clip always
+gets the same sentence and different clips get different sentence shapes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from multi2cap.vggcaps.descriptors import AudioDescriptors, ImageDescriptors
+from multi2cap.vggcaps.split import unit_hash
+
+_STAGE1_TEMPLATES = (
+    "A {loud}, {tone} sound of {subject}, {steady}{onsets}{trend}.",
+    "{Subject} comes through {loudly} with a {tone} quality, {steady}{onsets}{trend}.",
+    "The {tone} sound of {subject} rings out {loudly}{onsets}{trend}, {steady}.",
+    "{Subject} can be heard {loudly}, {steady}, with a {tone} timbre{onsets}{trend}.",
+    "{Loud} and {steady_adj}, the {tone} sound of {subject} fills the air{onsets}{trend}.",
+)
+_STAGE2_TEMPLATES = (
+    "{caption}, {light}, {colour}.",
+    "{Light}, {caption_lower}, {colour}.",
+    "{caption} {light}, {colour}.",
+)
+
+
+def natural_category(label: str) -> str:
+    """A label as prose: the first of comma-separated synonyms, parentheses dropped.
+
+    'bird chirping, tweeting' -> 'bird chirping'; 'police car (siren)' -> 'police car siren'.
+    """
+    first = label.split(",")[0]
+    return re.sub(r"\s+", " ", first.replace("(", " ").replace(")", " ")).strip().lower()
+
+
+def _loudness(rms_dbfs: float) -> tuple[str, str]:
+    if rms_dbfs < -45:
+        return "faint", "faintly"
+    if rms_dbfs < -32:
+        return "soft", "softly"
+    if rms_dbfs < -20:
+        return "clear", "clearly"
+    return "loud", "loudly"
+
+
+def _steadiness(desc: AudioDescriptors) -> tuple[str, str]:
+    if desc.active_fraction < 0.5:
+        return "sporadic", "breaking the silence only now and then"
+    if desc.variation < 3.0:
+        return "steady", "holding a steady level throughout"
+    if desc.variation < 8.0:
+        return "wavering", "rising and falling gently in level"
+    return "intermittent", "coming and going in uneven waves"
+
+
+def _tone(centroid_hz: float) -> str:
+    if centroid_hz < 500:
+        return "deep, low-pitched"
+    if centroid_hz < 1500:
+        return "warm, mid-range"
+    if centroid_hz < 3500:
+        return "bright"
+    return "hissy, high-pitched"
+
+
+def _onsets(onsets_s: tuple[float, ...]) -> str:
+    if not onsets_s:
+        return ""
+    first = onsets_s[0]
+    if len(onsets_s) == 1:
+        return f", with a sudden burst about {first:.0f} seconds in"
+    if len(onsets_s) <= 4:
+        return f", with {len(onsets_s)} distinct bursts, the first about {first:.0f} seconds in"
+    return ", punctuated by repeated sharp attacks"
+
+
+def _trend(trend_db: float) -> str:
+    if trend_db > 6.0:
+        return ", growing louder towards the end"
+    if trend_db < -6.0:
+        return ", fading away towards the end"
+    return ""
+
+
+def offline_stage1(clip_id: str, category: str, audio: AudioDescriptors) -> str:
+    """An audio-only sentence for stage 1 (no visual words, the label as prose)."""
+    subject = natural_category(category)
+    loud, loudly = _loudness(audio.rms_dbfs)
+    steady_adj, steady = _steadiness(audio)
+    template = _STAGE1_TEMPLATES[int(unit_hash(f"offline1:{clip_id}") * len(_STAGE1_TEMPLATES))]
+    return template.format(
+        subject=subject,
+        Subject=subject[:1].upper() + subject[1:],
+        loud=loud,
+        Loud=loud.capitalize(),
+        loudly=loudly,
+        steady=steady,
+        steady_adj=steady_adj,
+        tone=_tone(audio.centroid_hz),
+        onsets=_onsets(audio.onsets_s),
+        trend=_trend(audio.trend_db),
+    )
+
+
+def _light(brightness: float) -> str:
+    if brightness < 0.25:
+        return "in a dim, shadowy setting"
+    if brightness < 0.5:
+        return "in a softly lit setting"
+    if brightness < 0.75:
+        return "in a well-lit setting"
+    return "in a bright, sunlit setting"
+
+
+def offline_stage2(clip_id: str, raw_caption: str, image: ImageDescriptors) -> str:
+    """The stage-1 sentence extended with what the frame looks like."""
+    caption = raw_caption.rstrip(" .")
+    light = _light(image.brightness)
+    colour = (
+        "with muted, greyish tones"
+        if image.saturation < 0.15
+        else f"where {image.hue_name} hues dominate the scene"
+    )
+    template = _STAGE2_TEMPLATES[int(unit_hash(f"offline2:{clip_id}") * len(_STAGE2_TEMPLATES))]
+    return template.format(
+        caption=caption,
+        caption_lower=caption[:1].lower() + caption[1:],
+        light=light,
+        Light=light[:1].upper() + light[1:],
+        colour=colour,
+    )
