@@ -137,6 +137,16 @@ def test_unreadable_items_are_logged_and_dropped(records, tmp_path: Path, caplog
         collate_captions(items[1:])
 
 
+def test_corrupt_image_skips_the_item(vggcaps_dir: Path, caplog):
+    records = read_dataset("vggcaps", vggcaps_dir).records
+    Path(records[1].image).write_text("not a JPEG")
+    dataset = CaptionDataset(records, train=True, with_images=True, image_size=32)
+    with caplog.at_level(logging.WARNING, logger="multi2cap.data.dataset"):
+        assert dataset[1] is None
+    assert records[1].id in caplog.text
+    assert dataset[0]["image"].shape == (3, 32, 32)
+
+
 def test_dataloader_workers_give_the_same_batches(records):
     dataset = CaptionDataset(records * 2, train=True, clip_seconds=1.5, seed=11)
     dataset.set_epoch(4)

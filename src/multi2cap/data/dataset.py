@@ -96,6 +96,8 @@ class CaptionDataset(Dataset[CaptionItem | None]):
     ) -> None:
         if clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0 (it seeds numpy's SeedSequence), got {seed}")
         if augment is not None and not train:
             raise ValueError("augment is for training only; pass augment=None with train=False")
         if train:
