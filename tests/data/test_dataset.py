@@ -22,6 +22,7 @@ from multi2cap.data.dataset import (
 from multi2cap.data.manifest import ManifestRecord
 from multi2cap.data.readers import read_dataset
 from multi2cap.media.audio import load_audio
+from multi2cap.media.augment import PolarityFlip, RandomAugment
 
 SR = 16000
 
@@ -102,6 +103,26 @@ def test_augment_runs_on_the_unpadded_crop_and_is_refitted(records):
     assert torch.equal(hen["audio"][:n_hen], -hen_plain["audio"][:n_hen])
     with pytest.raises(ValueError, match="augment is for training only"):
         CaptionDataset(records, train=False, augment=stretch_twice)
+
+
+def test_media_random_augment_plugs_in_and_is_reproducible(records):
+    flip = RandomAugment([PolarityFlip()], 1.0)
+    flipped = CaptionDataset(records, train=True, clip_seconds=2.0, augment=flip)[0]
+    plain = CaptionDataset(records, train=True, clip_seconds=2.0)[0]
+    assert torch.equal(flipped["audio"], -plain["audio"])
+    paper = RandomAugment()  # the paper's four transforms, each with p = 0.5
+    first, second, bare = (
+        CaptionDataset(records, train=True, clip_seconds=2.0, augment=augment, seed=5)
+        for augment in (paper, paper, None)
+    )
+    changed = 0
+    for epoch in range(4):
+        for dataset in (first, second, bare):
+            dataset.set_epoch(epoch)
+        a, b = first[1], second[1]
+        assert torch.equal(a["audio"], b["audio"]) and a["length"] == b["length"]
+        changed += not torch.equal(a["audio"], bare[1]["audio"])
+    assert changed >= 1
 
 
 def test_collate_pads_and_keeps_references(records):
