@@ -222,12 +222,14 @@ def test_hub_config_names_select_presets() -> None:
         CedConfig.from_hub_config({"patch_size": 16, "patch_stride": 10})
 
 
-def test_preset_sizes_match_published_parameter_counts() -> None:
-    # published counts include the 527-way classifier (LayerNorm + Linear)
-    for config, published in ((CedConfig.tiny(), 5.5e6), (CedConfig.mini(), 9.6e6)):
-        d = config.embed_dim
-        encoder_params = sum(p.numel() for p in CedEncoder(config).parameters())
-        assert abs(encoder_params + 2 * d + 528 * d - published) / published < 0.02
+def test_presets_match_the_published_models() -> None:
+    widths = [(c.embed_dim, c.num_heads, c.depth) for c in
+              (CedConfig.tiny(), CedConfig.mini(), CedConfig.small(), CedConfig.base())]  # fmt: skip
+    assert widths == [(192, 3, 12), (256, 4, 12), (384, 6, 12), (768, 12, 12)]
+    # ced-tiny has 5.5 M parameters with its 527-way classifier (LayerNorm + Linear)
+    d = 192
+    encoder_params = sum(p.numel() for p in CedEncoder(CedConfig.tiny()).parameters())
+    assert abs(encoder_params + 2 * d + 527 * (d + 1) - 5.5e6) / 5.5e6 < 0.01
 
 
 # --- chunking, batching, masks ---------------------------------------------------------------------
@@ -303,6 +305,16 @@ def test_init_bn_keeps_running_stats_in_train_mode() -> None:
     assert updating.init_bn.training
     updating(waves, lengths)
     assert not torch.equal(updating.init_bn.running_mean, before)
+
+
+def test_bfloat16_weights_accept_float_waves() -> None:
+    waves, lengths = batch([noise(3.0, 1), noise(2.0, 2)])
+    encoder = tiny_encoder()
+    with torch.no_grad():
+        expected, _ = encoder(waves, lengths)
+        tokens, mask = encoder.to(torch.bfloat16)(waves, lengths)
+    assert tokens.dtype == torch.bfloat16
+    torch.testing.assert_close(tokens.float()[mask], expected[mask], atol=0.1, rtol=0.05)
 
 
 def test_freeze() -> None:

@@ -254,22 +254,26 @@ class CedEncoder(nn.Module):
 
         Each example is transformed on its own valid samples: the centred STFT reflects at the
         example's true end and the top_db floor uses the example's own peak, so the features do
-        not depend on the padding or on the other examples. Frames past an example's end are
-        zeros (they are never attended to).
+        not depend on the padding or on the other examples. Clips shorter than `min_samples`
+        are zero-padded to it. Frames past an example's end are zeros (never attended to).
         """
         if waves.dim() != 2 or lengths.shape != waves.shape[:1]:
             raise ValueError(
                 f"expected waves (B, n) and lengths (B,), got {tuple(waves.shape)} and "
                 f"{tuple(lengths.shape)}"
             )
-        mels = []
-        for wave, length in zip(waves, lengths.tolist(), strict=True):
-            wave = wave[: min(int(length), wave.shape[0])]
-            if wave.shape[0] < self.min_samples:
-                wave = F.pad(wave, (0, self.min_samples - wave.shape[0]))
-            mels.append(self.front_end(wave))  # (n_mels, frames)
-        frame_lengths = torch.tensor([m.shape[-1] for m in mels], device=waves.device)
-        mel = nn.utils.rnn.pad_sequence([m.T for m in mels], batch_first=True).transpose(1, 2)
+        # Examples of equal length share one front-end call (the usual case: fixed 10-s clips).
+        in_range = torch.arange(waves.shape[1], device=waves.device) < lengths.unsqueeze(1)
+        waves = F.pad(waves * in_range, (0, max(0, self.min_samples - waves.shape[1])))
+        valid = lengths.clamp(max=waves.shape[1]).clamp(min=self.min_samples)
+        hop = self.front_end.hop_length
+        frame_lengths = valid // hop + 1
+        mel = waves.new_zeros(
+            waves.shape[0], self.config.n_mels, int(frame_lengths.max()), dtype=torch.float32
+        )
+        for length in valid.unique().tolist():
+            rows = (valid == length).nonzero().squeeze(1)
+            mel[rows, :, : length // hop + 1] = self.front_end(waves[rows, :length])
         return mel, frame_lengths
 
     def forward(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -296,7 +300,8 @@ class CedEncoder(nn.Module):
         patch, rows = cfg.patch_size, cfg.n_mels // cfg.patch_size
         if mel.dim() != 3 or mel.shape[1] != cfg.n_mels:
             raise ValueError(f"expected mel (B, {cfg.n_mels}, frames), got {tuple(mel.shape)}")
-        x = self.init_bn(mel.unsqueeze(2)).squeeze(2)  # BatchNorm2d over the mel bins
+        x = mel.to(self.init_bn.weight.dtype).unsqueeze(2)  # (B, n_mels, 1, frames)
+        x = self.init_bn(x).squeeze(2)  # BatchNorm2d over the mel bins
 
         chunks = self._plan_chunks([int(n) for n in frame_lengths.tolist()], x.shape[-1])
         columns = max(c.columns for c in chunks)
