@@ -129,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> bool:
         with self.state.lock:
-            self.state.headers_seen.append(dict(self.headers.items()))
+            self.state.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
         if self.headers.get("Authorization") != f"Bearer {self.state.api_key}":
             self._send(401, {"error": {"message": "bad key"}})
             return False

@@ -112,6 +112,7 @@ class RunStats:
     requests: int = 0
     in_flight: int = 0
     retries: int = 0
+    retry_wait_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -239,6 +240,7 @@ class OpenAIChatBackend:
     settings: OpenAISettings
     stats: RunStats
     name: str = "openai"
+    model: str = field(init=False)
     _client: Any = field(init=False, repr=False)
     _key: str = field(init=False, repr=False)
 
@@ -321,6 +323,7 @@ class OpenAIChatBackend:
                     attempt, self.settings.backoff_base_s, self.settings.backoff_max_s, self._rng
                 )
             self.stats.retries += 1
+            self.stats.retry_wait_s += delay
             attempt += 1
             await asyncio.sleep(delay)
 

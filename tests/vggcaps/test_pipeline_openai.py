@@ -1,0 +1,197 @@
+"""The `openai` backend end to end against the loopback server: two stages, records, faults,
+failures, resume, and the API key never written anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from loopback import LoopbackServer, stage1_reply, stage2_reply
+from vgg_helpers import API_KEY, clip_items, make_extracted
+
+from multi2cap.data.manifest import read_manifest
+from multi2cap.data.readers.vggcaps import read_vggcaps
+from multi2cap.io import read_jsonl
+from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings, RateLimiter
+from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps
+from multi2cap.vggcaps.prompts import load_prompts
+
+KEY_ENV = "M2C_TEST_OPENAI_KEY"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(KEY_ENV, API_KEY)
+    with LoopbackServer(API_KEY) as srv:
+        yield srv
+
+
+def config_for(out: Path, server: LoopbackServer, **openai: object) -> BuildConfig:
+    settings = {
+        "base_url": server.base_url,
+        "api_key_env": KEY_ENV,
+        "concurrency": 4,
+        "timeout_s": 5.0,
+        "max_retries": 4,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+    } | openai
+    return BuildConfig(
+        out=out,
+        backend="openai",
+        openai=OpenAISettings(**settings),
+        steps=("caption", "split"),
+        progress=False,
+    )
+
+
+def test_two_stages_reach_the_server_and_records_follow_the_schema(tmp_path, server):
+    make_extracted(tmp_path, clip_items(3))
+    summary = build_vggcaps(config_for(tmp_path, server))
+    assert server.state.problems == []
+    assert summary.exit_code == 0 and summary.captioned == 3 and summary.failed == 0
+    stages = sorted(r["stage"] for r in server.state.requests)
+    assert stages == [1, 1, 1, 2, 2, 2]
+    records = list(read_jsonl(tmp_path / "vggcaps.jsonl"))
+    assert [r["id"] for r in records] == sorted(i for i, _ in clip_items(3))
+    first = records[0]
+    assert set(first) == {
+        "id",
+        "youtube_id",
+        "start_s",
+        "category",
+        "vggsound_split",
+        "split",
+        "audio",
+        "frame",
+        "spectrogram",
+        "duration_s",
+        "raw_caption",
+        "caption",
+        "backend",
+        "model",
+        "prompt_version",
+        "usage",
+    }
+    assert first["raw_caption"] == stage1_reply(first["category"])
+    assert first["caption"] == stage2_reply(first["raw_caption"])
+    assert first["youtube_id"] == "-x000000000" and first["start_s"] == 0.0
+    assert first["backend"] == "openai" and first["model"] == "gpt-4o"
+    assert first["prompt_version"] == load_prompts().version
+    assert first["usage"] == {
+        "stage1": {"prompt_tokens": 101, "completion_tokens": 21},
+        "stage2": {"prompt_tokens": 102, "completion_tokens": 22},
+    }
+    assert summary.prompt_tokens == 3 * (101 + 102)
+    # the stage-2 prompt carries the stage-1 caption, the stage-1 prompt the category
+    prompts = [r["prompt"] for r in server.state.requests]
+    assert any(first["raw_caption"] in p for p in prompts if p.startswith("Revise"))
+    assert any("categorized into dog barking category." in p for p in prompts)
+    manifest = read_manifest(tmp_path / "manifest.jsonl")
+    assert [m.captions for m in manifest] == [[r["caption"]] for r in records]
+    assert all(Path(m.image).is_file() and Path(m.audio).is_file() for m in manifest)
+    assert {m.dataset for m in manifest} == {"vggcaps"}
+    assert len(read_vggcaps(tmp_path).records) == 3
+    table = pq.read_table(tmp_path / "vggcaps.parquet").to_pydict()
+    assert table["id"] == [r["id"] for r in records]
+    assert table["stage2_completion_tokens"] == [22, 22, 22]
+
+
+def test_transport_faults_are_retried_and_bad_outputs_reasked(tmp_path, server):
+    make_extracted(tmp_path, clip_items(1))
+    server.state.timeout_sleep_s = 0.6
+    server.state.faults.extend(["429", "500", "timeout", "malformed", "empty", "refusal", "leak"])
+    config = config_for(
+        tmp_path, server, concurrency=1, timeout_s=0.3, backoff_base_s=0.001, backoff_max_s=0.001
+    )
+    config.content_retries = 3
+    summary = build_vggcaps(config)
+    assert summary.exit_code == 0 and summary.captioned == 1
+    assert summary.retries == 4  # 429, 500, timeout, malformed JSON
+    stage1 = list(read_jsonl(tmp_path / "work" / "stage1.jsonl"))
+    reasons = [r["reason"] for r in stage1[0]["rejected"]]
+    assert reasons[0] == "empty output" and reasons[1] == "refusal"
+    assert reasons[2].startswith("leaks the inputs") and "spectrogram" in reasons[2].lower()
+    assert stage1[0]["attempts"] == 4
+    # three rejected answers are paid for too
+    assert stage1[0]["usage"]["prompt_tokens"] == 4 * 101
+
+
+def test_retry_after_is_honoured_over_backoff(tmp_path, server):
+    make_extracted(tmp_path, clip_items(1))
+    server.state.faults.extend(["429", "429"])
+    config = config_for(tmp_path, server, concurrency=1, backoff_base_s=4.0, backoff_max_s=4.0)
+    summary = build_vggcaps(config)
+    assert summary.retries == 2 and summary.captioned == 1
+    # the server asked for 20 ms twice; the 2-4 s backoff was not used
+    assert summary.retry_wait_s == pytest.approx(0.04)
+
+
+def test_failures_are_listed_counted_and_retried_on_rerun(tmp_path, server, capsys):
+    make_extracted(tmp_path, clip_items(2))
+    server.state.faults.extend(["500", "500"])
+    summary = build_vggcaps(config_for(tmp_path, server, concurrency=1, max_retries=1))
+    assert summary.failed == 1 and summary.exit_code == 1 and summary.dataset_size == 1
+    failures = list(read_jsonl(tmp_path / "failures.jsonl"))
+    assert [f["id"] for f in failures] == [clip_items(2)[0][0]]
+    assert failures[0]["stage"] == "stage1" and "HTTP 500" in failures[0]["reason"]
+    before = len(server.state.requests)
+    again = build_vggcaps(config_for(tmp_path, server))
+    assert again.failed == 0 and again.exit_code == 0 and again.dataset_size == 2
+    assert len(server.state.requests) - before == 2  # only the failed clip, both stages
+    assert list(read_jsonl(tmp_path / "failures.jsonl")) == []
+    third = build_vggcaps(config_for(tmp_path, server))
+    assert third.requests == 0 and third.skipped_done == 2
+    stage2 = [r["key"] for r in read_jsonl(tmp_path / "work" / "stage2.jsonl")]
+    assert len(stage2) == len(set(stage2)) == 2
+    # the key is in the server's headers, and nowhere we wrote or printed
+    assert any(h.get("authorization") == f"Bearer {API_KEY}" for h in server.state.headers_seen)
+    written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(API_KEY.encode() in data for data in written)
+    captured = capsys.readouterr()
+    assert API_KEY not in captured.out + captured.err
+
+
+def test_rejections_exhausted_become_a_failure_with_the_outputs_kept(tmp_path, server):
+    make_extracted(tmp_path, clip_items(1))
+    server.state.faults.extend(["leak", "empty", "refusal"])
+    summary = build_vggcaps(config_for(tmp_path, server, concurrency=1))
+    assert summary.failed == 1
+    failure = next(read_jsonl(tmp_path / "failures.jsonl"))
+    assert failure["reason"].startswith("rejected 3 outputs; last: refusal")
+    assert [r["reason"] for r in failure["rejected"]][1] == "empty output"
+    assert "spectrogram" in failure["rejected"][0]["output"]
+
+
+def test_missing_key_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("M2C_UNSET_KEY", raising=False)
+    make_extracted(tmp_path, clip_items(1))
+    config = BuildConfig(
+        out=tmp_path,
+        openai=OpenAISettings(api_key_env="M2C_UNSET_KEY"),
+        steps=("caption",),
+        progress=False,
+    )
+    with pytest.raises(BackendConfigError, match="M2C_UNSET_KEY"):
+        build_vggcaps(config)
+
+
+def test_rate_limiter_makes_the_next_request_wait():
+    async def run() -> None:
+        limiter = RateLimiter(per_minute=2)
+        await limiter.acquire()
+        await limiter.acquire()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(limiter.acquire(), timeout=0.05)
+
+    asyncio.run(run())
+
+
+def test_records_are_json_lines_with_ascii_safe_ids(tmp_path, server):
+    make_extracted(tmp_path, clip_items(2))
+    build_vggcaps(config_for(tmp_path, server))
+    for line in (tmp_path / "vggcaps.jsonl").read_text().splitlines():
+        assert json.loads(line)["split"] in ("train", "test")
