@@ -49,3 +49,7 @@ class NoVideoStreamError(MediaError):
 
 class CorruptMediaError(MediaError):
     """The container could not be opened or demuxed, or a stream failed to decode."""
+
+
+class SegmentOutOfRangeError(MediaError):
+    """The requested segment starts at or after the end of the media."""
