@@ -6,7 +6,7 @@ it:
 
 | | training (`train=True`) | evaluation |
 |---|---|---|
-| audio | random crop of `clip_seconds` when longer, zero-padded to `clip_seconds` when shorter | whole clip |
+| audio | random crop of `clip_seconds` when longer (decoding only that window when the record's `duration_s` says it is longer), zero-padded to `clip_seconds` when shorter | whole clip |
 | augment | `augment(wave (1, n), generator)` on the cropped (unpadded) part | none |
 | image | RandomResizedCrop -> `image_size` square (bicubic) | short side -> `image_size`, centre crop |
 | caption | a random one of the references | the first reference |
@@ -116,6 +116,7 @@ class CaptionDataset(Dataset[CaptionItem | None]):
                 )
         self.records = list(records)
         self.train = train
+        self.clip_seconds = clip_seconds
         self.clip_samples = round(clip_seconds * sample_rate)
         self.with_images = with_images
         self.image_size = image_size
@@ -136,7 +137,7 @@ class CaptionDataset(Dataset[CaptionItem | None]):
         record = self.records[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         try:
-            wave = torch.from_numpy(load_audio(record.audio, self.sample_rate))
+            wave = self._load_audio(record, rng)
             image = self._image(str(record.image), rng) if self.with_images else None
         except (MediaError, OSError) as err:
             logger.warning("skipping unreadable item %s: %s", record.id, err)
@@ -155,6 +156,18 @@ class CaptionDataset(Dataset[CaptionItem | None]):
             caption=caption,
             references=list(record.captions),
         )
+
+    def _load_audio(self, record: ManifestRecord, rng: np.random.Generator) -> Tensor:
+        """The waveform; in training, only a random `clip_seconds` window of it when the record
+        states a longer duration (a WavCaps clip can last hours: decode seconds, not hours)."""
+        if self.train and record.duration_s is not None and record.duration_s > self.clip_seconds:
+            start_s = float(rng.uniform(0.0, record.duration_s - self.clip_seconds))
+            wave = load_audio(
+                record.audio, self.sample_rate, start_s=start_s, duration_s=self.clip_seconds
+            )
+        else:
+            wave = load_audio(record.audio, self.sample_rate)
+        return torch.from_numpy(wave)
 
     def _training_audio(self, wave: Tensor, rng: np.random.Generator) -> tuple[Tensor, int]:
         """Random crop to `clip_samples`, augment, then zero-pad; returns (wave, valid length)."""
