@@ -351,5 +351,13 @@ def test_lora_trains_only_adapters(hub_folder: Path) -> None:
     assert all(torch.equal(p, frozen[n]) for n, p in encoder.named_parameters() if n in frozen)
     with torch.no_grad():
         assert not torch.allclose(encoder(waves, lengths)[0], before)
+    encoder.zero_grad()
+    (encoder(waves, lengths)[0] ** 2).mean().backward()
+    grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.requires_grad}
+    encoder.zero_grad()
+    (encoder.set_gradient_checkpointing()(waves, lengths)[0] ** 2).mean().backward()
+    for n, p in encoder.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, grads[n])
     with pytest.raises(ValueError, match="LoRA targets"):
         apply_lora(tiny_encoder(), targets=("qkv",))

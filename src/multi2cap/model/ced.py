@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from multi2cap.assets import AssetNotFoundError
 from multi2cap.media.melspec import CedLogMel
@@ -226,6 +227,7 @@ class CedEncoder(nn.Module):
         self.freq_pos_embed = nn.Parameter(torch.randn(1, dim, config.n_mels // patch, 1) * 0.02)
         self.blocks = nn.ModuleList(CedBlock(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
         self.apply(_init_weights)
 
     @property
@@ -242,6 +244,11 @@ class CedEncoder(nn.Module):
         super().train(mode)
         if not self.config.update_bn_stats:
             self.init_bn.eval()
+        return self
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> CedEncoder:
+        """Recompute block activations in backward (training only): less memory, one more forward."""
+        self.gradient_checkpointing = enabled
         return self
 
     def freeze(self) -> CedEncoder:
@@ -320,7 +327,10 @@ class CedEncoder(nn.Module):
         if not bool(col_valid.all()):
             attn_mask = col_valid.repeat(1, rows)[:, None, None, :]
         for block in self.blocks:
-            hidden = block(hidden, attn_mask)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                hidden = checkpoint(block, hidden, attn_mask, use_reentrant=False)
+            else:
+                hidden = block(hidden, attn_mask)
         hidden = self.norm(hidden)
         hidden = hidden.view(len(chunks), rows, columns, -1).mean(dim=1)  # (N, columns, D)
 
