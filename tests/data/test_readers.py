@@ -189,7 +189,7 @@ def test_cli_prepare_end_to_end(audiocaps_dir: Path, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "1 records, 5 captions" in result.output
     assert "1 record(s) left out: media missing" in result.output
-    assert "absentclip1_250" in result.output
+    assert "absentclip1_250 [val]: " in result.output
     assert [r.id for r in read_manifest(out)] == ["--lead_dash_10"]
     assert "absentclip1_250" in missing_out.read_text()
     strict = runner.invoke(app, [*args, "--strict"])

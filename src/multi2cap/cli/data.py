@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from multi2cap.data.readers import FORMATS, DatasetFormatError, prepare
@@ -40,30 +42,37 @@ def prepare_command(
 ) -> None:
     """Read a caption dataset and write its manifest; list the clips whose media are missing."""
     try:
-        report = prepare(format.value, root, out, split, media, missing_out)
+        with err_console.status(f"reading {format.value} under {root} ..."):
+            report = prepare(format.value, root, out, split, media, missing_out)
     except (DatasetFormatError, ValueError) as err:
-        err_console.print(f"[red]error:[/red] {err}")
+        err_console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from None
 
-    table = Table(title=f"{report.format} -> {report.out}")
+    table = Table(title=escape(f"{report.format} -> {report.out}"))
     table.add_column("split")
     table.add_column("records", justify="right")
-    for name, count in sorted(report.per_split.items()):
-        table.add_row(name, str(count))
+    table.add_column("media missing", justify="right")
+    missing_per_split = Counter(item.split for item in report.missing)
+    for name in sorted(set(report.per_split) | set(missing_per_split)):
+        table.add_row(name, str(report.per_split.get(name, 0)), str(missing_per_split[name]))
     console.print(table)
-    console.print(f"{report.records} records, {report.captions} captions written to {report.out}")
+    console.print(
+        escape(f"{report.records} records, {report.captions} captions written to {report.out}")
+    )
     if report.duplicates:
         console.print(
             f"[yellow]{len(report.duplicates)} duplicate row(s) skipped[/yellow] "
-            f"(first kept), e.g. {report.duplicates[0].id} at {report.duplicates[0].source}"
+            + escape(
+                f"(first kept), e.g. {report.duplicates[0].id} at {report.duplicates[0].source}"
+            )
         )
     if report.missing:
         console.print(
             f"[yellow]{len(report.missing)} record(s) left out: media missing[/yellow]"
-            + (f" (all listed in {report.missing_out})" if report.missing_out else "")
+            + (escape(f" (all listed in {report.missing_out})") if report.missing_out else "")
         )
         for item in report.missing[:SHOWN_MISSING]:
-            console.print(f"  {item.id} [{item.split}]: {item.path}  ({item.source})")
+            console.print(escape(f"  {item.id} [{item.split}]: {item.path}  ({item.source})"))
         if len(report.missing) > SHOWN_MISSING:
             console.print(f"  ... and {len(report.missing) - SHOWN_MISSING} more")
         if strict:
