@@ -17,13 +17,14 @@ _EXPORTS: dict[str, str] = {
     "InvalidSamplesError": "errors",
     "NoAudioStreamError": "errors",
     "NoVideoStreamError": "errors",
+    "SegmentOutOfRangeError": "errors",
     "CorruptMediaError": "errors",
     "SAMPLE_RATE": "audio",
     "load_audio": "audio",
     "decode_audio": "audio",
     "resample": "audio",
     "CedLogMel": "melspec",
-    "mel_filterbank": "melspec",
+    "mel_filterbank": "filterbank",
     "AddWhiteNoise": "augment",
     "TimeShift": "augment",
     "TimeStretch": "augment",
@@ -53,6 +54,7 @@ __all__ = [
     "NoVideoStreamError",
     "PolarityFlip",
     "RandomAugment",
+    "SegmentOutOfRangeError",
     "SpectrogramImageSettings",
     "TimeShift",
     "TimeStretch",
@@ -69,6 +71,13 @@ __all__ = [
 
 if TYPE_CHECKING:
     from multi2cap.media.audio import SAMPLE_RATE, decode_audio, load_audio, resample
+    from multi2cap.media.augment import (
+        AddWhiteNoise,
+        PolarityFlip,
+        RandomAugment,
+        TimeShift,
+        TimeStretch,
+    )
     from multi2cap.media.errors import (
         AudioDecodeError,
         CorruptMediaError,
@@ -78,8 +87,18 @@ if TYPE_CHECKING:
         MediaNotFoundError,
         NoAudioStreamError,
         NoVideoStreamError,
+        SegmentOutOfRangeError,
     )
-    from multi2cap.media.melspec import CedLogMel, mel_filterbank
+    from multi2cap.media.filterbank import mel_filterbank
+    from multi2cap.media.melspec import CedLogMel
+    from multi2cap.media.spectrogram_image import SpectrogramImageSettings, spectrogram_image
+    from multi2cap.media.video import (
+        MediaInfo,
+        VideoClip,
+        extract_clip,
+        mux_image_audio_to_mp4,
+        probe_media,
+    )
 
 
 def __getattr__(name: str) -> Any:

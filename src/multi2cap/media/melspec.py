@@ -20,40 +20,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from multi2cap.media.filterbank import mel_filterbank
+
 TopDbScope = Literal["example", "batch"]
-
-
-def hz_to_mel_htk(freq: Tensor) -> Tensor:
-    """HTK mel scale: `2595 * log10(1 + f / 700)`."""
-    return 2595.0 * torch.log10(1.0 + freq / 700.0)
-
-
-def mel_to_hz_htk(mel: Tensor) -> Tensor:
-    """Inverse of `hz_to_mel_htk`."""
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-
-def mel_filterbank(
-    n_freqs: int, sample_rate: int, n_mels: int, f_min: float, f_max: float
-) -> Tensor:
-    """Triangular HTK-mel filters, `(n_freqs, n_mels)` float64, peak 1, no area normalisation.
-
-    FFT bin `k` sits at `k * (sample_rate / 2) / (n_freqs - 1)` Hz; the `n_mels + 2` filter edges
-    are equally spaced on the mel scale between `f_min` and `f_max`.
-    """
-    freqs = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=torch.float64)
-    edges_mel = torch.linspace(
-        float(hz_to_mel_htk(torch.tensor(f_min, dtype=torch.float64))),
-        float(hz_to_mel_htk(torch.tensor(f_max, dtype=torch.float64))),
-        n_mels + 2,
-        dtype=torch.float64,
-    )
-    edges = mel_to_hz_htk(edges_mel)
-    widths = edges[1:] - edges[:-1]  # (n_mels + 1,)
-    offsets = edges.unsqueeze(0) - freqs.unsqueeze(1)  # (n_freqs, n_mels + 2)
-    rising = -offsets[:, :-2] / widths[:-1]
-    falling = offsets[:, 2:] / widths[1:]
-    return torch.clamp(torch.minimum(rising, falling), min=0.0)
 
 
 class CedLogMel(nn.Module):
@@ -96,7 +65,7 @@ class CedLogMel(nn.Module):
         )
         self.register_buffer(
             "fbank",
-            mel_filterbank(n_fft // 2 + 1, sample_rate, n_mels, f_min, f_max),
+            torch.from_numpy(mel_filterbank(n_fft // 2 + 1, sample_rate, n_mels, f_min, f_max)),
             persistent=False,
         )
 
