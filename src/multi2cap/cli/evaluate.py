@@ -1,9 +1,118 @@
-"""`multi2cap evaluate` (work in progress: registered by its module's owner)."""
+"""`multi2cap evaluate`: score predicted captions against references (parsing and printing only;
+the work is in `multi2cap.metrics`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def evaluate_command(
+    predictions: Path = typer.Option(
+        ..., "--predictions", "-p", help="CSV `id,caption` (or `file_name,caption`) or JSONL."
+    ),
+    references: Path = typer.Option(
+        ...,
+        "--references",
+        "-r",
+        help="CSV wide `id,caption_1..caption_N`, CSV long `id,caption`, or JSONL `id,captions`.",
+    ),
+    metrics: str = typer.Option(
+        "offline", "--metrics", "-m", help="`offline`, `paper`, `all` or keys: bleu_1,meteor,..."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write scores.json here."),
+    per_item: Path | None = typer.Option(None, "--per-item", help="Write per-item CSV here."),
+    skip_unavailable: bool = typer.Option(
+        False, "--skip-unavailable", help="Report metrics whose assets are missing as null."
+    ),
+    no_tokenize: bool = typer.Option(
+        False, "--no-tokenize", help="Captions are already PTB-tokenized: skip tokenization."
+    ),
+    java: str | None = typer.Option(
+        None, "--java", help="java executable (default: JAVA_HOME/PATH)."
+    ),
+    spice_lib: str | None = typer.Option(
+        None, "--spice-lib", help="Folder with the CoreNLP 3.6.0 jars (env MULTI2CAP_SPICE_LIB)."
+    ),
+    sbert_model: str | None = typer.Option(
+        None, "--sbert-model", help="Sentence-BERT folder or cached id (env MULTI2CAP_SBERT_MODEL)."
+    ),
+    echecker: str | None = typer.Option(
+        None, "--echecker", help="FENSE echecker .ckpt (env MULTI2CAP_FENSE_ECHECKER)."
+    ),
+    echecker_bert: str | None = typer.Option(
+        None, "--echecker-bert", help="Echecker base BERT folder (env MULTI2CAP_FENSE_BERT)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="torch device for SBERT / echecker."),
+    allow_network: bool = typer.Option(
+        False, "--allow-network", help="Let Hugging Face download models that are not cached."
+    ),
+) -> None:
+    """Score predicted captions against references (BLEU, ROUGE-L, METEOR, CIDEr-D, ...)."""
+    from multi2cap.metrics import MetricUnavailableError, evaluate
+    from multi2cap.metrics.files import (
+        CaptionFileError,
+        align,
+        read_predictions,
+        read_references,
+        scores_document,
+        write_per_item,
+        write_scores,
+    )
+
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        ids, candidates, mult_references = align(
+            read_predictions(predictions), read_references(references)
+        )
+        result = evaluate(
+            candidates,
+            mult_references,
+            metrics=metrics,
+            tokenize=not no_tokenize,
+            skip_unavailable=skip_unavailable,
+            java=java,
+            spice_lib=spice_lib,
+            sbert_model=sbert_model,
+            echecker=echecker,
+            echecker_bert=echecker_bert,
+            device=device,
+            allow_network=allow_network,
+        )
+    except (CaptionFileError, MetricUnavailableError, ValueError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=2) from None
+
+    table = Table(title=f"{len(ids)} items; scores x100 as the paper prints them (vocab: count)")
+    table.add_column("metric")
+    table.add_column("score", justify="right")
+    for key, value in result.corpus.items():
+        table.add_row(key, f"{value:.0f}" if key == "vocab" else f"{100 * value:.2f}")
+    for key in result.unavailable:
+        table.add_row(key, "[yellow]unavailable[/yellow]")
+    console.print(table)
+    for key, reason in result.unavailable.items():
+        err.print(f"[yellow]{key} unavailable:[/yellow] {reason}")
+    if output is not None:
+        write_scores(
+            output,
+            scores_document(
+                result,
+                len(ids),
+                predictions=str(predictions),
+                references=str(references),
+            ),
+        )
+        console.print(f"raw scores written to {output}")
+    if per_item is not None:
+        write_per_item(per_item, ids, result)
+        console.print(f"per-item scores written to {per_item}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add `multi2cap evaluate` to the top-level app."""
+    app.command("evaluate")(evaluate_command)

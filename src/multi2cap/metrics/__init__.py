@@ -1,1 +1,32 @@
-"""multi2cap.metrics"""
+"""AAC evaluation metrics, faithful to pycocoevalcap 1.2 / aac-metrics 0.6.0, offline-first.
+
+`evaluate(candidates, mult_references, metrics="offline")` scores once; `Evaluator` keeps the
+METEOR JVM and the models warm across calls. `metric_availability()` and `asset_statuses()` tell
+what can run on this machine (used by `multi2cap info`). Importing this package loads neither
+torch nor transformers.
+"""
+
+from multi2cap.metrics.evaluator import (
+    METRIC_KEYS,
+    METRIC_SETS,
+    EvalResult,
+    Evaluator,
+    MetricAssets,
+    evaluate,
+    metric_availability,
+    resolve_metrics,
+)
+from multi2cap.metrics.resources import MetricUnavailableError, asset_statuses
+
+__all__ = [
+    "METRIC_KEYS",
+    "METRIC_SETS",
+    "EvalResult",
+    "Evaluator",
+    "MetricAssets",
+    "MetricUnavailableError",
+    "asset_statuses",
+    "evaluate",
+    "metric_availability",
+    "resolve_metrics",
+]

@@ -1,0 +1,461 @@
+"""`evaluate` and the reusable `Evaluator`: every metric of the paper behind one call.
+
+Semantics follow aac-metrics 0.6.0 / pycocoevalcap 1.2 (`evaluate(..., preprocess=True)`): all
+captions are PTB-tokenized once, and every metric, the model-based ones included, sees the
+tokenized text. Values are raw (BLEU in [0, 1], CIDEr-D in [0, 10], ...), never x100.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from multi2cap.assets import AssetNotFoundError, java_executable
+from multi2cap.metrics import combined
+from multi2cap.metrics._ngrams import count_ngrams
+from multi2cap.metrics.bleu import bleu
+from multi2cap.metrics.cider import cider_d
+from multi2cap.metrics.meteor import MeteorScorer
+from multi2cap.metrics.resources import (
+    ECHECKER_BASE_SHA256,
+    ECHECKER_BERT_ENV,
+    PAPER_SBERT_MODEL,
+    MetricUnavailableError,
+    coco_jars,
+    resolve_echecker,
+    resolve_sbert_model,
+    spice_lib_dir,
+)
+from multi2cap.metrics.rouge import rouge_l
+from multi2cap.metrics.spice import spice
+from multi2cap.metrics.tokenizer import ptb_tokenize
+
+log = logging.getLogger(__name__)
+
+BLEU_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4")
+METRIC_KEYS = (
+    *BLEU_KEYS,
+    "rouge_l",
+    "meteor",
+    "cider_d",
+    "spice",
+    "spider",
+    "spider_fl",
+    "fer",
+    "sbert_sim",
+    "fense",
+    "vocab",
+)
+METRIC_SETS: dict[str, tuple[str, ...]] = {
+    # Everything that runs with the pycocoevalcap wheel and Java alone.
+    "offline": (*BLEU_KEYS, "rouge_l", "meteor", "cider_d", "vocab"),
+    # The columns of the paper's Table 2.
+    "paper": (
+        *BLEU_KEYS,
+        "rouge_l",
+        "meteor",
+        "cider_d",
+        "spice",
+        "spider",
+        "spider_fl",
+        "sbert_sim",
+        "fense",
+    ),
+    "all": METRIC_KEYS,
+}
+#: What each metric is computed from (the metric itself, or the metrics it combines).
+_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "spider": ("cider_d", "spice"),
+    "spider_fl": ("cider_d", "spice", "fer"),
+    "fense": ("sbert_sim", "fer"),
+}
+#: Metrics whose value needs at least two items (CIDEr-D's IDF is 0 on one item).
+_NEEDS_TWO_ITEMS = frozenset(("cider_d", "spider", "spider_fl"))
+
+
+def resolve_metrics(metrics: str | Sequence[str]) -> tuple[str, ...]:
+    """Metric keys, in canonical order, from a set name ("offline", "paper", "all"), a
+    comma-separated string, or a sequence of keys."""
+    if isinstance(metrics, str):
+        if metrics in METRIC_SETS:
+            return METRIC_SETS[metrics]
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    requested = set()
+    for name in metrics:
+        if name in METRIC_SETS:
+            requested.update(METRIC_SETS[name])
+        elif name in METRIC_KEYS:
+            requested.add(name)
+        else:
+            raise ValueError(
+                f"unknown metric {name!r}: choose from {', '.join(METRIC_KEYS)} "
+                f"or a set ({', '.join(METRIC_SETS)})"
+            )
+    if not requested:
+        raise ValueError("no metric requested")
+    return tuple(k for k in METRIC_KEYS if k in requested)
+
+
+@dataclass(frozen=True)
+class MetricAssets:
+    """External assets (each `None` = environment variable, then default; see resources.py).
+
+    `device` runs the SBERT and echecker models; `allow_network` lets Hugging Face fetch a model
+    that is not cached (never needed when the assets are local folders).
+    """
+
+    java: str | None = None
+    spice_lib: str | None = None
+    sbert_model: str | None = None
+    echecker: str | None = None
+    echecker_bert: str | None = None
+    device: str = "cpu"
+    allow_network: bool = False
+
+
+@dataclass
+class EvalResult:
+    """Raw scores: `corpus[key]`, `per_item[key][i]` (absent for `vocab`, a corpus count),
+    `unavailable[key]` = why a requested metric was skipped, `settings` = what produced them."""
+
+    corpus: dict[str, float]
+    per_item: dict[str, list[float]]
+    unavailable: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _asset_problems(assets: MetricAssets) -> dict[str, str | None]:
+    """None when the asset is usable, else the reason with how to provide it."""
+
+    def check(locate: Any) -> str | None:
+        try:
+            locate()
+        except AssetNotFoundError as err:
+            return str(err)
+        return None
+
+    def java() -> None:
+        if assets.java is not None:
+            if not Path(assets.java).is_file():
+                raise AssetNotFoundError(f"java executable {assets.java} not found")
+        else:
+            java_executable()
+
+    def package(*names: str) -> Any:
+        def locate() -> None:
+            import importlib.util
+
+            missing = [n for n in names if importlib.util.find_spec(n) is None]
+            if missing:
+                raise AssetNotFoundError(f"Python package(s) {', '.join(missing)} not installed")
+
+        return locate
+
+    return {
+        "java": check(java),
+        "coco_jars": check(coco_jars),
+        "spice_lib": check(lambda: spice_lib_dir(assets.spice_lib)),
+        "sbert": check(package("torch", "sentence_transformers"))
+        or check(lambda: resolve_sbert_model(assets.sbert_model)),
+        "echecker": check(package("torch", "transformers"))
+        or check(lambda: resolve_echecker(assets.echecker)),
+    }
+
+
+_METRIC_ASSETS: dict[str, tuple[str, ...]] = {
+    "meteor": ("java", "coco_jars"),
+    "spice": ("java", "coco_jars", "spice_lib"),
+    "fer": ("echecker",),
+    "sbert_sim": ("sbert",),
+}
+
+
+def _availability(keys: Sequence[str], problems: dict[str, str | None]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for key in keys:
+        reasons = []
+        for part in _DEPENDENCIES.get(key, (key,)):
+            for asset in _METRIC_ASSETS.get(part, ()):
+                reason = problems[asset]
+                if reason is not None and reason not in reasons:
+                    reasons.append(reason)
+        out[key] = "; ".join(reasons) if reasons else None
+    return out
+
+
+def metric_availability(**assets: Any) -> dict[str, str | None]:
+    """Metric key -> None if it can run here, else why not and how to provide what is missing.
+    Cheap: checks files and packages, loads no model and starts no JVM."""
+    return _availability(METRIC_KEYS, _asset_problems(MetricAssets(**assets)))
+
+
+def _model_label(path: str) -> str:
+    """A short name for a model folder or hub id, used in the key of a non-paper SBERT model."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 1, -1, -1):
+        part = parts[i]
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/")
+        if part not in ("model", "models", "snapshots") and not (
+            len(part) == 40 and all(c in "0123456789abcdef" for c in part)
+        ):
+            return part
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(np.array(values, dtype=float)))
+
+
+class Evaluator:
+    """Scores caption sets repeatedly with the same metrics and warm back-ends.
+
+    Construction checks the assets of the requested metrics (raising `MetricUnavailableError`
+    unless `skip_unavailable`) and starts the METEOR JVM in the background; models load on first
+    use. Call it (or `evaluate`) once per caption set, and `close()` it or use it in a `with`.
+    """
+
+    def __init__(
+        self,
+        metrics: str | Sequence[str] = "offline",
+        tokenize: bool = True,
+        skip_unavailable: bool = False,
+        tokenizer_backend: str = "auto",
+        **assets: Any,
+    ) -> None:
+        self.metrics = resolve_metrics(metrics)
+        self.tokenize = tokenize
+        self.skip_unavailable = skip_unavailable
+        self.tokenizer_backend = tokenizer_backend
+        self.assets = MetricAssets(**assets)
+        availability = _availability(self.metrics, _asset_problems(self.assets))
+        self.unavailable = {k: v for k, v in availability.items() if v is not None}
+        if self.unavailable and not skip_unavailable:
+            raise MetricUnavailableError(
+                "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
+            )
+        self._needed = {
+            part
+            for key in self.metrics
+            if key not in self.unavailable
+            for part in _DEPENDENCIES.get(key, (key,))
+        }
+        self.settings: dict[str, Any] = {"metrics": list(self.metrics), "tokenize": tokenize}
+        self.sbert_key = "sbert_sim"
+        self.fense_key = "fense"
+        if "sbert_sim" in self._needed:
+            self._sbert_path = resolve_sbert_model(self.assets.sbert_model)
+            if PAPER_SBERT_MODEL.split("/")[-1] not in self._sbert_path:
+                # Never report another model's similarity under the paper's metric name.
+                label = _model_label(self._sbert_path)
+                self.sbert_key = f"sbert_sim[{label}]"
+                self.fense_key = f"fense[{label}]"
+            self.settings["sbert_model"] = self._sbert_path
+        self._meteor = MeteorScorer(java=self.assets.java) if "meteor" in self._needed else None
+        self._sbert: Any = None
+        self._echecker: Any = None
+
+    def _sbert_scorer(self) -> Any:
+        if self._sbert is None:
+            from multi2cap.metrics.neural import SbertScorer
+
+            self._sbert = SbertScorer(
+                self._sbert_path,
+                device=self.assets.device,
+                allow_network=self.assets.allow_network,
+            )
+        return self._sbert
+
+    def _error_detector(self) -> Any:
+        if self._echecker is None:
+            from multi2cap.metrics.neural import ErrorDetector
+
+            checkpoint = resolve_echecker(self.assets.echecker)
+            digest = _sha256(checkpoint)
+            self.settings["echecker"] = str(checkpoint)
+            self.settings["echecker_sha256"] = digest
+            self.settings["echecker_is_paper"] = digest == ECHECKER_BASE_SHA256
+            self._echecker = ErrorDetector(
+                checkpoint,
+                bert=self.assets.echecker_bert or os.environ.get(ECHECKER_BERT_ENV),
+                device=self.assets.device,
+                allow_network=self.assets.allow_network,
+            )
+        return self._echecker
+
+    def __call__(
+        self, candidates: Sequence[str], mult_references: Sequence[Sequence[str]]
+    ) -> EvalResult:
+        return self.evaluate(candidates, mult_references)
+
+    def evaluate(
+        self, candidates: Sequence[str], mult_references: Sequence[Sequence[str]]
+    ) -> EvalResult:
+        """Score `candidates[i]` against `mult_references[i]` (one or more references each)."""
+        _check_inputs(candidates, mult_references)
+        unavailable = dict(self.unavailable)
+        needed = set(self._needed)
+        if len(candidates) < 2:
+            short = [k for k in self.metrics if k in _NEEDS_TWO_ITEMS and k not in unavailable]
+            if short:
+                reason = "needs at least 2 items (CIDEr-D's IDF over one item is always 0)"
+                if not self.skip_unavailable:
+                    raise MetricUnavailableError(f"{', '.join(short)}: {reason}")
+                unavailable.update(dict.fromkeys(short, reason))
+                needed.discard("cider_d")
+                if "spice" not in self.metrics:
+                    needed.discard("spice")
+                if not {"fer", "fense"} & set(self.metrics):
+                    needed.discard("fer")
+        settings = dict(self.settings)
+        cands, mrefs = list(candidates), [list(refs) for refs in mult_references]
+        if self.tokenize:
+            flat = cands + [r for refs in mrefs for r in refs]
+            tokens, backend = ptb_tokenize(flat, self.assets.java, self.tokenizer_backend)
+            settings["tokenizer"] = "ptb-corenlp-3.4.1" if backend == "java" else "ptb-python"
+            cands = tokens[: len(cands)]
+            pos = len(cands)
+            for refs in mrefs:
+                refs[:] = tokens[pos : pos + len(refs)]
+                pos += len(refs)
+        per_item: dict[str, list[float]] = {}
+        corpus: dict[str, float] = {}
+        self._score_lexical(cands, mrefs, needed, corpus, per_item)
+        if "meteor" in needed and self._meteor is not None:
+            corpus["meteor"], per_item["meteor"] = self._meteor.score(cands, mrefs)
+        if "spice" in needed:
+            corpus["spice"], per_item["spice"] = spice(
+                cands, mrefs, self.assets.spice_lib, self.assets.java
+            )
+        if "fer" in needed:
+            corpus["fer"], per_item["fer"] = self._error_detector().fer(cands)
+        if "sbert_sim" in needed:
+            corpus["sbert_sim"], per_item["sbert_sim"] = self._sbert_scorer().score(cands, mrefs)
+        if "cider_d" in per_item and "spice" in per_item:
+            per_item["spider"] = combined.spider(per_item["cider_d"], per_item["spice"])
+            corpus["spider"] = _mean(per_item["spider"])
+        if "spider" in per_item and "fer" in per_item:
+            per_item["spider_fl"] = combined.fluency_penalized(per_item["spider"], per_item["fer"])
+            corpus["spider_fl"] = _mean(per_item["spider_fl"])
+        if "sbert_sim" in per_item and "fer" in per_item:
+            per_item["fense"] = combined.fluency_penalized(per_item["sbert_sim"], per_item["fer"])
+            corpus["fense"] = _mean(per_item["fense"])
+        return self._select(corpus, per_item, unavailable, settings)
+
+    def _score_lexical(
+        self,
+        cands: list[str],
+        mrefs: list[list[str]],
+        needed: set[str],
+        corpus: dict[str, float],
+        per_item: dict[str, list[float]],
+    ) -> None:
+        """BLEU, ROUGE-L, CIDEr-D and vocab: pure Python on the tokenized captions."""
+        if needed & {*BLEU_KEYS, "cider_d"}:
+            cand_words = [c.split() for c in cands]
+            refs_words = [[r.split() for r in refs] for refs in mrefs]
+            cand_counts = [count_ngrams(w) for w in cand_words]
+            refs_counts = [[count_ngrams(w) for w in ws] for ws in refs_words]
+            if needed & set(BLEU_KEYS):
+                scores, items = bleu(
+                    cand_counts,
+                    [len(w) for w in cand_words],
+                    refs_counts,
+                    [[len(w) for w in ws] for ws in refs_words],
+                )
+                for k, key in enumerate(BLEU_KEYS):
+                    corpus[key], per_item[key] = scores[k], items[k]
+            if "cider_d" in needed:
+                corpus["cider_d"], per_item["cider_d"] = cider_d(cand_counts, refs_counts)
+        if "rouge_l" in needed:
+            corpus["rouge_l"], per_item["rouge_l"] = rouge_l(cands, mrefs)
+        if "vocab" in needed:
+            corpus["vocab"] = float(len({w for c in cands for w in c.split()}))
+
+    def _select(
+        self,
+        corpus: dict[str, float],
+        per_item: dict[str, list[float]],
+        unavailable: dict[str, str],
+        settings: dict[str, Any],
+    ) -> EvalResult:
+        """Keep the requested metrics, under their reported keys."""
+        rename = {"sbert_sim": self.sbert_key, "fense": self.fense_key}
+        out_corpus = {}
+        out_items = {}
+        for key in self.metrics:
+            if key in unavailable or key not in corpus:
+                continue
+            name = rename.get(key, key)
+            out_corpus[name] = corpus[key]
+            if key in per_item:
+                out_items[name] = per_item[key]
+        return EvalResult(out_corpus, out_items, unavailable, settings)
+
+    def close(self) -> None:
+        """Stop the METEOR JVM and drop the models (idempotent)."""
+        if self._meteor is not None:
+            self._meteor.close()
+            self._meteor = None
+        self._sbert = None
+        self._echecker = None
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _check_inputs(candidates: Sequence[str], mult_references: Sequence[Sequence[str]]) -> None:
+    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+        raise TypeError("candidates must be a list of strings")
+    if len(candidates) != len(mult_references):
+        raise ValueError(f"{len(candidates)} candidates but {len(mult_references)} reference lists")
+    if not candidates:
+        raise ValueError("nothing to evaluate: no candidates")
+    for i, (cand, refs) in enumerate(zip(candidates, mult_references, strict=True)):
+        if not isinstance(cand, str):
+            raise TypeError(f"candidate {i} is {type(cand).__name__}, not str")
+        if isinstance(refs, str) or not refs:
+            raise ValueError(f"item {i}: references must be a non-empty list of strings")
+        if not all(isinstance(r, str) for r in refs):
+            raise TypeError(f"item {i}: every reference must be a str")
+
+
+def evaluate(
+    candidates: Sequence[str],
+    mult_references: Sequence[Sequence[str]],
+    metrics: str | Sequence[str] = "offline",
+    tokenize: bool = True,
+    skip_unavailable: bool = False,
+    **assets: Any,
+) -> EvalResult:
+    """Score a caption set once (see `Evaluator` to keep the JVM and models warm across calls).
+
+    `metrics`: "offline" (BLEU-1..4, ROUGE-L, METEOR, CIDEr-D, vocab), "paper" (Table 2), "all",
+    or keys. `assets`: fields of `MetricAssets` (java, spice_lib, sbert_model, echecker, ...).
+    """
+    with Evaluator(metrics, tokenize=tokenize, skip_unavailable=skip_unavailable, **assets) as ev:
+        return ev.evaluate(candidates, mult_references)
