@@ -23,7 +23,7 @@ _STAGE1_TEMPLATES = (
 _STAGE2_TEMPLATES = (
     "{caption}, {light}, {colour}.",
     "{Light}, {caption_lower}, {colour}.",
-    "{caption} {light}, {colour}.",
+    "Set {light}, {colour}, {caption_lower}.",
 )
 
 
@@ -66,14 +66,20 @@ def _tone(centroid_hz: float) -> str:
     return "hissy, high-pitched"
 
 
+def _when(time_s: float) -> str:
+    seconds = round(time_s)
+    if seconds == 0:
+        return "right at the start"
+    return f"about {seconds} second{'s' if seconds != 1 else ''} in"
+
+
 def _onsets(onsets_s: tuple[float, ...]) -> str:
     if not onsets_s:
         return ""
-    first = onsets_s[0]
     if len(onsets_s) == 1:
-        return f", with a sudden burst about {first:.0f} seconds in"
+        return f", with a sudden burst {_when(onsets_s[0])}"
     if len(onsets_s) <= 4:
-        return f", with {len(onsets_s)} distinct bursts, the first about {first:.0f} seconds in"
+        return f", with {len(onsets_s)} distinct bursts, the first {_when(onsets_s[0])}"
     return ", punctuated by repeated sharp attacks"
 
 
@@ -107,12 +113,12 @@ def offline_stage1(clip_id: str, category: str, audio: AudioDescriptors) -> str:
 
 def _light(brightness: float) -> str:
     if brightness < 0.25:
-        return "in a dim, shadowy setting"
+        return "in a dim, shadowy scene"
     if brightness < 0.5:
-        return "in a softly lit setting"
+        return "in soft, muted light"
     if brightness < 0.75:
-        return "in a well-lit setting"
-    return "in a bright, sunlit setting"
+        return "in a well-lit space"
+    return "under bright daylight"
 
 
 def offline_stage2(clip_id: str, raw_caption: str, image: ImageDescriptors) -> str:
