@@ -100,7 +100,7 @@ def _run(config_args: dict, steps: tuple[str, ...], dry_run: bool = False) -> No
 
 
 def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
-    table = Table(title="VggCaps estimate (no API called)" if dry_run else "VggCaps build")
+    table = Table(title="VggCaps dry run" if dry_run else "VggCaps build")
     table.add_column("")
     table.add_column("", justify="right")
     rows: list[tuple[str, str]] = [
@@ -114,7 +114,7 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
             ("prompt tokens", f"{est.prompt_tokens:,}"),
             ("completion tokens", f"{est.completion_tokens:,}"),
             ("cost", f"${est.cost_usd:,.2f}"),
-            ("time", f"{est.hours:.1f} h"),
+            ("time", f"{est.hours:.1f} h" if est.hours >= 1 else f"{est.hours * 60:.1f} min"),
         ]
     else:
         rows += [
@@ -133,6 +133,11 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+    if dry_run:
+        console.print(
+            "Estimate only: nothing was extracted and no API was called (about 4 "
+            "characters per token, 60 reply tokens per request; see docs/vggcaps.md)."
+        )
     if summary.failed:
         console.print(
             f"[yellow]{summary.failed} clips failed; reasons in "

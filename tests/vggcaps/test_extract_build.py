@@ -1,0 +1,131 @@
+"""Extraction on real media (Tux Paint sounds and pictures muxed into mp4, bigbuckbunny.mp4), the
+whole build with the offline backend, and the CLI end to end."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+from typer.testing import CliRunner
+
+from multi2cap.cli.main import app
+from multi2cap.data.manifest import read_manifest
+from multi2cap.io import read_jsonl
+from multi2cap.media.audio import load_audio
+from multi2cap.media.video import mux_image_audio_to_mp4
+from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps, read_start
+
+STAMPS = ("animals/insects/bee", "animals/insects/hornet")
+CATEGORIES = ("bee, wasp, etc. buzzing", "hornet buzzing")
+
+
+@pytest.fixture(scope="module")
+def vgg_folder(tmp_path_factory: pytest.TempPathFactory, tuxpaint_dir: Path, bigbuckbunny: Path):
+    """A VGGSound-like folder: two real clips, bigbuckbunny, a corrupt file, a missing clip."""
+    root = tmp_path_factory.mktemp("vgg")
+    videos = root / "videos" / "nested"
+    videos.mkdir(parents=True)
+    rows = []
+    for index, (stamp, category) in enumerate(zip(STAMPS, CATEGORIES, strict=True)):
+        ytid = f"-tux{index}abcdef"[:11]
+        image = Image.open(tuxpaint_dir / f"{stamp}.png").convert("RGB")
+        audio = load_audio(tuxpaint_dir / f"{stamp}.ogg")[: 16000 * 3]
+        mux_image_audio_to_mp4(image, audio, 16000, videos / f"{ytid}_{30 * index:06d}.mp4")
+        rows.append(f'{ytid},{30 * index},"{category}",train')
+    os.symlink(bigbuckbunny, videos / "bbbunny0001_000002.mp4")
+    rows.append("bbbunny0001,2,playing cartoon music,test")
+    (videos / "broken00001_000000.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(500))
+    rows.append("broken00001,0,dog barking,train")
+    rows.append("missing0001,0,cat meowing,train")
+    (root / "vggsound.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_read_start_uses_the_segment_only_in_full_videos() -> None:
+    assert read_start(30.0, 10.0, 10.0) == 0.0  # a clip already cut to its segment
+    assert read_start(30.0, 120.0, 10.0) == 30.0  # the full YouTube video
+    assert read_start(30.0, 39.0, 10.0) == 0.0
+    assert read_start(None, 120.0, 10.0) == 0.0
+
+
+def test_offline_build_on_real_media(vgg_folder: Path, tmp_path: Path) -> None:
+    config = BuildConfig(
+        out=tmp_path,
+        videos=vgg_folder / "videos",
+        categories=vgg_folder / "vggsound.csv",
+        backend="offline",
+        workers=1,
+        progress=False,
+    )
+    summary = build_vggcaps(config)
+    assert (summary.selected, summary.missing_videos, summary.extracted) == (4, 1, 3)
+    assert summary.failed == 1 and summary.exit_code == 1 and summary.dataset_size == 3
+    failures = list(read_jsonl(tmp_path / "failures.jsonl"))
+    assert [(f["id"], f["stage"]) for f in failures] == [("broken00001_000000", "extract")]
+    assert "Error" in failures[0]["reason"]
+    records = {r["id"]: r for r in read_jsonl(tmp_path / "vggcaps.jsonl")}
+    bee = records["-tux0abcdef_000000"]
+    assert bee["category"] == "bee, wasp, etc. buzzing" and bee["backend"] == "offline"
+    assert "bee" in bee["caption"].lower() and "bee, wasp" not in bee["caption"].lower()
+    wave, sr = soundfile.read(tmp_path / bee["audio"])
+    assert sr == 16000 and wave.shape == (160000,)  # 10 s, zero-padded after 3 s of audio
+    assert np.abs(wave[: 16000 * 2]).max() > 0.01 and np.abs(wave[16000 * 4 :]).max() == 0
+    with Image.open(tmp_path / bee["spectrogram"]) as spec:
+        assert spec.format == "PNG" and spec.size == (800, 400)
+    with Image.open(tmp_path / bee["frame"]) as frame:
+        assert frame.format == "JPEG"
+        assert max(frame.size) <= 640
+    bunny = records["bbbunny0001_000002"]
+    assert bunny["duration_s"] == pytest.approx(5.3, abs=0.1)
+    assert bunny["vggsound_split"] == "test" and bunny["split"] in ("train", "test")
+    extract = {r["id"]: r for r in read_jsonl(tmp_path / "work" / "extract.jsonl")}
+    assert extract["bbbunny0001_000002"]["read_start_s"] == 0.0  # 5.3-s file: already cut
+    manifest = read_manifest(tmp_path / "manifest.jsonl")
+    assert sorted(m.id for m in manifest) == sorted(records)
+    # a rerun extracts nothing, captions nothing, and leaves the dataset as it was
+    before = (tmp_path / "vggcaps.jsonl").read_text()
+    again = build_vggcaps(config)
+    assert again.extracted == 0 and again.captioned == 0 and again.failed == 1
+    assert (tmp_path / "vggcaps.jsonl").read_text() == before
+
+
+def test_cli_build_with_process_pool_limit_and_dry_run(vgg_folder: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = [
+        "vggcaps",
+        "build",
+        "--videos",
+        str(vgg_folder / "videos"),
+        "--categories",
+        str(vgg_folder / "vggsound.csv"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    dry = runner.invoke(app, [*common, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "no API was called" in dry.output.replace("\n", " ") and "$" in dry.output
+    assert not (tmp_path / "out" / "vggcaps.jsonl").exists()
+    result = runner.invoke(
+        app, [*common, "--backend", "offline", "--workers", "2", "--limit", "2", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list(read_jsonl(tmp_path / "out" / "vggcaps.jsonl"))) == 2
+    assert "offline" in result.output
+    bad = runner.invoke(
+        app,
+        [
+            "vggcaps",
+            "build",
+            "--videos",
+            str(vgg_folder),
+            "--categories",
+            str(tmp_path / "nope.csv"),
+            "--out",
+            str(tmp_path / "o2"),
+        ],
+    )
+    assert bad.exit_code == 2 and "nope.csv" in bad.output and "Traceback" not in bad.output
