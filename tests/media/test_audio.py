@@ -107,14 +107,27 @@ def test_resample_is_anti_aliased() -> None:
     passband = resample(tone(5000, sr), sr, SAMPLE_RATE)
     assert peak_hz(passband) == pytest.approx(5000, abs=2)
     assert np.sqrt(np.mean(passband[500:-500] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
-    # 12 kHz is above the 8 kHz Nyquist: naive decimation would alias it to 4 kHz at full level.
-    stopband = resample(tone(12000, sr), sr, SAMPLE_RATE)
-    assert stopband.size == SAMPLE_RATE
-    assert np.sqrt(np.mean(stopband[500:-500] ** 2)) < 0.5 * 10 ** (-40 / 20)
+    # Above the 8 kHz Nyquist: naive decimation would alias 12 kHz to 4 kHz and 8.5 kHz to
+    # 7.5 kHz at full level; the filter must remove both (> 100 dB down).
+    for freq in (12000, 8500):
+        stopband = resample(tone(freq, sr), sr, SAMPLE_RATE)
+        assert stopband.size == SAMPLE_RATE
+        assert np.sqrt(np.mean(stopband[500:-500] ** 2)) < 0.5 * 10 ** (-100 / 20)
+    # 7 kHz (87 % of Nyquist) passes within 0.1 dB
+    edge = resample(tone(7000, sr), sr, SAMPLE_RATE)
+    level_db = 20 * np.log10(np.sqrt(np.mean(edge[500:-500] ** 2)) / (0.5 / np.sqrt(2)))
+    assert abs(level_db) < 0.1
 
 
-def test_resample_44100_length_and_identity() -> None:
+def test_resample_44100_length_delay_and_identity() -> None:
     assert resample(np.zeros(44100), 44100, 16000).size == 16000
+    click = np.zeros(44100, np.float32)
+    click[22050] = 1.0  # at 0.5 s: must stay at 0.5 s (no filter delay)
+    assert int(np.argmax(resample(click, 44100, 16000))) == 8000
+    stereo = np.stack([tone(440, 44100), tone(880, 44100)])
+    both = resample(stereo, 44100, 16000)
+    assert both.shape == (2, 16000)
+    np.testing.assert_allclose(both[1], resample(stereo[1], 44100, 16000), atol=1e-6)
     same = np.arange(10, dtype=np.float32)
     assert resample(same, 16000, 16000) is same
     with pytest.raises(ValueError, match="positive"):

@@ -4,22 +4,23 @@ Decoding goes through libsndfile (soundfile) for plain audio files (wav, flac, o
 opus) because it is the fastest path, and through PyAV (FFmpeg bundled in the wheel) for
 containers (mp4, m4a/aac, mkv, webm, mov, avi) or whenever libsndfile refuses a file.
 
-Channels are mixed down by their mean. Resampling is polyphase FIR filtering
-(`scipy.signal.resample_poly`) with the rational factor `target/orig` reduced by their gcd and
-scipy's default anti-aliasing low-pass: a Kaiser-windowed sinc (beta 5.0) of
-`20 * max(up, down) + 1` taps, cut-off at the lower of the two Nyquist frequencies. No system
-ffmpeg and no torch are used here, so this module stays cheap to import in worker processes.
+Channels are mixed down by their mean, then resampled with libsoxr (`soxr.resample`, its
+20-bit "HQ" preset): a linear-phase anti-aliasing low-pass, flat (<= 0.01 dB roll-off) to about
+91 % of the lower Nyquist frequency, with nominally 120 dB rejection from that Nyquist frequency
+up (tests check > 100 dB at 8.5 kHz and < 0.1 dB loss at 7 kHz for 48 -> 16 kHz). We chose it over `scipy.signal.resample_poly`, whose default Kaiser filter
+(beta 5) lets an 8.5 kHz tone alias into 16 kHz output at only -14 dB and is 2-3x slower on
+44.1 kHz input. No system ffmpeg and no torch are used here, so this module stays cheap to
+import in worker processes.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+import soxr
 
 from multi2cap.media.errors import (
     AudioDecodeError,
@@ -67,19 +68,21 @@ def check_media_file(path: str | Path) -> Path:
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample along the last axis with an anti-aliased polyphase FIR filter.
+    """Resample along the last axis with libsoxr's anti-aliased "HQ" filter (see module doc).
 
-    `wave` is `(n,)` or `(channels, n)`; the output has `ceil(n * target_sr / orig_sr)` samples
-    per channel and dtype float32. Equal rates return the input unchanged (as float32).
+    `wave` is `(n,)` or `(channels, n)`; the output has `round(n * target_sr / orig_sr)`
+    samples per channel, float32, with no delay (soxr compensates its filter's latency).
+    Equal rates return the input unchanged (as float32).
     """
     if orig_sr <= 0 or target_sr <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
     wave = np.asarray(wave, dtype=np.float32)
     if orig_sr == target_sr:
         return wave
-    g = math.gcd(int(orig_sr), int(target_sr))
-    up, down = int(target_sr) // g, int(orig_sr) // g
-    return resample_poly(wave, up, down, axis=-1).astype(np.float32, copy=False)
+    if wave.ndim == 1:
+        return soxr.resample(wave, orig_sr, target_sr, quality="HQ")
+    frames_first = np.ascontiguousarray(wave.T)  # soxr wants (n, channels)
+    return np.ascontiguousarray(soxr.resample(frames_first, orig_sr, target_sr, quality="HQ").T)
 
 
 def _pcm_window(sr: int, start_s: float, duration_s: float | None) -> tuple[int, int | None]:
