@@ -7,9 +7,9 @@ containers (mp4, m4a/aac, mkv, webm, mov, avi) or whenever libsndfile refuses a 
 Channels are mixed down by their mean, then resampled with libsoxr (`soxr.resample`, its
 20-bit "HQ" preset): a linear-phase anti-aliasing low-pass, flat (<= 0.01 dB roll-off) to about
 91 % of the lower Nyquist frequency, with nominally 120 dB rejection from that Nyquist frequency
-up (tests check > 100 dB at 8.5 kHz and < 0.1 dB loss at 7 kHz for 48 -> 16 kHz). We chose it over `scipy.signal.resample_poly`, whose default Kaiser filter
-(beta 5) lets an 8.5 kHz tone alias into 16 kHz output at only -14 dB and is 2-3x slower on
-44.1 kHz input. No system ffmpeg and no torch are used here, so this module stays cheap to
+up (tests check > 100 dB at 8.5 kHz and < 0.1 dB loss at 7 kHz for 48 -> 16 kHz). We chose it
+over `scipy.signal.resample_poly`, whose default Kaiser filter (beta 5) lets an 8.5 kHz tone
+alias into 16 kHz output at only -14 dB and is 2-3x slower on 44.1 kHz input. No system ffmpeg and no torch are used here, so this module stays cheap to
 import in worker processes.
 """
 
