@@ -202,6 +202,10 @@ class BatchRunner:
             results.setdefault(cid, f"no answer in batch {batch.id} (status {batch.status})")
         return results
 
+    def redact(self, text: str) -> str:
+        """`text` with the API key masked (for reasons that quote server messages)."""
+        return redact(text, self._key)
+
     def mark_collected(self, submission: dict[str, Any]) -> None:
         self.store.append("batches", [{"event": "collected", "batch_id": submission["batch_id"]}])
 
@@ -238,7 +242,7 @@ def _run_stage(
                 if clip_id not in pending:
                     continue
                 if isinstance(result, str):
-                    reasons[clip_id] = redact(result, runner._key)
+                    reasons[clip_id] = runner.redact(result)
                     continue
                 account(runner.stats, config.prices, result, batch=True)
                 if attempts[clip_id].judge(result):
