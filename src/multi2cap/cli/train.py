@@ -1,9 +1,59 @@
-"""`multi2cap train` (work in progress: registered by its module's owner)."""
+"""`multi2cap train`: run a training recipe (parsing only; the loop is `multi2cap.train.train`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add `multi2cap train` to the top-level app."""
+    app.command(
+        "train",
+        help=(
+            "Pre-train or fine-tune Multi2Cap from a YAML recipe (configs/*.yaml). Extra KEY=VALUE "
+            "arguments override recipe fields by dotted path, e.g. optim.lr=1e-4. Multi-GPU: "
+            "accelerate launch -m multi2cap.cli.main train --config ..."
+        ),
+    )(train_command)
+
+
+def train_command(
+    overrides: list[str] | None = typer.Argument(
+        None, metavar="[KEY=VALUE]...", help="Dotted overrides of recipe fields."
+    ),
+    config: Path = typer.Option(..., "--config", "-c", help="YAML training recipe."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the newest checkpoint in the output folder."
+    ),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", "-o", help="Run folder (overrides runtime.output_dir)."
+    ),
+) -> None:
+    """Parse, validate, run and summarise; expected errors exit 2 without a traceback."""
+    import logging
+
+    from rich.console import Console
+
+    from multi2cap.train import ConfigError, load_train_config, train
+
+    console = Console(stderr=True)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        recipe = load_train_config(config, overrides or [], output_dir=output_dir)
+        result = train(recipe, resume=resume)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2) from None
+    out = Console()
+    out.print(
+        f"[green]done[/green]: {result.global_step} steps, {result.epochs_completed} epochs; "
+        f"final checkpoint {result.final_checkpoint}"
+    )
+    if result.best_checkpoint is not None:
+        out.print(
+            f"best checkpoint {result.best_checkpoint} ({result.best_metric} = "
+            f"{result.best_score:.4f})"
+        )
+    out.print(f"logs: {result.output_dir / 'train_log.csv'}, {result.output_dir / 'tensorboard'}")

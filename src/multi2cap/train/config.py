@@ -41,16 +41,18 @@ class DataConfig(_Section):
 
 
 class AugmentConfig(_Section):
-    """The paper's four waveform augmentations (Appendix A.1), each applied with its probability
-    and in a random order. `kwargs` reaches `multi2cap.media.augment.RandomAugment` unchanged
-    (e.g. noise SNR range, shift and stretch limits)."""
+    """The paper's four waveform augmentations (Appendix A.1): AddWhiteNoise, Shifting,
+    Stretching (pitch kept) and Flipping (polarity), each applied to a clip with its probability,
+    in a random order (`multi2cap.media.augment.RandomAugment`)."""
 
     enabled: bool = True
     p_white_noise: float = Field(0.5, ge=0, le=1)
     p_shift: float = Field(0.5, ge=0, le=1)
     p_stretch: float = Field(0.5, ge=0, le=1)
     p_flip: float = Field(0.5, ge=0, le=1)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    snr_db: tuple[float, float] = Field((10.0, 40.0), description="white-noise SNR range, dB")
+    shift_max_fraction: float = Field(0.2, ge=0, le=1, description="of the clip, either way")
+    stretch_factor: tuple[float, float] = Field((0.8, 1.25), description="duration multiplier")
 
 
 class OptimConfig(_Section):
@@ -100,7 +102,9 @@ class EvalConfig(_Section):
 class RuntimeConfig(_Section):
     """Where the run writes, how often, and on what hardware.
 
-    `precision` "auto" is bf16 autocast on CUDA and fp32 elsewhere. `stop_at_step` ends the run
+    `precision` "auto" is bf16 autocast on CUDA and fp32 elsewhere. `cpu_threads` 1 is much
+    faster for tiny models on a shared machine (torch's thread pool otherwise spin-waits on busy
+    cores). `stop_at_step` ends the run
     (with a checkpoint) after that many optimizer steps without changing the schedule, so a job cut
     into time slices (SLURM) resumes onto the same trajectory.
     """
@@ -108,6 +112,9 @@ class RuntimeConfig(_Section):
     output_dir: str = "runs/default"
     precision: Literal["auto", "bf16", "fp16", "no"] = "auto"
     cpu: bool = False
+    cpu_threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads for this run; None: torch's default"
+    )
     gradient_checkpointing: bool = False
     checkpoint_every_steps: int = Field(0, ge=0, description="0: only at epoch end")
     keep_last_checkpoints: int = Field(2, ge=1)

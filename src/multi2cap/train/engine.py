@@ -1,0 +1,782 @@
+"""`train(config) -> TrainResult`: the Multi2Cap training loop on Hugging Face Accelerate.
+
+One loop serves every setting: CPU, one GPU, DDP over GPUs and nodes (`accelerate launch` or
+`torchrun`, SLURM included), and FSDP / DeepSpeed through an `accelerate config` file. Accelerate
+supplies device placement, the process group, bf16 autocast and gradient-accumulation syncing;
+this module supplies what the paper's recipes need on top: the effective batch through
+accumulation, warm-up + cosine per optimizer step, validation with the AAC metrics, best-model
+selection, CSV / TensorBoard logs, atomic checkpoints and exact resumption.
+
+Exact resumption rests on three things: the clip order depends on (seed, epoch) only
+(`StepBatchSampler`), the dataset's random choices depend on (seed, epoch, index) only
+(`CaptionDataset.set_epoch`), and every process's generators are saved with each checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+
+from multi2cap.data.manifest import ManifestRecord, read_manifest
+from multi2cap.io import append_jsonl, atomic_write_text
+from multi2cap.train import state as ckpt
+from multi2cap.train.config import ConfigError, TrainConfig
+from multi2cap.train.sampler import StepBatchSampler
+from multi2cap.train.schedule import warmup_cosine
+
+log = logging.getLogger("multi2cap.train")
+
+LOSS_KEYS = ("loss", "loss_cap", "loss_align", "loss_vfr")
+TRAIN_COLUMNS = ("step", "epoch", "lr", *LOSS_KEYS, "samples_per_s")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. Checkpoint paths are `Multi2Cap.from_pretrained` folders.
+
+    `history` holds one record per logged optimizer step (`kind="train"`: step, epoch, lr,
+    losses averaged over the step's micro-batches and devices) and one per validation
+    (`kind="val"`: epoch, step, `val_loss`, the corpus metrics).
+    """
+
+    output_dir: Path
+    final_checkpoint: Path
+    best_checkpoint: Path | None
+    best_metric: str | None
+    best_score: float | None
+    global_step: int
+    epochs_completed: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def train_losses(self) -> list[float]:
+        return [r["loss"] for r in self.history if r["kind"] == "train"]
+
+
+@dataclass
+class _Position:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+@dataclass
+class _Best:
+    metric: str | None = None
+    score: float | None = None
+    epoch: int | None = None
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
+    """Run (or with `resume`, continue from the newest checkpoint in the output folder) a recipe."""
+    threads = torch.get_num_threads()
+    if config.runtime.cpu_threads is not None:
+        torch.set_num_threads(config.runtime.cpu_threads)
+    try:
+        return _train(config, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, resume: bool) -> TrainResult:
+    from multi2cap.model.multi2cap import Multi2Cap
+
+    partial = PartialState(cpu=config.runtime.cpu)
+    accumulation = config.accumulation_steps(partial.num_processes)
+    accelerator = Accelerator(
+        cpu=config.runtime.cpu,
+        mixed_precision=_mixed_precision(config, partial.device),
+        gradient_accumulation_steps=accumulation,
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=config.stage == "finetune")
+        ],
+    )
+    out = Path(config.runtime.output_dir)
+    ckpt_root = out / "checkpoints"
+    resume_from = _latest_checkpoint(ckpt_root) if resume else None
+    if resume and resume_from is None:
+        log.warning("--resume: no checkpoint in %s, starting from scratch", ckpt_root)
+
+    set_seed(config.seed)
+    train_records = _read_records(config.data.train_manifest, "data.train_manifest")
+    val_records = (
+        _read_records(config.data.val_manifest, "data.val_manifest")[: config.eval.max_items]
+        if config.data.val_manifest and config.eval.every_epochs
+        else []
+    )
+
+    model = _build_model(config, train_records + val_records, resume_from, Multi2Cap)
+    model.set_stage(config.stage)
+    if config.runtime.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    params = list(model.trainable_parameters())
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=config.optim.lr,
+        betas=config.optim.betas,
+        eps=config.optim.eps,
+        weight_decay=config.optim.weight_decay,
+    )
+    train_set = _dataset(config, train_records, train=True, model=model)
+    sampler_args = dict(
+        micro_batch_size=config.optim.micro_batch_size,
+        accumulation_steps=accumulation,
+        num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index,
+        seed=config.seed,
+    )
+    steps_per_epoch = StepBatchSampler(len(train_set), **sampler_args).steps_per_epoch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"{config.data.train_manifest}: {len(train_set)} clips, fewer than one effective "
+            f"batch (optim.batch_size={config.optim.batch_size})"
+        )
+    total_steps = steps_per_epoch * config.optim.epochs
+    warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
+    scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, config.optim.min_lr_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    position, best, history = _Position(), _Best(), []
+    if resume_from is not None:
+        position, best, history = _restore(resume_from, optimizer, scheduler, accelerator, config)
+        log.info("resumed from %s at step %d", resume_from, position.global_step)
+
+    logger = _RunLogger(out, config, accelerator.is_main_process, history)
+    evaluator = _Validator(config, val_records) if val_records else None
+    stop_at = config.runtime.stop_at_step
+    progress = _progress(accelerator.is_main_process and config.runtime.progress)
+    with ExitStack() as stack:
+        bar = stack.enter_context(progress) if progress is not None else None
+        task = (
+            bar.add_task("train", total=total_steps, completed=position.global_step, loss="")
+            if bar is not None
+            else None
+        )
+        stopped = False
+        while position.epoch < config.optim.epochs and not stopped:
+            train_set.set_epoch(position.epoch)
+            loader = _loader(
+                train_set,
+                StepBatchSampler(
+                    len(train_set),
+                    **sampler_args,
+                    epoch=position.epoch,
+                    start_step=position.step_in_epoch,
+                ),
+                config,
+            )
+            for stats in _optimizer_steps(loader, model, optimizer, scheduler, accelerator, config):
+                position.step_in_epoch += 1
+                position.global_step += 1
+                record = {
+                    "kind": "train",
+                    "step": position.global_step,
+                    "epoch": position.epoch + position.step_in_epoch / steps_per_epoch,
+                    "lr": stats.lr,
+                    **stats.losses,
+                    "samples_per_s": stats.samples
+                    * accelerator.num_processes
+                    / max(stats.seconds, 1e-9),
+                }
+                logger.train_step(record)
+                logger.skipped(stats.skipped, position)
+                if bar is not None:
+                    bar.update(task, advance=1, loss=f"loss {record['loss']:.4f}")
+                stopped = stop_at is not None and position.global_step >= stop_at
+                every = config.runtime.checkpoint_every_steps
+                if stopped or (every and position.global_step % every == 0):
+                    _save(
+                        ckpt_root,
+                        position,
+                        best,
+                        logger,
+                        model,
+                        optimizer,
+                        scheduler,
+                        accelerator,
+                        config,
+                    )
+                if stopped:
+                    break
+            if stopped:
+                break
+            position.epoch += 1
+            position.step_in_epoch = 0
+            every_epochs = config.eval.every_epochs
+            if evaluator is not None and every_epochs and position.epoch % every_epochs == 0:
+                scores = evaluator.run(accelerator, model, position)
+                if accelerator.is_main_process:
+                    logger.validation(scores)
+                    if _improves(best, scores, config):
+                        _save_best(out, best, scores, accelerator.unwrap_model(model))
+            _save(
+                ckpt_root, position, best, logger, model, optimizer, scheduler, accelerator, config
+            )
+
+    final = out / "final"
+    if accelerator.is_main_process:
+        _save_model(accelerator.unwrap_model(model), out, "final")
+    accelerator.wait_for_everyone()
+    logger.close()
+    best_dir = out / "best"
+    return TrainResult(
+        output_dir=out,
+        final_checkpoint=final,
+        best_checkpoint=best_dir if best.score is not None else None,
+        best_metric=best.metric,
+        best_score=best.score,
+        global_step=position.global_step,
+        epochs_completed=position.epoch,
+        history=logger.history,
+    )
+
+
+@dataclass
+class _StepStats:
+    """What one optimizer step did on this process."""
+
+    losses: dict[str, float]
+    lr: float
+    samples: int
+    seconds: float
+    skipped: list[str]
+
+
+def _optimizer_steps(
+    loader: DataLoader,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    accelerator: Accelerator,
+    config: TrainConfig,
+) -> Iterator[_StepStats]:
+    """Run micro-batches through `accelerator.accumulate` and yield after each optimizer step.
+
+    A micro-batch whose clips were all unreadable still runs forward/backward on the previous
+    good micro-batch with its loss times zero, so that every process takes part in each DDP
+    gradient reduction (a process that skipped its backward would stall the others); it adds
+    nothing to the gradient sum.
+    """
+    model.train()
+    sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64)
+    micro_batches, n_samples, skipped, started = 0, 0, [], time.perf_counter()
+    fallback: dict[str, Any] | None = None
+    for batch in loader:
+        skipped += batch["skipped"]
+        usable = len(batch["ids"]) > 0
+        if usable:
+            fallback = batch
+        with accelerator.accumulate(model):
+            if fallback is not None:
+                output = model(_to_device(fallback, accelerator.device), config.stage)
+                accelerator.backward(output.loss if usable else output.loss * 0.0)
+                if usable:
+                    sums += torch.tensor([_scalar(getattr(output, k)) for k in LOSS_KEYS])
+                    micro_batches += 1
+                    n_samples += len(batch["ids"])
+            if accelerator.sync_gradients and config.optim.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            means = accelerator.reduce(
+                (sums / max(micro_batches, 1)).to(accelerator.device), "mean"
+            ).cpu()
+            yield _StepStats(
+                dict(zip(LOSS_KEYS, means.tolist(), strict=True)),
+                lr,
+                n_samples,
+                time.perf_counter() - started,
+                skipped,
+            )
+            sums.zero_()
+            micro_batches, n_samples, skipped, started = 0, 0, [], time.perf_counter()
+
+
+def _scalar(value: torch.Tensor | float | None) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().item())
+    return float(value)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _mixed_precision(config: TrainConfig, device: torch.device) -> str:
+    if config.runtime.precision == "auto":
+        return "bf16" if device.type == "cuda" else "no"
+    return config.runtime.precision
+
+
+def _read_records(path: str | None, field_name: str) -> list[ManifestRecord]:
+    if not path:
+        raise ConfigError(f"{field_name} is not set")
+    records = read_manifest(path)
+    if not records:
+        raise ConfigError(f"{field_name}: {path} holds no records")
+    return records
+
+
+# Fields of Multi2CapConfig that a recipe may change on a model loaded from `init_from`: they
+# change the losses or decoding, not the architecture or the saved weights.
+_RUNTIME_MODEL_FIELDS = frozenset(
+    {"alpha", "beta", "pretrain_adapter_input", "mix_prob", "freeze_vfr_in_finetune", "generation"}
+)
+
+
+def _build_model(
+    config: TrainConfig,
+    records: list[ManifestRecord],
+    resume_from: Path | None,
+    model_cls: Any,
+) -> Any:
+    """Model to train: the resumed checkpoint's, else `init_from`'s (with the recipe's loss and
+    decoding fields applied), else one built from `model` (`preset: tiny` builds the tiny model
+    with a vocabulary over the manifests' captions). The CLIP tower is loaded only to pre-train."""
+    from multi2cap.model.config import Multi2CapConfig
+
+    load_vision = config.stage == "pretrain"
+    if resume_from is not None:
+        return model_cls.from_pretrained(resume_from / ckpt.MODEL_DIR, load_vision=load_vision)
+    section = dict(config.model)
+    preset = section.pop("preset", None)
+    if config.init_from is not None:
+        model = model_cls.from_pretrained(config.init_from, load_vision=load_vision)
+        fixed = sorted(set(section) - _RUNTIME_MODEL_FIELDS)
+        if fixed:
+            raise ConfigError(
+                f"model.{fixed[0]}: cannot change the architecture of the init_from checkpoint "
+                f"{config.init_from} (changeable: {', '.join(sorted(_RUNTIME_MODEL_FIELDS))})"
+            )
+        model.config = Multi2CapConfig.model_validate({**model.config.model_dump(), **section})
+        return model
+    if preset == "tiny":
+        texts = [c for r in records for c in r.captions]
+        return model_cls(Multi2CapConfig.tiny(texts, **section), load_vision=load_vision)
+    if preset is not None:
+        raise ConfigError(f"model.preset: unknown preset {preset!r} (known: tiny)")
+    return model_cls(Multi2CapConfig.model_validate(section), load_vision=load_vision)
+
+
+def _dataset(config: TrainConfig, records: list[ManifestRecord], *, train: bool, model: Any) -> Any:
+    from multi2cap.data.dataset import CaptionDataset
+
+    augment = None
+    if train and config.augment.enabled:
+        from multi2cap.media.augment import (
+            AddWhiteNoise,
+            PolarityFlip,
+            RandomAugment,
+            TimeShift,
+            TimeStretch,
+        )
+
+        a = config.augment
+        augment = RandomAugment(
+            [
+                AddWhiteNoise(snr_db=a.snr_db),
+                TimeShift(max_fraction=a.shift_max_fraction),
+                TimeStretch(factor=a.stretch_factor),
+                PolarityFlip(),
+            ],
+            [a.p_white_noise, a.p_shift, a.p_stretch, a.p_flip],
+        )
+    dataset = CaptionDataset(
+        records,
+        train=train,
+        clip_seconds=config.data.clip_seconds,
+        with_images=train and config.stage == "pretrain" and model.config.grounding,
+        image_size=config.data.image_size or _vision_image_size(model.config),
+        augment=augment,
+        seed=config.seed,
+    )
+    return _SkipTracking(dataset)
+
+
+class _SkipTracking(torch.utils.data.Dataset):
+    """Wraps `CaptionDataset` so that the ids of unreadable items (which it returns as None and
+    logs with the reason) reach the training loop and `skipped.jsonl`."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        return item if item is not None else _Skipped(self.dataset.records[index].id)
+
+
+@dataclass
+class _Skipped:
+    id: str
+
+
+def _collate(items: list[Any]) -> dict[str, Any] | None:
+    """`collate_captions` over the readable items, with `skipped` ids; None when none is left."""
+    from multi2cap.data.dataset import collate_captions
+
+    skipped = [item.id for item in items if isinstance(item, _Skipped)]
+    valid = [item for item in items if not isinstance(item, _Skipped)]
+    if not valid:
+        return {"ids": [], "skipped": skipped}
+    return {**collate_captions(valid), "skipped": skipped}
+
+
+def _vision_image_size(model_config: Any) -> int:
+    """Input side of the vision encoder: its inline config's, else CLIP ViT-L/14's 224 px."""
+    inline = model_config.vision.config or {}
+    return int(inline.get("image_size", 224))
+
+
+def _loader(dataset: Any, batch_sampler: Any, config: TrainConfig) -> DataLoader:
+    # A private generator keeps DataLoader from drawing its worker seed from the global RNG,
+    # which would otherwise shift dropout randomness between a run and its resumption.
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=_collate,
+        num_workers=config.data.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),
+        persistent_workers=False,
+    )
+
+
+class _Validator:
+    """Teacher-forced caption loss and decoded-caption metrics on a fixed validation subset.
+
+    Runs on the main process only (the subset is small; other processes wait), audio only, i.e.
+    the fine-tuning / inference path with reconstructed grounding tokens g_hat."""
+
+    def __init__(self, config: TrainConfig, records: list[ManifestRecord]) -> None:
+        self.config = config
+        self.records = records
+        self._evaluator: Any = None
+
+    def run(self, accelerator: Accelerator, model: torch.nn.Module, position: _Position) -> dict:
+        scores: dict[str, Any] = {}
+        if accelerator.is_main_process:
+            scores = self._score(accelerator, accelerator.unwrap_model(model), position)
+        accelerator.wait_for_everyone()
+        return scores
+
+    def _score(self, accelerator: Accelerator, model: Any, position: _Position) -> dict[str, Any]:
+        from multi2cap.data.dataset import CaptionDataset
+        from multi2cap.metrics import Evaluator
+
+        cfg = self.config
+        dataset = _SkipTracking(
+            CaptionDataset(
+                self.records,
+                train=False,
+                clip_seconds=cfg.data.clip_seconds,
+                with_images=False,
+                image_size=cfg.data.image_size or _vision_image_size(model.config),
+                augment=None,
+                seed=cfg.seed,
+            )
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.eval.batch_size,
+            collate_fn=_collate,
+            num_workers=cfg.data.num_workers,
+        )
+        was_training = model.training
+        model.eval()
+        loss_sum, n_items = 0.0, 0
+        candidates: list[str] = []
+        references: list[list[str]] = []
+        with torch.no_grad(), accelerator.autocast():
+            for batch in loader:
+                if not batch["ids"]:
+                    continue
+                batch = _to_device(batch, accelerator.device)
+                n = len(batch["ids"])
+                loss_sum += _scalar(model(batch, "finetune").loss_cap) * n
+                n_items += n
+                waves = [
+                    batch["audio"][i, : int(batch["audio_lengths"][i])].float().cpu()
+                    for i in range(n)
+                ]
+                candidates += model.caption(
+                    waves, num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens
+                )
+                references += batch["references"]
+        model.set_stage(cfg.stage)
+        model.train(was_training)
+        scores: dict[str, Any] = {
+            "kind": "val",
+            "epoch": position.epoch,
+            "step": position.global_step,
+            "val_loss": loss_sum / max(n_items, 1),
+            "val_items": n_items,
+        }
+        if candidates:
+            if self._evaluator is None:
+                self._evaluator = Evaluator(metrics=cfg.eval.metrics)
+            result = self._evaluator.evaluate(candidates, references)
+            scores.update({k: v for k, v in result.corpus.items() if v is not None})
+            scores["examples"] = [
+                {"candidate": c, "references": r}
+                for c, r in zip(candidates[:3], references[:3], strict=True)
+            ]
+        return scores
+
+
+def _improves(best: _Best, scores: dict[str, Any], config: TrainConfig) -> bool:
+    metric = config.eval.best_metric
+    if metric not in scores:
+        log.warning(
+            "eval.best_metric %r was not computed (have: %s); selecting on val_loss",
+            metric,
+            ", ".join(k for k, v in scores.items() if isinstance(v, float)),
+        )
+        metric, maximise = "val_loss", False
+    else:
+        maximise = config.eval.maximise
+    value = float(scores[metric])
+    if not math.isfinite(value):
+        return False
+    if best.score is None or best.metric != metric:
+        better = True
+    else:
+        better = value > best.score if maximise else value < best.score
+    if better:
+        best.metric, best.score, best.epoch = metric, value, scores["epoch"]
+    return better
+
+
+def _save_model(model: Any, out: Path, name: str) -> Path:
+    tmp = ckpt.begin_checkpoint(out, name)
+    model.save_pretrained(tmp)
+    return ckpt.commit_checkpoint(tmp, out / name)
+
+
+def _save_best(out: Path, best: _Best, scores: dict[str, Any], model: Any) -> None:
+    tmp = ckpt.begin_checkpoint(out, "best")
+    model.save_pretrained(tmp)
+    summary = {"metric": best.metric, "score": best.score, "epoch": best.epoch, "scores": scores}
+    atomic_write_text(tmp / "best.json", json.dumps(summary, indent=1))
+    ckpt.commit_checkpoint(tmp, out / "best")
+
+
+def _save(
+    root: Path,
+    position: _Position,
+    best: _Best,
+    logger: _RunLogger,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Accelerator,
+    config: TrainConfig,
+) -> None:
+    """Write a step checkpoint: every process its RNG, the main process the rest, then rename."""
+    name = ckpt.step_dir_name(position.global_step)
+    tmp = root / f".tmp-{name}"
+    if accelerator.is_main_process:
+        ckpt.begin_checkpoint(root, name)
+    accelerator.wait_for_everyone()
+    ckpt.save_rng(tmp, accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(tmp / ckpt.MODEL_DIR)
+        optimizer_meta = ckpt.save_optimizer(optimizer.optimizer, tmp)
+        ckpt.write_state(
+            tmp,
+            {
+                "position": vars(position),
+                "sampler_seed": config.seed,
+                "num_processes": accelerator.num_processes,
+                "optimizer": optimizer_meta,
+                "scheduler": scheduler.state_dict(),
+                "best": vars(best),
+                "history": logger.history,
+                "config": config.model_dump(mode="json"),
+            },
+        )
+        ckpt.commit_checkpoint(tmp, root / name)
+        ckpt.prune_checkpoints(root, config.runtime.keep_last_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def _latest_checkpoint(root: Path) -> Path | None:
+    found = ckpt.list_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def _restore(
+    folder: Path, optimizer: Any, scheduler: Any, accelerator: Accelerator, config: TrainConfig
+) -> tuple[_Position, _Best, list[dict[str, Any]]]:
+    saved = ckpt.read_state(folder)
+    if saved["num_processes"] != accelerator.num_processes:
+        log.warning(
+            "checkpoint written with %d processes, resuming on %d: the clip order differs",
+            saved["num_processes"],
+            accelerator.num_processes,
+        )
+    changed = _changed_fields(saved["config"], config.model_dump(mode="json"))
+    if changed:
+        log.warning("resuming with a changed recipe: %s", ", ".join(changed))
+    ckpt.load_optimizer(optimizer.optimizer, folder, saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    ckpt.load_rng(folder, accelerator.process_index)
+    return _Position(**saved["position"]), _Best(**saved["best"]), list(saved["history"])
+
+
+def _changed_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    ignored = {"runtime.stop_at_step", "runtime.progress", "runtime.output_dir"}
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_fields(a, b, f"{path}.")
+        elif a != b and path not in ignored:
+            changed.append(path)
+    return changed
+
+
+class _RunLogger:
+    """Training and validation records to memory, CSV files and TensorBoard (main process).
+
+    On resumption the CSV files are rewritten from the checkpoint's history, so rows logged after
+    that checkpoint by the interrupted run disappear instead of being duplicated."""
+
+    def __init__(
+        self, out: Path, config: TrainConfig, main: bool, history: list[dict[str, Any]]
+    ) -> None:
+        self.out = out
+        self.config = config
+        self.main = main
+        self.history = history
+        self._writer: Any = None
+        self.skipped_count = 0
+        if not main:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "train_config.yaml", config.to_yaml())
+        self._rewrite_csv()
+        if config.runtime.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=self._last())
+
+    def _last(self) -> int | None:
+        steps = [r["step"] for r in self.history]
+        return max(steps) + 1 if steps else None
+
+    def train_step(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        if step % self.config.runtime.log_every_steps and step != self.config.runtime.stop_at_step:
+            return
+        self.history.append(record)
+        if not self.main:
+            return
+        self._append_csv("train_log.csv", TRAIN_COLUMNS, record)
+        if self._writer is not None:
+            for key in ("lr", *LOSS_KEYS, "samples_per_s"):
+                self._writer.add_scalar(f"train/{key}", record[key], step)
+
+    def skipped(self, ids: list[str], position: _Position) -> None:
+        """Record unreadable clips (the dataset logged each reason) in skipped.jsonl."""
+        if not ids or not self.main:
+            return
+        self.skipped_count += len(ids)
+        append_jsonl(
+            self.out / "skipped.jsonl",
+            ({"id": i, "epoch": position.epoch, "step": position.global_step} for i in ids),
+        )
+
+    def validation(self, scores: dict[str, Any]) -> None:
+        self.history.append(scores)
+        log.info(
+            "epoch %d: %s",
+            scores["epoch"],
+            ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float)),
+        )
+        self._rewrite_csv()
+        if self._writer is not None:
+            for key, value in scores.items():
+                if isinstance(value, float):
+                    self._writer.add_scalar(f"val/{key}", value, scores["step"])
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def _append_csv(self, name: str, columns: tuple[str, ...], record: dict[str, Any]) -> None:
+        path = self.out / name
+        new = not path.exists()
+        with open(path, "a", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(record)
+
+    def _rewrite_csv(self) -> None:
+        train_rows = [r for r in self.history if r["kind"] == "train"]
+        atomic_write_text(self.out / "train_log.csv", _csv_text(TRAIN_COLUMNS, train_rows))
+        val_rows = [r for r in self.history if r["kind"] == "val"]
+        if val_rows:
+            columns = ["epoch", "step"]
+            for row in val_rows:
+                columns += [k for k, v in row.items() if isinstance(v, float) and k not in columns]
+            atomic_write_text(self.out / "val_log.csv", _csv_text(tuple(columns), val_rows))
+
+
+def _csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )

@@ -1,0 +1,102 @@
+"""The training loop end to end on tiny random backbones and real Tux Paint clips (CPU)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from multi2cap.io import read_jsonl
+from multi2cap.train import load_train_config, train
+from multi2cap.train.state import list_checkpoints
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# 8 clips, effective batch 4 = 2 micro-batches of 2: 2 optimizer steps per epoch.
+FAST = [
+    "optim.batch_size=4",
+    "optim.micro_batch_size=2",
+    "optim.epochs=2",
+    "augment.p_stretch=0.0",  # the phase vocoder is the slow part of loading; others stay on
+    "eval.every_epochs=0",
+    "runtime.progress=false",
+    "runtime.tensorboard=false",
+]
+
+
+def _config(manifests: Path, out: Path, *extra: str, recipe: str = "tiny_pretrain.yaml"):
+    return load_train_config(
+        CONFIGS / recipe,
+        [f"data.train_manifest={manifests / 'train.jsonl'}", *FAST, *extra],
+        output_dir=out,
+    )
+
+
+def test_interrupt_and_resume_reproduce_the_uninterrupted_run(
+    stamp_manifests: Path, tmp_path: Path
+) -> None:
+    full = train(_config(stamp_manifests, tmp_path / "full"))
+    assert full.global_step == 4 and full.epochs_completed == 2
+    assert all(math.isfinite(x) for x in full.train_losses)
+
+    # Stop in the middle of epoch 2 (step 3), as a killed job would after its last checkpoint.
+    cut = train(_config(stamp_manifests, tmp_path / "cut", "runtime.stop_at_step=3"))
+    assert cut.global_step == 3 and cut.epochs_completed == 1
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut" / "checkpoints")][-1] == 3
+    resumed = train(_config(stamp_manifests, tmp_path / "cut"), resume=True)
+
+    assert resumed.global_step == 4
+    assert resumed.train_losses == pytest.approx(full.train_losses, rel=1e-6, abs=1e-7)
+    for key in ("loss_align", "loss_vfr", "lr"):
+        expected = [r[key] for r in full.history if r["kind"] == "train"]
+        got = [r[key] for r in resumed.history if r["kind"] == "train"]
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-7)
+    weights_full = load_file(full.final_checkpoint / "trainable.safetensors")
+    weights_resumed = load_file(resumed.final_checkpoint / "trainable.safetensors")
+    assert weights_full.keys() == weights_resumed.keys()
+    for key, value in weights_full.items():
+        torch.testing.assert_close(weights_resumed[key], value, rtol=1e-5, atol=1e-6)
+    # The CSV log of the resumed run has each step once.
+    rows = (tmp_path / "cut" / "train_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3", "4"]
+
+
+def test_unreadable_clip_is_skipped_and_logged(stamp_manifests: Path, tmp_path: Path) -> None:
+    # Micro-batches of one clip: the broken clip forms a micro-batch with nothing readable.
+    config = load_train_config(
+        CONFIGS / "tiny_finetune.yaml",
+        [
+            f"data.train_manifest={stamp_manifests / 'corrupt.jsonl'}",
+            *FAST,
+            "optim.batch_size=3",
+            "optim.micro_batch_size=1",
+            "optim.epochs=1",
+            "augment.enabled=false",
+        ],
+        output_dir=tmp_path,
+    )
+    result = train(config)
+    assert result.global_step == 3  # 9 clips / 3 per step, none lost to the failure
+    skipped = list(read_jsonl(tmp_path / "skipped.jsonl"))
+    assert [s["id"] for s in skipped] == ["broken_clip"]
+    assert all(math.isfinite(x) for x in result.train_losses)
+
+
+def test_lr_follows_warmup_then_cosine(stamp_manifests: Path, tmp_path: Path) -> None:
+    config = _config(
+        stamp_manifests,
+        tmp_path,
+        "optim.epochs=3",
+        "optim.warmup_epochs=1",
+        "optim.lr=0.002",
+        "augment.enabled=false",
+    )
+    result = train(config)
+    lrs = [r["lr"] for r in result.history if r["kind"] == "train"]
+    # 2 steps per epoch, 1 warm-up epoch: 1/2, 2/2, then cosine over the remaining 4 steps.
+    cosine = [0.5 * (1 + math.cos(math.pi * i / 4)) for i in range(4)]
+    assert lrs == pytest.approx([0.002 * f for f in (0.5, 1.0, *cosine)])
+    assert load_train_config(tmp_path / "train_config.yaml") == config
