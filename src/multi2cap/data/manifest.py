@@ -1,14 +1,19 @@
 """The manifest: one JSON line per audio clip, the common currency between readers, the VggCaps
 builder, the dataset analysis and training (ARCHITECTURE.md section 3).
 
-Paths inside a manifest file are relative to the manifest's folder; `read_manifest` resolves them
-to absolute paths and `write_manifest` makes them relative again.
+Paths inside a manifest file are relative to the manifest's folder; `read_manifest` makes them
+absolute and `write_manifest` makes them relative again. Directory symlinks are resolved (so the
+relative path is right wherever the manifest's folder really is) but a media file's own name is
+kept even when the file is a symlink (the HF cache links `x.flac` to an extension-less blob).
+Both directions cost no system call per record beyond one per distinct media folder, so
+200k-clip manifests read and write in seconds.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,8 @@ class ManifestRecord:
     duration_s: float | None = None
 
     def to_json(self, relative_to: Path | None = None) -> dict[str, Any]:
-        record = asdict(self)
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        record["captions"] = list(self.captions)
         if relative_to is not None:
             record["audio"] = _relative(self.audio, relative_to)
             if self.image is not None:
@@ -90,12 +96,25 @@ def write_manifest(records: list[ManifestRecord], path: str | os.PathLike[str]) 
 
 
 def _relative(path: str, base: Path) -> str:
+    """`path` relative to `base` (a resolved folder), through its folder's real location."""
+    folder, name = os.path.split(os.path.abspath(path))
+    target = os.path.join(_real_folder(folder), name)
     try:
-        return os.path.relpath(Path(path).resolve(), base)
+        return os.path.relpath(target, base)
     except ValueError:  # another drive on Windows
-        return str(Path(path).resolve())
+        return target
+
+
+@lru_cache(maxsize=65536)
+def _real_folder(folder: str) -> str:
+    # Cached: a dataset has few media folders and many files.
+    return str(Path(folder).resolve())
 
 
 def _absolute(path: str, base: Path) -> str:
-    candidate = Path(path)
-    return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
+    """`path` (absolute, or relative to the resolved folder `base`) as a normalised absolute path.
+
+    Lexical normalisation is exact for what `write_manifest` writes (a path between two
+    symlink-free folders); a hand-written `..` that crosses a symlink is resolved as text.
+    """
+    return os.path.normpath(os.path.join(base, path))

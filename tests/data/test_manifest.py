@@ -1,0 +1,60 @@
+"""Manifest round trips: relative paths, symlinked folders and files, malformed lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from multi2cap.data.manifest import ManifestRecord, read_manifest, write_manifest
+
+
+def test_round_trip_keeps_every_field_and_relative_paths(tmp_path: Path):
+    media = tmp_path / "media"
+    media.mkdir()
+    records = [
+        ManifestRecord(
+            id="-a_000001",
+            dataset="vggcaps",
+            split="train",
+            audio=str(media / "a.flac"),
+            captions=["one", "two"],
+            image=str(media / "a.jpg"),
+            category="dog barking",
+            duration_s=9.5,
+        ),
+        ManifestRecord(id="b", dataset="clotho", split="dev", audio=str(media / "sub" / "b.wav")),
+    ]
+    out = write_manifest(records, tmp_path / "lists" / "m.jsonl")
+    raw = [json.loads(line) for line in out.read_text().splitlines()]
+    assert raw[0]["audio"] == "../media/a.flac" and raw[0]["image"] == "../media/a.jpg"
+    assert raw[1]["audio"] == "../media/sub/b.wav" and raw[1]["image"] is None
+    assert read_manifest(out) == records
+
+
+def test_symlinked_folder_is_resolved_but_file_names_are_kept(tmp_path: Path):
+    blobs = tmp_path / "cache" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "0a1b2c").write_bytes(b"RIFF")
+    real = tmp_path / "cache" / "snapshot"
+    real.mkdir()
+    (real / "x.flac").symlink_to(blobs / "0a1b2c")
+    (tmp_path / "WavCaps").symlink_to(real)  # aac-datasets links its root into the HF cache
+    record = ManifestRecord(id="x", dataset="w", split="s", audio=str(tmp_path / "WavCaps/x.flac"))
+    out = write_manifest([record], tmp_path / "m.jsonl")
+    assert json.loads(out.read_text())["audio"] == "cache/snapshot/x.flac"
+    [back] = read_manifest(out)
+    assert back.audio == str(real.resolve() / "x.flac") and Path(back.audio).read_bytes() == b"RIFF"
+
+
+def test_malformed_records_name_file_and_line(tmp_path: Path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": "a", "dataset": "d", "split": "s", "audio": "a.wav"}\n{"id": "b"}\n')
+    with pytest.raises(ValueError, match=r"m\.jsonl:2: manifest record 'b' lacks"):
+        read_manifest(path)
+    path.write_text(
+        '{"id": "a", "dataset": "d", "split": "s", "audio": "a.wav", "captions": [1]}\n'
+    )
+    with pytest.raises(ValueError, match=r"m\.jsonl:1: .*list of str"):
+        read_manifest(path)
