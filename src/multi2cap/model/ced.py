@@ -31,7 +31,6 @@ as LOAE and LAVCap do.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -198,15 +197,6 @@ class CedPatchEmbed(nn.Module):
         return self.proj(mel)
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    """One chunk of one example: frames `[start, start + columns * P)` of example `example`."""
-
-    example: int
-    start: int
-    columns: int
-
-
 class CedEncoder(nn.Module):
     """CED as an audio encoder: waveforms -> time tokens `(B, T', D)` with a validity mask.
 
@@ -300,66 +290,63 @@ class CedEncoder(nn.Module):
     def forward_mel(self, mel: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Encode log-mel spectrograms `(B, n_mels, frames)` in dB with `(B,)` valid frames.
 
-        Examples with fewer than `patch_size` frames are zero-padded (after normalisation) to one
-        patch, so every example yields at least one token.
+        Every example is cut into chunks of at most `target_length` frames, all chunks of the
+        batch are encoded together, and each example's chunks are joined again in time order.
+        All chunks but an example's last are full, so chunk k's tokens start at token
+        `k * target_length // patch_size` of its example. A trailing chunk with no full column is
+        dropped; an example with fewer than `patch_size` frames is zero-padded (after
+        normalisation) to one patch, so every example yields at least one token.
         """
         cfg = self.config
         patch, rows = cfg.patch_size, cfg.n_mels // cfg.patch_size
+        chunk_frames, chunk_columns = cfg.target_length, cfg.target_length // cfg.patch_size
         if mel.dim() != 3 or mel.shape[1] != cfg.n_mels:
             raise ValueError(f"expected mel (B, {cfg.n_mels}, frames), got {tuple(mel.shape)}")
+        n_examples, n_frames = mel.shape[0], mel.shape[-1]
+        frames = frame_lengths.to(mel.device).clamp(max=n_frames)
         x = mel.to(self.init_bn.weight.dtype).unsqueeze(2)  # (B, n_mels, 1, frames)
         x = self.init_bn(x).squeeze(2)  # BatchNorm2d over the mel bins
+        x = x.masked_fill(torch.arange(n_frames, device=x.device) >= frames[:, None, None], 0.0)
 
-        chunks = self._plan_chunks([int(n) for n in frame_lengths.tolist()], x.shape[-1])
-        columns = max(c.columns for c in chunks)
-        batch = x.new_zeros(len(chunks), 1, cfg.n_mels, columns * patch)
-        for i, c in enumerate(chunks):
-            piece = x[c.example, :, c.start : c.start + c.columns * patch]
-            batch[i, 0, :, : piece.shape[-1]] = piece
-        col_valid = torch.arange(columns, device=x.device) < torch.tensor(
-            [c.columns for c in chunks], device=x.device
-        ).unsqueeze(1)  # (N, columns)
+        # Plan: tokens per example, chunks per example, columns of the widest chunk.
+        full, last_columns = frames // chunk_frames, frames % chunk_frames // patch
+        n_tokens = (full * chunk_columns + last_columns).clamp(min=1)
+        n_chunks = (full + (last_columns > 0).long()).clamp(min=1)
+        max_chunks = int(n_chunks.max())
+        columns = chunk_columns if max_chunks > 1 else int(n_tokens.max())
 
-        hidden = self.patch_embed(batch)  # (N, D, rows, columns)
+        # (B, n_mels, frames) -> (B * max_chunks, n_mels, columns * patch), keeping real chunks.
+        span = max_chunks * chunk_frames
+        x = F.pad(x[..., :span], (0, max(0, span - n_frames)))
+        x = x.view(n_examples, cfg.n_mels, max_chunks, chunk_frames)[..., : columns * patch]
+        x = x.transpose(1, 2).reshape(n_examples * max_chunks, cfg.n_mels, columns * patch)
+        chunk_index = torch.arange(max_chunks, device=x.device)
+        keep = (chunk_index < n_chunks[:, None]).flatten()
+        chunks = x[keep].unsqueeze(1)  # (N, 1, n_mels, columns * patch)
+        valid_columns = (n_tokens[:, None] - chunk_index * chunk_columns).flatten()[keep]
+        column_valid = torch.arange(columns, device=x.device) < valid_columns[:, None]
+
+        hidden = self.patch_embed(chunks)  # (N, D, rows, columns)
         hidden = hidden + self.time_pos_embed[..., :columns] + self.freq_pos_embed
         hidden = hidden.flatten(2).transpose(1, 2)  # (N, rows * columns, D), frequency-major
         attn_mask = None
-        if not bool(col_valid.all()):
-            attn_mask = col_valid.repeat(1, rows)[:, None, None, :]
+        if not bool(column_valid.all()):
+            attn_mask = column_valid.repeat(1, rows)[:, None, None, :]  # (N, 1, 1, L) keys
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 hidden = checkpoint(block, hidden, attn_mask, use_reentrant=False)
             else:
                 hidden = block(hidden, attn_mask)
         hidden = self.norm(hidden)
-        hidden = hidden.view(len(chunks), rows, columns, -1).mean(dim=1)  # (N, columns, D)
+        hidden = hidden.reshape(len(chunks), rows, columns, -1).mean(dim=1)  # (N, columns, D)
 
-        per_example: list[list[Tensor]] = [[] for _ in range(mel.shape[0])]
-        for i, c in enumerate(chunks):
-            per_example[c.example].append(hidden[i, : c.columns])
-        joined = [torch.cat(parts) for parts in per_example]
-        tokens = nn.utils.rnn.pad_sequence(joined, batch_first=True)
-        n_tokens = torch.tensor([t.shape[0] for t in joined], device=x.device)
-        mask = torch.arange(tokens.shape[1], device=x.device) < n_tokens.unsqueeze(1)
-        return tokens, mask
-
-    def _plan_chunks(self, frame_lengths: Sequence[int], max_frames: int) -> list[_Chunk]:
-        """Cut each example into chunks of at most `target_length` frames, in time order.
-
-        A trailing chunk shorter than one patch is dropped (it holds no full column), except
-        when it is the example's only chunk: that one is padded to a single column.
-        """
-        cfg = self.config
-        chunks = []
-        for example, n_frames in enumerate(frame_lengths):
-            n_frames = min(n_frames, max_frames)
-            n_chunks = max(1, math.ceil(n_frames / cfg.target_length))
-            for k in range(n_chunks):
-                start = k * cfg.target_length
-                columns = min(cfg.target_length, n_frames - start) // cfg.patch_size
-                if columns > 0 or k == 0:
-                    chunks.append(_Chunk(example, start, max(columns, 1)))
-        return chunks
+        # Chunk k of an example -> its tokens [k * columns, (k + 1) * columns).
+        out = hidden.new_zeros(n_examples * max_chunks, columns, hidden.shape[-1])
+        out[keep] = hidden
+        length = int(n_tokens.max())
+        tokens = out.view(n_examples, max_chunks * columns, -1)[:, :length]
+        mask = torch.arange(length, device=x.device) < n_tokens[:, None]
+        return tokens.masked_fill(~mask[..., None], 0.0), mask
 
 
 def _init_weights(module: nn.Module) -> None:
