@@ -65,6 +65,8 @@ def ptb_tokenize_java(sentences: Sequence[str], java: str | Path | None = None) 
     if not sentences:
         return []
     java_path = str(java) if java is not None else str(java_executable())
+    if not Path(java_path).is_file():
+        raise AssetNotFoundError(f"java executable {java_path} not found")
     jar = coco_jars().ptb_tokenizer
     text = "\n".join(_LINE_BREAKS.sub(" ", s) for s in sentences)
     cmd = [

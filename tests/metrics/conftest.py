@@ -1,0 +1,119 @@
+"""Fixtures of the metrics tests: the public oracle, one warm METEOR evaluator per session, and
+the CLI run on the oracle.
+
+Each METEOR JVM needs 10-35 s to load its paraphrase table on a busy 2-core machine, so both JVMs
+the tests need (the shared evaluator and the CLI's own) start in the background when the session
+begins and load while the other tests run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multi2cap.assets import AssetNotFoundError, java_executable
+from multi2cap.metrics import Evaluator
+
+ORACLE = Path("/work/shared/oracle/metrics_public.json")
+# The same numbers, kept in the repository so the tests run where /work/shared is absent.
+ORACLE_COPY = Path(__file__).with_name("metrics_public.json")
+
+
+def _java() -> str | None:
+    try:
+        return str(java_executable())
+    except AssetNotFoundError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def oracle() -> dict[str, Any]:
+    return json.loads((ORACLE if ORACLE.is_file() else ORACLE_COPY).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def java() -> str:
+    found = _java()
+    if found is None:
+        pytest.skip("needs Java for the PTB tokenizer / METEOR jars (no java on PATH/JAVA_HOME)")
+    return found
+
+
+@dataclass
+class CliRun:
+    """`multi2cap evaluate` on the oracle files, running in a subprocess."""
+
+    process: subprocess.Popen[str]
+    scores: Path
+    items: Path
+    returncode: int | None = None
+
+    def wait(self) -> str:
+        output, _ = self.process.communicate(timeout=600)
+        self.returncode = self.process.returncode
+        return output
+
+
+def _write_oracle_files(folder: Path, oracle: dict[str, Any]) -> tuple[Path, Path]:
+    """Clotho-style predictions CSV (`file_name,caption`) and JSONL references, shuffled."""
+    predictions = folder / "predictions.csv"
+    with open(predictions, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "caption"])
+        for i, caption in enumerate(oracle["candidates"]):
+            writer.writerow([f"clip_{i}.wav", caption])
+    references = folder / "references.jsonl"
+    references.write_text(
+        "".join(
+            json.dumps({"id": f"clip_{i}.wav", "captions": refs}) + "\n"
+            for i, refs in reversed(list(enumerate(oracle["mult_references"])))
+        ),
+        encoding="utf-8",
+    )
+    return predictions, references
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_jvms(request: pytest.FixtureRequest) -> None:
+    if _java() is not None:
+        request.getfixturevalue("offline_evaluator")
+        request.getfixturevalue("cli_oracle_run")
+
+
+@pytest.fixture(scope="session")
+def cli_oracle_run(
+    tmp_path_factory: pytest.TempPathFactory, oracle: dict[str, Any], java: str
+) -> Iterator[CliRun]:
+    folder = tmp_path_factory.mktemp("cli")
+    predictions, references = _write_oracle_files(folder, oracle)
+    scores, items = folder / "scores.json", folder / "items.csv"
+    cmd = [sys.executable, "-m", "multi2cap.cli.main", "evaluate", "-p", str(predictions)]
+    cmd += ["-r", str(references), "-o", str(scores), "--per-item", str(items), "--java", java]
+    process = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    run = CliRun(process, scores, items)
+    yield run
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+@pytest.fixture(scope="session")
+def offline_evaluator(java: str) -> Iterator[Evaluator]:
+    """BLEU, ROUGE-L, METEOR, CIDEr-D and vocab with one JVM start for the whole session."""
+    with Evaluator("offline", java=java) as evaluator:
+        yield evaluator
