@@ -15,12 +15,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from multi2cap.analysis.text_stats import HIGHER_MEANS_MORE  # noqa: E402
-from multi2cap.io import atomic_write_bytes  # noqa: E402
+from multi2cap.analysis.text_stats import HIGHER_MEANS_MORE
+from multi2cap.io import atomic_write_bytes
 
 FIGURE_FORMATS = ("png", "svg")
 

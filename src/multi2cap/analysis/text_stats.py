@@ -104,7 +104,8 @@ def _word_list(name: str) -> frozenset[str]:
 
 
 @functools.cache
-def _porter() -> Any:  # snowballstemmer ships no type information
+def porter_stemmer() -> Any:  # snowballstemmer ships no type information
+    """The original Porter (1980) stemmer of `snowballstemmer` (`stemWord(str) -> str`)."""
     import snowballstemmer
 
     return snowballstemmer.stemmer("porter")
@@ -138,19 +139,21 @@ def dale_chall_familiar(word: str) -> bool:
     words = _word_list("dale_chall_easy_words.txt")
     if word in words:
         return True
-    stem = _porter().stemWord(_without_possessive(word))
+    stem = porter_stemmer().stemWord(_without_possessive(word))
     return stem in words or stem in _dale_chall_stems()
 
 
 @functools.cache
 def _dale_chall_stems() -> frozenset[str]:
-    stemmer = _porter()
+    stemmer = porter_stemmer()
     return frozenset(stemmer.stemWord(w) for w in _word_list("dale_chall_easy_words.txt"))
 
 
 def spache_familiar(word: str) -> bool:
     """Whether a lowercase word's Porter stem is on the Spache familiar list."""
-    return _porter().stemWord(_without_possessive(word)) in _word_list("spache_easy_porterstem.txt")
+    return porter_stemmer().stemWord(_without_possessive(word)) in _word_list(
+        "spache_easy_porterstem.txt"
+    )
 
 
 @dataclass(frozen=True)
