@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from multi2cap.io import read_jsonl
-from multi2cap.train import load_train_config, train
+from multi2cap.train import ConfigError, load_train_config, train
 from multi2cap.train.state import list_checkpoints
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -100,3 +101,68 @@ def test_lr_follows_warmup_then_cosine(stamp_manifests: Path, tmp_path: Path) ->
     cosine = [0.5 * (1 + math.cos(math.pi * i / 4)) for i in range(4)]
     assert lrs == pytest.approx([0.002 * f for f in (0.5, 1.0, *cosine)])
     assert load_train_config(tmp_path / "train_config.yaml") == config
+
+
+def test_validation_selects_best_and_finetuning_reads_no_image(
+    stamp_manifests: Path, tmp_path: Path
+) -> None:
+    pre = train(
+        _config(
+            stamp_manifests,
+            tmp_path / "pre",
+            f"data.val_manifest={stamp_manifests / 'val.jsonl'}",
+            "eval.every_epochs=1",
+            "eval.metrics=[bleu_1,cider_d]",
+            "runtime.tensorboard=true",
+            "augment.enabled=false",
+        )
+    )
+    val = [r for r in pre.history if r["kind"] == "val"]
+    assert [r["epoch"] for r in val] == [1, 2]
+    assert all(r["cider_d"] >= 0.0 and 0.0 <= r["bleu_1"] <= 1.0 for r in val)
+    assert all(math.isfinite(r["val_loss"]) and r["val_items"] == 8 for r in val)
+    best_epoch = max(val, key=lambda r: r["cider_d"])["epoch"]
+    assert pre.best_metric == "cider_d" and pre.best_checkpoint is not None
+    summary = json.loads((pre.best_checkpoint / "best.json").read_text())
+    assert summary["epoch"] == best_epoch and summary["score"] == pre.best_score
+    assert (tmp_path / "pre" / "val_log.csv").read_text().startswith("epoch,step,val_loss")
+    assert list((tmp_path / "pre" / "tensorboard").glob("events.out.tfevents.*"))
+
+    # Fine-tune audio-only from the pre-trained checkpoint on records that have no image at all.
+    from multi2cap.data.manifest import read_manifest, write_manifest
+
+    records = read_manifest(stamp_manifests / "train.jsonl")
+    for record in records:
+        record.image = None
+    write_manifest(records, tmp_path / "audio_only.jsonl")
+    fine = train(
+        load_train_config(
+            CONFIGS / "tiny_finetune.yaml",
+            [
+                f"data.train_manifest={tmp_path / 'audio_only.jsonl'}",
+                f"init_from={pre.best_checkpoint}",
+                *FAST,
+                "optim.epochs=1",
+                "augment.enabled=false",
+            ],
+            output_dir=tmp_path / "fine",
+        )
+    )
+    assert fine.global_step == 2 and all(math.isfinite(x) for x in fine.train_losses)
+    assert all(r["loss_align"] == 0.0 and r["loss_vfr"] == 0.0 for r in fine.history)
+
+
+def test_best_metric_that_cannot_be_computed_fails_before_training(
+    stamp_manifests: Path, tmp_path: Path
+) -> None:
+    config = _config(
+        stamp_manifests,
+        tmp_path,
+        f"data.val_manifest={stamp_manifests / 'val.jsonl'}",
+        "eval.every_epochs=1",
+        "eval.metrics=[bleu_1]",
+        "eval.best_metric=cider_d",
+    )
+    with pytest.raises(ConfigError, match="best_metric 'cider_d'"):
+        train(config)
+    assert not (tmp_path / "checkpoints").exists()

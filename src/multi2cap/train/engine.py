@@ -118,47 +118,54 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         else []
     )
 
-    model = _build_model(config, train_records + val_records, resume_from, Multi2Cap)
-    model.set_stage(config.stage)
-    if config.runtime.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    params = list(model.trainable_parameters())
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.optim.lr,
-        betas=config.optim.betas,
-        eps=config.optim.eps,
-        weight_decay=config.optim.weight_decay,
-    )
-    train_set = _dataset(config, train_records, train=True, model=model)
-    sampler_args = dict(
-        micro_batch_size=config.optim.micro_batch_size,
-        accumulation_steps=accumulation,
-        num_replicas=accelerator.num_processes,
-        rank=accelerator.process_index,
-        seed=config.seed,
-    )
-    steps_per_epoch = StepBatchSampler(len(train_set), **sampler_args).steps_per_epoch
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"{config.data.train_manifest}: {len(train_set)} clips, fewer than one effective "
-            f"batch (optim.batch_size={config.optim.batch_size})"
-        )
-    total_steps = steps_per_epoch * config.optim.epochs
-    warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
-    scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, config.optim.min_lr_ratio)
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    position, best, history = _Position(), _Best(), []
-    if resume_from is not None:
-        position, best, history = _restore(resume_from, optimizer, scheduler, accelerator, config)
-        log.info("resumed from %s at step %d", resume_from, position.global_step)
-
-    logger = _RunLogger(out, config, accelerator.is_main_process, history)
-    evaluator = _Validator(config, val_records) if val_records else None
-    stop_at = config.runtime.stop_at_step
-    progress = _progress(accelerator.is_main_process and config.runtime.progress)
     with ExitStack() as stack:
+        # Checked before the model is built: a metric that cannot run fails in seconds.
+        evaluator: _Validator | None = None
+        if val_records:
+            evaluator = _Validator(config, val_records, accelerator.is_main_process)
+            stack.callback(evaluator.close)
+        model = _build_model(config, train_records + val_records, resume_from, Multi2Cap)
+        model.set_stage(config.stage)
+        if config.runtime.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        params = list(model.trainable_parameters())
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=config.optim.lr,
+            betas=config.optim.betas,
+            eps=config.optim.eps,
+            weight_decay=config.optim.weight_decay,
+        )
+        train_set = _dataset(config, train_records, train=True, model=model)
+        sampler_args = dict(
+            micro_batch_size=config.optim.micro_batch_size,
+            accumulation_steps=accumulation,
+            num_replicas=accelerator.num_processes,
+            rank=accelerator.process_index,
+            seed=config.seed,
+        )
+        steps_per_epoch = StepBatchSampler(len(train_set), **sampler_args).steps_per_epoch
+        if steps_per_epoch == 0:
+            raise ConfigError(
+                f"{config.data.train_manifest}: {len(train_set)} clips, fewer than one effective "
+                f"batch (optim.batch_size={config.optim.batch_size})"
+            )
+        total_steps = steps_per_epoch * config.optim.epochs
+        warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
+        scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, config.optim.min_lr_ratio)
+        model, optimizer = accelerator.prepare(model, optimizer)
+
+        position, best, history = _Position(), _Best(), []
+        if resume_from is not None:
+            position, best, history = _restore(
+                resume_from, optimizer, scheduler, accelerator, config
+            )
+            log.info("resumed from %s at step %d", resume_from, position.global_step)
+
+        logger = _RunLogger(out, config, accelerator.is_main_process, history)
+        stack.callback(logger.close)
+        stop_at = config.runtime.stop_at_step
+        progress = _progress(accelerator.is_main_process and config.runtime.progress)
         bar = stack.enter_context(progress) if progress is not None else None
         task = (
             bar.add_task("train", total=total_steps, completed=position.global_step, loss="")
@@ -230,7 +237,6 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     if accelerator.is_main_process:
         _save_model(accelerator.unwrap_model(model), out, "final")
     accelerator.wait_for_everyone()
-    logger.close()
     best_dir = out / "best"
     return TrainResult(
         output_dir=out,
@@ -468,12 +474,42 @@ class _Validator:
     """Teacher-forced caption loss and decoded-caption metrics on a fixed validation subset.
 
     Runs on the main process only (the subset is small; other processes wait), audio only, i.e.
-    the fine-tuning / inference path with reconstructed grounding tokens g_hat."""
+    the fine-tuning / inference path with reconstructed grounding tokens g_hat. The metric
+    back-ends are checked when the run starts: a `best_metric` that cannot be computed here is a
+    configuration error before any training, other unavailable metrics are logged and left out.
+    """
 
-    def __init__(self, config: TrainConfig, records: list[ManifestRecord]) -> None:
+    def __init__(self, config: TrainConfig, records: list[ManifestRecord], main: bool) -> None:
+        from multi2cap.metrics import Evaluator, resolve_metrics
+
         self.config = config
         self.records = records
         self._evaluator: Any = None
+        best = config.eval.best_metric
+        try:
+            requested = resolve_metrics(config.eval.metrics)
+        except ValueError as err:
+            raise ConfigError(f"eval.metrics: {err}") from err
+        if best != "val_loss" and best not in requested:
+            raise ConfigError(
+                f"eval.best_metric {best!r} is neither val_loss nor one of eval.metrics "
+                f"({', '.join(requested)})"
+            )
+        if not main:
+            return
+        self._evaluator = Evaluator(metrics=requested, skip_unavailable=True)
+        if best in self._evaluator.unavailable:
+            self._evaluator.close()
+            raise ConfigError(
+                f"eval.best_metric {best!r} cannot be computed here: "
+                f"{self._evaluator.unavailable[best]}"
+            )
+        for key, reason in self._evaluator.unavailable.items():
+            log.warning("validation metric %s left out: %s", key, reason)
+
+    def close(self) -> None:
+        if self._evaluator is not None:
+            self._evaluator.close()
 
     def run(self, accelerator: Accelerator, model: torch.nn.Module, position: _Position) -> dict:
         scores: dict[str, Any] = {}
@@ -484,7 +520,6 @@ class _Validator:
 
     def _score(self, accelerator: Accelerator, model: Any, position: _Position) -> dict[str, Any]:
         from multi2cap.data.dataset import CaptionDataset
-        from multi2cap.metrics import Evaluator
 
         cfg = self.config
         dataset = _SkipTracking(
@@ -535,8 +570,6 @@ class _Validator:
             "val_items": n_items,
         }
         if candidates:
-            if self._evaluator is None:
-                self._evaluator = Evaluator(metrics=cfg.eval.metrics)
             result = self._evaluator.evaluate(candidates, references)
             scores.update({k: v for k, v in result.corpus.items() if v is not None})
             scores["examples"] = [
@@ -547,26 +580,18 @@ class _Validator:
 
 
 def _improves(best: _Best, scores: dict[str, Any], config: TrainConfig) -> bool:
+    """Update `best` when `scores` beat it on `eval.best_metric`; False when it is missing."""
     metric = config.eval.best_metric
-    if metric not in scores:
-        log.warning(
-            "eval.best_metric %r was not computed (have: %s); selecting on val_loss",
-            metric,
-            ", ".join(k for k, v in scores.items() if isinstance(v, float)),
-        )
-        metric, maximise = "val_loss", False
-    else:
-        maximise = config.eval.maximise
-    value = float(scores[metric])
-    if not math.isfinite(value):
+    value = scores.get(metric)
+    if not isinstance(value, float) or not math.isfinite(value):
+        log.warning("epoch %d: no finite %s to select the best model on", scores["epoch"], metric)
         return False
-    if best.score is None or best.metric != metric:
-        better = True
-    else:
-        better = value > best.score if maximise else value < best.score
-    if better:
-        best.metric, best.score, best.epoch = metric, value, scores["epoch"]
-    return better
+    if best.score is not None:
+        better = value > best.score if config.eval.maximise else value < best.score
+        if not better:
+            return False
+    best.metric, best.score, best.epoch = metric, value, scores["epoch"]
+    return True
 
 
 def _save_model(model: Any, out: Path, name: str) -> Path:
