@@ -27,6 +27,7 @@ _PREFIX = re.compile(
 _LIST_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _MARKDOWN = re.compile(r"(\*\*|__|`+|^#+\s*)", re.MULTILINE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_NON_WORD = re.compile(r"\W")
 _REFUSAL = re.compile(
     r"^\s*(?:i'?m sorry|i am sorry|sorry,|i can(?:'|no)t|i cannot|i am unable|i'?m unable|"
     r"unfortunately,? i|as an ai|i do not have|i don't have)",
@@ -90,16 +91,15 @@ def remove_repeated_phrases(text: str) -> str:
 
 def _collapse_repeated_ngrams(sentence: str, longest: int = 6) -> str:
     words = sentence.split(" ")
+    keys = [_NON_WORD.sub("", w).lower() for w in words]
     changed = True
     while changed:
         changed = False
-        for n in range(longest, 0, -1):
+        for n in range(min(longest, len(words) // 2), 0, -1):
             i = 0
             while i + 2 * n <= len(words):
-                first = [re.sub(r"\W", "", w).lower() for w in words[i : i + n]]
-                second = [re.sub(r"\W", "", w).lower() for w in words[i + n : i + 2 * n]]
-                if all(first) and first == second:
-                    del words[i + n : i + 2 * n]
+                if all(keys[i : i + n]) and keys[i : i + n] == keys[i + n : i + 2 * n]:
+                    del words[i + n : i + 2 * n], keys[i + n : i + 2 * n]
                     changed = True
                 else:
                     i += 1
