@@ -392,10 +392,17 @@ def train_system(
             else "audio only: L_cap" + (" through g_hat" if grounding else ", no grounding")
         )
         console.print(f"    {name}: {stage} ({what}), {recipe['optim']['epochs']} epochs")
-        resume = any(out.glob("checkpoints/*"))
-        result = train(TrainConfig.model_validate(recipe), resume=resume)
-        history += [{**r, "stage": stage} for r in result.history]
-        previous = result.final_checkpoint
+        done_file = out / "demo_stage_done.json"
+        if done_file.is_file():
+            done = json.loads(done_file.read_text(encoding="utf-8"))
+            console.print("      (cached)")
+        else:
+            resume = any(out.glob("checkpoints/*"))
+            result = train(TrainConfig.model_validate(recipe), resume=resume)
+            done = {"final": str(result.final_checkpoint), "history": result.history}
+            atomic_write_text(done_file, json.dumps(done))
+        history += [{**r, "stage": stage} for r in done["history"]]
+        previous = Path(done["final"])
         dirs[stage] = out
     return ModelRun(
         name=name,

@@ -1,0 +1,37 @@
+"""`multi2cap demo --quick` end to end: real media in, report and measured numbers out."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from typer.testing import CliRunner
+
+from multi2cap.cli.main import app
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_the_whole_pipeline(tmp_path, tuxpaint_dir):
+    workdir = tmp_path / "demo"
+    args = ["demo", "--quick", "--workdir", str(workdir), "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = (workdir / "report.md").read_text()
+    assert "| multi2cap |" in report and "| audio_only_baseline |" in report
+    for name in ("metrics.png", "loss_curves.png"):
+        assert (workdir / name).stat().st_size > 5_000
+    with open(workdir / "captions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 40
+    assert all(row["caption_multi2cap"] and row["references"] for row in rows)
+    # The builder really ran: VggCaps records for the training clips, from the offline backend.
+    vggcaps = (workdir / "vggcaps" / "vggcaps.jsonl").read_text().splitlines()
+    assert len(vggcaps) == 160 and '"backend": "offline"' in vggcaps[0]
+    # Both systems went through pre-training and fine-tuning, each leaving a checkpoint.
+    for system in ("multi2cap", "audio_only_baseline"):
+        assert (workdir / "runs" / system / "finetune" / "final" / "config.yaml").is_file()
+
+    # A rerun reuses every stage instead of recomputing it.
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "cached" in again.output
