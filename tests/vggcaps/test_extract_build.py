@@ -129,3 +129,57 @@ def test_cli_build_with_process_pool_limit_and_dry_run(vgg_folder: Path, tmp_pat
         ],
     )
     assert bad.exit_code == 2 and "nope.csv" in bad.output and "Traceback" not in bad.output
+
+
+def test_cli_steps_extract_caption_split(vgg_folder: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = str(tmp_path / "steps")
+    extract = runner.invoke(
+        app,
+        [
+            "vggcaps",
+            "extract",
+            "--videos",
+            str(vgg_folder / "videos"),
+            "--categories",
+            str(vgg_folder / "vggsound.csv"),
+            "--out",
+            out,
+            "--limit",
+            "1",
+            "--workers",
+            "1",
+            "--no-progress",
+            "--spectrogram-size",
+            "64x32",
+        ],
+    )
+    assert extract.exit_code == 0, extract.output
+    record = next(read_jsonl(tmp_path / "steps" / "work" / "extract.jsonl"))
+    with Image.open(tmp_path / "steps" / record["spectrogram"]) as spec:
+        assert spec.size == (64, 32)
+    caption = runner.invoke(
+        app, ["vggcaps", "caption", "--out", out, "--backend", "offline", "--no-progress"]
+    )
+    assert caption.exit_code == 0, caption.output
+    assert not (tmp_path / "steps" / "vggcaps.jsonl").exists()
+    split = runner.invoke(app, ["vggcaps", "split", "--out", out, "--test-fraction", "1.0"])
+    assert split.exit_code == 0, split.output
+    records = list(read_jsonl(tmp_path / "steps" / "vggcaps.jsonl"))
+    assert [r["split"] for r in records] == ["test"]
+    bad = runner.invoke(
+        app,
+        [
+            "vggcaps",
+            "extract",
+            "--videos",
+            str(vgg_folder),
+            "--categories",
+            str(vgg_folder / "vggsound.csv"),
+            "--out",
+            out,
+            "--spectrogram-size",
+            "big",
+        ],
+    )
+    assert bad.exit_code != 0 and "Traceback" not in bad.output

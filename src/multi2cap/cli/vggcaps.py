@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from multi2cap.media.spectrogram_image import SpectrogramImageSettings
 from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings
 from multi2cap.vggcaps.catalog import CatalogError
 from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
@@ -70,6 +71,22 @@ POLL = typer.Option(60.0, "--poll-interval", help="Seconds between Batch API sta
 SPLIT_SEED = typer.Option(0, "--split-seed", help="Seed of the 1 % test split hash.")
 TEST_FRACTION = typer.Option(0.01, "--test-fraction", help="Share of clips in the test split.")
 NO_PROGRESS = typer.Option(False, "--no-progress", help="Hide the progress bar.")
+SPEC_SIZE = typer.Option("800x400", "--spectrogram-size", help="Spectrogram image WIDTHxHEIGHT.")
+COLORMAP = typer.Option("magma", "--colormap", help="Matplotlib colour map of the spectrogram.")
+FREQ_AXIS = typer.Option("mel", "--frequency-axis", help="mel | linear.")
+
+
+def _spectrogram(size: str, colormap: str, axis: str) -> SpectrogramImageSettings:
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+        return SpectrogramImageSettings(
+            width=width,
+            height=height,
+            colormap=colormap,
+            frequency_axis=axis,  # type: ignore[arg-type]
+        )
+    except ValueError as err:
+        raise typer.BadParameter(f"spectrogram settings: {err}") from err
 
 
 def _run(config_args: dict, steps: tuple[str, ...], dry_run: bool = False) -> None:
@@ -222,6 +239,9 @@ def build(
     split_seed: int = SPLIT_SEED,
     test_fraction: float = TEST_FRACTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate cost and time; call nothing."),
+    spectrogram_size: str = SPEC_SIZE,
+    colormap: str = COLORMAP,
+    frequency_axis: str = FREQ_AXIS,
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Extract, caption (stage 1 + 2), post-process, split and export; rerun to resume."""
@@ -255,6 +275,7 @@ def build(
         workers=workers,
         split_seed=split_seed,
         test_fraction=test_fraction,
+        spectrogram=_spectrogram(spectrogram_size, colormap, frequency_axis),
     )
     _run(args, ("extract", "caption", "split"), dry_run=dry_run)
 
@@ -267,11 +288,15 @@ def extract(
     shard: str = SHARD,
     limit: int | None = LIMIT,
     workers: int | None = WORKERS,
+    spectrogram_size: str = SPEC_SIZE,
+    colormap: str = COLORMAP,
+    frequency_axis: str = FREQ_AXIS,
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Write each clip's frame (JPEG), 16-kHz audio (FLAC) and mel-spectrogram image (PNG)."""
     args = {
         "out": out,
+        "spectrogram": _spectrogram(spectrogram_size, colormap, frequency_axis),
         "videos": videos,
         "categories": categories,
         "shard": shard,
