@@ -61,6 +61,20 @@ def test_evenly_spaced_frames(counting_mp4: Path) -> None:
         assert level == pytest.approx(expected_grey(t), abs=3)
 
 
+def test_exact_frames_in_a_long_gop_with_b_frames(tmp_path: Path) -> None:
+    path = write_counting_video(tmp_path / "bframes.mp4", seconds=6.0, preset="medium")
+    import av
+    from av.video.frame import PictureType
+
+    with av.open(str(path)) as container:
+        kinds = {PictureType(frame.pict_type) for frame in container.decode(video=0)}
+    assert PictureType.B in kinds  # frames that _frame_at may skip on the way to the target
+    for start in (0.0, 1.23, 2.5, 3.77, 5.5):
+        clip = extract_clip(path, start_s=start, duration_s=0.4)
+        t = clip.frame_times_s[0]
+        assert grey_level(clip.frames[0]) == pytest.approx(expected_grey(t), abs=3), t
+
+
 def test_segment_past_the_end_is_padded(counting_mp4: Path) -> None:
     clip = extract_clip(counting_mp4, start_s=5.0, duration_s=10.0)
     assert clip.padded

@@ -137,8 +137,9 @@ def decode_audio_pyav(
             for frame in container.decode(stream):
                 if origin is None:
                     origin = round(frame.time * sr) if frame.time is not None else 0
-                for converted in to_float.resample(frame):
-                    chunk = converted.to_ndarray()
+                converted = [frame] if frame.format.name == "fltp" else to_float.resample(frame)
+                for planar in converted:
+                    chunk = planar.to_ndarray()
                     chunks.append(chunk)
                     have += chunk.shape[1]
                 if count is not None and origin + have >= first + count:
