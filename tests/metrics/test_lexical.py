@@ -10,7 +10,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from multi2cap.metrics._ngrams import count_ngrams
+from multi2cap.metrics._ngrams import build_ngram_table
 from multi2cap.metrics.bleu import bleu
 from multi2cap.metrics.cider import cider_d
 from multi2cap.metrics.rouge import lcs_length, rouge_l
@@ -37,16 +37,8 @@ WORDS = [
 
 
 def ours(cands: list[str], mrefs: list[list[str]]) -> dict[str, Any]:
-    cw = [c.split() for c in cands]
-    rw = [[r.split() for r in refs] for refs in mrefs]
-    cc = [count_ngrams(w) for w in cw]
-    rc = [[count_ngrams(w) for w in ws] for ws in rw]
-    b_corpus, b_items = bleu(cc, [len(w) for w in cw], rc, [[len(w) for w in ws] for ws in rw])
-    return {
-        "bleu": (b_corpus, b_items),
-        "rouge_l": rouge_l(cands, mrefs),
-        "cider_d": cider_d(cc, rc),
-    }
+    table = build_ngram_table(cands, mrefs)
+    return {"bleu": bleu(table), "rouge_l": rouge_l(cands, mrefs), "cider_d": cider_d(table)}
 
 
 def reference(cands: list[str], mrefs: list[list[str]]) -> dict[str, Any]:
@@ -124,9 +116,8 @@ def test_edge_cases_match_pycocoevalcap() -> None:
 
 
 def test_cider_needs_two_items() -> None:
-    counts = [count_ngrams(["a", "dog"])]
     with pytest.raises(ValueError, match="at least 2 items"):
-        cider_d(counts, [counts])
+        cider_d(build_ngram_table(["a dog"], [["a dog"]]))
 
 
 def _lcs_table(a: list[str], b: list[str]) -> int:

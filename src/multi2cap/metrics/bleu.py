@@ -9,10 +9,11 @@ over all items, which is not the mean of the item scores.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 
-from multi2cap.metrics._ngrams import NgramCounts
+import numpy as np
+
+from multi2cap.metrics._ngrams import NgramTable, lookup
 
 _TINY = 1e-15
 _SMALL = 1e-9
@@ -33,39 +34,42 @@ def _bleu_from_counts(
     return scores
 
 
-def bleu(
-    cand_counts: Sequence[NgramCounts],
-    cand_lengths: Sequence[int],
-    refs_counts: Sequence[Sequence[NgramCounts]],
-    refs_lengths: Sequence[Sequence[int]],
-    n: int = 4,
-) -> tuple[list[float], list[list[float]]]:
-    """BLEU-1..n from pre-counted n-grams (see `_ngrams.count_ngrams`).
+def bleu(table: NgramTable) -> tuple[list[float], list[list[float]]]:
+    """BLEU-1..n of every item and of the corpus from an n-gram table.
 
-    Returns (corpus scores `[bleu_1, ..., bleu_n]`, per-item scores `[[bleu_k per item] for k]`).
+    Returns (corpus `[bleu_1, ..., bleu_n]`, per-item `[[bleu_k of each item] for k]`).
     """
+    n, n_items = table.n, table.n_items
+    ref_keys, ref_max = table.reference_max_counts
+    cand = table.is_candidate()
+    clipped = np.minimum(
+        table.count[cand],
+        lookup(ref_keys, ref_max, table.sent[cand] * table.n_grams + table.gram[cand]),
+    )
+    correct = np.bincount(
+        table.sent[cand] * n + table.order[cand], weights=clipped, minlength=n_items * n
+    ).reshape(n_items, n)
+    testlens = table.lengths[:n_items]
+    # The reference length closest to the candidate's, the shorter one on a tie.
+    ref_lengths = table.lengths[n_items:]
+    distance = np.abs(ref_lengths - testlens[table.ref_item])
+    closeness = distance * (int(ref_lengths.max(initial=0)) + 1) + ref_lengths
+    reflens = np.minimum.reduceat(closeness, table.ref_start) % (
+        int(ref_lengths.max(initial=0)) + 1
+    )
+
     per_item: list[list[float]] = [[] for _ in range(n)]
-    total_correct = [0] * n
-    total_guess = [0] * n
-    total_testlen = 0
-    total_reflen = 0
-    for cand, testlen, refs, reflens in zip(
-        cand_counts, cand_lengths, refs_counts, refs_lengths, strict=True
-    ):
-        reflen = min((abs(length - testlen), length) for length in reflens)[1]
+    for i in range(n_items):
+        testlen = int(testlens[i])
         guess = [max(0, testlen - k) for k in range(n)]
-        correct = []
+        scores = _bleu_from_counts([int(c) for c in correct[i]], guess, testlen, int(reflens[i]))
         for k in range(n):
-            max_ref: Counter[tuple[str, ...]] = Counter()
-            for ref in refs:
-                max_ref |= ref[k]
-            correct.append((cand[k] & max_ref).total())
-        for k, score in enumerate(_bleu_from_counts(correct, guess, testlen, reflen)):
-            per_item[k].append(score)
-        total_testlen += testlen
-        total_reflen += reflen
-        for k in range(n):
-            total_correct[k] += correct[k]
-            total_guess[k] += guess[k]
-    corpus = _bleu_from_counts(total_correct, total_guess, total_testlen, total_reflen)
+            per_item[k].append(scores[k])
+    total_guess = [int(np.maximum(testlens - k, 0).sum()) for k in range(n)]
+    corpus = _bleu_from_counts(
+        [int(c) for c in correct.sum(axis=0)],
+        total_guess,
+        int(testlens.sum()),
+        int(reflens.sum()),
+    )
     return corpus, per_item

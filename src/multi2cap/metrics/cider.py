@@ -12,59 +12,47 @@ empty caption), which only differs from the word count for empty captions.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Sequence
-
 import numpy as np
 
-from multi2cap.metrics._ngrams import NgramCounts
-
-_Vector = tuple[list[dict[tuple[str, ...], float]], list[float], int]
+from multi2cap.metrics._ngrams import NgramTable, lookup
 
 
-def _tfidf(counts: NgramCounts, log_n: float, log_df: dict[tuple[str, ...], float]) -> _Vector:
-    """(TF-IDF weights per order, L2 norm per order, bigram count) of one sentence."""
-    vectors = []
-    norms = []
-    for order in counts:
-        vec = {gram: float(tf) * (log_n - log_df.get(gram, 0.0)) for gram, tf in order.items()}
-        vectors.append(vec)
-        norms.append(math.sqrt(sum(w * w for w in vec.values())))
-    return vectors, norms, counts[1].total() if len(counts) > 1 else 0
-
-
-def cider_d(
-    cand_counts: Sequence[NgramCounts],
-    refs_counts: Sequence[Sequence[NgramCounts]],
-    sigma: float = 6.0,
-) -> tuple[float, list[float]]:
-    """(corpus CIDEr-D, per-item scores) from pre-counted 1..4-grams; needs >= 2 items."""
-    if len(cand_counts) < 2:
+def cider_d(table: NgramTable, sigma: float = 6.0) -> tuple[float, list[float]]:
+    """(corpus CIDEr-D, per-item scores) from a 1..4-gram table; needs >= 2 items."""
+    n_items, n, n_grams = table.n_items, table.n, table.n_grams
+    if n_items < 2:
         raise ValueError("CIDEr-D needs at least 2 items: its IDF over one item is always 0")
-    doc_freq: Counter[tuple[str, ...]] = Counter()
-    for refs in refs_counts:
-        doc_freq.update({gram for ref in refs for order in ref for gram in order})
-    log_n = math.log(float(len(refs_counts)))
-    log_df = {gram: math.log(float(df)) for gram, df in doc_freq.items()}
-    two_sigma2 = 2 * sigma**2
-    scores = []
-    for cand, refs in zip(cand_counts, refs_counts, strict=True):
-        vec, norm, length = _tfidf(cand, log_n, log_df)
-        total = [0.0] * len(vec)
-        for ref in refs:
-            vec_ref, norm_ref, length_ref = _tfidf(ref, log_n, log_df)
-            penalty = math.e ** (-(float(length - length_ref) ** 2) / two_sigma2)
-            for k, (hyp_k, ref_k) in enumerate(zip(vec, vec_ref, strict=True)):
-                val = 0.0
-                for gram, weight in hyp_k.items():
-                    ref_weight = ref_k.get(gram, 0.0)
-                    val += min(weight, ref_weight) * ref_weight
-                if norm[k] != 0 and norm_ref[k] != 0:
-                    val /= norm[k] * norm_ref[k]
-                total[k] += val * penalty
-        mean = 0.0
-        for value in total:
-            mean += value
-        scores.append(mean / len(total) / len(refs) * 10.0)
-    return float(np.mean(np.array(scores))), scores
+    cand = table.is_candidate()
+    refs = ~cand
+    ref_sent = table.sent[refs] - n_items  # reference index 0..R-1
+    # Document frequency: in how many items' reference sets each gram occurs.
+    item_gram, _ = table.reference_max_counts
+    doc_freq = np.bincount(item_gram % n_grams, minlength=n_grams)
+    idf = np.log(float(n_items)) - np.log(np.maximum(1.0, doc_freq))
+    weight = table.count * idf[table.gram]
+    n_sents = len(table.lengths)
+    norms = np.sqrt(
+        np.bincount(table.sent * n + table.order, weights=weight**2, minlength=n_sents * n)
+    ).reshape(n_sents, n)
+
+    # Clipped dot products sum_g min(w_cand, w_ref) * w_ref per (reference, order).
+    cand_keys = table.sent[cand] * n_grams + table.gram[cand]  # sorted: entries are sorted
+    ref_item = table.ref_item[ref_sent]
+    w_cand = lookup(cand_keys, weight[cand], ref_item * n_grams + table.gram[refs])
+    w_ref = weight[refs]
+    dots = np.bincount(
+        ref_sent * n + table.order[refs],
+        weights=np.minimum(w_cand, w_ref) * w_ref,
+        minlength=len(table.ref_item) * n,
+    ).reshape(-1, n)
+    norm_ref = norms[n_items:]
+    norm_cand = norms[table.ref_item]
+    denominator = norm_cand * norm_ref
+    sims = np.divide(dots, denominator, out=dots.copy(), where=denominator != 0)
+
+    bigrams = np.maximum(table.lengths - 1, 0).astype(float)
+    delta = bigrams[table.ref_item] - bigrams[n_items:]
+    sims *= np.exp(-(delta**2) / (2 * sigma**2))[:, None]
+    per_order = np.add.reduceat(sims, table.ref_start, axis=0)
+    scores = per_order.mean(axis=1) / table.n_refs * 10.0
+    return float(np.mean(scores)), scores.tolist()

@@ -20,7 +20,7 @@ import numpy as np
 
 from multi2cap.assets import AssetNotFoundError, java_executable
 from multi2cap.metrics import combined
-from multi2cap.metrics._ngrams import count_ngrams
+from multi2cap.metrics._ngrams import build_ngram_table
 from multi2cap.metrics.bleu import bleu
 from multi2cap.metrics.cider import cider_d
 from multi2cap.metrics.meteor import MeteorScorer
@@ -368,21 +368,13 @@ class Evaluator:
     ) -> None:
         """BLEU, ROUGE-L, CIDEr-D and vocab: pure Python on the tokenized captions."""
         if needed & {*BLEU_KEYS, "cider_d"}:
-            cand_words = [c.split() for c in cands]
-            refs_words = [[r.split() for r in refs] for refs in mrefs]
-            cand_counts = [count_ngrams(w) for w in cand_words]
-            refs_counts = [[count_ngrams(w) for w in ws] for ws in refs_words]
+            table = build_ngram_table(cands, mrefs)
             if needed & set(BLEU_KEYS):
-                scores, items = bleu(
-                    cand_counts,
-                    [len(w) for w in cand_words],
-                    refs_counts,
-                    [[len(w) for w in ws] for ws in refs_words],
-                )
+                scores, items = bleu(table)
                 for k, key in enumerate(BLEU_KEYS):
                     corpus[key], per_item[key] = scores[k], items[k]
             if "cider_d" in needed:
-                corpus["cider_d"], per_item["cider_d"] = cider_d(cand_counts, refs_counts)
+                corpus["cider_d"], per_item["cider_d"] = cider_d(table)
         if "rouge_l" in needed:
             corpus["rouge_l"], per_item["rouge_l"] = rouge_l(cands, mrefs)
         if "vocab" in needed:
