@@ -195,3 +195,14 @@ def test_records_are_json_lines_with_ascii_safe_ids(tmp_path, server):
     build_vggcaps(config_for(tmp_path, server))
     for line in (tmp_path / "vggcaps.jsonl").read_text().splitlines():
         assert json.loads(line)["split"] in ("train", "test")
+
+
+def test_split_of_an_empty_store_and_of_no_store(tmp_path):
+    from multi2cap.vggcaps.pipeline import finalize_dataset
+
+    with pytest.raises(FileNotFoundError, match="vggcaps extract"):
+        finalize_dataset(tmp_path / "nothing")
+    (tmp_path / "empty" / "work").mkdir(parents=True)
+    result = finalize_dataset(tmp_path / "empty")
+    assert (result.records, result.test, result.failures) == (0, 0, 0)
+    assert pq.read_table(tmp_path / "empty" / "vggcaps.parquet").num_rows == 0

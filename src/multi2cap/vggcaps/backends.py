@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import soundfile
 from PIL import Image
 
+from multi2cap.vggcaps.cost import CHARS_PER_TOKEN, LOW_DETAIL_IMAGE_TOKENS
 from multi2cap.vggcaps.descriptors import describe_audio, describe_image
 from multi2cap.vggcaps.offline import offline_stage1, offline_stage2
 
@@ -273,7 +274,11 @@ class OpenAIChatBackend:
 
     def _estimated_tokens(self, body: dict[str, Any]) -> float:
         text = body["messages"][0]["content"][0]["text"]
-        return len(text) / 4.0 + 85 + (self.settings.max_tokens or 300)
+        return (
+            len(text) / CHARS_PER_TOKEN
+            + LOW_DETAIL_IMAGE_TOKENS
+            + (self.settings.max_tokens or 300)
+        )
 
     async def complete(self, request: StageRequest) -> Completion:
         import openai

@@ -567,6 +567,11 @@ def finalize_dataset(
     """
     out_dir = Path(out_dir)
     store = Store(out_dir)
+    if not store.work_dir.is_dir():
+        raise FileNotFoundError(
+            f"{store.work_dir} not found: run `multi2cap vggcaps extract` or `build` into "
+            f"{out_dir} first"
+        )
     extracts = store.by_key("extract", field="id")
     captions: dict[str, dict[str, Any]] = {}
     for record in store.records("stage2"):
@@ -692,6 +697,7 @@ def build_vggcaps(config: BuildConfig) -> BuildSummary:
             summary.estimate = dry_run_estimate(config, len(clips))
             summary.elapsed_s = time.monotonic() - start
             return summary
+        Store(config.out).work_dir.mkdir(parents=True, exist_ok=True)
         extract_media(config, clips, summary)
     if "caption" in config.steps:
         caption_clips(config, summary, ids)
