@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multi2cap.analysis.text_stats import porter_stemmer, tokenize
+from multi2cap.analysis.text_stats import stem, tokenize
 
 LEXICON_ENV = "MULTI2CAP_POS_LEXICON"
 DEBIAN_LEXICON_DIR = Path("/usr/share/perl5/Lingua/EN/Tagger")
@@ -229,7 +229,6 @@ def top_verbs_nouns(
         if len(captions) > max_captions
         else np.arange(len(captions))
     )
-    stemmer = porter_stemmer()
     forms: dict[str, defaultdict[str, Counter[str]]] = {
         "verb": defaultdict(Counter),
         "noun": defaultdict(Counter),
@@ -241,7 +240,7 @@ def top_verbs_nouns(
                 continue
             kind = "verb" if tag in VERB_TAGS else "noun" if tag in NOUN_TAGS else None
             if kind:
-                forms[kind][stemmer.stemWord(word)][word] += 1
+                forms[kind][stem(word)][word] += 1
 
     def ranked(groups: defaultdict[str, Counter[str]]) -> list[tuple[str, int]]:
         totals = [(c.most_common(1)[0][0], sum(c.values())) for c in groups.values()]

