@@ -170,7 +170,7 @@ def parse_chat_response(payload: dict[str, Any]) -> Completion:
         raise ValueError("response is not a JSON object")
     choices = payload.get("choices") or []
     if not choices or not isinstance(choices[0], dict):
-        raise RequestFailed("response has no choices")
+        raise ValueError("response has no choices")
     message = choices[0].get("message") or {}
     usage = payload.get("usage") or {}
     return Completion(

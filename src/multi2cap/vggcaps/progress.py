@@ -55,14 +55,18 @@ class StageProgress:
         self._progress.update(self._task, advance=n)
         self.refresh()
 
-    def refresh(self) -> None:
-        if not self._enabled:
-            return
+    def info(self) -> str:
+        """The figures shown after the bar: clips/s, and for LLM stages requests in flight,
+        retries and dollars so far."""
         rate = self._done / max(time.monotonic() - self._start, 1e-9)
-        info = f"{rate:.1f} clips/s"
+        text = f"{rate:.1f} clips/s"
         if self._stats is not None:
-            info += (
+            text += (
                 f" | in flight {self._stats.in_flight} | retries {self._stats.retries}"
                 f" | ${self._stats.cost_usd:.2f}"
             )
-        self._progress.update(self._task, info=info)
+        return text
+
+    def refresh(self) -> None:
+        if self._enabled:
+            self._progress.update(self._task, info=self.info())
