@@ -10,6 +10,7 @@ would hide the EOS target so the model never learns to stop).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,20 +206,25 @@ class CaptionDecoder(nn.Module):
         length_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
     ) -> list[str]:
-        """Greedy (`num_beams=1`) or beam-search captions for a batch of prefixes."""
+        """Greedy (`num_beams=1`) or beam-search captions for a batch of prefixes.
+
+        `no_repeat_ngram_size` constrains the generated tokens only, not the prompt."""
         inputs = self.assemble(prefix, prefix_mask)
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
-        out = self.model.generate(
-            inputs_embeds=inputs.embeds,
-            attention_mask=inputs.attention_mask,
-            do_sample=False,
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
-            length_penalty=length_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            eos_token_id=eos,
-            pad_token_id=pad if pad is not None else eos,
-        )
+        with warnings.catch_warnings():
+            # The n-gram block applying to generated tokens only is what we want.
+            warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size`")
+            out = self.model.generate(
+                inputs_embeds=inputs.embeds,
+                attention_mask=inputs.attention_mask,
+                do_sample=False,
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+                length_penalty=length_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+                eos_token_id=eos,
+                pad_token_id=pad if pad is not None else eos,
+            )
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [" ".join(t.split()) for t in texts]
