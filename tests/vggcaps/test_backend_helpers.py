@@ -87,3 +87,20 @@ def test_progress_figures() -> None:
     assert "clips/s" in info and "in flight 5" in info and "retries 3" in info
     assert "$1.25" in info
     assert "in flight" not in StageProgress("extract", 1, None, enabled=False).info()
+
+
+def test_token_bucket_is_settled_with_the_real_usage() -> None:
+    import asyncio
+
+    from multi2cap.vggcaps.backends import RateLimiter
+
+    async def run() -> tuple[float, float]:
+        limiter = RateLimiter(per_minute=1000)
+        await limiter.acquire(600)
+        after_acquire = limiter.available
+        limiter.settle(600, 100)
+        return after_acquire, limiter.available
+
+    after_acquire, settled = asyncio.run(run())
+    assert after_acquire == pytest.approx(400, abs=1)
+    assert settled == pytest.approx(900, abs=1)

@@ -54,7 +54,8 @@ class OpenAISettings:
     setting). `timeout_s` bounds one HTTP request; `max_retries` counts retries after the first
     try; backoff doubles from `backoff_base_s` up to `backoff_max_s` with jitter, unless the server
     sends `Retry-After`, which is honoured up to `max_retry_after_s`. `rpm`/`tpm` are
-    requests/tokens per minute (None: unlimited); the token count is estimated before sending.
+    requests/tokens per minute (None: unlimited); a request takes its estimated tokens from the
+    tokens/min bucket before it is sent and is settled with the reported usage afterwards.
     `temperature` and `max_tokens` are omitted from the request when None; `max_tokens_param` is
     `max_completion_tokens` for o-series models. `image_detail` is OpenAI's `low|high|auto`.
     """
@@ -211,6 +212,18 @@ class RateLimiter:
                     return
                 await asyncio.sleep((amount - self._level) / rate)
 
+    def settle(self, estimated: float, actual: float) -> None:
+        """Correct an earlier `acquire(estimated)` once the real amount is known: unused units
+        go back (up to capacity), an overrun is taken (the level may go negative, which makes
+        the next requests wait)."""
+        if self.per_minute:
+            self._level = min(self.per_minute, self._level + estimated - actual)
+
+    @property
+    def available(self) -> float:
+        """Units in the bucket at the last update (not refilled to now)."""
+        return self._level
+
 
 def retry_after_seconds(headers: Any) -> float | None:
     """Server-directed delay from `retry-after-ms` or `retry-after` (seconds or HTTP date)."""
@@ -286,8 +299,9 @@ class OpenAIChatBackend:
         body = chat_body(request, self.settings)
         attempt = 0
         while True:
+            estimated = self._estimated_tokens(body)
             await self._rpm.acquire(1.0)
-            await self._tpm.acquire(self._estimated_tokens(body))
+            await self._tpm.acquire(estimated)
             delay: float | None
             async with self._slots:
                 self.stats.in_flight += 1
@@ -296,7 +310,12 @@ class OpenAIChatBackend:
                     payload = await self._client.post(
                         "/chat/completions", cast_to=object, body=body
                     )
-                    return parse_chat_response(payload)
+                    completion = parse_chat_response(payload)
+                    self._tpm.settle(
+                        min(estimated, self._tpm.per_minute or estimated),
+                        completion.prompt_tokens + completion.completion_tokens,
+                    )
+                    return completion
                 except openai.APIStatusError as err:
                     status = err.status_code
                     reason = f"HTTP {status} from the endpoint"
