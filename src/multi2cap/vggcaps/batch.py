@@ -39,6 +39,7 @@ from multi2cap.vggcaps.pipeline import (
     failure_record,
     stage_request,
 )
+from multi2cap.vggcaps.progress import StageProgress
 from multi2cap.vggcaps.store import Store
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -190,10 +191,21 @@ class BatchRunner:
         """Poll a batch until it ends, then read its output and error files. Ids the batch does
         not answer (expired, failed) get the batch's status as their reason."""
         deadline = time.monotonic() + self.config.batch.max_wait_s
-        batch = self._client.batches.retrieve(submission["batch_id"])
-        while batch.status not in TERMINAL and time.monotonic() < deadline:
-            time.sleep(self.config.batch.poll_interval_s)
+        total = len(submission["custom_ids"])
+        with StageProgress(
+            f"batch {submission['batch_id']}", total, self.stats, self.config.progress
+        ) as bar:
+            shown = 0
             batch = self._client.batches.retrieve(submission["batch_id"])
+            while True:
+                counts = batch.request_counts
+                done = (counts.completed + counts.failed) if counts is not None else 0
+                bar.advance(max(0, min(done, total) - shown))
+                shown = max(shown, min(done, total))
+                if batch.status in TERMINAL or time.monotonic() >= deadline:
+                    break
+                time.sleep(self.config.batch.poll_interval_s)
+                batch = self._client.batches.retrieve(submission["batch_id"])
         results: dict[str, Result] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
