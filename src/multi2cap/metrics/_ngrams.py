@@ -52,12 +52,24 @@ class NgramTable:
         give CIDEr-D's document frequencies)."""
         refs = ~self.is_candidate()
         keys = self.ref_item[self.sent[refs] - self.n_items] * self.n_grams + self.gram[refs]
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)
         keys, counts = keys[order], self.count[refs][order]
         first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
         if len(keys) == 0:
             return keys, counts
         return keys[first], np.maximum.reduceat(counts, first)
+
+
+def _dense_ids(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """(ids 0..m-1 numbering the distinct keys in sorted order, m)."""
+    if len(keys) == 0:
+        return keys, 0
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    dense = np.cumsum(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1]))) - 1
+    ids = np.empty_like(dense)
+    ids[order] = dense
+    return ids, int(dense[-1]) + 1
 
 
 def lookup(sorted_keys: np.ndarray, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -92,10 +104,9 @@ def build_ngram_table(
             ids, n_ids = words, len(vocab)
         else:
             key = prefix[valid] * max(len(vocab), 1) + words[valid + k - 1]
-            uniq, inverse = np.unique(key, return_inverse=True)
+            inverse, n_ids = _dense_ids(key)
             ids = np.full(len(words), -1, dtype=np.int64)
             ids[valid] = inverse
-            n_ids = len(uniq)
         entry_sent.append(sid[valid])
         entry_gram.append(ids[valid] + order_start[-1])
         prefix = ids
