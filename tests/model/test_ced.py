@@ -197,6 +197,9 @@ def test_mismatched_checkpoint_is_a_clear_error(hub_folder: Path) -> None:
     (hub_folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"does not match its config\.json"):
         load_ced(hub_folder)
+    (hub_folder / "config.json").write_text(json.dumps(hub_config() | {"embed_dim": 2 * DIM}))
+    with pytest.raises(ValueError, match=r"(?s)does not match its config\.json.*size mismatch"):
+        load_ced(hub_folder)
 
 
 def test_missing_checkpoint_names_the_asset(

@@ -15,7 +15,7 @@ CED is a ViT over a 64-bin log-mel spectrogram. The pipeline this module impleme
 5. the 4 frequency rows of each time column averaged into one time token (the CED author's advice
    for frame-level features), and the chunks of each example joined again along time.
 
-A 10-s clip (1001 frames) gives 62 time tokens (6.2 tokens/s); a 25-s clip gives 63 + 63 + 30.
+A 10-s clip (1001 frames) gives 62 time tokens (6.2 tokens/s); a 25-s clip (2501 frames) gives 63 + 63 + 29.
 
 Why chunks are encoded with a padding mask: every chunk is encoded exactly as the original
 encodes a clip of that length on its own (a short last chunk is not padded with zeros that the
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +127,6 @@ class CedConfig:
         if preset is not None:
             kwargs["embed_dim"], kwargs["num_heads"] = preset
         return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class CedAttention(nn.Module):
@@ -441,7 +438,10 @@ def load_ced(id_or_path: str | Path, device: str | torch.device | None = None) -
     config = CedConfig.from_hub_config(json.loads(config_file.read_text()))
     encoder = CedEncoder(config)
     state = convert_hub_state_dict(_read_weights(folder))
-    result = encoder.load_state_dict(state, strict=False)
+    try:
+        result = encoder.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor shape differs from the config's
+        raise ValueError(f"CED checkpoint {folder} does not match its config.json: {err}") from err
     missing = [k for k in result.missing_keys if k != "init_bn.num_batches_tracked"]
     if missing or result.unexpected_keys:
         raise ValueError(
