@@ -113,6 +113,10 @@ def test_generic_csv_and_errors_name_the_file(tmp_path: Path) -> None:
     dup.write_text("id,category\na,x\na,y\n")
     with pytest.raises(CatalogError, match="duplicate clip id 'a'"):
         read_categories(dup)
+    unsafe = tmp_path / "unsafe.csv"
+    unsafe.write_text("id,category\n../etc/x,dog\n")
+    with pytest.raises(CatalogError, match="cannot be a file name"):
+        read_categories(unsafe)
     with pytest.raises(CatalogError, match="not found"):
         read_categories(tmp_path / "missing.csv")
 

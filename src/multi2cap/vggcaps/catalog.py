@@ -49,6 +49,8 @@ def read_categories(path: str | os.PathLike[str]) -> list[ClipSpec]:
     specs = _generic(csv_path, header, rows[1:]) if "id" in header else _vggsound(csv_path, rows)
     seen: set[str] = set()
     for spec in specs:
+        if "/" in spec.id or "\\" in spec.id or spec.id.startswith("."):
+            raise CatalogError(f"{csv_path}: clip id {spec.id!r} cannot be a file name")
         if spec.id in seen:
             raise CatalogError(f"{csv_path}: duplicate clip id {spec.id!r}")
         seen.add(spec.id)
