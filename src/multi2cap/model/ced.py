@@ -256,6 +256,7 @@ class CedEncoder(nn.Module):
                 f"expected waves (B, n) and lengths (B,), got {tuple(waves.shape)} and "
                 f"{tuple(lengths.shape)}"
             )
+        lengths = lengths.to(waves.device)
         # Examples of equal length share one front-end call (the usual case: fixed 10-s clips).
         in_range = torch.arange(waves.shape[1], device=waves.device) < lengths.unsqueeze(1)
         waves = F.pad(waves * in_range, (0, max(0, self.min_samples - waves.shape[1])))
