@@ -126,7 +126,7 @@ def test_cli_end_to_end_with_ratings_and_tagger(
     manifest = tmp_path / "m.jsonl"
     write_manifest(
         [
-            ManifestRecord(str(i), "dogs", "test", f"{i}.wav", ["The dog barks."], None, None, 10.0)
+            ManifestRecord(str(i), "pets", "test", f"{i}.wav", ["The dog barks."], None, None, 10.0)
             for i in range(3)
         ],
         manifest,
