@@ -13,12 +13,14 @@ import re
 from multi2cap.vggcaps.descriptors import AudioDescriptors, ImageDescriptors
 from multi2cap.vggcaps.split import unit_hash
 
+# (template, whether it already says how steady the sound is); `{details}` holds at most two
+# clauses about onsets, steadiness and trend, so sentences stay near VggCaps' ~21 words.
 _STAGE1_TEMPLATES = (
-    "A {loud}, {tone} sound of {subject}, {steady}{onsets}{trend}.",
-    "{Subject} comes through {loudly} with a {tone} quality, {steady}{onsets}{trend}.",
-    "The {tone} sound of {subject} rings out {loudly}{onsets}{trend}, {steady}.",
-    "{Subject} can be heard {loudly}, {steady}, with a {tone} timbre{onsets}{trend}.",
-    "{Loud} and {steady_adj}, the {tone} sound of {subject} fills the air{onsets}{trend}.",
+    ("A {loud}, {tone} sound of {subject}{details}.", False),
+    ("{Subject} comes through {loudly} with a {tone} quality{details}.", False),
+    ("The {tone} sound of {subject} rings out {loudly}{details}.", False),
+    ("{Subject} can be heard {loudly}, with a {tone} timbre{details}.", False),
+    ("{Loud} and {steady_adj}, the {tone} sound of {subject} fills the air{details}.", True),
 )
 _STAGE2_TEMPLATES = (
     "{caption}, {light}, {colour}.",
@@ -73,22 +75,24 @@ def _when(time_s: float) -> str:
     return f"about {seconds} second{'s' if seconds != 1 else ''} in"
 
 
-def _onsets(onsets_s: tuple[float, ...]) -> str:
+def _onsets(onsets_s: tuple[float, ...]) -> str | None:
     if not onsets_s:
-        return ""
+        return None
     if len(onsets_s) == 1:
-        return f", with a sudden burst {_when(onsets_s[0])}"
+        return f"with a sudden burst {_when(onsets_s[0])}"
     if len(onsets_s) <= 4:
-        return f", with {len(onsets_s)} distinct bursts, the first {_when(onsets_s[0])}"
-    return ", punctuated by repeated sharp attacks"
+        return f"with {len(onsets_s)} distinct bursts, the first {_when(onsets_s[0])}"
+    return "punctuated by repeated sharp attacks"
 
 
-def _trend(trend_db: float) -> str:
-    if trend_db > 6.0:
-        return ", growing louder towards the end"
-    if trend_db < -6.0:
-        return ", fading away towards the end"
-    return ""
+def _trend(desc: AudioDescriptors) -> str | None:
+    if desc.active_fraction < 0.5:  # mostly silence: a trend would only restate that
+        return None
+    if desc.trend_db > 6.0:
+        return "growing louder towards the end"
+    if desc.trend_db < -6.0:
+        return "fading away towards the end"
+    return None
 
 
 def offline_stage1(clip_id: str, category: str, audio: AudioDescriptors) -> str:
@@ -96,24 +100,25 @@ def offline_stage1(clip_id: str, category: str, audio: AudioDescriptors) -> str:
     subject = natural_category(category)
     loud, loudly = _loudness(audio.rms_dbfs)
     steady_adj, steady = _steadiness(audio)
-    template = _STAGE1_TEMPLATES[int(unit_hash(f"offline1:{clip_id}") * len(_STAGE1_TEMPLATES))]
+    pick = int(unit_hash(f"offline1:{clip_id}") * len(_STAGE1_TEMPLATES))
+    template, says_steadiness = _STAGE1_TEMPLATES[pick]
+    clauses = [_onsets(audio.onsets_s), None if says_steadiness else steady, _trend(audio)]
+    details = [c for c in clauses if c][:2]
     return template.format(
         subject=subject,
         Subject=subject[:1].upper() + subject[1:],
         loud=loud,
         Loud=loud.capitalize(),
         loudly=loudly,
-        steady=steady,
         steady_adj=steady_adj,
         tone=_tone(audio.centroid_hz),
-        onsets=_onsets(audio.onsets_s),
-        trend=_trend(audio.trend_db),
+        details="".join(f", {c}" for c in details),
     )
 
 
 def _light(brightness: float) -> str:
     if brightness < 0.25:
-        return "in a dim, shadowy scene"
+        return "in a dim, shadowy setting"
     if brightness < 0.5:
         return "in soft, muted light"
     if brightness < 0.75:
@@ -126,9 +131,7 @@ def offline_stage2(clip_id: str, raw_caption: str, image: ImageDescriptors) -> s
     caption = raw_caption.rstrip(" .")
     light = _light(image.brightness)
     colour = (
-        "with muted, greyish tones"
-        if image.saturation < 0.15
-        else f"where {image.hue_name} hues dominate the scene"
+        "with muted, greyish tones" if image.saturation < 0.15 else f"amid {image.hue_name} hues"
     )
     template = _STAGE2_TEMPLATES[int(unit_hash(f"offline2:{clip_id}") * len(_STAGE2_TEMPLATES))]
     return template.format(

@@ -269,14 +269,14 @@ def extract_media(config: BuildConfig, clips: list[Clip], summary: BuildSummary)
 
 def _map_jobs(jobs: Iterator[_ExtractJob], workers: int) -> Iterator[dict[str, Any]]:
     """Results in job order, at most 4 jobs per worker queued at a time (memory stays flat at
-    200k clips). Workers start from a fork server, not a fork of this process, so a caller that
-    already runs threads (torch, an event loop) cannot hand a held lock to a worker."""
+    200k clips). Workers are forked where the platform can (explicitly: Python 3.14 defaults to
+    a fork server, which re-imports the caller's main module and breaks scripts that call
+    `build_vggcaps` without an `if __name__ == "__main__"` guard)."""
     if workers <= 1:
         yield from map(_extract_one, jobs)
         return
-    context = multiprocessing.get_context(
-        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
-    )
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         queued: deque[Future[dict[str, Any]]] = deque()
         for job in jobs:
