@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
+import scipy.fft
 from PIL import Image
 
 from multi2cap.media.filterbank import mel_filterbank
@@ -63,12 +64,13 @@ def colormap_table(name: str) -> np.ndarray:
 
 
 def _power_spectrogram(wave: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    """`(n_fft // 2 + 1, frames)` power, centred frames, reflect padding (zero pad if tiny)."""
+    """`(n_fft // 2 + 1, frames)` float32 power, centred frames, reflect padding (zero padding
+    when the input is too short to reflect)."""
     pad_mode = "reflect" if wave.size > n_fft // 2 else "constant"
     padded = np.pad(wave.astype(np.float32), n_fft // 2, mode=pad_mode)
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
     window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
-    spectrum = np.fft.rfft(frames * window, axis=1)
+    spectrum = scipy.fft.rfft(frames * window, axis=1)  # complex64 for float32 input
     return (spectrum.real**2 + spectrum.imag**2).T
 
 
