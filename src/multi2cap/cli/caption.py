@@ -1,9 +1,80 @@
-"""`multi2cap caption` (work in progress: registered by its module's owner)."""
+"""`multi2cap caption`: caption audio files or folders with a trained checkpoint (parsing and
+printing only; the work is in `multi2cap.model.inference`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def caption_command(
+    inputs: list[Path] = typer.Argument(..., help="Audio/video files or folders (recursive)."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", "-c", help="Checkpoint folder written by training (config.yaml ...)."
+    ),
+    beams: int | None = typer.Option(
+        None, "--beams", min=1, help="Beam size (default: the checkpoint's config; 1 = greedy)."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Files per batch."),
+    max_new_tokens: int | None = typer.Option(
+        None, "--max-new-tokens", min=1, help="Longest caption in tokens (default: config)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write CSV `file_name,caption,path` here (else print)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
+) -> None:
+    """Caption audio from sound alone (no image needed), with a Multi2Cap checkpoint."""
+    from multi2cap.model.inference import caption_files, collect_audio_files, write_captions
+    from multi2cap.model.multi2cap import Multi2Cap
+
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        files = collect_audio_files(inputs)
+        model = Multi2Cap.from_pretrained(checkpoint, device=device)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+    progress = Progress(
+        TextColumn("captioning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(), console=err, transient=True,
+    )  # fmt: skip
+    with progress:
+        task = progress.add_task("caption", total=len(files))
+        results = caption_files(
+            model,
+            files,
+            batch_size=batch_size,
+            num_beams=beams,
+            max_new_tokens=max_new_tokens,
+            on_progress=lambda n: progress.advance(task, n),
+        )
+
+    failed = [r for r in results if r.error is not None]
+    if output is not None:
+        failures = write_captions(results, output)
+        console.print(f"wrote {len(results) - len(failed)} captions to {output}")
+        if failures is not None:
+            err.print(f"failures listed in {failures}")
+    else:
+        table = Table("file", "caption")
+        for item in results:
+            if item.caption is not None:
+                table.add_row(str(item.path), item.caption)
+        console.print(table)
+    for item in failed:
+        err.print(f"[yellow]skipped[/yellow] {item.path}: {item.error}")
+    if failed:
+        err.print(f"{len(failed)} of {len(results)} files could not be captioned")
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add `multi2cap caption` to the top-level app."""
+    app.command("caption")(caption_command)

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import CLIPVisionConfig
 
+from multi2cap.media.audio import load_audio
 from multi2cap.model.adapter import GroundAdapter
 from multi2cap.model.ced import CedConfig, CedEncoder, apply_lora, load_ced
 from multi2cap.model.config import AudioEncoderSpec, Multi2CapConfig, VisionEncoderSpec
@@ -422,8 +423,6 @@ def _as_waves(
     waves_or_paths: AudioInput | Sequence[AudioInput], lengths: Sequence[int] | Tensor | None
 ) -> list[Tensor]:
     """1-D float32 16-kHz waveforms, cut to `lengths` when given."""
-    from multi2cap.media.audio import load_audio
-
     waves = []
     for item in _iter_inputs(waves_or_paths):
         if isinstance(item, str | os.PathLike):
