@@ -3,7 +3,7 @@
 1. Extraction: clips/s writing frame JPEG + 16-kHz FLAC + mel PNG from real 10-s mp4 clips
    (Tux Paint sounds and pictures muxed with PyAV), with 1 and 2 worker processes.
 2. Captioning overhead: the `openai` backend at concurrency 64 against the loopback
-   OpenAI-compatible server (tests/vggcaps/loopback.py) running in a *separate process*, with a
+   OpenAI-compatible server (tests/vggcaps/openai_loopback.py) running in a *separate process*, with a
    no-media path (every clip points at the same tiny images), so the figures are our client's
    cost: requests/s of wall time, and client CPU seconds per request (requests/s per core =
    1 / that). The target is >= 200 requests/s of our own overhead.
@@ -33,7 +33,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "vggcaps"))
 
-from loopback import LoopbackServer  # noqa: E402
+from openai_loopback import LoopbackServer  # noqa: E402
 
 from multi2cap.assets import tuxpaint_stamps_dir  # noqa: E402
 from multi2cap.media.audio import load_audio  # noqa: E402

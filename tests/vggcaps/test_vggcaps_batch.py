@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from loopback import LoopbackServer, stage1_reply, stage2_reply
+from openai_loopback import LoopbackServer, stage1_reply, stage2_reply
 from vgg_helpers import API_KEY, clip_items, make_extracted
 
 from multi2cap.io import read_jsonl

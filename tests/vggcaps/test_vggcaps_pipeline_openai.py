@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from loopback import LoopbackServer, stage1_reply, stage2_reply
+from openai_loopback import LoopbackServer, stage1_reply, stage2_reply
 from vgg_helpers import API_KEY, clip_items, make_extracted
 
 from multi2cap.data.manifest import read_manifest

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from loopback import LoopbackServer
+from openai_loopback import LoopbackServer
 from vgg_helpers import API_KEY, clip_items, make_extracted
 
 from multi2cap.io import read_jsonl
