@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 
 from multi2cap.data.manifest import ManifestRecord, read_manifest
@@ -104,6 +104,13 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             DistributedDataParallelKwargs(find_unused_parameters=config.stage == "finetune")
         ],
     )
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ConfigError(
+            f"{accelerator.distributed_type.value}: sharded training is not supported by this "
+            "version's checkpoints (they save whole trainable weights and optimizer states); "
+            "use DDP: with LoRA the frozen decoder is held once per GPU in bf16, which fits "
+            "7-8B decoders on 80 GB cards (see docs/training.md)"
+        )
     out = Path(config.runtime.output_dir)
     ckpt_root = out / "checkpoints"
     resume_from = _latest_checkpoint(ckpt_root) if resume else None
