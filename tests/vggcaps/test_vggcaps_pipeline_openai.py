@@ -95,6 +95,8 @@ def test_two_stages_reach_the_server_and_records_follow_the_schema(tmp_path, ser
     assert all(Path(m.image).is_file() and Path(m.audio).is_file() for m in manifest)
     assert {m.dataset for m in manifest} == {"vggcaps"}
     assert len(read_vggcaps(tmp_path).records) == 3
+    last_run = json.loads((tmp_path / "work" / "last_run.json").read_text())
+    assert last_run["captioned"] == 3 and last_run["prompt_tokens"] == summary.prompt_tokens
     table = pq.read_table(tmp_path / "vggcaps.parquet").to_pydict()
     assert table["id"] == [r["id"] for r in records]
     assert table["stage2_completion_tokens"] == [22, 22, 22]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import multiprocessing
 import os
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from multi2cap.data.manifest import ManifestRecord, write_manifest
-from multi2cap.io import atomic_write_bytes, write_jsonl
+from multi2cap.io import atomic_write_bytes, atomic_write_text, write_jsonl
 from multi2cap.vggcaps.backends import (
     Backend,
     Completion,
@@ -720,6 +721,9 @@ def build_vggcaps(config: BuildConfig) -> BuildSummary:
         summary.dataset_size, summary.test_size = result.records, result.test
     summary.failed = _unfinished(config, ids)
     summary.elapsed_s = time.monotonic() - start
+    atomic_write_text(
+        config.out / "work" / "last_run.json", json.dumps(summary.to_json(), indent=2) + "\n"
+    )
     return summary
 
 
