@@ -137,11 +137,12 @@ def summarize_captions(
     audio_mean, audio_std = _mean_std(known)
     caption_mean, caption_std = _mean_std(counts.words.astype(np.float64))
     stop = _stopwords()
-    content = {
-        word: int(count)
-        for word, count in zip(counts.vocabulary, counts.type_counts, strict=True)
-        if word not in stop and len(word) > 1
-    }
+    # Word clouds and top-word tables fold the possessive into its noun ("bird's" -> "bird").
+    content: dict[str, int] = {}
+    for word, count in zip(counts.vocabulary, counts.type_counts, strict=True):
+        base = word[:-2] if word.endswith("'s") else word
+        if base not in stop and len(base) > 1:
+            content[base] = content.get(base, 0) + int(count)
     ranked = sorted(content.items(), key=lambda item: (-item[1], item[0]))
     terms = pos.top_verbs_nouns(captions, tagger, stop, k=TOP_K) if tagger is not None else None
     return DatasetSummary(
