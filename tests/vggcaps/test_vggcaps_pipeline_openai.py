@@ -208,3 +208,17 @@ def test_split_of_an_empty_store_and_of_no_store(tmp_path):
     result = finalize_dataset(tmp_path / "empty")
     assert (result.records, result.test, result.failures) == (0, 0, 0)
     assert pq.read_table(tmp_path / "empty" / "vggcaps.parquet").num_rows == 0
+
+
+@pytest.mark.parametrize("backend", ["openai", "offline", "openai-batch"])
+def test_a_clip_with_unreadable_media_fails_alone(tmp_path, server, backend):
+    records = make_extracted(tmp_path, clip_items(3))
+    (tmp_path / records[1]["spectrogram"]).unlink()
+    (tmp_path / records[1]["audio"]).write_bytes(b"not flac")
+    config = config_for(tmp_path, server)
+    config.backend = backend
+    config.batch.poll_interval_s = 0.01
+    summary = build_vggcaps(config)
+    assert summary.dataset_size == 2 and summary.failed == 1 and summary.exit_code == 1
+    failure = next(read_jsonl(tmp_path / "failures.jsonl"))
+    assert failure["id"] == records[1]["id"] and "unreadable media" in failure["reason"]

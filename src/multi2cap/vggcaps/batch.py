@@ -237,8 +237,12 @@ def _run_stage(
     config, identity = runner.config, runner.identity
     attempts = {cid: StageAttempts(r) for cid, r in requests.items()}
     accepted: dict[str, dict[str, Any]] = {}
-    reasons: dict[str, str] = {}
-    pending = set(requests)
+    reasons = {
+        cid: f"unreadable media: {r.image} is not a file"
+        for cid, r in requests.items()
+        if not r.image.is_file()
+    }
+    pending = set(requests) - set(reasons)
     carried = runner.open_batches(stage)
     for _round in range(1 + config.content_retries):
         if not pending:
@@ -267,7 +271,7 @@ def _run_stage(
         failure_record(
             cid, f"stage{stage}", **attempts[cid].failure(reasons.get(cid)) | _prov(identity)
         )
-        for cid in sorted(pending)
+        for cid in sorted(pending | (set(reasons) - set(accepted)))
     ]
     runner.store.append("failures", failures)
     return accepted

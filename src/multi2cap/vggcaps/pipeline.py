@@ -409,6 +409,8 @@ class _Captioner:
                 completion = await self.backend.complete(request)
             except RequestFailed as err:
                 return None, attempt.failure(err.reason)
+            except (OSError, RuntimeError) as err:  # this clip's image or audio is unreadable
+                return None, attempt.failure(f"unreadable media: {type(err).__name__}: {err}")
             account(self.stats, self.config.prices, completion, batch=False)
             if attempt.judge(completion):
                 return attempt.record(self.identity), {}
