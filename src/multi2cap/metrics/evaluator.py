@@ -323,12 +323,12 @@ class Evaluator:
                     needed.discard("spice")
                 if not {"fer", "fense"} & set(self.metrics):
                     needed.discard("fer")
-        settings = dict(self.settings)
         cands, mrefs = list(candidates), [list(refs) for refs in mult_references]
+        tokenizer = None
         if self.tokenize:
             flat = cands + [r for refs in mrefs for r in refs]
             tokens, backend = ptb_tokenize(flat, self.assets.java, self.tokenizer_backend)
-            settings["tokenizer"] = "ptb-corenlp-3.4.1" if backend == "java" else "ptb-python"
+            tokenizer = "ptb-corenlp-3.4.1" if backend == "java" else "ptb-python"
             cands = tokens[: len(cands)]
             pos = len(cands)
             for refs in mrefs:
@@ -356,6 +356,9 @@ class Evaluator:
         if "sbert_sim" in per_item and "fer" in per_item:
             per_item["fense"] = combined.fluency_penalized(per_item["sbert_sim"], per_item["fer"])
             corpus["fense"] = _mean(per_item["fense"])
+        settings = dict(self.settings)  # after the lazy model loads, which record theirs
+        if tokenizer is not None:
+            settings["tokenizer"] = tokenizer
         return self._select(corpus, per_item, unavailable, settings)
 
     def _score_lexical(
