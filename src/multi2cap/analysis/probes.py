@@ -43,7 +43,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from multi2cap.analysis.probe_tables import format_cell, markdown_table, write_table
-from multi2cap.data.dataset import CaptionDataset, center_square_box, clip_normalize, collate_captions
+from multi2cap.data.dataset import (
+    CaptionDataset,
+    center_square_box,
+    clip_normalize,
+    collate_captions,
+)
 from multi2cap.data.manifest import ManifestRecord
 from multi2cap.io import atomic_write_text
 from multi2cap.model.grounding import AVGrounding
@@ -102,7 +107,9 @@ def load_probe_model(checkpoint: str | Path, device: str | torch.device = "cpu")
 
     model = Multi2Cap.from_pretrained(checkpoint, load_vision=True, device=device)
     if not model.config.grounding:
-        raise ValueError(f"{checkpoint} is an audio-only baseline (grounding: false): no g to probe")
+        raise ValueError(
+            f"{checkpoint} is an audio-only baseline (grounding: false): no g to probe"
+        )
     return model
 
 
