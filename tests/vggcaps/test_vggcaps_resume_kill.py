@@ -1,4 +1,5 @@
-"""SIGKILL mid-build, rerun: the dataset equals an uninterrupted build's, nothing duplicated."""
+"""SIGKILL mid-build (while captioning, while extracting), rerun: the dataset equals an
+uninterrupted build's, nothing duplicated."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 from openai_loopback import LoopbackServer
+from PIL import Image
 from vgg_helpers import API_KEY, clip_items, make_extracted
 
 from multi2cap.io import read_jsonl
+from multi2cap.media.audio import load_audio
+from multi2cap.media.video import mux_image_audio_to_mp4
 from multi2cap.vggcaps.backends import OpenAISettings
 from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps, finalize_dataset
 
@@ -99,3 +103,65 @@ def test_sigkill_then_rerun_equals_uninterrupted(
     for stage in ("stage1", "stage2"):
         keys = [r["key"] for r in read_jsonl(killed / "work" / f"{stage}.jsonl")]
         assert len(keys) == len(set(keys)) == N_CLIPS
+
+
+def test_sigkill_during_extraction_then_rerun_equals_uninterrupted(
+    tmp_path: Path, tuxpaint_dir: Path
+) -> None:
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rows = []
+    stamps = ("animals/insects/bee", "animals/insects/hornet", "animals/marsupials/koala")
+    for index in range(6):
+        stamp = tuxpaint_dir / stamps[index % 3]
+        image = Image.open(stamp.with_suffix(".png")).convert("RGB")
+        audio = load_audio(stamp.with_suffix(".ogg"))[: 16000 * 2]
+        mux_image_audio_to_mp4(image, audio, 16000, videos / f"tux{index:08d}_000000.mp4")
+        rows.append(f"tux{index:08d},0,{stamp.name} buzzing,train")
+    (tmp_path / "vggsound.csv").write_text("\n".join(rows) + "\n")
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    command = [
+        sys.executable,
+        "-m",
+        "multi2cap.cli.main",
+        "vggcaps",
+        "build",
+        "--videos",
+        str(videos),
+        "--categories",
+        str(tmp_path / "vggsound.csv"),
+        "--backend",
+        "offline",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--out",
+    ]
+    process = subprocess.Popen(
+        [*command, str(killed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    extract = killed / "work" / "extract.jsonl"
+    deadline = time.monotonic() + 60
+    while lines(extract) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if process.poll() is not None:
+        pytest.fail(f"the build ended before it could be killed: {process.communicate()}")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 2 <= lines(extract) < 6 and not (killed / "vggcaps.jsonl").exists()
+    rerun = subprocess.run([*command, str(killed)], capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    build_vggcaps(
+        BuildConfig(
+            out=clean,
+            videos=videos,
+            categories=tmp_path / "vggsound.csv",
+            backend="offline",
+            workers=1,
+            progress=False,
+        )
+    )
+    assert (killed / "vggcaps.jsonl").read_text() == (clean / "vggcaps.jsonl").read_text()
+    ids = [r["id"] for r in read_jsonl(extract)]
+    assert len(ids) == len(set(ids)) == 6
