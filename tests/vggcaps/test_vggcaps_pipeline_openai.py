@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -132,7 +133,8 @@ def test_retry_after_is_honoured_over_backoff(tmp_path, server):
     assert summary.retry_wait_s == pytest.approx(0.04)
 
 
-def test_failures_are_listed_counted_and_retried_on_rerun(tmp_path, server, capsys):
+def test_failures_are_listed_counted_and_retried_on_rerun(tmp_path, server, capsys, caplog):
+    caplog.set_level(logging.DEBUG)  # the SDK's and the HTTP client's debug logs included
     make_extracted(tmp_path, clip_items(2))
     server.state.faults.extend(["500", "500"])
     summary = build_vggcaps(config_for(tmp_path, server, concurrency=1, max_retries=1))
@@ -155,6 +157,8 @@ def test_failures_are_listed_counted_and_retried_on_rerun(tmp_path, server, caps
     assert not any(API_KEY.encode() in data for data in written)
     captured = capsys.readouterr()
     assert API_KEY not in captured.out + captured.err
+    assert "HTTP" in caplog.text or "Request" in caplog.text  # the logs were captured
+    assert API_KEY not in caplog.text
 
 
 def test_rejections_exhausted_become_a_failure_with_the_outputs_kept(tmp_path, server):
