@@ -49,6 +49,7 @@ Result = Completion | str  # a completion, or the reason there is none
 
 
 def custom_id(clip_id: str, stage: int) -> str:
+    """The Batch API `custom_id` of one clip and stage (parsed back with `rsplit(":s", 1)`)."""
     return f"{clip_id}:s{stage}"
 
 

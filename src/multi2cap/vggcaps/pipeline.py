@@ -289,6 +289,7 @@ def _map_jobs(jobs: Iterator[_ExtractJob], workers: int) -> Iterator[dict[str, A
 
 
 def failure_record(clip_id: str, stage: str, reason: str, **extra: Any) -> dict[str, Any]:
+    """A failure-log record (UTC time stamp included)."""
     return {"id": clip_id, "stage": stage, "reason": reason, "time": _now(), **extra}
 
 
@@ -297,6 +298,9 @@ def failure_record(clip_id: str, stage: str, reason: str, **extra: Any) -> dict[
 
 @dataclass
 class Identity:
+    """Who answers the caption requests (backend, model) with which prompts; part of every
+    resume key, so changing any of them redoes the captions instead of mixing them."""
+
     backend: str
     model: str
     prompts: PromptSet
