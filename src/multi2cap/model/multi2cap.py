@@ -325,17 +325,18 @@ class Multi2Cap(nn.Module):
         return prefixes
 
     def _split_state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """(trainable state, inline-backbone state) as they are written to disk."""
+        """(trainable state, inline-backbone state) as they are written to disk: own modules and
+        LoRA weights; the whole of every backbone built from an inline config. Pretrained
+        backbone weights are left out (they are rebuilt from their source)."""
         own = ("adapter.", "grounding.", "align.", "vfr.")
         backbones = tuple(self._backbone_prefixes())
         trainable: dict[str, Tensor] = {}
         inline: dict[str, Tensor] = dict(self._vision_state)
         for key, value in self.state_dict().items():
-            tensor = value.detach().cpu().contiguous().clone()
             if key.startswith(own) or "lora_" in key:
-                trainable[key] = tensor
+                trainable[key] = value
             elif key.startswith(backbones):
-                inline[key] = tensor
+                inline[key] = value
         return trainable, inline
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
@@ -345,7 +346,7 @@ class Multi2Cap(nn.Module):
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        trainable, inline = self._split_state()
+        trainable, inline = (_to_disk(part) for part in self._split_state())
         self.config.save(tmp / CONFIG_FILE)
         save_file(trainable, str(tmp / TRAINABLE_FILE), metadata={"format": "pt"})
         if inline:
@@ -396,6 +397,11 @@ class Multi2Cap(nn.Module):
         if device is not None:
             model.to(device)
         return model.eval()
+
+
+def _to_disk(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """CPU, contiguous copies that share no storage (safetensors refuses shared tensors)."""
+    return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in state.items()}
 
 
 @contextmanager
