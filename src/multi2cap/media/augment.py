@@ -148,17 +148,17 @@ def phase_vocoder_stretch(
     spec = torch.nn.functional.pad(spec, (0, 2))  # zero frames so index + 1 stays valid
     left = steps.floor().long()
     frac = (steps - left).to(wave.dtype).unsqueeze(0)
-    s0, s1 = spec[:, left], spec[:, left + 1]
-    magnitude = (1.0 - frac) * s0.abs() + frac * s1.abs()
+    spec_magnitude, spec_phase = spec.abs(), spec.angle()  # once per analysis frame
+    magnitude = (1.0 - frac) * spec_magnitude[:, left] + frac * spec_magnitude[:, left + 1]
+    analysis_phase = spec_phase[:, left]
     expected = torch.linspace(0.0, math.pi * hop_length, n_bins, device=wave.device)
     expected = expected.to(wave.dtype).unsqueeze(1)  # phase advance of bin k per hop
-    deviation = s1.angle() - s0.angle() - expected
+    deviation = spec_phase[:, left + 1] - analysis_phase - expected
     deviation = deviation - 2.0 * math.pi * torch.round(deviation / (2.0 * math.pi))
     increment = deviation + expected
-    start = s0[:, :1].angle()
+    start = spec_phase[:, :1]
     accumulated = torch.cat([start, start + torch.cumsum(increment, dim=1)[:, :-1]], dim=1)
     peak = _nearest_peak(magnitude)
-    analysis_phase = s0.angle()
     phase = (
         torch.gather(accumulated, 0, peak) + analysis_phase - torch.gather(analysis_phase, 0, peak)
     )
