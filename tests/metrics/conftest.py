@@ -117,3 +117,13 @@ def offline_evaluator(java: str) -> Iterator[Evaluator]:
     """BLEU, ROUGE-L, METEOR, CIDEr-D and vocab with one JVM start for the whole session."""
     with Evaluator("offline", java=java) as evaluator:
         yield evaluator
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that wait for a METEOR JVM last, so the JVMs load while the others run."""
+    waiting = ("offline_evaluator", "cli_oracle_run")
+
+    def waits(item: pytest.Item) -> int:
+        return sum(name in getattr(item, "fixturenames", ()) for name in waiting)
+
+    items.sort(key=waits)

@@ -8,6 +8,7 @@ tokenized text. Values are raw (BLEU in [0, 1], CIDEr-D in [0, 10], ...), never 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 from collections.abc import Sequence
@@ -151,8 +152,6 @@ def _asset_problems(assets: MetricAssets) -> dict[str, str | None]:
 
     def package(*names: str) -> Any:
         def locate() -> None:
-            import importlib.util
-
             missing = [n for n in names if importlib.util.find_spec(n) is None]
             if missing:
                 raise AssetNotFoundError(f"Python package(s) {', '.join(missing)} not installed")
