@@ -46,7 +46,8 @@ class ServerState:
 
 
 def stage1_reply(category: str) -> str:
-    return f"A steady {category} sound with rhythmic pulses over a warm, low hum in the background."
+    subject = category.split(",")[0]
+    return f"A steady {subject} sound with rhythmic pulses over a warm, low hum in the background."
 
 
 def stage2_reply(raw_caption: str) -> str:

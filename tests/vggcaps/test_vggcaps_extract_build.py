@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from openai_loopback import LoopbackServer, stage1_reply, stage2_reply
 from PIL import Image
 from typer.testing import CliRunner
+from vgg_helpers import API_KEY
 
 from multi2cap.cli.main import app
 from multi2cap.data.manifest import read_manifest
 from multi2cap.io import read_jsonl
 from multi2cap.media.audio import load_audio
 from multi2cap.media.video import mux_image_audio_to_mp4
+from multi2cap.vggcaps.backends import OpenAISettings
 from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps, read_start
 
 STAMPS = ("animals/insects/bee", "animals/insects/hornet")
@@ -183,3 +186,30 @@ def test_cli_steps_extract_caption_split(vgg_folder: Path, tmp_path: Path) -> No
         ],
     )
     assert bad.exit_code != 0 and "Traceback" not in bad.output
+
+
+def test_openai_build_extracts_and_captions_together(
+    vgg_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("M2C_TEST_OPENAI_KEY", API_KEY)
+    with LoopbackServer(API_KEY) as server:
+        config = BuildConfig(
+            out=tmp_path,
+            videos=vgg_folder / "videos",
+            categories=vgg_folder / "vggsound.csv",
+            backend="openai",
+            workers=2,
+            progress=False,
+            openai=OpenAISettings(
+                base_url=server.base_url, api_key_env="M2C_TEST_OPENAI_KEY", concurrency=4
+            ),
+        )
+        summary = build_vggcaps(config)
+        assert server.state.problems == []
+        assert sorted(r["stage"] for r in server.state.requests) == [1, 1, 1, 2, 2, 2]
+    assert (summary.extracted, summary.captioned, summary.failed) == (3, 3, 1)
+    records = {r["id"]: r for r in read_jsonl(tmp_path / "vggcaps.jsonl")}
+    bee = records["-tux0abcdef_000000"]
+    assert bee["raw_caption"] == stage1_reply("bee, wasp, etc. buzzing")
+    assert bee["caption"] == stage2_reply(bee["raw_caption"])
+    assert summary.prompt_tokens == 3 * (101 + 102)

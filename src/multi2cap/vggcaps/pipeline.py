@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +42,7 @@ from multi2cap.vggcaps.backends import (
 from multi2cap.vggcaps.catalog import ClipSpec, index_videos, read_categories
 from multi2cap.vggcaps.cost import Estimate, Prices, estimate_build, image_tokens
 from multi2cap.vggcaps.postprocess import postprocess
-from multi2cap.vggcaps.progress import StageProgress
+from multi2cap.vggcaps.progress import Bar, ProgressBoard, StageProgress
 from multi2cap.vggcaps.prompts import PromptSet, load_prompts
 from multi2cap.vggcaps.split import DEFAULT_SPLIT_SEED, TEST_FRACTION, assign_split, in_shard
 from multi2cap.vggcaps.store import BufferedAppender, Store, stage_key
@@ -248,24 +248,39 @@ def extract_media(config: BuildConfig, clips: list[Clip], summary: BuildSummary)
     Records are appended as results arrive; a decode failure goes to the failure log and the run
     goes on.
     """
-    store = Store(config.out)
-    done = store.by_key("extract", field="id")
+    todo = _extraction_todo(config, clips, summary)
+    with StageProgress("extract", len(todo), None, config.progress) as bar:
+        run_extraction(config, todo, summary, lambda _record: bar.advance())
+
+
+def _extraction_todo(config: BuildConfig, clips: list[Clip], summary: BuildSummary) -> list[Clip]:
+    done = Store(config.out).by_key("extract", field="id")
     todo = [c for c in clips if c.spec.id not in done]
     summary.skipped_done += len(clips) - len(todo)
+    return todo
+
+
+def run_extraction(
+    config: BuildConfig,
+    todo: list[Clip],
+    summary: BuildSummary,
+    on_result: Callable[[dict[str, Any] | None], None],
+) -> None:
+    """Extract `todo` in order, storing each result; `on_result` gets the extract record, or
+    None for a clip that failed."""
+    store = Store(config.out)
     jobs = (
         _ExtractJob(c, config.out, config.clip_seconds, config.spectrogram, config.jpeg_quality)
         for c in todo
     )
-    with StageProgress("extract", len(todo), None, config.progress) as bar:
-        for job_clip, result in zip(todo, _map_jobs(jobs, config.workers), strict=True):
-            if "record" in result:
-                store.append("extract", [result["record"]])
-                summary.extracted += 1
-            else:
-                store.append(
-                    "failures", [failure_record(job_clip.spec.id, "extract", result["error"])]
-                )
-            bar.advance()
+    for job_clip, result in zip(todo, _map_jobs(jobs, config.workers), strict=True):
+        if "record" in result:
+            store.append("extract", [result["record"]])
+            summary.extracted += 1
+            on_result(result["record"])
+        else:
+            store.append("failures", [failure_record(job_clip.spec.id, "extract", result["error"])])
+            on_result(None)
 
 
 def _map_jobs(jobs: Iterator[_ExtractJob], workers: int) -> Iterator[dict[str, Any]]:
@@ -482,32 +497,83 @@ async def _caption_async(
     identity: Identity,
     stats: RunStats,
     backend: Backend,
+    extraction: tuple[list[Clip], BuildSummary] | None = None,
 ) -> int:
+    """Caption `records`; with `extraction` (clips to extract, summary), also extract those clips
+    in a thread (over the process pool) and caption each as soon as its media are written."""
     store = Store(config.out)
     stage1_done = store.by_key("stage1")
     appender = BufferedAppender(store)
     appender.start()
     captioner = _Captioner(config, backend, identity, stats, appender, stage1_done)
-    finished = 0
-    queue = iter(records)
-    concurrency = (
-        config.offline_concurrency if config.backend == "offline" else config.openai.concurrency
+    concurrency = max(
+        1, config.offline_concurrency if config.backend == "offline" else config.openai.concurrency
     )
-    with StageProgress("caption", len(records), stats, config.progress) as bar:
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    for record in records:
+        queue.put_nowait(record)
+    todo = extraction[0] if extraction else []
+    finished = 0
+    with ProgressBoard(config.progress) as board:
+        extract_bar = board.bar("extract", len(todo)) if extraction else None
+        caption_bar = board.bar("caption", len(records) + len(todo), stats)
+        tasks: list[Any] = []
+        if extraction is None or extract_bar is None:
+            for _ in range(concurrency):
+                queue.put_nowait(None)
+        else:
+            tasks.append(
+                asyncio.to_thread(
+                    _feed_extraction,
+                    config,
+                    extraction,
+                    queue,
+                    extract_bar,
+                    caption_bar,
+                    concurrency,
+                    asyncio.get_running_loop(),
+                )
+            )
 
         async def worker() -> None:
             nonlocal finished
-            for record in queue:
+            while (record := await queue.get()) is not None:
                 ok = await captioner.caption(record)
                 finished += ok
-                bar.advance()
+                caption_bar.advance()
 
         try:
-            await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+            await asyncio.gather(*tasks, *(worker() for _ in range(concurrency)))
         finally:
             await appender.aclose()
             await backend.aclose()
     return finished
+
+
+def _feed_extraction(
+    config: BuildConfig,
+    extraction: tuple[list[Clip], BuildSummary],
+    queue: asyncio.Queue[dict[str, Any] | None],
+    extract_bar: Bar,
+    caption_bar: Bar,
+    consumers: int,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Runs in a thread: extract, hand each record to the caption workers through the event
+    loop, and finally one None per worker."""
+
+    def on_result(record: dict[str, Any] | None) -> None:
+        loop.call_soon_threadsafe(extract_bar.advance)
+        if record is not None:
+            loop.call_soon_threadsafe(queue.put_nowait, record)
+        else:  # a clip that failed to extract will never be captioned
+            loop.call_soon_threadsafe(caption_bar.advance)
+
+    try:
+        run_extraction(config, extraction[0], extraction[1], on_result)
+    finally:
+        for _ in range(consumers):
+            loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
 def caption_clips(
@@ -530,18 +596,38 @@ def caption_clips(
         records, done = pending_captions(config, identity, ids)
         summary.skipped_done += done
         summary.captioned += asyncio.run(_caption_async(config, records, identity, stats, backend))
-    summary.backend, summary.model, summary.prompt_version = (
-        identity.backend,
-        identity.model,
-        prompts.version,
+    _add_run(summary, identity, stats)
+    return stats
+
+
+def extract_and_caption(config: BuildConfig, clips: list[Clip], summary: BuildSummary) -> RunStats:
+    """Extract and caption at the same time (`openai` and `offline` backends): requests start
+    with the first extracted clip instead of after the last one."""
+    prompts = load_prompts(config.prompt_version)
+    stats = RunStats()
+    backend = make_backend(config, stats)
+    identity = Identity(config.backend, backend.model, prompts)
+    todo = _extraction_todo(config, clips, summary)
+    waiting = {c.spec.id for c in todo}
+    records, done = pending_captions(config, identity, {c.spec.id for c in clips} - waiting)
+    summary.skipped_done += done
+    summary.captioned += asyncio.run(
+        _caption_async(config, records, identity, stats, backend, extraction=(todo, summary))
     )
+    _add_run(summary, identity, stats)
+    return stats
+
+
+def _add_run(summary: BuildSummary, identity: Identity, stats: RunStats) -> None:
+    summary.backend = identity.backend
+    summary.model = identity.model
+    summary.prompt_version = identity.prompts.version
     summary.requests += stats.requests
     summary.retries += stats.retries
     summary.retry_wait_s += stats.retry_wait_s
     summary.prompt_tokens += stats.prompt_tokens
     summary.completion_tokens += stats.completion_tokens
     summary.cost_usd += stats.cost_usd
-    return stats
 
 
 # --------------------------------------------------------------------------- split and export
@@ -709,6 +795,7 @@ def build_vggcaps(config: BuildConfig) -> BuildSummary:
     """Run the build steps of `config` and return what happened (see `BuildSummary`)."""
     start = time.monotonic()
     summary = BuildSummary(out=str(config.out))
+    clips: list[Clip] = []
     ids: set[str] | None = None
     if "extract" in config.steps or config.dry_run:
         clips, summary.missing_videos = select_clips(config)
@@ -719,9 +806,14 @@ def build_vggcaps(config: BuildConfig) -> BuildSummary:
             summary.elapsed_s = time.monotonic() - start
             return summary
         Store(config.out).work_dir.mkdir(parents=True, exist_ok=True)
-        extract_media(config, clips, summary)
-    if "caption" in config.steps:
-        caption_clips(config, summary, ids)
+    streaming = {"extract", "caption"} <= set(config.steps) and config.backend != "openai-batch"
+    if streaming:
+        extract_and_caption(config, clips, summary)
+    else:
+        if "extract" in config.steps:
+            extract_media(config, clips, summary)
+        if "caption" in config.steps:
+            caption_clips(config, summary, ids)
     if "split" in config.steps:
         result = finalize_dataset(config.out, config.split_seed, config.test_fraction)
         summary.dataset_size, summary.test_size = result.records, result.test
