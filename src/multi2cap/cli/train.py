@@ -47,6 +47,12 @@ def train_command(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None
     out = Console()
+    if result.stop_reason is not None:
+        out.print(
+            f"[yellow]stopped[/yellow] ({result.stop_reason}) after step {result.global_step}; "
+            f"checkpoint in {result.output_dir / 'checkpoints'}: continue with --resume"
+        )
+        return
     out.print(
         f"[green]done[/green]: {result.global_step} steps, {result.epochs_completed} epochs; "
         f"final checkpoint {result.final_checkpoint}"

@@ -18,6 +18,8 @@ import csv
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -47,6 +49,8 @@ TRAIN_COLUMNS = ("step", "epoch", "lr", *LOSS_KEYS, "samples_per_s")
 class TrainResult:
     """What a run produced. Checkpoint paths are `Multi2Cap.from_pretrained` folders.
 
+    `stop_reason` says why a run ended before its last epoch (`stop_at_step`, or `signal
+    SIGTERM` when the job was asked to stop; a checkpoint was written, `--resume` continues).
     `history` holds one record per logged optimizer step (`kind="train"`: step, epoch, lr,
     losses averaged over the step's micro-batches and devices) and one per validation
     (`kind="val"`: epoch, step, `val_loss`, the corpus metrics).
@@ -59,6 +63,7 @@ class TrainResult:
     best_score: float | None
     global_step: int
     epochs_completed: int
+    stop_reason: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -172,6 +177,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         logger = _RunLogger(out, config, accelerator.is_main_process, history)
         stack.callback(logger.close)
         stop_at = config.runtime.stop_at_step
+        signals = stack.enter_context(_StopSignals())
         progress = _progress(accelerator.is_main_process and config.runtime.progress)
         bar = stack.enter_context(progress) if progress is not None else None
         task = (
@@ -179,7 +185,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             if bar is not None
             else None
         )
-        stopped = False
+        stopped, stop_reason = False, None
         while position.epoch < config.optim.epochs and not stopped:
             train_set.set_epoch(position.epoch)
             loader = _loader(
@@ -209,7 +215,10 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                 logger.skipped(stats.skipped, position)
                 if bar is not None:
                     bar.update(task, advance=1, loss=f"loss {record['loss']:.4f}")
-                stopped = stop_at is not None and position.global_step >= stop_at
+                if stop_at is not None and position.global_step >= stop_at:
+                    stopped, stop_reason = True, "stop_at_step"
+                elif signals.requested(accelerator):
+                    stopped, stop_reason = True, f"signal {signals.name}"
                 every = config.runtime.checkpoint_every_steps
                 if stopped or (every and position.global_step % every == 0):
                     _save(
@@ -253,8 +262,47 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         best_score=best.score,
         global_step=position.global_step,
         epochs_completed=position.epoch,
+        stop_reason=stop_reason,
         history=logger.history,
     )
+
+
+class _StopSignals:
+    """SIGTERM / SIGUSR1 / SIGINT become a request to checkpoint at the next optimizer step and
+    return (SLURM sends SIGTERM, or SIGUSR1 with `--signal`, before it kills a job). All processes
+    agree on the step through a sum over devices, so they stop and checkpoint together."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name, None)
+                if number is not None:
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, _frame: Any) -> None:
+        if self.name is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C does not wait for the step to end
+        self.name = signal.Signals(number).name
+        log.warning("%s received: checkpointing after this step, then stopping", self.name)
+
+    def requested(self, accelerator: Accelerator) -> bool:
+        flag = torch.tensor([1.0 if self.name is not None else 0.0], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            flag = accelerator.reduce(flag, "sum")
+        if flag.item() > 0 and self.name is None:
+            self.name = "SIGTERM (another process)"
+        return bool(flag.item() > 0)
 
 
 @dataclass
@@ -474,7 +522,17 @@ def _loader(dataset: Any, batch_sampler: Any, config: TrainConfig) -> DataLoader
         num_workers=config.data.num_workers,
         generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=False,
+        worker_init_fn=_ignore_stop_signals,
     )
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave stop signals to the main process, which stops at a step end (a
+    worker killed by the job's SIGTERM would otherwise fail the batch being loaded)."""
+    for name in _StopSignals.SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, signal.SIG_IGN)
 
 
 class _Validator:
