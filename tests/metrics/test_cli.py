@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_cli_reproduces_the_oracle(cli_oracle_run: Any, oracle: dict[str, Any]) -> None:
     output = cli_oracle_run.wait()
     assert cli_oracle_run.returncode == 0, output
-    assert "x100" in output
+    assert "score x100" in output
     assert f"{100 * oracle['corpus']['cider_d']:.2f}" in output
     document = json.loads(cli_oracle_run.scores.read_text())
     assert document["n_items"] == 3

@@ -87,11 +87,15 @@ def evaluate_command(
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(code=2) from None
 
-    table = Table(title=f"{len(ids)} items; scores x100 as the paper prints them (vocab: count)")
+    # x100 as the paper prints them; scores.json keeps the raw values.
+    table = Table(title=f"{len(ids)} items")
     table.add_column("metric")
-    table.add_column("score", justify="right")
+    table.add_column("score x100", justify="right")
     for key, value in result.corpus.items():
-        table.add_row(key, f"{value:.0f}" if key == "vocab" else f"{100 * value:.2f}")
+        if key == "vocab":
+            table.add_row("vocab (count, not x100)", f"{value:.0f}")
+        else:
+            table.add_row(key, f"{100 * value:.2f}")
     for key in result.unavailable:
         table.add_row(key, "[yellow]unavailable[/yellow]")
     console.print(table)
