@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from multi2cap.cli.main import app
@@ -53,6 +54,7 @@ def test_train_command_rejects_a_bad_override(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_at_the_step_end_and_resume_finishes(
     stamp_manifests: Path, tmp_path: Path
 ) -> None:

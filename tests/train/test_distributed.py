@@ -20,6 +20,7 @@ def _losses(run: Path) -> list[float]:
         return [float(row["loss"]) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_accumulation(
     stamp_manifests: Path, tmp_path: Path
 ) -> None:

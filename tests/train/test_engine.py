@@ -76,6 +76,7 @@ def test_unreadable_clip_is_skipped_and_logged(stamp_manifests: Path, tmp_path: 
             "optim.micro_batch_size=1",
             "optim.epochs=1",
             "augment.enabled=false",
+            "data.num_workers=2",  # items fail inside worker processes
         ],
         output_dir=tmp_path,
     )
