@@ -222,3 +222,27 @@ def test_vision_feature_cache_returns_the_same_features(tmp_path) -> None:
     torch.testing.assert_close(second.cls, first.cls[[2, 0]])
     torch.testing.assert_close(second.patches, first.patches[[2, 0]])
     assert sorted((tmp_path / "cache").rglob("*.safetensors")) == files
+
+
+def test_checkpoint_of_a_pretrained_llm_keeps_only_lora_and_its_own_tokenizer(tmp_path) -> None:
+    """With the decoder given by path (as a hub id would be), its weights and tokenizer are not
+    copied into the checkpoint; LoRA weights are, and loading restores the same captions."""
+    from multi2cap.model.llm import build_causal_lm, word_level_tokenizer
+
+    tiny_config = Multi2CapConfig.tiny(CAPTIONS)
+    build_causal_lm(tiny_config.llm).save_pretrained(tmp_path / "llm")
+    word_level_tokenizer(tiny_config.llm.tokenizer).save_pretrained(tmp_path / "llm")
+    llm = tiny_config.llm.model_copy(
+        update={"source": str(tmp_path / "llm"), "family": None, "config": None, "tokenizer": None}
+    )
+    model = Multi2Cap(tiny_config.model_copy(update={"llm": llm}))
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+    model(make_batch(4, MIXED), "pretrain").loss.backward()
+    optimizer.step()
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    assert not (folder / "tokenizer").exists()
+    assert not any(k.startswith("decoder.") for k in load_file(folder / BACKBONES_FILE))
+    assert any(k.startswith("decoder.") for k in load_file(folder / TRAINABLE_FILE))
+    waves = make_batch(4, MIXED)["audio"]
+    model.eval()
+    assert Multi2Cap.from_pretrained(folder).caption(waves, MIXED) == model.caption(waves, MIXED)
