@@ -83,3 +83,10 @@ def test_lexicon_dir_honours_the_environment(
     monkeypatch.setenv(pos.LEXICON_ENV, str(tmp_path / "empty"))
     assert pos.lexicon_dir() is None
     assert pos.default_tagger() is None
+
+
+def test_batched_decoding_equals_one_sentence_at_a_time(tmp_path: Path) -> None:
+    tagger = pos.HmmTagger.load(write_lexicon(tmp_path, "vbz: 0.6, nns: 0.1, pp: 0.3"))
+    sentences = [["the", "dog", "barks"], [], ["dog"], ["the", "dogs"], ["loud", "dog", "barks"]]
+    assert tagger.tag_many(sentences) == [tagger.tag(s) for s in sentences]
+    assert tagger.tag_many(sentences)[0] == ["det", "nn", "vbz"]

@@ -136,7 +136,7 @@ def plot_word_cloud(frequencies: Mapping[str, int], title: str, stem: Path) -> l
     fig, ax = plt.subplots(figsize=(8, 4.2))
     if frequencies:
         cloud = WordCloud(
-            width=1200, height=600, background_color="white", random_state=0, max_words=200
+            width=1000, height=500, background_color="white", random_state=0, max_words=200
         ).generate_from_frequencies(dict(frequencies))
         ax.imshow(cloud.to_array(), interpolation="bilinear")
     else:

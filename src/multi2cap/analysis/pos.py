@@ -164,20 +164,37 @@ class HmmTagger:
 
     def tag(self, words: Sequence[str]) -> list[str]:
         """Most likely tag sequence (Viterbi) for one sentence of lowercase words."""
-        if not words:
-            return []
+        return self.tag_many([words])[0]
+
+    def tag_many(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+        """`tag` for many sentences; sentences of equal length are decoded as one batch."""
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for i, words in enumerate(sentences):
+            by_length[len(words)].append(i)
+        result: list[list[str]] = [[] for _ in sentences]
         start = self._log_trans[self._index[_START_TAG]] if _START_TAG in self._index else 0.0
-        score = start + self._word_scores(words[0])
-        back = []
-        for word in words[1:]:
-            candidates = score[:, None] + self._log_trans
-            best_prev = candidates.argmax(axis=0)
-            back.append(best_prev)
-            score = candidates[best_prev, np.arange(len(self.tags))] + self._word_scores(word)
-        path = [int(score.argmax())]
-        for pointers in reversed(back):
-            path.append(int(pointers[path[-1]]))
-        return [self.tags[i] for i in reversed(path)]
+        for length, members in by_length.items():
+            if length == 0:
+                continue
+            # emissions: (B, T, K) scores of every tag for every word of the batch
+            emissions = np.stack(
+                [np.stack([self._word_scores(w) for w in sentences[i]]) for i in members]
+            )
+            score = start + emissions[:, 0]  # (B, K)
+            back = []
+            for t in range(1, length):
+                candidates = score[:, :, None] + self._log_trans  # (B, K_prev, K)
+                best_prev = candidates.argmax(axis=1)  # (B, K)
+                back.append(best_prev)
+                score = np.take_along_axis(candidates, best_prev[:, None, :], axis=1)[:, 0]
+                score = score + emissions[:, t]
+            path = [score.argmax(axis=1)]  # (B,)
+            for pointers in reversed(back):
+                path.append(np.take_along_axis(pointers, path[-1][:, None], axis=1)[:, 0])
+            tags = np.stack(path[::-1], axis=1)  # (B, T)
+            for row, i in zip(tags, members, strict=True):
+                result[i] = [self.tags[k] for k in row]
+        return result
 
 
 def lexicon_dir() -> Path | None:
@@ -233,9 +250,9 @@ def top_verbs_nouns(
         "verb": defaultdict(Counter),
         "noun": defaultdict(Counter),
     }
-    for i in chosen:
-        words = tokenize(captions[int(i)])
-        for word, tag in zip(words, tagger.tag(words), strict=True):
+    sentences = [tokenize(captions[int(i)]) for i in chosen]
+    for words, tags in zip(sentences, tagger.tag_many(sentences), strict=True):
+        for word, tag in zip(words, tags, strict=True):
             if word in stopwords or len(word) < 2:
                 continue
             kind = "verb" if tag in VERB_TAGS else "noun" if tag in NOUN_TAGS else None

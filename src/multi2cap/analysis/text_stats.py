@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 READABILITY_METRICS = ("flesch_kincaid", "coleman_liau", "dale_chall", "spache")
 DIVERSITY_METRICS = ("ttr", "herdan_vm", "yule_k", "simpson_d")
@@ -113,7 +114,11 @@ def _word_list(name: str) -> frozenset[str]:
 
 @functools.cache
 def porter_stemmer() -> Any:  # snowballstemmer ships no type information
-    """The original Porter (1980) stemmer of `snowballstemmer` (`stemWord(str) -> str`)."""
+    """The original Porter (1980) stemmer of `snowballstemmer` (`stemWord(str) -> str`).
+
+    snowballstemmer uses the C implementation of PyStemmer when that is installed (same
+    algorithm, same stems, ~30x faster), else its pure-Python one.
+    """
     import snowballstemmer
 
     return snowballstemmer.stemmer("porter")
@@ -204,16 +209,18 @@ def count_captions(captions: Sequence[str]) -> CaptionCounts:
     sentences = np.zeros(n, dtype=np.int64)
     tokens: list[str] = []
     for i, caption in enumerate(captions):
-        text = normalize(caption)
+        text = caption.lower().replace("\u2019", "'")  # `normalize`, inlined for speed
         words = WORD_RE.findall(text)
         lengths[i] = len(words)
         if words:
             tokens.extend(words)
             sentences[i] = len(_SENTENCE_RE.findall(text))
 
-    vocabulary = list(dict.fromkeys(tokens))
-    index = {word: i for i, word in enumerate(vocabulary)}
-    ids = np.fromiter(map(index.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    # Arrow's hash-based dictionary encoding numbers the types in order of first occurrence,
+    # about 4x faster than a Python dict over millions of tokens.
+    encoded = pa.array(tokens, type=pa.string()).dictionary_encode()
+    vocabulary: list[str] = encoded.dictionary.to_pylist()
+    ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     n_types = len(vocabulary)
 
     type_syllables = np.fromiter(map(syllables, vocabulary), dtype=np.int64, count=n_types)
