@@ -48,6 +48,19 @@ def test_real_size_config_is_the_paper_architecture(bench) -> None:
     assert config.llm.config["hidden_size"] == 3072 and config.llm.config["num_hidden_layers"] == 28
     assert config.llm.lora.enabled and config.k == 4
 
+    from multi2cap.model.multi2cap import Multi2Cap
+
+    with torch.device("meta"):  # the whole real-size build, without allocating 3.6 B weights
+        model = Multi2Cap(config)
+
+    def millions(module: torch.nn.Module) -> float:
+        return sum(p.numel() for p in module.parameters()) / 1e6
+
+    assert millions(model.audio_encoder) == pytest.approx(85.6, abs=0.5)  # CED-base, 86 M
+    assert millions(model.vision) == pytest.approx(303.2, abs=0.5)  # CLIP ViT-L/14 tower
+    assert millions(model.decoder) == pytest.approx(3217, abs=5)  # Llama-3.2-3B, tied head
+    assert sum(p.numel() for p in model.trainable_parameters()) < 0.02 * millions(model) * 1e6
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
 def test_without_cuda_it_refuses_with_a_message(bench, capsys: pytest.CaptureFixture[str]) -> None:
