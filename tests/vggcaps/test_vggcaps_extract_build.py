@@ -19,6 +19,7 @@ from multi2cap.data.manifest import read_manifest
 from multi2cap.io import read_jsonl
 from multi2cap.media.audio import load_audio
 from multi2cap.media.video import mux_image_audio_to_mp4
+from multi2cap.vggcaps import pipeline
 from multi2cap.vggcaps.backends import OpenAISettings
 from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps, read_start
 
@@ -192,6 +193,8 @@ def test_openai_build_extracts_and_captions_together(
     vgg_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("M2C_TEST_OPENAI_KEY", API_KEY)
+    # one extracted clip may wait for captioning at a time: the hand-over must throttle, not hang
+    monkeypatch.setattr(pipeline, "MAX_PENDING_RECORDS", 1)
     with LoopbackServer(API_KEY) as server:
         config = BuildConfig(
             out=tmp_path,

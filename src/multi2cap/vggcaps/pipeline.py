@@ -18,6 +18,7 @@ import io
 import json
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -502,78 +503,109 @@ async def _caption_async(
     """Caption `records`; with `extraction` (clips to extract, summary), also extract those clips
     in a thread (over the process pool) and caption each as soon as its media are written."""
     store = Store(config.out)
-    stage1_done = store.by_key("stage1")
     appender = BufferedAppender(store)
     appender.start()
-    captioner = _Captioner(config, backend, identity, stats, appender, stage1_done)
+    captioner = _Captioner(config, backend, identity, stats, appender, store.by_key("stage1"))
     concurrency = max(
         1, config.offline_concurrency if config.backend == "offline" else config.openai.concurrency
     )
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    for record in records:
-        queue.put_nowait(record)
-    todo = extraction[0] if extraction else []
+    waiting = iter(records)
     finished = 0
+    todo = extraction[0] if extraction is not None else []
     with ProgressBoard(config.progress) as board:
-        extract_bar = board.bar("extract", len(todo)) if extraction else None
+        extract_bar = board.bar("extract", len(todo)) if extraction is not None else None
         caption_bar = board.bar("caption", len(records) + len(todo), stats)
-        tasks: list[Any] = []
-        if extraction is None or extract_bar is None:
-            for _ in range(concurrency):
-                queue.put_nowait(None)
-        else:
-            tasks.append(
-                asyncio.to_thread(
-                    _feed_extraction,
-                    config,
-                    extraction,
-                    queue,
-                    extract_bar,
-                    caption_bar,
-                    concurrency,
-                    asyncio.get_running_loop(),
-                )
-            )
+        feed = (
+            _ExtractionFeed(config, extraction, extract_bar, caption_bar, concurrency)
+            if extraction is not None and extract_bar is not None
+            else None
+        )
+
+        async def caption(record: dict[str, Any]) -> None:
+            nonlocal finished
+            ok = await captioner.caption(record)
+            finished += ok
+            caption_bar.advance()
 
         async def worker() -> None:
-            nonlocal finished
-            while (record := await queue.get()) is not None:
-                ok = await captioner.caption(record)
-                finished += ok
-                caption_bar.advance()
+            for record in waiting:  # already extracted (an iterator shared by the workers)
+                await caption(record)
+            while feed is not None and (record := await feed.get()) is not None:
+                await caption(record)
 
         try:
-            await asyncio.gather(*tasks, *(worker() for _ in range(concurrency)))
+            await asyncio.gather(
+                *([asyncio.to_thread(feed.run)] if feed else []),
+                *(worker() for _ in range(concurrency)),
+            )
         finally:
+            if feed is not None:
+                feed.stop()
             await appender.aclose()
             await backend.aclose()
     return finished
 
 
-def _feed_extraction(
-    config: BuildConfig,
-    extraction: tuple[list[Clip], BuildSummary],
-    queue: asyncio.Queue[dict[str, Any] | None],
-    extract_bar: Bar,
-    caption_bar: Bar,
-    consumers: int,
-    loop: asyncio.AbstractEventLoop,
-) -> None:
-    """Runs in a thread: extract, hand each record to the caption workers through the event
-    loop, and finally one None per worker."""
+MAX_PENDING_RECORDS = 4096
 
-    def on_result(record: dict[str, Any] | None) -> None:
-        loop.call_soon_threadsafe(extract_bar.advance)
+
+class _FeedStopped(Exception):
+    """The caption side ended early (an error, Ctrl-C); extraction stops after the current clip."""
+
+
+class _ExtractionFeed:
+    """Extraction in a worker thread feeding the caption workers on the event loop.
+
+    At most `MAX_PENDING_RECORDS` extracted clips wait for captioning, so memory stays flat when
+    the endpoint is slower than extraction; `stop` ends the thread early.
+    """
+
+    def __init__(
+        self,
+        config: BuildConfig,
+        extraction: tuple[list[Clip], BuildSummary],
+        extract_bar: Bar,
+        caption_bar: Bar,
+        consumers: int,
+    ) -> None:
+        self._config, (self._todo, self._summary) = config, extraction
+        self._extract_bar, self._caption_bar, self._consumers = extract_bar, caption_bar, consumers
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._slots = threading.Semaphore(MAX_PENDING_RECORDS)
+        self._stopped = threading.Event()
+
+    async def get(self) -> dict[str, Any] | None:
+        """The next extracted record, or None when extraction is over."""
+        record = await self._queue.get()
         if record is not None:
-            loop.call_soon_threadsafe(queue.put_nowait, record)
-        else:  # a clip that failed to extract will never be captioned
-            loop.call_soon_threadsafe(caption_bar.advance)
+            self._slots.release()
+        return record
 
-    try:
-        run_extraction(config, extraction[0], extraction[1], on_result)
-    finally:
-        for _ in range(consumers):
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def run(self) -> None:
+        """The thread body: extract, hand over each record, then one None per consumer."""
+        try:
+            run_extraction(self._config, self._todo, self._summary, self._hand_over)
+        except _FeedStopped:
+            pass
+        finally:
+            for _ in range(self._consumers):
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+
+    def _hand_over(self, record: dict[str, Any] | None) -> None:
+        self._loop.call_soon_threadsafe(self._extract_bar.advance)
+        if record is None:  # a clip that failed to extract will never be captioned
+            self._loop.call_soon_threadsafe(self._caption_bar.advance)
+            return
+        while not self._slots.acquire(timeout=0.2):
+            if self._stopped.is_set():
+                raise _FeedStopped
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, record)
+        if self._stopped.is_set():
+            raise _FeedStopped
 
 
 def caption_clips(
