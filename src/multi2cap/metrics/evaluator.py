@@ -29,6 +29,7 @@ from multi2cap.metrics.resources import (
     ECHECKER_BASE_SHA256,
     ECHECKER_BERT_ENV,
     PAPER_SBERT_MODEL,
+    SBERT_MODEL_ENV,
     MetricUnavailableError,
     coco_jars,
     resolve_echecker,
@@ -298,6 +299,31 @@ class Evaluator:
             )
         return self._echecker
 
+    def _load_models(self, needed: set[str], unavailable: dict[str, str]) -> None:
+        """Load the SBERT / echecker models the first time they are needed.
+
+        A model whose files exist but cannot be loaded offline (e.g. the echecker's base BERT is
+        not cached) makes its metrics unavailable: an error, or with `skip_unavailable` a reason.
+        """
+        loaders = (
+            ("fer", self._error_detector, ("fer", "fense", "spider_fl"), ECHECKER_BERT_ENV),
+            ("sbert_sim", self._sbert_scorer, ("sbert_sim", "fense"), SBERT_MODEL_ENV),
+        )
+        for part, load, dependents, env in loaders:
+            if part not in needed:
+                continue
+            try:
+                load()
+            except OSError as err:
+                reason = (
+                    f"{part} model could not be loaded from local files ({err}); "
+                    f"point {env} at a local copy or allow the network"
+                )
+                if not self.skip_unavailable:
+                    raise MetricUnavailableError(reason) from err
+                needed.discard(part)
+                unavailable.update({k: reason for k in dependents if k in self.metrics})
+
     def __call__(
         self, candidates: Sequence[str], mult_references: Sequence[Sequence[str]]
     ) -> EvalResult:
@@ -322,6 +348,7 @@ class Evaluator:
                     needed.discard("spice")
                 if not {"fer", "fense"} & set(self.metrics):
                     needed.discard("fer")
+        self._load_models(needed, unavailable)
         cands, mrefs = list(candidates), [list(refs) for refs in mult_references]
         tokenizer = None
         if self.tokenize:
