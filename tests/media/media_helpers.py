@@ -43,13 +43,14 @@ def write_counting_video(
     audio_sr: int | None = 16000,
     clicks_s: tuple[float, ...] = (),
     preset: str = "ultrafast",
+    container_format: str = "mp4",
 ) -> Path:
     """An h264 mp4 whose frame i is a flat grey of level `(8 * i) % 256` (so the frame shown at
     a time can be read back from its pixels) and, unless `audio_sr` is None, an AAC track that is
     silent except for short clicks at `clicks_s` seconds. Presets slower than ultrafast add
     B-frames (some of them not referenced), x264's default GOP is one key frame per 250."""
     width, height = size
-    with av.open(str(path), "w", format="mp4") as out:
+    with av.open(str(path), "w", format=container_format) as out:
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"preset": preset, "qp": "2"}  # near-lossless (qp 0 disables B-frames)

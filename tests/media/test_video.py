@@ -75,6 +75,29 @@ def test_exact_frames_in_a_long_gop_with_b_frames(tmp_path: Path) -> None:
         assert grey_level(clip.frames[0]) == pytest.approx(expected_grey(t), abs=3), t
 
 
+def test_mpegts_with_timestamp_offsets(tmp_path: Path) -> None:
+    # FFmpeg's MPEG-TS muxer starts the timeline late and the video later still (no edit lists),
+    # and seeks in TS are imprecise: frames and audio must still come from the right times.
+    import av
+
+    path = write_counting_video(
+        tmp_path / "counting.ts", 12.0, clicks_s=(6.25,), preset="medium", container_format="mpegts"
+    )
+    with av.open(str(path)) as container:
+        origin = container.start_time / 1e6
+        video = container.streams.video[0]
+        video_delay = float(video.start_time * video.time_base) - origin
+    assert origin > 0 and video_delay > 0
+    whole = load_audio(path)
+    for start in (0.0, 3.0, 5.0, 9.0):
+        clip = extract_clip(path, start_s=start, duration_s=2.0, n_frames=2)
+        for frame, t in zip(clip.frames, clip.frame_times_s, strict=True):
+            assert grey_level(frame) == pytest.approx(expected_grey(t - video_delay), abs=3)
+        segment = whole[round(start * 16000) : round((start + 2.0) * 16000)]
+        # seeking restarts the AAC decoder: skip its first frames, then samples must agree
+        np.testing.assert_allclose(clip.audio[4096:], segment[4096:], atol=1e-4)
+
+
 def test_segment_past_the_end_is_padded(counting_mp4: Path) -> None:
     clip = extract_clip(counting_mp4, start_s=5.0, duration_s=10.0)
     assert clip.padded

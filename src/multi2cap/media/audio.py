@@ -16,7 +16,7 @@ import in worker processes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
@@ -104,15 +104,16 @@ def _decode_soundfile(
     return np.ascontiguousarray(data.T), sr
 
 
-def decode_audio_pyav(
-    path: Path, start_s: float = 0.0, duration_s: float | None = None
-) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream of any FFmpeg-readable file with PyAV.
+def media_origin_s(container: Any) -> float:
+    """Timestamp (s) at which a container's timeline starts; times in this package are
+    relative to it (0 for most mp4 files, e.g. 1.4 s for MPEG-TS written by FFmpeg)."""
+    return container.start_time / 1_000_000 if container.start_time is not None else 0.0
 
-    Returns `(samples, sample_rate)` with samples `(channels, n)` float32 at the stream's own
-    rate, covering `[start_s, start_s + duration_s)` of the media timeline (fewer samples when
-    the stream ends earlier). Raises `NoAudioStreamError` or `CorruptMediaError`.
-    """
+
+def _read_pyav(
+    path: Path, start_s: float, duration_s: float | None, seek: bool
+) -> tuple[np.ndarray, int, bool]:
+    """One decoding pass: (samples (channels, n), rate, True if a seek overshot the start)."""
     import av  # local: keeps `import multi2cap.media.audio` from loading FFmpeg
 
     try:
@@ -126,17 +127,18 @@ def decode_audio_pyav(
         sr = int(stream.codec_context.sample_rate or stream.rate or 0)
         if sr <= 0:
             raise CorruptMediaError(path, "audio stream has no sample rate")
+        base = media_origin_s(container)
         first, count = _pcm_window(sr, start_s, duration_s)
         to_float = av.AudioResampler(format="fltp")  # sample-format conversion only
         chunks: list[np.ndarray] = []
         origin: int | None = None  # sample index (media timeline) of the first decoded sample
         have = 0
         try:
-            if first > 0:
-                container.seek(int(start_s / stream.time_base), stream=stream)
+            if seek:
+                container.seek(int((base + start_s) / stream.time_base), stream=stream)
             for frame in container.decode(stream):
                 if origin is None:
-                    origin = round(frame.time * sr) if frame.time is not None else 0
+                    origin = round((frame.time - base) * sr) if frame.time is not None else 0
                 converted = [frame] if frame.format.name == "fltp" else to_float.resample(frame)
                 for planar in converted:
                     chunk = planar.to_ndarray()
@@ -147,14 +149,32 @@ def decode_audio_pyav(
         except av.FFmpegError as err:
             raise CorruptMediaError(path, f"audio stream failed to decode ({err})") from err
     if not chunks:
-        return np.zeros((1, 0), dtype=np.float32), sr
+        return np.zeros((1, 0), dtype=np.float32), sr, False
+    origin = origin or 0
     data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
     # A stream that starts after the requested time gets zeros in front to stay aligned.
-    skip = first - (origin or 0)
+    skip = first - origin
     data = data[:, skip:] if skip >= 0 else np.pad(data, ((0, 0), (-skip, 0)))
     if count is not None:
         data = data[:, :count]
-    return np.ascontiguousarray(data), sr
+    return np.ascontiguousarray(data), sr, seek and skip < 0
+
+
+def decode_audio_pyav(
+    path: Path, start_s: float = 0.0, duration_s: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream of any FFmpeg-readable file with PyAV.
+
+    Returns `(samples, sample_rate)` with samples `(channels, n)` float32 at the stream's own
+    rate, covering `[start_s, start_s + duration_s)` of the media timeline (fewer samples when
+    the stream ends earlier). Seeks first when `start_s > 0`; if the demuxer's seek lands past
+    the start (imprecise in e.g. MPEG-TS), decodes again from the beginning. Raises
+    `NoAudioStreamError` or `CorruptMediaError`.
+    """
+    data, sr, overshot = _read_pyav(path, start_s, duration_s, seek=start_s > 0)
+    if overshot:
+        data, sr, _ = _read_pyav(path, start_s, duration_s, seek=False)
+    return data, sr
 
 
 def decode_audio(

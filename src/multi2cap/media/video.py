@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from multi2cap.media.audio import SAMPLE_RATE, check_media_file, decode_audio_pyav, resample
+from multi2cap.media.audio import (
+    SAMPLE_RATE,
+    check_media_file,
+    decode_audio_pyav,
+    media_origin_s,
+    resample,
+)
 from multi2cap.media.errors import (
     CorruptMediaError,
     NoAudioStreamError,
@@ -117,36 +123,56 @@ def probe_media(path: str | Path) -> MediaInfo:
         return _probe_container(path, container)
 
 
-def _frame_at(path: Path, container: Any, stream: Any, target_s: float) -> Image.Image:
-    """The frame on screen at `target_s`: the last one whose timestamp is <= target_s.
+def _scan_to(container: Any, target: float, seek: bool) -> tuple[Any, float | None]:
+    """Decode the first video stream up to `target` (absolute seconds): (the last frame with
+    time <= target or the first one decoded, the time of the first frame decoded)."""
+    stream = container.streams.video[0]
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    switch_at = target - (0.5 + 4.0 / rate)  # > the decoder's reordering delay
+    codec = stream.codec_context
+    codec.skip_frame = "NONREF"
+    chosen, first_time = None, None
+    try:
+        if seek:
+            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if first_time is None:
+                first_time = frame.time
+            if codec.skip_frame != "DEFAULT" and (frame.time is None or frame.time >= switch_at):
+                codec.skip_frame = "DEFAULT"
+            if chosen is not None and frame.time is not None and frame.time > target + 1e-6:
+                break
+            chosen = frame
+    finally:
+        codec.skip_frame = "DEFAULT"
+    return chosen, first_time
+
+
+def _frame_at(path: Path, container: Any, target_s: float) -> Image.Image:
+    """The frame on screen at `target_s` (media timeline): the last one whose time is <= it.
 
     Decoding starts at the key frame before the target. Until the decoder is within a margin
     of the target, frames no other frame references are skipped (`skip_frame="NONREF"`), which
-    cannot change any later picture but saves much of the work on long GOPs.
+    cannot change any later picture but saves much of the work on long GOPs. When the seek
+    lands past the target or on no decodable frame (imprecise seeking, e.g. in MPEG-TS), the
+    file is decoded again from its start.
     """
     import av
 
-    start = stream.start_time or 0
-    rate = float(stream.average_rate or stream.guessed_rate or 25)
-    switch_at = target_s - (0.5 + 4.0 / rate)  # > the decoder's reordering delay
-    codec = stream.codec_context
-    codec.skip_frame = "NONREF"
-    chosen = None
+    target = media_origin_s(container) + target_s
     try:
-        container.seek(start + int(target_s / stream.time_base), stream=stream, backward=True)
-        for frame in container.decode(stream):
-            if codec.skip_frame != "DEFAULT" and (frame.time is None or frame.time >= switch_at):
-                codec.skip_frame = "DEFAULT"
-            if chosen is not None and frame.time is not None and frame.time > target_s + 1e-6:
-                break
-            chosen = frame
+        chosen, first_time = _scan_to(container, target, seek=True)
+        if chosen is None or (first_time is not None and first_time > target + 1e-6):
+            with _open(path) as fresh:
+                chosen, _ = _scan_to(fresh, target, seek=False)
+                image = chosen.to_image() if chosen is not None else None
+        else:
+            image = chosen.to_image()
     except av.FFmpegError as err:
         raise CorruptMediaError(path, f"video stream failed to decode ({err})") from err
-    finally:
-        codec.skip_frame = "DEFAULT"
-    if chosen is None:
+    if image is None:
         raise CorruptMediaError(path, f"no video frame decodes at {target_s:.3f} s")
-    return chosen.to_image()
+    return image
 
 
 def frame_times(start_s: float, end_s: float, n_frames: int) -> list[float]:
@@ -190,10 +216,9 @@ def extract_clip(
                 path,
                 f"start {start_s:.3f} s is at or past the end of the media ({media_end:.3f} s)",
             )
-        stream = container.streams.video[0]
         end = min(start_s + duration_s, video_end)
         times = frame_times(start_s, max(end, start_s), n_frames)
-        frames = [_frame_at(path, container, stream, t) for t in times]
+        frames = [_frame_at(path, container, t) for t in times]
     samples, native_sr = decode_audio_pyav(path, start_s, duration_s)
     mono = samples.mean(axis=0) if samples.shape[0] > 1 else samples[0]
     audio = resample(mono, native_sr, sample_rate)
