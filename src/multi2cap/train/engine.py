@@ -1,7 +1,7 @@
 """`train(config) -> TrainResult`: the Multi2Cap training loop on Hugging Face Accelerate.
 
 One loop serves every setting: CPU, one GPU, DDP over GPUs and nodes (`accelerate launch` or
-`torchrun`, SLURM included), and FSDP / DeepSpeed through an `accelerate config` file. Accelerate
+`torchrun`, SLURM included); FSDP / DeepSpeed are refused, see docs/training.md. Accelerate
 supplies device placement, the process group, bf16 autocast and gradient-accumulation syncing;
 this module supplies what the paper's recipes need on top: the effective batch through
 accumulation, warm-up + cosine per optimizer step, validation with the AAC metrics, best-model
@@ -176,6 +176,9 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
 
         logger = _RunLogger(out, config, accelerator.is_main_process, history)
         stack.callback(logger.close)
+        checkpointer = _Checkpointer(
+            ckpt_root, model, optimizer, scheduler, accelerator, config, logger
+        )
         stop_at = config.runtime.stop_at_step
         signals = stack.enter_context(_StopSignals())
         progress = _progress(accelerator.is_main_process and config.runtime.progress)
@@ -221,17 +224,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                     stopped, stop_reason = True, f"signal {signals.name}"
                 every = config.runtime.checkpoint_every_steps
                 if stopped or (every and position.global_step % every == 0):
-                    _save(
-                        ckpt_root,
-                        position,
-                        best,
-                        logger,
-                        model,
-                        optimizer,
-                        scheduler,
-                        accelerator,
-                        config,
-                    )
+                    checkpointer.save(position, best)
                 if stopped:
                     break
             if stopped:
@@ -245,9 +238,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                     logger.validation(scores)
                     if _improves(best, scores, config):
                         _save_best(out, best, scores, accelerator.unwrap_model(model))
-            _save(
-                ckpt_root, position, best, logger, model, optimizer, scheduler, accelerator, config
-            )
+            checkpointer.save(position, best)
 
     final = out / "final"
     if accelerator.is_main_process:
@@ -673,44 +664,47 @@ def _save_best(out: Path, best: _Best, scores: dict[str, Any], model: Any) -> No
     ckpt.commit_checkpoint(tmp, out / "best")
 
 
-def _save(
-    root: Path,
-    position: _Position,
-    best: _Best,
-    logger: _RunLogger,
-    model: torch.nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    accelerator: Accelerator,
-    config: TrainConfig,
-) -> None:
-    """Write a step checkpoint: every process its RNG, the main process the rest, then rename."""
-    name = ckpt.step_dir_name(position.global_step)
-    tmp = root / f".tmp-{name}"
-    if accelerator.is_main_process:
-        ckpt.begin_checkpoint(root, name)
-    accelerator.wait_for_everyone()
-    ckpt.save_rng(tmp, accelerator.process_index)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(tmp / ckpt.MODEL_DIR)
-        optimizer_meta = ckpt.save_optimizer(optimizer.optimizer, tmp)
-        ckpt.write_state(
-            tmp,
-            {
-                "position": vars(position),
-                "sampler_seed": config.seed,
-                "num_processes": accelerator.num_processes,
-                "optimizer": optimizer_meta,
-                "scheduler": scheduler.state_dict(),
-                "best": vars(best),
-                "history": logger.history,
-                "config": config.model_dump(mode="json"),
-            },
-        )
-        ckpt.commit_checkpoint(tmp, root / name)
-        ckpt.prune_checkpoints(root, config.runtime.keep_last_checkpoints)
-    accelerator.wait_for_everyone()
+@dataclass
+class _Checkpointer:
+    """Writes step checkpoints of one run (see `multi2cap.train.state` for the layout)."""
+
+    root: Path
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    accelerator: Accelerator
+    config: TrainConfig
+    logger: _RunLogger
+
+    def save(self, position: _Position, best: _Best) -> None:
+        """Every process writes its RNG, the main process the rest, then renames into place."""
+        acc = self.accelerator
+        name = ckpt.step_dir_name(position.global_step)
+        tmp = self.root / f".tmp-{name}"
+        if acc.is_main_process:
+            ckpt.begin_checkpoint(self.root, name)
+        acc.wait_for_everyone()
+        ckpt.save_rng(tmp, acc.process_index)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            acc.unwrap_model(self.model).save_pretrained(tmp / ckpt.MODEL_DIR)
+            optimizer_meta = ckpt.save_optimizer(self.optimizer.optimizer, tmp)
+            ckpt.write_state(
+                tmp,
+                {
+                    "position": vars(position),
+                    "sampler_seed": self.config.seed,
+                    "num_processes": acc.num_processes,
+                    "optimizer": optimizer_meta,
+                    "scheduler": self.scheduler.state_dict(),
+                    "best": vars(best),
+                    "history": self.logger.history,
+                    "config": self.config.model_dump(mode="json"),
+                },
+            )
+            ckpt.commit_checkpoint(tmp, self.root / name)
+            ckpt.prune_checkpoints(self.root, self.config.runtime.keep_last_checkpoints)
+        acc.wait_for_everyone()
 
 
 def _latest_checkpoint(root: Path) -> Path | None:
