@@ -10,7 +10,7 @@ from openai_loopback import LoopbackServer, stage1_reply, stage2_reply
 from vgg_helpers import API_KEY, clip_items, make_extracted
 
 from multi2cap.io import read_jsonl
-from multi2cap.vggcaps.backends import OpenAISettings, RunStats
+from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings, RunStats
 from multi2cap.vggcaps.batch import BatchRunner, write_batch_files
 from multi2cap.vggcaps.cost import Prices
 from multi2cap.vggcaps.pipeline import (
@@ -104,3 +104,11 @@ def test_a_submitted_batch_is_collected_not_paid_twice(tmp_path, server):
     summary = build_vggcaps(config)
     assert summary.dataset_size == 2
     assert len(server.state.batches) == 2  # the open stage-1 batch, then stage 2
+
+
+def test_a_rejected_key_stops_the_batch_build_cleanly(tmp_path, server, monkeypatch):
+    make_extracted(tmp_path, clip_items(1))
+    monkeypatch.setenv(KEY_ENV, "sk-wrong-batch-key")
+    with pytest.raises(BackendConfigError, match="HTTP 401") as caught:
+        build_vggcaps(batch_config(tmp_path, server))
+    assert "sk-wrong-batch-key" not in str(caught.value)

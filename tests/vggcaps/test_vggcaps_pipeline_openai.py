@@ -226,3 +226,13 @@ def test_a_clip_with_unreadable_media_fails_alone(tmp_path, server, backend):
     assert summary.dataset_size == 2 and summary.failed == 1 and summary.exit_code == 1
     failure = next(read_jsonl(tmp_path / "failures.jsonl"))
     assert failure["id"] == records[1]["id"] and "unreadable media" in failure["reason"]
+
+
+def test_a_rejected_key_stops_the_build_with_a_reason_not_the_key(tmp_path, server, monkeypatch):
+    make_extracted(tmp_path, clip_items(3))
+    wrong = "sk-wrong-key-987654321"
+    monkeypatch.setenv(KEY_ENV, wrong)
+    with pytest.raises(BackendConfigError, match="HTTP 401") as caught:
+        build_vggcaps(config_for(tmp_path, server))
+    assert wrong not in str(caught.value) and API_KEY not in str(caught.value)
+    assert not (tmp_path / "work" / "failures_log.jsonl").exists()

@@ -31,6 +31,12 @@ from multi2cap.vggcaps.descriptors import describe_audio, describe_image
 from multi2cap.vggcaps.offline import offline_stage1, offline_stage2
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+# answers that would be the same for every clip: the build stops with the reason
+FATAL_STATUS = {
+    401: "the key in the API key variable was rejected",
+    403: "this key may not use this model or endpoint",
+    404: "wrong --base-url or unknown --model",
+}
 OFFLINE_MODEL = "offline-descriptors-v1"
 
 
@@ -43,7 +49,8 @@ class RequestFailed(Exception):
 
 
 class BackendConfigError(ValueError):
-    """The backend cannot start (e.g. the API key variable is unset)."""
+    """The backend cannot work (the API key variable is unset, or the endpoint rejects the key,
+    the model or the URL); the build stops instead of failing every clip."""
 
 
 @dataclass
@@ -318,6 +325,12 @@ class OpenAIChatBackend:
                     return completion
                 except openai.APIStatusError as err:
                     status = err.status_code
+                    if status in FATAL_STATUS:
+                        raise BackendConfigError(
+                            f"the endpoint {self.settings.base_url or 'api.openai.com'} answered "
+                            f"HTTP {status} ({FATAL_STATUS[status]}) for model "
+                            f"{self.settings.model!r}; stopping instead of failing every clip"
+                        ) from None
                     reason = f"HTTP {status} from the endpoint"
                     retryable = status in RETRYABLE_STATUS or status >= 500
                     delay = retry_after_seconds(err.response.headers) if retryable else None

@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
+
 from multi2cap.vggcaps.backends import (
+    BackendConfigError,
     Completion,
     OpenAISettings,
     RunStats,
@@ -139,8 +142,6 @@ class BatchRunner:
     """Submits, polls and collects batches for one output folder."""
 
     def __init__(self, config: BuildConfig, identity: Identity, stats: RunStats) -> None:
-        import openai
-
         self.config, self.identity, self.stats = config, identity, stats
         self.store = Store(config.out)
         self._key = config.openai.api_key()
@@ -318,5 +319,12 @@ def caption_with_batches(
             return record | {"raw_caption": stage1["caption"], "usage": usage} | _prov(identity)
 
         return len(_run_stage(runner, 2, todo2, finish_stage2))
+    except openai.APIError as err:  # files/batches calls are retried by the SDK itself
+        status = getattr(err, "status_code", None)
+        raise BackendConfigError(
+            f"Batch API request to {config.openai.base_url or 'api.openai.com'} failed "
+            f"({type(err).__name__}{f', HTTP {status}' if status else ''}); submitted batches "
+            "are in work/batches.jsonl and are collected on the next run"
+        ) from None
     finally:
         runner.close()
