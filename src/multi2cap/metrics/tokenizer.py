@@ -95,8 +95,8 @@ def ptb_tokenize_java(sentences: Sequence[str], java: str | Path | None = None) 
     lines = proc.stdout.decode("utf-8").split("\n")
     # The jar keeps one output line per input line; trailing empty captions may come back as
     # missing or extra empty lines, anything else means the alignment broke.
-    n_trailing_empty = len(sentences) - len(
-        "\n".join(s.strip() for s in sentences).rstrip("\n").split("\n")
+    n_trailing_empty = next(
+        (i for i, s in enumerate(reversed(sentences)) if s.strip()), len(sentences)
     )
     if any(lines[len(sentences) :]) or len(lines) < len(sentences) - n_trailing_empty:
         raise RuntimeError(
