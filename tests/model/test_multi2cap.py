@@ -246,3 +246,14 @@ def test_checkpoint_of_a_pretrained_llm_keeps_only_lora_and_its_own_tokenizer(tm
     waves = make_batch(4, MIXED)["audio"]
     model.eval()
     assert Multi2Cap.from_pretrained(folder).caption(waves, MIXED) == model.caption(waves, MIXED)
+
+
+def test_gradient_checkpointing_keeps_loss_and_lora_gradients() -> None:
+    model = tiny()
+    batch = make_batch(4, MIXED)
+    reference = model(batch, "finetune").loss
+    model.enable_gradient_checkpointing()
+    model.train()
+    out = model(batch, "finetune")
+    torch.testing.assert_close(out.loss, reference)
+    assert "decoder.lora" in _groups(model, out.loss)

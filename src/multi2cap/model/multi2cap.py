@@ -181,9 +181,12 @@ class Multi2Cap(nn.Module):
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute the LLM's activations in backward (non-reentrant, works with LoRA)."""
-        self.decoder.model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        llm = self.decoder.model
+        kwargs = {"use_reentrant": False}
+        if hasattr(llm, "activation_checkpointing_enable"):  # transformers >= 5.x renamed it
+            llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     # ------------------------------------------------------------------ forward
     def encode_audio(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
