@@ -110,17 +110,23 @@ def media_origin_s(container: Any) -> float:
     return container.start_time / 1_000_000 if container.start_time is not None else 0.0
 
 
+def open_container(path: Path) -> Any:
+    """`av.open(path)` with FFmpeg's errors turned into `CorruptMediaError` naming the file."""
+    import av  # local: keeps `import multi2cap.media.audio` from loading FFmpeg
+
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as err:
+        raise CorruptMediaError(path, f"cannot open as a media container ({err})") from err
+
+
 def _read_pyav(
     path: Path, start_s: float, duration_s: float | None, seek: bool
 ) -> tuple[np.ndarray, int, bool]:
     """One decoding pass: (samples (channels, n), rate, True if a seek overshot the start)."""
-    import av  # local: keeps `import multi2cap.media.audio` from loading FFmpeg
+    import av
 
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as err:
-        raise CorruptMediaError(path, f"cannot open as a media container ({err})") from err
-    with container:
+    with open_container(path) as container:
         if not container.streams.audio:
             raise NoAudioStreamError(path, "container has no audio stream")
         stream = container.streams.audio[0]

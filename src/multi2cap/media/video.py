@@ -23,6 +23,7 @@ from multi2cap.media.audio import (
     check_media_file,
     decode_audio_pyav,
     media_origin_s,
+    open_container,
     resample,
 )
 from multi2cap.media.errors import (
@@ -74,15 +75,6 @@ class VideoClip:
     padded: bool
 
 
-def _open(path: Path) -> Any:
-    import av
-
-    try:
-        return av.open(str(path))
-    except av.FFmpegError as err:
-        raise CorruptMediaError(path, f"cannot open as a media container ({err})") from err
-
-
 def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     if value is None or time_base is None:
         return None
@@ -98,7 +90,7 @@ def _probe_container(path: Path, container: Any) -> MediaInfo:
     if duration is None:
         known = [d for d in (audio_dur, video_dur) if d is not None]
         duration = max(known) if known else None
-    rate = video.average_rate or video.guessed_rate if video is not None else None
+    rate = (video.average_rate or video.guessed_rate) if video is not None else None
     return MediaInfo(
         path=path,
         duration_s=duration,
@@ -119,7 +111,7 @@ def _probe_container(path: Path, container: Any) -> MediaInfo:
 def probe_media(path: str | Path) -> MediaInfo:
     """Read container and stream metadata (no decoding). Raises `MediaError` subclasses."""
     path = check_media_file(path)
-    with _open(path) as container:
+    with open_container(path) as container:
         return _probe_container(path, container)
 
 
@@ -163,7 +155,7 @@ def _frame_at(path: Path, container: Any, target_s: float) -> Image.Image:
     try:
         chosen, first_time = _scan_to(container, target, seek=True)
         if chosen is None or (first_time is not None and first_time > target + 1e-6):
-            with _open(path) as fresh:
+            with open_container(path) as fresh:
                 chosen, _ = _scan_to(fresh, target, seek=False)
                 image = chosen.to_image() if chosen is not None else None
         else:
@@ -203,7 +195,7 @@ def extract_clip(
     if start_s < 0 or duration_s <= 0:
         raise ValueError(f"need start_s >= 0 and duration_s > 0, got {start_s}, {duration_s}")
     path = check_media_file(path)
-    with _open(path) as container:
+    with open_container(path) as container:
         info = _probe_container(path, container)
         if not info.has_video:
             raise NoVideoStreamError(path, "container has no video stream")
