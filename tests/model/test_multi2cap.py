@@ -257,3 +257,36 @@ def test_gradient_checkpointing_keeps_loss_and_lora_gradients() -> None:
     out = model(batch, "finetune")
     torch.testing.assert_close(out.loss, reference)
     assert "decoder.lora" in _groups(model, out.loss)
+
+
+def test_ced_given_by_folder_is_rebuilt_from_it_not_copied(tmp_path) -> None:
+    """A CED checkpoint folder (config.json + model.safetensors) as `audio.source`: the
+    Multi2Cap checkpoint holds its LoRA weights only and reloads to the same captions."""
+    import dataclasses
+    import json
+
+    from safetensors.torch import save_file
+
+    from multi2cap.model.ced import CedConfig, CedEncoder
+
+    config = Multi2CapConfig.tiny(CAPTIONS)
+    ced_config = CedConfig(**config.audio.config)
+    encoder_state = CedEncoder(ced_config).state_dict()
+    (tmp_path / "ced").mkdir()
+    save_file(encoder_state, str(tmp_path / "ced" / "model.safetensors"))
+    (tmp_path / "ced" / "config.json").write_text(json.dumps(dataclasses.asdict(ced_config)))
+    audio = config.audio.model_copy(update={"source": str(tmp_path / "ced"), "config": None})
+    model = Multi2Cap(config.model_copy(update={"audio": audio}))
+    torch.testing.assert_close(
+        model.audio_encoder.patch_embed.state_dict(),
+        {k.removeprefix("patch_embed."): v for k, v in encoder_state.items() if "patch_embed" in k},
+    )
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+    model(make_batch(4, MIXED), "pretrain").loss.backward()
+    optimizer.step()
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    assert not any(k.startswith("audio_encoder.") for k in load_file(folder / BACKBONES_FILE))
+    assert any(k.startswith("audio_encoder.") for k in load_file(folder / TRAINABLE_FILE))
+    waves = make_batch(4, MIXED)["audio"]
+    model.eval()
+    assert Multi2Cap.from_pretrained(folder).caption(waves, MIXED) == model.caption(waves, MIXED)
