@@ -84,6 +84,7 @@ def test_unreadable_clip_is_skipped_and_logged(stamp_manifests: Path, tmp_path: 
     assert result.global_step == 3  # 9 clips / 3 per step, none lost to the failure
     skipped = list(read_jsonl(tmp_path / "skipped.jsonl"))
     assert [s["id"] for s in skipped] == ["broken_clip"]
+    assert result.skipped_clips == 1
     assert all(math.isfinite(x) for x in result.train_losses)
 
 

@@ -46,6 +46,10 @@ def train_command(
     except (ConfigError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # one summary per run, not one per device
+        return
     out = Console()
     if result.stop_reason is not None:
         out.print(
@@ -61,5 +65,10 @@ def train_command(
         out.print(
             f"best checkpoint {result.best_checkpoint} ({result.best_metric} = "
             f"{result.best_score:.4f})"
+        )
+    if result.skipped_clips:
+        out.print(
+            f"[yellow]{result.skipped_clips} unreadable clip(s) skipped[/yellow]: ids in "
+            f"{result.output_dir / 'skipped.jsonl'}, reasons in the log"
         )
     out.print(f"logs: {result.output_dir / 'train_log.csv'}, {result.output_dir / 'tensorboard'}")

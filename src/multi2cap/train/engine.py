@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from torch.utils.data import DataLoader
 
 from multi2cap.data.manifest import ManifestRecord, read_manifest
-from multi2cap.io import append_jsonl, atomic_write_text
+from multi2cap.io import append_jsonl, atomic_write_text, read_jsonl, write_jsonl
 from multi2cap.train import state as ckpt
 from multi2cap.train.config import ConfigError, TrainConfig
 from multi2cap.train.sampler import StepBatchSampler
@@ -51,7 +51,8 @@ class TrainResult:
 
     `stop_reason` says why a run ended before its last epoch (`stop_at_step`, or `signal
     SIGTERM` when the job was asked to stop; a checkpoint was written, `--resume` continues).
-    `history` holds one record per logged optimizer step (`kind="train"`: step, epoch, lr,
+    `skipped_clips` counts the unreadable clips of the whole run (main process; their ids are in
+    `skipped.jsonl`). `history` holds one record per logged optimizer step (`kind="train"`: step, epoch, lr,
     losses averaged over the step's micro-batches and devices) and one per validation
     (`kind="val"`: epoch, step, `val_loss`, the corpus metrics).
     """
@@ -64,6 +65,7 @@ class TrainResult:
     global_step: int
     epochs_completed: int
     stop_reason: str | None = None
+    skipped_clips: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -174,7 +176,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             )
             log.info("resumed from %s at step %d", resume_from, position.global_step)
 
-        logger = _RunLogger(out, config, accelerator.is_main_process, history)
+        logger = _RunLogger(out, config, accelerator.is_main_process, history, position.global_step)
         stack.callback(logger.close)
         checkpointer = _Checkpointer(
             ckpt_root, model, optimizer, scheduler, accelerator, config, logger
@@ -215,7 +217,10 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                     / max(stats.seconds, 1e-9),
                 }
                 logger.train_step(record)
-                logger.skipped(stats.skipped, position)
+                skipped = stats.skipped
+                if accelerator.num_processes > 1:
+                    skipped = gather_object(skipped)
+                logger.skipped(skipped, position)
                 if bar is not None:
                     bar.update(task, advance=1, loss=f"loss {record['loss']:.4f}")
                 if stop_at is not None and position.global_step >= stop_at:
@@ -254,6 +259,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         global_step=position.global_step,
         epochs_completed=position.epoch,
         stop_reason=stop_reason,
+        skipped_clips=logger.skipped_total(),
         history=logger.history,
     )
 
@@ -751,19 +757,27 @@ class _RunLogger:
     that checkpoint by the interrupted run disappear instead of being duplicated."""
 
     def __init__(
-        self, out: Path, config: TrainConfig, main: bool, history: list[dict[str, Any]]
+        self,
+        out: Path,
+        config: TrainConfig,
+        main: bool,
+        history: list[dict[str, Any]],
+        resumed_step: int,
     ) -> None:
         self.out = out
         self.config = config
         self.main = main
         self.history = history
         self._writer: Any = None
-        self.skipped_count = 0
         if not main:
             return
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "train_config.yaml", config.to_yaml())
         self._rewrite_csv()
+        skipped = out / "skipped.jsonl"
+        if skipped.is_file():  # drop what the interrupted run logged after its checkpoint
+            kept = [r for r in read_jsonl(skipped) if r["step"] <= resumed_step]
+            write_jsonl(skipped, kept)
         if config.runtime.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -789,7 +803,6 @@ class _RunLogger:
         """Record unreadable clips (the dataset logged each reason) in skipped.jsonl."""
         if not ids or not self.main:
             return
-        self.skipped_count += len(ids)
         append_jsonl(
             self.out / "skipped.jsonl",
             ({"id": i, "epoch": position.epoch, "step": position.global_step} for i in ids),
@@ -808,6 +821,10 @@ class _RunLogger:
                 if isinstance(value, float):
                     self._writer.add_scalar(f"val/{key}", value, scores["step"])
             self._writer.flush()
+
+    def skipped_total(self) -> int:
+        path = self.out / "skipped.jsonl"
+        return sum(1 for _ in read_jsonl(path)) if self.main and path.is_file() else 0
 
     def close(self) -> None:
         if self._writer is not None:
