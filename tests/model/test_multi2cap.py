@@ -290,3 +290,14 @@ def test_ced_given_by_folder_is_rebuilt_from_it_not_copied(tmp_path) -> None:
     waves = make_batch(4, MIXED)["audio"]
     model.eval()
     assert Multi2Cap.from_pretrained(folder).caption(waves, MIXED) == model.caption(waves, MIXED)
+
+
+def test_long_audio_is_captioned_whole_and_independently_of_the_batch() -> None:
+    model = tiny()
+    long_wave = torch.sin(torch.arange(25 * 16000) * 0.05) * 0.3  # 25 s: three CED chunks
+    short_wave = make_batch(1)["audio"][0]
+    _, mask = model.encode_audio(long_wave.unsqueeze(0), torch.tensor([25 * 16000]))
+    frames = 25 * 16000 // 160 + 1  # 2501 frames in chunks of 1012, 16 frames per token
+    assert mask.sum().item() == 1012 // 16 * 2 + (frames - 2 * 1012) // 16 == 155
+    together = model.caption([short_wave, long_wave], num_beams=1, batch_size=2)
+    assert together == [model.caption(short_wave)[0], model.caption(long_wave)[0]]
