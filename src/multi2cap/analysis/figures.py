@@ -41,7 +41,9 @@ def save_figure(fig: Figure, stem: Path) -> list[Path]:
     written = []
     for fmt in FIGURE_FORMATS:
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight")
+        # SVG text stays text (editable in a paper's figure, searchable), not glyph outlines.
+        with plt.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight")
         path = stem.with_suffix(f".{fmt}")
         atomic_write_bytes(path, buffer.getvalue())
         written.append(path)
