@@ -301,3 +301,23 @@ def test_long_audio_is_captioned_whole_and_independently_of_the_batch() -> None:
     assert mask.sum().item() == 1012 // 16 * 2 + (frames - 2 * 1012) // 16 == 155
     together = model.caption([short_wave, long_wave], num_beams=1, batch_size=2)
     assert together == [model.caption(short_wave)[0], model.caption(long_wave)[0]]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "stage", "images"),
+    [
+        ({}, "pretrain", True),
+        ({"pretrain_adapter_input": "g_hat"}, "pretrain", True),
+        ({}, "finetune", False),
+        ({"freeze_vfr_in_finetune": False}, "finetune", False),
+        ({"grounding": False}, "pretrain", False),
+    ],
+)
+def test_every_trainable_parameter_is_used_so_ddp_needs_no_unused_search(
+    overrides: dict, stage: str, images: bool
+) -> None:
+    model = tiny(**overrides)
+    model.set_stage(stage)
+    model(make_batch(2, images=images), stage).loss.backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
