@@ -294,9 +294,10 @@ class _StopSignals:
         log.warning("%s received: checkpointing after this step, then stopping", self.name)
 
     def requested(self, accelerator: Accelerator) -> bool:
+        if accelerator.num_processes == 1:
+            return self.name is not None
         flag = torch.tensor([1.0 if self.name is not None else 0.0], device=accelerator.device)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(flag, "sum")
+        flag = accelerator.reduce(flag, "sum")
         if flag.item() > 0 and self.name is None:
             self.name = "SIGTERM (another process)"
         return bool(flag.item() > 0)
@@ -329,7 +330,8 @@ def _optimizer_steps(
     nothing to the gradient sum.
     """
     model.train()
-    sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64)
+    device = accelerator.device
+    sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float32, device=device)
     micro_batches, n_samples, skipped, started = 0, 0, [], time.perf_counter()
     fallback: dict[str, Any] | None = None
     for batch in loader:
@@ -339,10 +341,12 @@ def _optimizer_steps(
             fallback = batch
         with accelerator.accumulate(model):
             if fallback is not None:
-                output = model(_to_device(fallback, accelerator.device), config.stage)
+                output = model(_to_device(fallback, device), config.stage)
                 accelerator.backward(output.loss if usable else output.loss * 0.0)
                 if usable:
-                    sums += torch.tensor([_scalar(getattr(output, k)) for k in LOSS_KEYS])
+                    # Summed on the device; read once per optimizer step (one sync, not four
+                    # per micro-batch).
+                    sums += torch.stack([_detached(getattr(output, k), device) for k in LOSS_KEYS])
                     micro_batches += 1
                     n_samples += len(batch["ids"])
             if accelerator.sync_gradients and config.optim.max_grad_norm is not None:
@@ -352,9 +356,7 @@ def _optimizer_steps(
         if accelerator.sync_gradients:
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            means = accelerator.reduce(
-                (sums / max(micro_batches, 1)).to(accelerator.device), "mean"
-            ).cpu()
+            means = accelerator.reduce(sums / max(micro_batches, 1), "mean").cpu()
             yield _StepStats(
                 dict(zip(LOSS_KEYS, means.tolist(), strict=True)),
                 lr,
@@ -366,12 +368,11 @@ def _optimizer_steps(
             micro_batches, n_samples, skipped, started = 0, 0, [], time.perf_counter()
 
 
-def _scalar(value: torch.Tensor | float | None) -> float:
+def _detached(value: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """A loss as a float32 scalar without graph; 0 for a loss the stage does not have."""
     if value is None:
-        return 0.0
-    if isinstance(value, torch.Tensor):
-        return float(value.detach().float().item())
-    return float(value)
+        return torch.zeros((), device=device)
+    return value.detach().float().reshape(())
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -612,14 +613,17 @@ class _Validator:
                     continue
                 batch = _to_device(batch, accelerator.device)
                 n = len(batch["ids"])
-                loss_sum += _scalar(model(batch, "finetune").loss_cap) * n
+                loss_sum += float(model(batch, "finetune").loss_cap) * n
                 n_items += n
                 waves = [
                     batch["audio"][i, : int(batch["audio_lengths"][i])].float().cpu()
                     for i in range(n)
                 ]
                 candidates += model.caption(
-                    waves, num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens
+                    waves,
+                    num_beams=cfg.eval.num_beams,
+                    max_new_tokens=cfg.eval.max_new_tokens,
+                    batch_size=cfg.eval.batch_size,
                 )
                 references += batch["references"]
         model.set_stage(cfg.stage)
