@@ -11,7 +11,7 @@ PY=${PYTHON:-python3}
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 # --- Debian packages: the demo's and the tests' real media, and Java for the PTB tokenizer/METEOR.
-APT_PKGS=(tuxpaint-stamps-default)
+APT_PKGS=(tuxpaint-stamps-default liblingua-en-tagger-perl)
 command -v java >/dev/null 2>&1 || APT_PKGS+=(openjdk-17-jre-headless)
 missing=()
 for pkg in "${APT_PKGS[@]}"; do
