@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from multi2cap.vggcaps.catalog import CatalogError, index_videos, read_categories
+from multi2cap.vggcaps.catalog import (
+    CatalogError,
+    CatalogWarning,
+    index_videos,
+    read_categories,
+)
 from multi2cap.vggcaps.prompts import PromptSet, load_prompts
 from multi2cap.vggcaps.split import assign_split, in_shard, parse_shard
 
@@ -110,9 +115,10 @@ def test_generic_csv_and_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match=r"bad\.csv:1"):
         read_categories(bad)
     dup = tmp_path / "dup.csv"
-    dup.write_text("id,category\na,x\na,y\n")
-    with pytest.raises(CatalogError, match="duplicate clip id 'a'"):
-        read_categories(dup)
+    dup.write_text("id,category\na,x\nb,z\nb,z\na,y\n")
+    with pytest.warns(CatalogWarning, match="1 clip ids appear with different categories"):
+        specs = read_categories(dup)
+    assert [(s.id, s.category) for s in specs] == [("a", "x"), ("b", "z")]
     unsafe = tmp_path / "unsafe.csv"
     unsafe.write_text("id,category\n../etc/x,dog\n")
     with pytest.raises(CatalogError, match="cannot be a file name"):

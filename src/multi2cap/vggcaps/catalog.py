@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,10 @@ _VGGSOUND_STEM = re.compile(r"^(?P<ytid>.+)_(?P<start>\d+)$")
 
 class CatalogError(ValueError):
     """The categories CSV or the video folder cannot be used; the message names the file."""
+
+
+class CatalogWarning(UserWarning):
+    """The CSV is usable but odd (e.g. one id listed twice with different categories)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class ClipSpec:
 
 
 def read_categories(path: str | os.PathLike[str]) -> list[ClipSpec]:
-    """Parse a categories CSV (either layout), sorted by id; duplicate ids are an error."""
+    """Parse a categories CSV (either layout), sorted by id. A repeated id keeps its first row
+    (a `CatalogWarning` lists ids repeated with a different category)."""
     csv_path = Path(path)
     if not csv_path.is_file():
         raise CatalogError(f"categories CSV not found: {csv_path}")
@@ -47,14 +53,22 @@ def read_categories(path: str | os.PathLike[str]) -> list[ClipSpec]:
         raise CatalogError(f"{csv_path}: no rows")
     header = [cell.strip().lower() for cell in rows[0]]
     specs = _generic(csv_path, header, rows[1:]) if "id" in header else _vggsound(csv_path, rows)
-    seen: set[str] = set()
+    unique: dict[str, ClipSpec] = {}
+    conflicts = []
     for spec in specs:
         if "/" in spec.id or "\\" in spec.id or spec.id.startswith("."):
             raise CatalogError(f"{csv_path}: clip id {spec.id!r} cannot be a file name")
-        if spec.id in seen:
-            raise CatalogError(f"{csv_path}: duplicate clip id {spec.id!r}")
-        seen.add(spec.id)
-    return sorted(specs, key=lambda s: s.id)
+        first = unique.setdefault(spec.id, spec)
+        if first.category != spec.category:
+            conflicts.append(f"{spec.id} ({first.category!r} kept, {spec.category!r} dropped)")
+    if conflicts:
+        warnings.warn(
+            f"{csv_path}: {len(conflicts)} clip ids appear with different categories; the first "
+            f"row wins: {'; '.join(conflicts[:5])}{' ...' if len(conflicts) > 5 else ''}",
+            CatalogWarning,
+            stacklevel=2,
+        )
+    return sorted(unique.values(), key=lambda s: s.id)
 
 
 def _generic(csv_path: Path, header: list[str], rows: list[list[str]]) -> list[ClipSpec]:
