@@ -275,12 +275,14 @@ def caption_metrics(
 @dataclass
 class CostSettings:
     """Where and how `measure_cost` times and counts: one clip of `seconds` (cropped or
-    zero-padded), `warmup` untimed then `runs` timed captioning calls."""
+    zero-padded), `warmup` untimed then `runs` timed captioning calls (greedy, at most
+    `max_new_tokens`; None = the model's default)."""
 
     probe_manifest: Path
     seconds: float = 10.0
     warmup: int = 2
     runs: int = 5
+    max_new_tokens: int | None = None
     device: str = "cpu"
     batch_size: int = 16
 
@@ -337,7 +339,7 @@ def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        model.caption([wave], num_beams=1)
+        model.caption([wave], num_beams=1, max_new_tokens=settings.max_new_tokens)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         if i >= settings.warmup:

@@ -8,6 +8,7 @@ Every command writes CSV + markdown tables (and figures) under `--out`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +41,8 @@ def _expected_errors() -> Iterator[None]:
 
 
 def _log(message: str) -> None:
-    _console.log(message)
+    """One progress line per event, never wrapped (logs are grepped)."""
+    _console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", soft_wrap=True)
 
 
 def _written(files: list[Path]) -> None:
@@ -237,6 +239,7 @@ def k_sweep_command(
             seconds=cost_seconds,
             warmup=warmup,
             runs=latency_runs,
+            max_new_tokens=max_new_tokens,
             device=device,
         )
 
