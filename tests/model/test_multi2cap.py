@@ -321,3 +321,16 @@ def test_every_trainable_parameter_is_used_so_ddp_needs_no_unused_search(
     model(make_batch(2, images=images), stage).loss.backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == []
+
+
+def test_missing_backbones_name_the_config_field_and_the_fix(tmp_path) -> None:
+    from multi2cap.assets import AssetNotFoundError
+
+    config = Multi2CapConfig.tiny(CAPTIONS)
+    missing = str(tmp_path / "no-such-model")
+    llm = config.llm.model_copy(update={"source": missing, "config": None, "tokenizer": None})
+    with pytest.raises(AssetNotFoundError, match=r"llm\.source.*hf download"):
+        Multi2Cap(config.model_copy(update={"llm": llm}))
+    vision = config.vision.model_copy(update={"source": missing, "config": None})
+    with pytest.raises(AssetNotFoundError, match=r"vision\.source"):
+        Multi2Cap(config.model_copy(update={"vision": vision}))

@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from multi2cap.model.config import AUDIO_PLACEHOLDER, SPECIAL_TOKENS, LlmSpec, TokenizerSpec
+from multi2cap.model.hub import hub_asset
 
 IGNORE_INDEX = -100
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,7 +59,8 @@ def build_causal_lm(spec: LlmSpec) -> PreTrainedModel:
     """Pretrained weights from `spec.source`, or random weights from the inline config."""
     dtype = _DTYPES[spec.dtype]
     if spec.source is not None:
-        return AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype)
+        with hub_asset("LLM", "llm.source", spec.source):
+            return AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype)
     assert spec.family is not None and spec.config is not None
     config = AutoConfig.for_model(spec.family, **spec.config)
     return AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -69,7 +71,8 @@ def build_tokenizer(spec: LlmSpec, tokenizer_dir: Path | None = None) -> PreTrai
     if tokenizer_dir is not None:
         return AutoTokenizer.from_pretrained(tokenizer_dir)
     if spec.source is not None:
-        return AutoTokenizer.from_pretrained(spec.source)
+        with hub_asset("tokenizer of the LLM", "llm.source", spec.source):
+            return AutoTokenizer.from_pretrained(spec.source)
     assert spec.tokenizer is not None
     return word_level_tokenizer(spec.tokenizer)
 

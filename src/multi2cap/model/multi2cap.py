@@ -33,6 +33,7 @@ from multi2cap.model.adapter import GroundAdapter
 from multi2cap.model.ced import CedConfig, CedEncoder, apply_lora, load_ced
 from multi2cap.model.config import AudioEncoderSpec, Multi2CapConfig, VisionEncoderSpec
 from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean, segment_weights
+from multi2cap.model.hub import hub_asset
 from multi2cap.model.llm import CaptionDecoder, build_tokenizer
 from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
 from multi2cap.model.vision import VisionEncoder
@@ -106,7 +107,9 @@ def vision_width(spec: VisionEncoderSpec) -> int:
     """Hidden width of the CLIP vision tower, read from its config only (no weights)."""
     if spec.config is not None:
         return int(CLIPVisionConfig(**spec.config).hidden_size)
-    return int(CLIPVisionConfig.from_pretrained(spec.source).hidden_size)
+    assert spec.source is not None
+    with hub_asset("CLIP vision model", "vision.source", spec.source):
+        return int(CLIPVisionConfig.from_pretrained(spec.source).hidden_size)
 
 
 class Multi2Cap(nn.Module):

@@ -18,6 +18,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from multi2cap.io import atomic_write_bytes
 from multi2cap.model.config import VisionEncoderSpec
+from multi2cap.model.hub import hub_asset
 
 
 @dataclass
@@ -34,7 +35,8 @@ class VisionEncoder(nn.Module):
     def __init__(self, spec: VisionEncoderSpec) -> None:
         super().__init__()
         if spec.source is not None:
-            self.model = CLIPVisionModel.from_pretrained(spec.source)
+            with hub_asset("CLIP vision model", "vision.source", spec.source):
+                self.model = CLIPVisionModel.from_pretrained(spec.source)
             identity = spec.source
         else:
             self.model = CLIPVisionModel(CLIPVisionConfig(**(spec.config or {})))
