@@ -14,6 +14,8 @@ from multi2cap.vggcaps import postprocess as pp
         (">>> Caption: A dog barks.", "A dog barks."),
         ("**Revised caption:** “Rain drums on a tin roof.”", "Rain drums on a tin roof."),
         ("- A bell rings.", "A bell rings."),
+        ("Here's the revised caption: A bell rings.", "A bell rings."),
+        ("Here is a caption - A bell rings.", "A bell rings."),
         ("1. A bell rings.", "A bell rings."),
         ("A bell rings.", "A bell rings."),
     ],

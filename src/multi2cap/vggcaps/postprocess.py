@@ -20,7 +20,8 @@ MAX_WORDS = 80
 
 _QUOTES = "\"'“”‘’«»`"
 _PREFIX = re.compile(
-    r"^\s*(?:>{1,3}\s*)?(?:\*\*|__)?\s*(?:(?:final|revised|refined|raw|audio|new|improved)\s+)?"
+    r"^\s*(?:>{1,3}\s*)?(?:\*\*|__)?\s*(?:here(?:'s| is)\s+(?:a|the|my|your)\s+)?"
+    r"(?:(?:final|revised|refined|raw|audio|new|improved)\s+)?"
     r"caption\s*(?:\d+\s*)?(?:\*\*|__)?\s*[:\-–—]\s*(?:\*\*|__)?",
     re.IGNORECASE,
 )
