@@ -10,6 +10,7 @@ scores followed by the corpus score computed from the pooled statistics (not the
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import threading
@@ -115,7 +116,8 @@ class MeteorScorer:
         proc, self._proc = self._proc, None
         if proc is not None:
             if proc.stdin is not None:
-                proc.stdin.close()
+                with contextlib.suppress(BrokenPipeError):  # the JVM died with input pending
+                    proc.stdin.close()
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
