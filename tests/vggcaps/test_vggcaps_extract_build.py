@@ -216,3 +216,39 @@ def test_openai_build_extracts_and_captions_together(
     assert bee["raw_caption"] == stage1_reply("bee, wasp, etc. buzzing")
     assert bee["caption"] == stage2_reply(bee["raw_caption"])
     assert summary.prompt_tokens == 3 * (101 + 102)
+
+
+def test_shards_split_the_clips_between_machines(vgg_folder: Path, tmp_path: Path) -> None:
+    seen = []
+    for index in range(2):
+        out = tmp_path / f"shard{index}"
+        summary = build_vggcaps(
+            BuildConfig(
+                out=out,
+                videos=vgg_folder / "videos",
+                categories=vgg_folder / "vggsound.csv",
+                shard=(index, 2),
+                steps=("extract",),
+                workers=1,
+                progress=False,
+            )
+        )
+        ids = (
+            {r["id"] for r in read_jsonl(out / "work" / "extract.jsonl")}
+            if summary.extracted
+            else set()
+        )
+        failed = (
+            {r["id"] for r in read_jsonl(out / "work" / "failures_log.jsonl")}
+            if summary.failed
+            else set()
+        )
+        assert summary.selected == len(ids) + len(failed)
+        seen.append(ids | failed)
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == {
+        "-tux0abcdef_000000",
+        "-tux1abcdef_000030",
+        "bbbunny0001_000002",
+        "broken00001_000000",
+    }
