@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from multi2cap.io import read_jsonl
-from multi2cap.train import ConfigError, load_train_config, train
+from multi2cap.train import ConfigError, TrainResult, load_train_config, train
 from multi2cap.train.state import list_checkpoints
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -152,6 +152,47 @@ def test_validation_selects_best_and_finetuning_reads_no_image(
     )
     assert fine.global_step == 2 and all(math.isfinite(x) for x in fine.train_losses)
     assert all(r["loss_align"] == 0.0 and r["loss_vfr"] == 0.0 for r in fine.history)
+
+    # A checkpoint's architecture is fixed; its losses may change.
+    changed = load_train_config(
+        CONFIGS / "tiny_finetune.yaml",
+        [
+            f"data.train_manifest={tmp_path / 'audio_only.jsonl'}",
+            f"init_from={pre.best_checkpoint}",
+            *FAST,
+            "model.k=8",
+        ],
+        output_dir=tmp_path / "changed",
+    )
+    with pytest.raises(ConfigError, match=r"model\.k: cannot change the architecture"):
+        train(changed)
+
+
+def test_accumulated_micro_batches_equal_one_large_batch(
+    stamp_manifests: Path, tmp_path: Path
+) -> None:
+    # Fine-tuning (L_cap only, no batch-level InfoNCE) on captions of equal token counts (the
+    # caption loss is a token mean per micro-batch): 2 accumulated micro-batches of 2 == 1 of 4.
+    from multi2cap.data.manifest import read_manifest, write_manifest
+
+    records = read_manifest(stamp_manifests / "train.jsonl")
+    for record in records:
+        record.captions = [c for c in record.captions if c.startswith("the sound of")]
+    write_manifest(records, tmp_path / "equal.jsonl")
+
+    def run(micro: int) -> TrainResult:
+        overrides = [f"data.train_manifest={tmp_path / 'equal.jsonl'}", *FAST, "optim.epochs=1"]
+        overrides += ["augment.enabled=false", f"optim.micro_batch_size={micro}"]
+        config = load_train_config(CONFIGS / "tiny_finetune.yaml", overrides, tmp_path / str(micro))
+        return train(config)
+
+    accumulated, whole = run(2), run(4)
+    assert accumulated.global_step == whole.global_step == 2
+    assert accumulated.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
+    a = load_file(accumulated.final_checkpoint / "trainable.safetensors")
+    b = load_file(whole.final_checkpoint / "trainable.safetensors")
+    for key, value in a.items():
+        torch.testing.assert_close(value, b[key], rtol=1e-4, atol=1e-5)
 
 
 def test_best_metric_that_cannot_be_computed_fails_before_training(
