@@ -123,3 +123,16 @@ def test_inline_llm_needs_a_tokenizer_spec() -> None:
         source=None, family="llama", config={"hidden_size": 8}, tokenizer=TokenizerSpec(words=["x"])
     )
     assert spec.tokenizer.words == ["x"]
+
+
+def test_backbone_generation_defaults_do_not_leak_into_decoding() -> None:
+    """Hub checkpoints ship sampling/penalty defaults; captions follow our settings only."""
+    decoder = _decoder().eval()
+    prefix, mask = _prefix([4, 2])
+    options = dict(num_beams=2, max_new_tokens=8)
+    clean = decoder.generate(prefix, mask, **options)
+    hub_defaults = decoder.model.generation_config
+    hub_defaults.do_sample, hub_defaults.temperature, hub_defaults.top_k = True, 5.0, 3
+    hub_defaults.repetition_penalty, hub_defaults.min_new_tokens = 10.0, 7
+    assert decoder.generate(prefix, mask, **options) == clean
+    assert decoder.model.generation_config is hub_defaults  # put back after the call

@@ -23,6 +23,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
@@ -211,23 +212,35 @@ class CaptionDecoder(nn.Module):
     ) -> list[str]:
         """Greedy (`num_beams=1`) or beam-search captions for a batch of prefixes.
 
+        Decoding uses exactly these settings: the backbone's own `generation_config` (sampling,
+        repetition penalty, extra stop ids of chat checkpoints) is set aside during the call.
+        Generation stops at the tokenizer's EOS, the token captions were trained to end with.
         `no_repeat_ngram_size` constrains the generated tokens only, not the prompt."""
         inputs = self.assemble(prefix, prefix_mask)
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
-        with warnings.catch_warnings():
-            # The n-gram block applying to generated tokens only is what we want.
-            warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size`")
-            out = self.model.generate(
-                inputs_embeds=inputs.embeds,
-                attention_mask=inputs.attention_mask,
-                do_sample=False,
-                num_beams=num_beams,
-                max_new_tokens=max_new_tokens,
-                length_penalty=length_penalty,
-                no_repeat_ngram_size=no_repeat_ngram_size,
-                eos_token_id=eos,
-                pad_token_id=pad if pad is not None else eos,
-            )
+        settings = GenerationConfig(
+            do_sample=False,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            repetition_penalty=1.0,
+            eos_token_id=eos,
+            pad_token_id=pad if pad is not None else eos,
+        )
+        backbone_settings = self.model.generation_config
+        self.model.generation_config = settings
+        try:
+            with warnings.catch_warnings():
+                # The n-gram block applying to generated tokens only is what we want.
+                warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size`")
+                out = self.model.generate(
+                    inputs_embeds=inputs.embeds,
+                    attention_mask=inputs.attention_mask,
+                    generation_config=settings,
+                )
+        finally:
+            self.model.generation_config = backbone_settings
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [" ".join(t.split()) for t in texts]
