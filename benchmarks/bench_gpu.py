@@ -29,7 +29,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -198,8 +198,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def llm_tokens(model: Any) -> Callable[[], int]:
-    """Hook counting the LLM's real (unpadded) input tokens per forward; returns a reader."""
+@contextlib.contextmanager
+def llm_tokens(model: Any) -> Iterator[Callable[[], int]]:
+    """While active, count the LLM's real (unpadded) input tokens of the last forward."""
     seen = {"tokens": 0}
 
     def hook(_module: Any, _args: Any, kwargs: dict[str, Any]) -> None:
@@ -207,8 +208,11 @@ def llm_tokens(model: Any) -> Callable[[], int]:
         if mask is not None:
             seen["tokens"] = int(mask.sum())
 
-    model.decoder.model.register_forward_pre_hook(hook, with_kwargs=True)
-    return lambda: seen["tokens"]
+    handle = model.decoder.model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield lambda: seen["tokens"]
+    finally:
+        handle.remove()
 
 
 def train_step(model: Any, optimizer: Any, batch: dict[str, Any], device: torch.device) -> None:
@@ -236,58 +240,90 @@ def flops_per_sample(
     return counter.get_total_flops() / 2
 
 
-def bench_training(
-    model: Any, settings: Settings, device: torch.device, flops_sample: float
-) -> dict[str, Any]:
+def fits(
+    model: Any, optimizer: Any, batch_size: int, settings: Settings, device: torch.device
+) -> bool:
+    """Whether two training steps at `batch_size` run without running out of memory."""
     image_size = model.vision.image_size
-    model.set_stage("pretrain")
-    model.train()
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=5e-5, weight_decay=1e-6)
-    tokens = llm_tokens(model)
+    try:
+        generator = torch.Generator().manual_seed(batch_size)
+        batch = to_device(synthetic_batch(batch_size, settings, image_size, generator), device)
+        for _ in range(2):
+            train_step(model, optimizer, batch, device)
+        synchronize(device)
+        return True
+    except torch.OutOfMemoryError:
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    finally:
+        batch = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def time_steps(
+    model: Any, optimizer: Any, batch_size: int, settings: Settings, device: torch.device
+) -> tuple[float, int]:
+    """(median step seconds, LLM tokens per step) at `batch_size`; raises OutOfMemoryError."""
     generator = torch.Generator().manual_seed(0)
-    fitted: int | None = None
-    for size in settings.batches:
-        try:
-            batch = to_device(synthetic_batch(size, settings, image_size, generator), device)
-            for _ in range(2):
-                train_step(model, optimizer, batch, device)
-            synchronize(device)
-            fitted = size
-        except torch.OutOfMemoryError:
-            break
-        finally:
-            batch = None
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        print(f"  batch {size}: fits", flush=True)
-    if fitted is None:
-        return {"error": f"even batch {settings.batches[0]} does not fit"}
-    batch = to_device(synthetic_batch(fitted, settings, image_size, generator), device)
+    batch = to_device(
+        synthetic_batch(batch_size, settings, model.vision.image_size, generator), device
+    )
     for _ in range(settings.warmup):
         train_step(model, optimizer, batch, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    for _ in range(settings.steps):
-        synchronize(device)
-        start = time.perf_counter()
-        train_step(model, optimizer, batch, device)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    step = statistics.median(times)
-    peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    flops = flops_sample * fitted
-    peak = next((v for k, v in PEAK_BF16.items() if k in device_name(device)), None)
-    return {
-        "batch": fitted,
-        "step_s_median": step,
-        "samples_per_s": fitted / step,
-        "llm_tokens_per_s": tokens() / step,
-        "model_tflops_per_step": flops / 1e12,
-        "achieved_tflops": flops / step / 1e12,
-        "mfu": flops / step / peak if peak else None,
-        "peak_memory_gib": peak_mem,
-    }
+    with llm_tokens(model) as tokens:
+        for _ in range(settings.steps):
+            synchronize(device)
+            start = time.perf_counter()
+            train_step(model, optimizer, batch, device)
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times), tokens()
+
+
+def bench_training(
+    model: Any, settings: Settings, device: torch.device, flops_sample: float
+) -> dict[str, Any]:
+    """Largest batch of `settings.batches` that fits, then timed steps at it (or, should the
+    timed run itself run out of memory after fragmentation, at the next smaller size)."""
+    model.set_stage("pretrain")
+    model.train()
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=5e-5, weight_decay=1e-6)
+    fitting = []
+    for size in settings.batches:
+        if not fits(model, optimizer, size, settings, device):
+            print(f"  batch {size}: out of memory", flush=True)
+            break
+        print(f"  batch {size}: fits", flush=True)
+        fitting.append(size)
+    for size in reversed(fitting):
+        try:
+            step, tokens = time_steps(model, optimizer, size, settings, device)
+        except torch.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        peak_mem = (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        )
+        flops = flops_sample * size
+        peak = next((v for k, v in PEAK_BF16.items() if k in device_name(device)), None)
+        return {
+            "batch": size,
+            "largest_tried": settings.batches[-1],
+            "step_s_median": step,
+            "samples_per_s": size / step,
+            "llm_tokens_per_s": tokens / step,
+            "model_tflops_per_step": flops / 1e12,
+            "achieved_tflops": flops / step / 1e12,
+            "mfu": flops / step / peak if peak else None,
+            "peak_memory_gib": peak_mem,
+        }
+    return {"error": f"even batch {settings.batches[0]} does not fit"}
 
 
 def bench_captioning(model: Any, settings: Settings, device: torch.device) -> dict[str, Any]:
