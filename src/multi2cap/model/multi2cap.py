@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import CLIPVisionConfig
+from transformers import CLIPVisionConfig, PreTrainedTokenizerBase
 
 from multi2cap.media.audio import load_audio
 from multi2cap.model.adapter import GroundAdapter
@@ -125,7 +125,7 @@ class Multi2Cap(nn.Module):
         config: Multi2CapConfig,
         *,
         load_vision: bool = True,
-        tokenizer: Any = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         super().__init__()
         self.config = config
