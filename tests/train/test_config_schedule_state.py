@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from multi2cap.train.config import ConfigError, load_train_config
+from multi2cap.train.config import ConfigError, EvalConfig, load_train_config
 from multi2cap.train.sampler import StepBatchSampler
 from multi2cap.train.schedule import lr_factor, warmup_cosine
 from multi2cap.train.state import (
@@ -103,6 +103,12 @@ def test_paper_recipes_carry_appendix_a1_values() -> None:
         assert cfg.optim.weight_decay == 1e-6
         assert cfg.optim.betas == (0.9, 0.999)
         assert cfg.augment.enabled
+
+
+def test_best_mode_follows_the_metric_name() -> None:
+    assert EvalConfig(best_metric="cider_d").maximise
+    assert not EvalConfig(best_metric="val_loss").maximise
+    assert not EvalConfig(best_metric="fer", best_mode="min").maximise
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:

@@ -172,7 +172,8 @@ def test_accumulated_micro_batches_equal_one_large_batch(
     stamp_manifests: Path, tmp_path: Path
 ) -> None:
     # Fine-tuning (L_cap only, no batch-level InfoNCE) on captions of equal token counts (the
-    # caption loss is a token mean per micro-batch): 2 accumulated micro-batches of 2 == 1 of 4.
+    # caption loss is a token mean per micro-batch): 2 accumulated micro-batches of 2 == 1 of 4,
+    # the latter with the LLM's gradient checkpointing on (recomputation changes nothing).
     from multi2cap.data.manifest import read_manifest, write_manifest
 
     records = read_manifest(stamp_manifests / "train.jsonl")
@@ -183,6 +184,7 @@ def test_accumulated_micro_batches_equal_one_large_batch(
     def run(micro: int) -> TrainResult:
         overrides = [f"data.train_manifest={tmp_path / 'equal.jsonl'}", *FAST, "optim.epochs=1"]
         overrides += ["augment.enabled=false", f"optim.micro_batch_size={micro}"]
+        overrides += [f"runtime.gradient_checkpointing={str(micro == 4).lower()}"]
         config = load_train_config(CONFIGS / "tiny_finetune.yaml", overrides, tmp_path / str(micro))
         return train(config)
 

@@ -43,7 +43,7 @@ def train_command(
     try:
         recipe = load_train_config(config, overrides or [], output_dir=output_dir)
         result = train(recipe, resume=resume)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, OSError, ValueError) as err:  # bad recipe, data, asset or hub id
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None
     from accelerate import PartialState
