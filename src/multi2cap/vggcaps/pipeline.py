@@ -221,7 +221,7 @@ def _extract_one(job: _ExtractJob) -> dict[str, Any]:
         audio_bytes = io.BytesIO()
         soundfile.write(audio_bytes, clip.audio, clip.sample_rate, format="FLAC")
         image_bytes = io.BytesIO()
-        image.save(image_bytes, format="PNG")
+        image.save(image_bytes, format="PNG", compress_level=1)
         atomic_write_bytes(job.out_dir / paths["frame"], frame_bytes.getvalue())
         atomic_write_bytes(job.out_dir / paths["audio"], audio_bytes.getvalue())
         atomic_write_bytes(job.out_dir / paths["spectrogram"], image_bytes.getvalue())
