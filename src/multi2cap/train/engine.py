@@ -150,7 +150,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             eps=config.optim.eps,
             weight_decay=config.optim.weight_decay,
         )
-        train_set = _dataset(config, train_records, train=True, model=model)
+        train_set = _train_dataset(config, train_records, model)
         sampler_args = dict(
             micro_batch_size=config.optim.micro_batch_size,
             accumulation_steps=accumulation,
@@ -435,11 +435,13 @@ def _build_model(
     return model_cls(Multi2CapConfig.model_validate(section), load_vision=load_vision)
 
 
-def _dataset(config: TrainConfig, records: list[ManifestRecord], *, train: bool, model: Any) -> Any:
+def _train_dataset(config: TrainConfig, records: list[ManifestRecord], model: Any) -> Any:
+    """Training clips with the recipe's augmentations; frames only when pre-training with
+    grounding, at the loaded vision encoder's input size unless `data.image_size` says."""
     from multi2cap.data.dataset import CaptionDataset
 
     augment = None
-    if train and config.augment.enabled:
+    if config.augment.enabled:
         from multi2cap.media.augment import (
             AddWhiteNoise,
             PolarityFlip,
@@ -458,12 +460,13 @@ def _dataset(config: TrainConfig, records: list[ManifestRecord], *, train: bool,
             ],
             [a.p_white_noise, a.p_shift, a.p_stretch, a.p_flip],
         )
+    with_images = config.stage == "pretrain" and model.vision is not None
     dataset = CaptionDataset(
         records,
-        train=train,
+        train=True,
         clip_seconds=config.data.clip_seconds,
-        with_images=train and config.stage == "pretrain" and model.config.grounding,
-        image_size=config.data.image_size or _vision_image_size(model.config),
+        with_images=with_images,
+        image_size=config.data.image_size or (model.vision.image_size if with_images else 224),
         augment=augment,
         seed=config.seed,
     )
@@ -493,8 +496,9 @@ class _Skipped:
     id: str
 
 
-def _collate(items: list[Any]) -> dict[str, Any] | None:
-    """`collate_captions` over the readable items, with `skipped` ids; None when none is left."""
+def _collate(items: list[Any]) -> dict[str, Any]:
+    """`collate_captions` over the readable items, plus the `skipped` ids; only `ids` (empty)
+    and `skipped` when nothing was readable."""
     from multi2cap.data.dataset import collate_captions
 
     skipped = [item.id for item in items if isinstance(item, _Skipped)]
@@ -502,12 +506,6 @@ def _collate(items: list[Any]) -> dict[str, Any] | None:
     if not valid:
         return {"ids": [], "skipped": skipped}
     return {**collate_captions(valid), "skipped": skipped}
-
-
-def _vision_image_size(model_config: Any) -> int:
-    """Input side of the vision encoder: its inline config's, else CLIP ViT-L/14's 224 px."""
-    inline = model_config.vision.config or {}
-    return int(inline.get("image_size", 224))
 
 
 def _loader(dataset: Any, batch_sampler: Any, config: TrainConfig) -> DataLoader:
@@ -591,7 +589,6 @@ class _Validator:
                 train=False,
                 clip_seconds=cfg.data.clip_seconds,
                 with_images=False,
-                image_size=cfg.data.image_size or _vision_image_size(model.config),
                 augment=None,
                 seed=cfg.seed,
             )
