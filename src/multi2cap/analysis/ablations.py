@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -304,7 +305,6 @@ def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
         recall_at,
         retrieval_ranks,
     )
-    from multi2cap.model.grounding import segment_weights
 
     records = read_manifest(settings.probe_manifest)
     model = load_probe_model(checkpoint, device=settings.device)
@@ -326,11 +326,9 @@ def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
     with torch.no_grad():
         tokens, mask = model.encode_audio(audio, lengths)
         patches = model.vision(image).patches
-        with FlopCounterMode(display=False) as grounding_count:
-            weights = segment_weights(mask, model.config.k)
-            model.grounding(tokens, mask, patches, weights)
-            g_hat = model.vfr(tokens, weights)
-            model.adapter(tokens, mask, g_hat)
+        gflops_grounding = grounding_path_flops(
+            model.grounding, model.vfr, model.adapter, tokens, mask, patches, model.config.k
+        )
         batch = {"audio": audio, "audio_lengths": lengths, "captions": [""]}
         with FlopCounterMode(display=False) as prefill_count:
             model(batch, "finetune")
@@ -346,13 +344,36 @@ def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
             times.append(1000.0 * (time.perf_counter() - start))
     return {
         "vcls_r1": recall_at(ranks, 1),
-        "gflops_grounding": grounding_count.get_total_flops() / 1e9,
+        "gflops_grounding": gflops_grounding / 1e9,
         "gflops_prefill": prefill_count.get_total_flops() / 1e9,
         "latency_ms": statistics.median(times),
         "latency_runs": len(times),
         "device": _device_name(model.device),
         "cost_clip_seconds": settings.seconds,
     }
+
+
+@torch.no_grad()
+def grounding_path_flops(
+    grounding: Any,
+    vfr: Any,
+    adapter: Any,
+    tokens: Tensor,
+    mask: Tensor,
+    patches: Tensor,
+    k: int,
+) -> int:
+    """FLOPs (`FlopCounterMode` count) of segment pooling, AV-grounding (g), the VFR (g_hat) and
+    the Ground Adapter for CED tokens `(B, T, d_a)` with `mask (B, T)` and CLIP patches
+    `(B, P, d_v)`, K segments."""
+    from multi2cap.model.grounding import segment_weights
+
+    with FlopCounterMode(display=False) as counter:
+        weights = segment_weights(mask, k)
+        grounding(tokens, mask, patches, weights)
+        g_hat = vfr(tokens, weights)
+        adapter(tokens, mask, g_hat)
+    return int(counter.get_total_flops())
 
 
 def _device_name(device: torch.device) -> str:
