@@ -33,7 +33,7 @@ def test_overrides_types_and_relative_paths(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         "stage: finetune\noptim:\n  lr: 5e-5\n  batch_size: 8\n  micro_batch_size: 4\n"
-        "data:\n  train_manifest: data/train.jsonl\nmodel:\n  k: 4\n"
+        "data:\n  train_manifest: data/train.jsonl\nmodel:\n  k: 4\nruntime:\n  output_dir: out\n"
     )
     cfg = load_train_config(
         recipe, ["optim.lr=1e-4", "model.k=8", "optim.betas=[0.8, 0.95]"], output_dir="x"
@@ -42,7 +42,8 @@ def test_overrides_types_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.model == {"k": 8}
     assert cfg.optim.betas == (0.8, 0.95)
     assert cfg.data.train_manifest == str(tmp_path / "data/train.jsonl")
-    assert cfg.runtime.output_dir == "x"
+    assert cfg.runtime.output_dir == "x"  # the command line's, relative to the cwd
+    assert load_train_config(recipe).runtime.output_dir == str(tmp_path / "out")
     assert cfg.accumulation_steps(1) == 2
     assert cfg.accumulation_steps(2) == 1
     with pytest.raises(ConfigError, match="micro_batch_size x devices"):

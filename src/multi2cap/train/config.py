@@ -204,6 +204,7 @@ _PATH_FIELDS = (
     ("data", "train_manifest"),
     ("data", "val_manifest"),
     ("init_from",),
+    ("runtime", "output_dir"),
 )
 
 
@@ -214,9 +215,9 @@ def load_train_config(
 ) -> TrainConfig:
     """Read a recipe, apply overrides, validate.
 
-    Relative manifest and checkpoint paths in the file are taken relative to the file's folder,
-    so recipes can sit beside their data; paths given as overrides are relative to the current
-    directory. `output_dir` (the CLI's `--output-dir`) wins over `runtime.output_dir`.
+    Relative paths in the file (manifests, `init_from`, `runtime.output_dir`) are taken from the
+    file's folder, so a recipe means the same wherever it is run from; paths given as overrides
+    are relative to the current directory. `output_dir` (the CLI's `--output-dir`) wins over `runtime.output_dir`.
     """
     tree: dict[str, Any] = {}
     source = "<overrides>"
