@@ -217,7 +217,8 @@ def load_train_config(
 
     Relative paths in the file (manifests, `init_from`, `runtime.output_dir`) are taken from the
     file's folder, so a recipe means the same wherever it is run from; paths given as overrides
-    are relative to the current directory. `output_dir` (the CLI's `--output-dir`) wins over `runtime.output_dir`.
+    are relative to the current directory. `output_dir` (the CLI's `--output-dir`) wins over
+    `runtime.output_dir`.
     """
     tree: dict[str, Any] = {}
     source = "<overrides>"

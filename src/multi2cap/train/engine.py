@@ -52,9 +52,9 @@ class TrainResult:
     `stop_reason` says why a run ended before its last epoch (`stop_at_step`, or `signal
     SIGTERM` when the job was asked to stop; a checkpoint was written, `--resume` continues).
     `skipped_clips` counts the unreadable clips of the whole run (main process; their ids are in
-    `skipped.jsonl`). `history` holds one record per logged optimizer step (`kind="train"`: step, epoch, lr,
-    losses averaged over the step's micro-batches and devices) and one per validation
-    (`kind="val"`: epoch, step, `val_loss`, the corpus metrics).
+    `skipped.jsonl`). `history` holds one record per logged optimizer step (`kind="train"`:
+    step, epoch, lr, losses averaged over the step's micro-batches and devices) and one per
+    validation (`kind="val"`: epoch, step, `val_loss`, the corpus metrics).
     """
 
     output_dir: Path
