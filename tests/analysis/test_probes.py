@@ -221,3 +221,17 @@ def test_fidelity_cli_rejects_a_manifest_without_frames(probe_data: dict, tmp_pa
     )
     assert result.exit_code == 2
     assert "no image" in result.output and "Traceback" not in result.output
+
+
+def test_fidelity_cli_rejects_an_audio_only_checkpoint(probe_data: dict, tmp_path: Path) -> None:
+    baseline = Multi2Cap(Multi2CapConfig.tiny(["a frog calls"], grounding=False))
+    checkpoint = baseline.save_pretrained(tmp_path / "baseline")
+    result = CliRunner().invoke(
+        _app(),
+        [
+            *("analyze", "model", "fidelity", str(checkpoint), str(probe_data["manifest"])),
+            *("--out", str(tmp_path / "x")),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "audio-only baseline" in result.output and "Traceback" not in result.output

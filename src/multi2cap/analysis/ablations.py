@@ -19,6 +19,7 @@ architecture comes from the pre-trained checkpoint through `init_from`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import time
@@ -396,14 +397,16 @@ def evaluate_checkpoints(
     log: Log | None = None,
 ) -> list[CellResult]:
     """The K-sweep table from given checkpoints instead of training (K read from each config);
-    results are cached in `<out>/cells/<name>/result.json` like trained cells."""
+    results are cached in `<out>/cells/k_<K>_<hash of the checkpoint path>/result.json` like
+    trained cells."""
     from multi2cap.model.config import Multi2CapConfig
 
     say = log or (lambda _: None)
     results = []
     for i, checkpoint in enumerate(checkpoints, 1):
         config = Multi2CapConfig.load(Path(checkpoint) / "config.yaml")
-        name = f"k_{config.k}_{Path(checkpoint).name}"
+        digest = hashlib.sha1(str(Path(checkpoint).resolve()).encode()).hexdigest()[:8]
+        name = f"k_{config.k}_{digest}"
         done = out_dir / "cells" / name / RESULT_FILE
         if done.is_file():
             say(f"checkpoint {i}/{len(checkpoints)} {checkpoint}: evaluated earlier, skipped")
