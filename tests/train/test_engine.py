@@ -47,6 +47,8 @@ def test_interrupt_and_resume_reproduce_the_uninterrupted_run(
     cut = train(_config(stamp_manifests, tmp_path / "cut", "runtime.stop_at_step=3"))
     assert cut.global_step == 3 and cut.epochs_completed == 1
     assert [s for s, _ in list_checkpoints(tmp_path / "cut" / "checkpoints")][-1] == 3
+    assert cut.stop_reason == "stop_at_step" and not (tmp_path / "cut" / "final").exists()
+    assert cut.final_checkpoint == tmp_path / "cut" / "checkpoints" / "step-00000003" / "model"
     resumed = train(_config(stamp_manifests, tmp_path / "cut"), resume=True)
 
     assert resumed.global_step == 4

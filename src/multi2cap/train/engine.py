@@ -47,7 +47,9 @@ TRAIN_COLUMNS = ("step", "epoch", "lr", *LOSS_KEYS, "samples_per_s")
 
 @dataclass
 class TrainResult:
-    """What a run produced. Checkpoint paths are `Multi2Cap.from_pretrained` folders.
+    """What a run produced. Checkpoint paths are `Multi2Cap.from_pretrained` folders:
+    `final_checkpoint` is `<output_dir>/final` once every epoch is done, else (a stopped run)
+    the model folder of the checkpoint written when it stopped.
 
     `stop_reason` says why a run ended before its last epoch (`stop_at_step`, or `signal
     SIGTERM` when the job was asked to stop; a checkpoint was written, `--resume` continues).
@@ -245,10 +247,13 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                         _save_best(out, best, scores, accelerator.unwrap_model(model))
             checkpointer.save(position, best)
 
-    final = out / "final"
-    if accelerator.is_main_process:
-        _save_model(accelerator.unwrap_model(model), out, "final")
-    accelerator.wait_for_everyone()
+    if stop_reason is not None:  # `final/` is only for a run that did all its epochs
+        final = ckpt_root / ckpt.step_dir_name(position.global_step) / ckpt.MODEL_DIR
+    else:
+        final = out / "final"
+        if accelerator.is_main_process:
+            _save_model(accelerator.unwrap_model(model), out, "final")
+        accelerator.wait_for_everyone()
     best_dir = out / "best"
     return TrainResult(
         output_dir=out,
