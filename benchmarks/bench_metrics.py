@@ -91,6 +91,60 @@ def max_diff(a: Any, b: Any) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))))
 
 
+def meteor_rows(
+    cands: list[str],
+    mrefs: list[list[str]],
+    gts: dict[int, list[str]],
+    res: dict[int, list[str]],
+    repeats: int,
+) -> list[tuple[str, Timing, Timing, float]]:
+    """METEOR rows: JVM start + first call, then warm calls. Ours and pycocoevalcap's calls
+    alternate so both see the same load; the JIT keeps compiling for the first few calls, so
+    4 calls each are timed separately before the `repeats` warm ones."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    ours: list[Any] = []
+    coco: list[Any] = []
+
+    def start_ours() -> Any:
+        ours.append(MeteorScorer())
+        return ours[0].score(cands, mrefs)
+
+    def start_coco() -> Any:
+        coco.append(Meteor())
+        return coco[0].compute_score(gts, res)
+
+    cold, first = median_time(start_ours, 1)
+    p_cold, p_first = median_time(start_coco, 1)
+    timings: dict[str, list[Timing]] = {"ours": [], "coco": []}
+    values: dict[str, Any] = {}
+    for _ in range(4 + repeats):
+        timing, values["ours"] = median_time(lambda: ours[0].score(cands, mrefs), 1)
+        timings["ours"].append(timing)
+        timing, values["coco"] = median_time(lambda: coco[0].compute_score(gts, res), 1)
+        timings["coco"].append(timing)
+    ours[0].close()
+    coco.clear()
+    diff = max(
+        max_diff(values["ours"][0], values["coco"][0]),
+        max_diff(values["ours"][1], values["coco"][1]),
+        max_diff(first[1], p_first[1]),
+    )
+
+    def median(series: list[Timing]) -> Timing:
+        return Timing(
+            statistics.median(t.wall for t in series), statistics.median(t.cpu for t in series)
+        )
+
+    return [
+        ("METEOR, JVM start + first call", cold, p_cold, diff),
+        ("METEOR, calls 2-5 (JIT warming)", median(timings["ours"][:4]),
+         median(timings["coco"][:4]), diff),
+        ("METEOR, warm call (6th on)", median(timings["ours"][4:]),
+         median(timings["coco"][4:]), diff),
+    ]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1045)
@@ -148,40 +202,7 @@ def main() -> None:
     )
 
     if not args.no_meteor:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        scorer: MeteorScorer | None = None
-
-        def start_ours() -> Any:
-            nonlocal scorer
-            scorer = MeteorScorer()
-            return scorer.score(cands, mrefs)
-
-        cold, first = median_time(start_ours, 1)
-        assert scorer is not None
-        # The JIT keeps compiling during the first calls: time `repeats` calls after 3 more.
-        warmup, _ = median_time(lambda: scorer.score(cands, mrefs), 3)
-        warm, ours_meteor = median_time(lambda: scorer.score(cands, mrefs), args.repeats)
-        scorer.close()
-        coco: Any = None
-
-        def start_coco() -> Any:
-            nonlocal coco
-            coco = Meteor()
-            return coco.compute_score(gts, res)
-
-        p_cold, p_first = median_time(start_coco, 1)
-        p_warmup, _ = median_time(lambda: coco.compute_score(gts, res), 3)
-        p_warm, p_meteor = median_time(lambda: coco.compute_score(gts, res), args.repeats)
-        del coco
-        meteor_diff = max(
-            max_diff(ours_meteor[0], p_meteor[0]),
-            max_diff(ours_meteor[1], p_meteor[1]),
-            max_diff(first[1], p_first[1]),
-        )
-        rows.append(("METEOR, JVM start + first call", cold, p_cold, meteor_diff))
-        rows.append(("METEOR, calls 2-4 (JIT warming)", warmup, p_warmup, meteor_diff))
-        rows.append(("METEOR, warm call (from the 5th)", warm, p_warm, meteor_diff))
+        rows += meteor_rows(cands, mrefs, gts, res, args.repeats)
 
     print(
         f"{'metric':32} {'ours wall':>9} {'coco wall':>9} {'ratio':>6} "

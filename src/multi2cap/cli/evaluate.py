@@ -69,23 +69,27 @@ def evaluate_command(
         ids, candidates, mult_references = align(
             read_predictions(predictions), read_references(references)
         )
-        result = evaluate(
-            candidates,
-            mult_references,
-            metrics=metrics,
-            tokenize=not no_tokenize,
-            skip_unavailable=skip_unavailable,
-            java=java,
-            spice_lib=spice_lib,
-            sbert_model=sbert_model,
-            echecker=echecker,
-            echecker_bert=echecker_bert,
-            device=device,
-            allow_network=allow_network,
-        )
+        with err.status(f"Scoring {len(ids)} items (METEOR's JVM takes 10-30 s to start)"):
+            result = evaluate(
+                candidates,
+                mult_references,
+                metrics=metrics,
+                tokenize=not no_tokenize,
+                skip_unavailable=skip_unavailable,
+                java=java,
+                spice_lib=spice_lib,
+                sbert_model=sbert_model,
+                echecker=echecker,
+                echecker_bert=echecker_bert,
+                device=device,
+                allow_network=allow_network,
+            )
     except (CaptionFileError, MetricUnavailableError, ValueError) as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(code=2) from None
+    except RuntimeError as error:  # a jar failed (its own message is in the error)
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=1) from None
 
     # x100 as the paper prints them; scores.json keeps the raw values.
     table = Table(title=f"{len(ids)} items")
