@@ -466,14 +466,19 @@ def fidelity_markdown(result: FidelityResult, title: str = "") -> str:
         for r in result.rows
     ]
     s = result.settings
+    if s["clip_model"] is None:
+        clip_text = "CLIP columns empty: no CLIP model given"
+    else:
+        clip_text = (
+            f"CLIP score = 100·max(cos, 0) with the category prompt '{s['clip_prompt']}' "
+            f"({s['clip_model']}, {s['clip_clips']} clips with a category)"
+        )
     text = [
         f"# Semantic fidelity of the grounding tokens{': ' + title if title else ''}",
         "",
         f"{result.n} clips, K = {s['k']}, {s['n_patches']} patches. R@k in % (chance R@1 "
         f"{result.chance_r1:.1f}, R@5 {result.chance_r5:.1f}); cos to V_cls in the L_align space "
-        "(mean over tokens); CLIP score = 100·max(cos, 0) with the category prompt "
-        f"'{s['clip_prompt']}' ({s['clip_model'] or 'no CLIP model given'}, "
-        f"{s['clip_clips']} clips with a category); attention entropy normalised to [0, 1]. "
+        f"(mean over tokens); {clip_text}; attention entropy normalised to [0, 1]. "
         f"The model's own grounding attention (audio steps over patches) has entropy "
         f"{result.grounding_entropy:.3f}. Definitions: docs/probes.md.",
         "",

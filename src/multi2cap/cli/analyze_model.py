@@ -109,7 +109,7 @@ def fidelity_command(
         probe = _probe_set(checkpoint, manifest, batch_size, seed, device)
         clip = ClipJointSpace(clip_model, device=device) if clip_model else None
         result = fidelity(probe, clip, prompt=prompt, ridge_alpha=ridge_alpha, seed=seed)
-        files = write_fidelity(result, out, title=checkpoint.name)
+        files = write_fidelity(result, out, title=str(checkpoint))
     for row in result.rows:
         if row.r1 is not None:
             _console.print(f"{row.kind:>7}: R@1 {row.r1:5.1f}  R@5 {row.r5:5.1f}")
