@@ -120,10 +120,14 @@ def offline_evaluator(java: str) -> Iterator[Evaluator]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests that wait for a METEOR JVM last, so the JVMs load while the others run."""
+    """Within this folder, run the tests that wait for a METEOR JVM last, so the JVMs load
+    while the others run (other folders' tests keep their places)."""
     waiting = ("offline_evaluator", "cli_oracle_run")
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if here in Path(str(item.path)).parents]
 
     def waits(item: pytest.Item) -> int:
         return sum(name in getattr(item, "fixturenames", ()) for name in waiting)
 
-    items.sort(key=waits)
+    for slot, item in zip(slots, sorted((items[i] for i in slots), key=waits), strict=True):
+        items[slot] = item
