@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "evaluate",
     "vggcaps",
     "analyze",
+    "analyze_model",
     "train",
     "caption",
     "demo",
