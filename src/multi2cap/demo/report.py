@@ -155,6 +155,7 @@ def write_report(
     manifests: dict[str, Path],
     runs: list[ModelRun],
     elapsed_s: float,
+    timings: dict[str, float],
 ) -> Path:
     out = config.workdir
     _plot_losses(runs, out / "loss_curves.png")
@@ -200,6 +201,10 @@ def write_report(
         lines.append(f"- references: {' / '.join(example['references'])}")
         lines.append("")
     lines += [
+        "## Where the time went",
+        "",
+        *[f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items()],
+        "",
         "## Files",
         "",
         "- `captions.csv`: every test clip, both systems' captions, references, picture, audio.",

@@ -16,6 +16,7 @@ Every number comes from this run; nothing is tuned per run.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import io
@@ -419,7 +420,8 @@ SYSTEMS = (("multi2cap", True), ("audio_only_baseline", False))
 
 def _train_system_job(args: tuple[DemoConfig, dict[str, Path], str, bool]) -> ModelRun:
     config, manifests, name, grounding = args
-    return train_system(config, manifests, name, grounding, Console(quiet=True))
+    quiet = dataclasses.replace(config, progress=False)
+    return train_system(quiet, manifests, name, grounding, Console(quiet=True))
 
 
 def _expected_steps(config: DemoConfig, manifests: dict[str, Path]) -> int:
@@ -523,18 +525,30 @@ def run_demo(config: DemoConfig) -> Path:
         "[bold]multi2cap demo[/bold]: VggCaps -> Multi2Cap -> audio-only captioning, on real "
         f"recordings, offline. Work folder: {config.workdir}"
     )
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, start: float) -> float:
+        now = time.perf_counter()
+        timings[stage] = now - start
+        return now
+
+    mark = time.perf_counter()
     scenes = compose(config, console)
+    mark = timed("compose scenes", mark)
     built = build_captions(config, scenes, console)
     manifests = write_manifests(config, scenes, built)
+    mark = timed("VggCaps build + extraction", mark)
     console.print(
         "[bold]3/5 Training[/bold] Multi2Cap (frames in pre-training only) and the audio-only "
         "baseline on the same budget."
     )
     runs = train_systems(config, manifests, console)
+    mark = timed("training (both systems)", mark)
     console.print("[bold]4/5 Captioning the test clips from audio alone[/bold] and scoring them.")
     evaluate_systems(runs, manifests["test"], config.workers)
+    mark = timed("captioning + evaluation", mark)
     console.print("[bold]5/5 Report[/bold]")
-    report = write_report(config, scenes, manifests, runs, time.perf_counter() - started)
+    report = write_report(config, scenes, manifests, runs, time.perf_counter() - started, timings)
     print_results(console, config, scenes, runs, report)
     return report
 
