@@ -156,6 +156,7 @@ def write_report(
     runs: list[ModelRun],
     elapsed_s: float,
     timings: dict[str, float],
+    probes: str,
 ) -> Path:
     out = config.workdir
     _plot_losses(runs, out / "loss_curves.png")
@@ -183,6 +184,17 @@ def write_report(
         "![metrics](metrics.png)",
         "",
         "![losses](loss_curves.png)",
+        "",
+        "## Probes of the grounding tokens (paper Table 4 and Figure 6, test clips)",
+        "",
+        "On the pre-trained `multi2cap` checkpoint, through the learned alignment projections "
+        "(definitions in docs/probes.md; CLIP-score columns need a real CLIP model and are empty "
+        "here). Tiny random backbones and small data: compare the ordering of the rows with the "
+        "paper's, not the values.",
+        "",
+        probes,
+        "",
+        "![t-SNE](probes/tsne.png)",
         "",
         "## VggCaps-style training captions (first three)",
         "",

@@ -511,6 +511,29 @@ def caption_clips(checkpoint: Path, audio: list[str], workers: int) -> list[str]
     return model.caption(audio, num_beams=3, max_new_tokens=30, batch_size=16)
 
 
+def probe_grounding(run: ModelRun, test_manifest: Path, out: Path) -> str:
+    """The paper's Table 4 and Figure 6 on the pre-trained grounded checkpoint, test clips:
+    R@1/R@5 of g, g_hat, a_mean and random vectors against V_cls, attention entropies and a
+    t-SNE. Returns the fidelity table as markdown for the report."""
+    from multi2cap.analysis.probes import (
+        collect_probe_set,
+        fidelity,
+        fidelity_markdown,
+        load_probe_model,
+        write_fidelity,
+        write_tsne,
+    )
+
+    checkpoint = run.pretrain_dir / "final"
+    model = load_probe_model(checkpoint)
+    probe = collect_probe_set(model, read_manifest(test_manifest), batch_size=16)
+    result = fidelity(probe, None)
+    write_fidelity(result, out, title=f"demo: {checkpoint}")
+    write_tsne(probe, out, by_category=True)
+    # The table's own title becomes a sub-heading of the report's section.
+    return fidelity_markdown(result).replace("# ", "### ", 1)
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -547,8 +570,15 @@ def run_demo(config: DemoConfig) -> Path:
     console.print("[bold]4/5 Captioning the test clips from audio alone[/bold] and scoring them.")
     evaluate_systems(runs, manifests["test"], config.workers)
     mark = timed("captioning + evaluation", mark)
+    console.print(
+        "    probing the grounding tokens of the pre-trained model (paper Table 4, Figure 6)."
+    )
+    probes = probe_grounding(runs[0], manifests["test"], config.workdir / "probes")
+    mark = timed("probes", mark)
     console.print("[bold]5/5 Report[/bold]")
-    report = write_report(config, scenes, manifests, runs, time.perf_counter() - started, timings)
+    report = write_report(
+        config, scenes, manifests, runs, time.perf_counter() - started, timings, probes
+    )
     print_results(console, config, scenes, runs, report)
     return report
 
