@@ -38,24 +38,9 @@ from multi2cap.analysis.probe_tables import format_cell, markdown_table, write_t
 from multi2cap.data.dataset import CaptionDataset, collate_captions
 from multi2cap.data.manifest import read_manifest
 from multi2cap.io import atomic_write_text, write_jsonl
+from multi2cap.metrics import PAPER_LABELS
 
 DEFAULT_METRICS = ("bleu_1", "bleu_4", "rouge_l", "meteor", "cider_d", "spice")
-METRIC_LABELS = {
-    "bleu_1": "B-1",
-    "bleu_2": "B-2",
-    "bleu_3": "B-3",
-    "bleu_4": "B-4",
-    "rouge_l": "RG-L",
-    "meteor": "ME",
-    "cider_d": "CD",
-    "spice": "SP",
-    "spider": "SD",
-    "spider_fl": "SD-F",
-    "sbert_sim": "SB",
-    "fense": "FS",
-    "fer": "FER",
-    "vocab": "vocab",
-}
 
 #: Paper Table 5 (K; CIDEr VggCaps, CIDEr Clotho, V-CLS R@1, GFLOPs, latency ms). The last row's K
 #: is missing from the published table.
@@ -450,7 +435,7 @@ def write_k_sweep(results: Sequence[CellResult], out_dir: Path) -> list[Path]:
     table = markdown_table(
         [
             "K",
-            *(METRIC_LABELS.get(m, m) for m in metric_keys),
+            *(PAPER_LABELS.get(m, m) for m in metric_keys),
             "V-CLS R@1",
             "GFLOPs grounding",
             "GFLOPs prefill",
@@ -531,7 +516,7 @@ def write_grid(
                 else "–"
             )
         body.append(line)
-    labels = " / ".join(METRIC_LABELS.get(m, m) for m in table_metrics)
+    labels = " / ".join(PAPER_LABELS.get(m, m) for m in table_metrics)
     table = markdown_table(["α \\ β", *(f"{b:g}" for b in betas)], body)
     paper = markdown_table(
         ["α \\ β", *(f"{b:g}" for b in PAPER_TABLE8_BETAS)],
@@ -566,7 +551,7 @@ def write_augment(results: Sequence[CellResult], out_dir: Path) -> list[Path]:
     ]
     body = [
         [
-            METRIC_LABELS.get(r["metric"], r["metric"]),
+            PAPER_LABELS.get(r["metric"], r["metric"]),
             _x100(r["metric"], r["without"]),
             _x100(r["metric"], r["with"]),
         ]
@@ -574,7 +559,7 @@ def write_augment(results: Sequence[CellResult], out_dir: Path) -> list[Path]:
     ]
     paper = markdown_table(
         ["", "w/o augment", "w/ augment"],
-        [[METRIC_LABELS[k], *v] for k, v in PAPER_TABLE9.items()],
+        [[PAPER_LABELS[k], *v] for k, v in PAPER_TABLE9.items()],
     )
     md = (
         "# Audio augmentation on/off (Table 9)\n\nMetrics x100, audio-only evaluation.\n\n"
@@ -669,7 +654,7 @@ def write_comparison(comparisons: Sequence[Comparison], out_dir: Path) -> list[P
         scale = 1.0 if c.metric == "vocab" else 100.0
         body.append(
             [
-                METRIC_LABELS.get(c.metric, c.metric),
+                PAPER_LABELS.get(c.metric, c.metric),
                 _mean_std(c.grounding, scale),
                 _mean_std(c.baseline, scale),
                 scale * c.diff_mean,

@@ -12,18 +12,13 @@ from rich.table import Table
 
 from multi2cap.data.manifest import read_manifest
 from multi2cap.io import atomic_write_text
+from multi2cap.metrics import PAPER_LABELS
 
 if TYPE_CHECKING:
     from multi2cap.demo.run import DemoConfig, ModelRun
     from multi2cap.demo.scenes import Scene
 
 N_EXAMPLES = 5
-
-
-def _labels() -> dict[str, str]:
-    from multi2cap.demo.run import METRIC_LABELS
-
-    return METRIC_LABELS
 
 
 def _metric_keys(runs: list[ModelRun]) -> list[str]:
@@ -39,7 +34,7 @@ def _cell(key: str, value: float) -> str:
 def results_markdown(runs: list[ModelRun]) -> str:
     """One row per system, metrics x100 as the paper prints them (vocab as a count)."""
     keys = _metric_keys(runs)
-    labels = _labels()
+    labels = PAPER_LABELS
     lines = [
         "| system | " + " | ".join(labels.get(k, k) for k in keys) + " |",
         "|---|" + "---|" * len(keys),
@@ -91,7 +86,7 @@ def _plot_metrics(runs: list[ModelRun], path: Path) -> None:
     import numpy as np
 
     keys = [k for k in _metric_keys(runs) if k != "vocab"]
-    labels = _labels()
+    labels = PAPER_LABELS
     x = np.arange(len(keys))
     width = 0.8 / max(1, len(runs))
     fig, ax = plt.subplots(figsize=(8, 3.6), constrained_layout=True)
@@ -244,7 +239,7 @@ def print_results(
     report: Path,
 ) -> None:
     keys = _metric_keys(runs)
-    labels = _labels()
+    labels = PAPER_LABELS
     table = Table(title="Test clips, captioned from audio alone (metrics x100)")
     table.add_column("system")
     for key in keys:

@@ -50,16 +50,6 @@ from multi2cap.media.spectrogram_image import SpectrogramImageSettings
 log = logging.getLogger(__name__)
 
 PAPER_METRICS = ("bleu_1", "bleu_4", "rouge_l", "meteor", "cider_d")
-METRIC_LABELS = {
-    "bleu_1": "B-1",
-    "bleu_2": "B-2",
-    "bleu_3": "B-3",
-    "bleu_4": "B-4",
-    "rouge_l": "RG-L",
-    "meteor": "ME",
-    "cider_d": "CD",
-    "vocab": "vocab",
-}
 # Half the builder's default size: the demo's clips are synthetic scenes, and the image costs
 # most of the extraction time (a real vision LLM still reads it well at this size).
 DEMO_SPECTROGRAM = SpectrogramImageSettings(width=400, height=200)

@@ -9,6 +9,7 @@ torch nor transformers.
 from multi2cap.metrics.evaluator import (
     METRIC_KEYS,
     METRIC_SETS,
+    PAPER_LABELS,
     EvalResult,
     Evaluator,
     MetricAssets,
@@ -21,6 +22,7 @@ from multi2cap.metrics.resources import MetricUnavailableError, asset_statuses
 __all__ = [
     "METRIC_KEYS",
     "METRIC_SETS",
+    "PAPER_LABELS",
     "EvalResult",
     "Evaluator",
     "MetricAssets",

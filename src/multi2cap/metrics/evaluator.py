@@ -56,6 +56,23 @@ METRIC_KEYS = (
     "fense",
     "vocab",
 )
+#: The abbreviations the paper's tables use for each metric key (Table 2, Table 9).
+PAPER_LABELS = {
+    "bleu_1": "B-1",
+    "bleu_2": "B-2",
+    "bleu_3": "B-3",
+    "bleu_4": "B-4",
+    "rouge_l": "RG-L",
+    "meteor": "ME",
+    "cider_d": "CD",
+    "spice": "SP",
+    "spider": "SD",
+    "spider_fl": "SD-F",
+    "sbert_sim": "SB",
+    "fense": "FS",
+    "fer": "FER",
+    "vocab": "vocab",
+}
 METRIC_SETS: dict[str, tuple[str, ...]] = {
     # Everything that runs with the pycocoevalcap wheel and Java alone.
     "offline": (*BLEU_KEYS, "rouge_l", "meteor", "cider_d", "vocab"),
