@@ -36,15 +36,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+# Some machines configure extra local package indexes that may be absent; pip warns about each
+# one on every install. Drop only those lines (pipefail keeps pip's own exit status).
+pip_install() { "${PIP[@]}" "$@" 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }; }
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   log "installing torch==2.13.0 (CPU wheel on disk; pip takes it from there)"
-  "${PIP[@]}" "torch==2.13.0"
+  pip_install "torch==2.13.0"
 fi
 STAMP="$VENV/.multi2cap-installed"
 HASH=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ]; then
   log "installing multi2cap (editable) with its dev extras"
-  "${PIP[@]}" -e ".[dev]"
+  pip_install -e ".[dev]"
   echo "$HASH" > "$STAMP"
 else
   log "python environment up to date"
