@@ -9,7 +9,6 @@ import torch
 
 from multi2cap.assets import AssetNotFoundError, bigbuckbunny_path, tuxpaint_stamps_dir
 
-
 # The test models are tiny: torch's intra-op thread pool costs more than it gains on them, and
 # on a busy 2-core machine a step with 2 threads was measured 10x slower than with 1.
 torch.set_num_threads(1)

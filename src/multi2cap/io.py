@@ -73,7 +73,9 @@ def append_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]
         os.fsync(handle.fileno())
 
 
-def read_jsonl(path: str | os.PathLike[str], *, skip_torn_tail: bool = True) -> Iterator[dict[str, Any]]:
+def read_jsonl(
+    path: str | os.PathLike[str], *, skip_torn_tail: bool = True
+) -> Iterator[dict[str, Any]]:
     """Yield the records of a JSONL file.
 
     A last line without its newline (a write cut short by a crash) is skipped when

@@ -38,5 +38,7 @@ def info() -> None:
         metrics.add_column("metric")
         metrics.add_column("status")
         for name, reason in report.metrics.items():
-            metrics.add_row(name, "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}")
+            metrics.add_row(
+                name, "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}"
+            )
         console.print(metrics)

@@ -29,7 +29,6 @@ COMMAND_MODULES = (
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """VggCaps dataset builder, Multi2Cap training and captioning, AAC metrics and analyses."""
