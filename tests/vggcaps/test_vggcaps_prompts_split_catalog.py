@@ -104,10 +104,12 @@ def test_vggsound_csv_with_quoted_commas_and_leading_dashes(tmp_path: Path) -> N
 
 def test_generic_csv_and_errors_name_the_file(tmp_path: Path) -> None:
     csv_path = tmp_path / "cats.csv"
-    csv_path.write_text("id,category\nclipA,dog barking\nyt_x_000040,rain\n")
+    csv_path.write_text("id,category\nclipA,dog barking\nyt_x_000040,rain\ntrain_00001,cow\n")
     specs = read_categories(csv_path)
+    # Only VGGSound's `{ytid}_{start:06d}` names carry a start; `train_00001` is a plain id.
     assert [(s.id, s.youtube_id, s.start_s) for s in specs] == [
         ("clipA", None, None),
+        ("train_00001", None, None),
         ("yt_x_000040", "yt_x", 40.0),
     ]
     bad = tmp_path / "bad.csv"

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
-_VGGSOUND_STEM = re.compile(r"^(?P<ytid>.+)_(?P<start>\d+)$")
+# VGGSound clip names: `{ytid}_{start:06d}` (six digits at least, so `train_00001` is no match).
+_VGGSOUND_STEM = re.compile(r"^(?P<ytid>.+)_(?P<start>\d{6,})$")
 
 
 class CatalogError(ValueError):
