@@ -312,7 +312,7 @@ def demo_recipe(
         },
         "augment": {"enabled": True},
         "optim": {
-            "lr": 2e-3 if stage == "pretrain" else 1e-3,
+            "lr": 3e-3 if stage == "pretrain" else 2e-3,
             "batch_size": 16,
             "micro_batch_size": 16,
             "epochs": epochs,
