@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_probes_helpers import write_stamp_manifest
 from typer.testing import CliRunner
 
 from multi2cap.analysis import ablations as ab
 from multi2cap.model.config import Multi2CapConfig
 from multi2cap.model.multi2cap import Multi2Cap
+from stamp_manifests import write_stamp_manifest
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # 4 clips, one optimizer step per epoch, one epoch; validation off; short captions.

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_probes_helpers import stamp_records, tiny_clip, write_stamp_manifest
+from test_probes_helpers import tiny_clip
 from typer.testing import CliRunner
 
 from multi2cap.analysis import probes
@@ -21,6 +21,7 @@ from multi2cap.model.config import Multi2CapConfig
 from multi2cap.model.grounding import masked_mean, segment_weights
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.model.vfr import vfr_loss
+from stamp_manifests import stamp_records, write_stamp_manifest
 
 ALIGN_STEPS = 150
 

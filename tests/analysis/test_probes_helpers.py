@@ -1,54 +1,11 @@
-"""Shared helpers of the probe and ablation tests (no tests here): real Tux Paint clips with
-their pictures as manifests, and a tiny random CLIP model folder."""
+"""Shared helpers of the probe and ablation tests (no tests here): a tiny random CLIP model folder
+(the Tux Paint manifests come from `stamp_manifests`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
-
-from multi2cap.data.manifest import ManifestRecord, write_manifest
-
-STAMPS = (
-    "animals/amphibians/frog",
-    "animals/birds/crow",
-    "animals/birds/cuckoo",
-    "animals/birds/duck",
-    "animals/birds/owl",
-    "animals/birds/penguin",
-    "animals/insects/bee",
-    "animals/mammals/aquatic/dolphin",
-)
-
-
-def stamp_records(stamps_dir: Path, n: int = len(STAMPS)) -> list[ManifestRecord]:
-    """The first `n` stamps: sound, picture, the folder as category and two captions from the
-    stamp's English description (`A frog.` -> `a frog calls`, `the sound of a frog`)."""
-    records = []
-    for stem in STAMPS[:n]:
-        base = stamps_dir / stem
-        if not base.with_suffix(".ogg").is_file() or not base.with_suffix(".png").is_file():
-            pytest.skip(f"Tux Paint stamp {stem} missing from {stamps_dir}")
-        text = base.with_suffix(".txt").read_text(encoding="utf-8").splitlines()[0]
-        thing = text.strip().rstrip(".").lower()
-        records.append(
-            ManifestRecord(
-                id=Path(stem).name,
-                dataset="tuxpaint",
-                split="test",
-                audio=str(base.with_suffix(".ogg")),
-                captions=[f"{thing} calls", f"the sound of {thing.split(' ', 1)[-1]}"],
-                image=str(base.with_suffix(".png")),
-                category=Path(stem).parent.name,
-            )
-        )
-    return records
-
-
-def write_stamp_manifest(stamps_dir: Path, path: Path, n: int = len(STAMPS)) -> Path:
-    write_manifest(stamp_records(stamps_dir, n), path)
-    return path
 
 
 def tiny_clip(folder: Path, words: list[str]) -> Path:

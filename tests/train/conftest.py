@@ -7,41 +7,7 @@ from pathlib import Path
 import pytest
 
 from multi2cap.data.manifest import ManifestRecord, write_manifest
-
-STAMPS = (
-    "animals/amphibians/frog",
-    "animals/birds/crow",
-    "animals/birds/cuckoo",
-    "animals/birds/duck",
-    "animals/birds/owl",
-    "animals/birds/penguin",
-    "animals/insects/bee",
-    "animals/mammals/aquatic/dolphin",
-)
-
-
-def stamp_records(stamps_dir: Path, split: str = "train") -> list[ManifestRecord]:
-    """One record per stamp: its sound, its picture, and two captions built from its English
-    description (`A frog.` -> `a frog calls`, `the sound of a frog`)."""
-    records = []
-    for stem in STAMPS:
-        base = stamps_dir / stem
-        if not base.with_suffix(".ogg").is_file():
-            pytest.skip(f"Tux Paint stamp {stem} missing from {stamps_dir}")
-        text = base.with_suffix(".txt").read_text(encoding="utf-8").splitlines()[0]
-        thing = text.strip().rstrip(".").lower()
-        records.append(
-            ManifestRecord(
-                id=Path(stem).name,
-                dataset="tuxpaint",
-                split=split,
-                audio=str(base.with_suffix(".ogg")),
-                captions=[f"{thing} calls", f"the sound of {thing.split(' ', 1)[1]}"],
-                image=str(base.with_suffix(".png")),
-                category=Path(stem).parent.name,
-            )
-        )
-    return records
+from stamp_manifests import stamp_records
 
 
 @pytest.fixture(scope="session")
