@@ -38,3 +38,33 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path, tuxpaint_dir):
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "cached" in again.output
+
+
+@pytest.mark.slow
+def test_demo_with_an_openai_compatible_endpoint(tmp_path, tuxpaint_dir, monkeypatch):
+    """`--base-url/--model` sends both VggCaps stages to a real HTTP endpoint (the tests' loopback
+    server, spoken to by the real SDK); the key comes from the environment and is never written."""
+    from openai_loopback import LoopbackServer
+
+    key = "sk-demo-SECRET-42"
+    monkeypatch.setenv("DEMO_TEST_KEY", key)
+    workdir = tmp_path / "demo"
+    with LoopbackServer(key) as server:
+        args = [
+            "demo",
+            *("--workdir", str(workdir), "--no-progress"),
+            *("--n-train", "16", "--n-val", "8", "--n-test", "8"),
+            *("--base-url", server.base_url, "--model", "loopback-vlm"),
+            *("--api-key-env", "DEMO_TEST_KEY"),
+        ]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not server.state.problems
+    stages = {r["stage"] for r in server.state.requests}
+    assert stages == {1, 2} and len(server.state.requests) == 32
+    records = (workdir / "vggcaps" / "vggcaps.jsonl").read_text()
+    assert '"backend": "openai"' in records and "sunlit courtyard" in records
+    assert key not in result.output
+    for path in workdir.rglob("*"):
+        if path.is_file() and path.suffix in {".jsonl", ".json", ".md", ".csv", ".yaml"}:
+            assert key not in path.read_text(encoding="utf-8", errors="ignore"), path
