@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from multi2cap.train.config import ConfigError, EvalConfig, load_train_config
 from multi2cap.train.sampler import StepBatchSampler
@@ -16,6 +17,7 @@ from multi2cap.train.schedule import lr_factor, warmup_cosine
 from multi2cap.train.state import (
     begin_checkpoint,
     commit_checkpoint,
+    gather_optimizer_state,
     list_checkpoints,
     load_optimizer,
     load_rng,
@@ -143,20 +145,40 @@ def test_sampler_partitions_steps_and_resumes() -> None:
 
 
 def test_optimizer_and_rng_roundtrip_without_pickles(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    for _ in range(2):
-        model(torch.randn(4, 3)).pow(2).sum().backward()
+    def build(lr: float) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
+        model[0].requires_grad_(False)  # frozen, like a backbone: no optimizer state
+        params = [p for p in model.parameters() if p.requires_grad]
+        return model, torch.optim.AdamW(params, lr=lr)
+
+    def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, seed: int) -> None:
+        model(torch.randn(4, 3, generator=torch.Generator().manual_seed(seed))).pow(
+            2
+        ).sum().backward()
         optimizer.step()
-    meta = save_optimizer(optimizer, tmp_path)
-    fresh = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.5)
-    load_optimizer(fresh, tmp_path, meta)
+        optimizer.zero_grad()
+
+    model, optimizer = build(0.1)
+    for seed in range(2):
+        step(model, optimizer, seed)
+    meta = save_optimizer(gather_optimizer_state(model, optimizer), tmp_path)
+    with safe_open(str(tmp_path / "optimizer.safetensors"), "pt") as handle:
+        assert sorted(handle.keys()) == [
+            f"1.{p}.{k}" for p in ("bias", "weight") for k in ("exp_avg", "exp_avg_sq", "step")
+        ]
+    fresh_model, fresh = build(0.5)
+    fresh_model.load_state_dict(model.state_dict())
+    load_optimizer(fresh_model, fresh, tmp_path, meta)
+    assert fresh.param_groups[0]["lr"] == 0.1
     a, b = optimizer.state_dict(), fresh.state_dict()
-    assert b["param_groups"][0]["lr"] == 0.1
     for index in a["state"]:
         for key, value in a["state"][index].items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["state"][index][key]))
+    step(model, optimizer, 5)
+    step(fresh_model, fresh, 5)
+    for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
+        assert torch.equal(p, q)
 
     random.seed(1)
     np.random.seed(1)

@@ -100,7 +100,14 @@ class InfoNCE(nn.Module):
 
     def __init__(self, temperature: float = 0.07) -> None:
         super().__init__()
-        self.log_scale = nn.Parameter(torch.tensor(1.0 / temperature).log())
+        # Shape (1,), not a scalar: FSDP cannot shard 0-d parameters.
+        self.log_scale = nn.Parameter(torch.tensor([1.0 / temperature]).log())
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        key = prefix + "log_scale"
+        if key in state_dict and state_dict[key].dim() == 0:  # checkpoints before FSDP support
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, queries: Tensor, keys: Tensor) -> Tensor:
         """`queries (n, D)` and `keys (n, D)`, row i of each a positive pair -> scalar loss."""

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from peft import LoraConfig, inject_adapter_in_model
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -215,6 +217,8 @@ class CaptionDecoder(nn.Module):
         Decoding uses exactly these settings: the backbone's own `generation_config` (sampling,
         repetition penalty, extra stop ids of chat checkpoints) is set aside during the call.
         Generation stops at the tokenizer's EOS, the token captions were trained to end with.
+        When FSDP shards the LLM's layers, every process keeps stepping until all have finished
+        (`synced_gpus`), because each step gathers the layers' weights from all of them.
         `no_repeat_ngram_size` constrains the generated tokens only, not the prompt."""
         inputs = self.assemble(prefix, prefix_mask)
         pad = self.tokenizer.pad_token_id
@@ -239,8 +243,17 @@ class CaptionDecoder(nn.Module):
                     inputs_embeds=inputs.embeds,
                     attention_mask=inputs.attention_mask,
                     generation_config=settings,
+                    synced_gpus=_sharded_across_processes(self.model),
                 )
         finally:
             self.model.generation_config = backbone_settings
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [" ".join(t.split()) for t in texts]
+
+
+def _sharded_across_processes(module: nn.Module) -> bool:
+    """True when some parameter is an FSDP shard of a multi-process group (its forward then
+    gathers from the other processes)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    return any(isinstance(p, DTensor) for p in module.parameters())

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 from transformers import CLIPVisionConfig, PreTrainedTokenizerBase
 
 from multi2cap.media.audio import load_audio
@@ -191,6 +193,24 @@ class Multi2Cap(nn.Module):
         else:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
+    def shard_units(self) -> list[nn.Module]:
+        """The blocks that FSDP shards one by one: CED's transformer blocks, the LLM's decoder
+        layers and, unless a feature cache is set, CLIP's encoder layers (the backbones' own
+        `_no_split_modules`). Everything else (embeddings, heads, adapter, grounding, VFR) is
+        one root unit. With a feature cache, CLIP runs only on the processes whose frames missed
+        the cache, so its layers must not hold collectives: they join the root unit."""
+        llm_blocks = set(getattr(self.decoder.model, "_no_split_modules", None) or ())
+        units: list[nn.Module] = list(self.audio_encoder.blocks)
+        units += [m for m in self.decoder.model.modules() if type(m).__name__ in llm_blocks]
+        if self.vision is not None and self.vision.cache_dir is None:
+            clip_blocks = set(getattr(self.vision.model, "_no_split_modules", None) or ())
+            units += [
+                m
+                for m in self.vision.model.modules()
+                if type(m).__name__ in clip_blocks and type(m).__name__.endswith("EncoderLayer")
+            ]
+        return units
+
     # ------------------------------------------------------------------ forward
     def encode_audio(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """CED tokens `(B, T', d_a)` and mask `(B, T')`; no graph when the encoder is frozen."""
@@ -248,7 +268,7 @@ class Multi2Cap(nn.Module):
             raise ValueError("the audio-only baseline has no grounding tokens to probe")
         if self.vision is None or batch.get("images") is None:
             raise ValueError("probing needs the CLIP tower (load_vision=True) and `images`")
-        with _eval_mode(self):
+        with _eval_mode(self), _whole_root(self):
             tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
             weights = segment_weights(mask, self.config.k)
             visual = self.vision(batch["images"].to(self.device))
@@ -303,7 +323,7 @@ class Multi2Cap(nn.Module):
         )
         order = sorted(range(len(waves)), key=lambda i: -waves[i].shape[0])
         results: dict[int, str] = {}
-        with _eval_mode(self):
+        with _eval_mode(self), _whole_root(self):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 chunk = [waves[i] for i in idx]
@@ -333,26 +353,36 @@ class Multi2Cap(nn.Module):
     def _split_state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(trainable state, inline-backbone state) as they are written to disk: own modules and
         LoRA weights; the whole of every backbone built from an inline config. Pretrained
-        backbone weights are left out (they are rebuilt from their source)."""
+        backbone weights are left out (they are rebuilt from their source). Parameters sharded
+        by FSDP are gathered whole, which every process must take part in."""
         own = ("adapter.", "grounding.", "align.", "vfr.")
         backbones = tuple(self._backbone_prefixes())
         trainable: dict[str, Tensor] = {}
         inline: dict[str, Tensor] = dict(self._vision_state)
         for key, value in self.state_dict().items():
+            if isinstance(value, DTensor):
+                value = value.full_tensor()
             if key.startswith(own) or "lora_" in key:
                 trainable[key] = value
             elif key.startswith(backbones):
                 inline[key] = value
         return trainable, inline
 
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """Write the checkpoint folder atomically (a temporary sibling renamed into place)."""
+    def save_pretrained(
+        self, folder: str | os.PathLike[str], *, is_main_process: bool = True
+    ) -> Path:
+        """Write the checkpoint folder atomically (a temporary sibling renamed into place).
+
+        A model sharded with FSDP is saved by calling this on every process (the weights are
+        gathered) with `is_main_process` True on one of them, which alone writes."""
         target = Path(folder)
+        trainable, inline = (_to_disk(part) for part in self._split_state())
+        if not is_main_process:
+            return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        trainable, inline = (_to_disk(part) for part in self._split_state())
         self.config.save(tmp / CONFIG_FILE)
         save_file(trainable, str(tmp / TRAINABLE_FILE), metadata={"format": "pt"})
         if inline:
@@ -419,6 +449,21 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train(was_training)
+
+
+@contextmanager
+def _whole_root(module: nn.Module) -> Iterator[None]:
+    """Under FSDP, gather the root unit's parameters for code that does not enter through
+    `forward` (captioning, probes); the sharded blocks gather their own when called. Every
+    process must run the same calls (see `CaptionDecoder.generate` for decoding)."""
+    if not isinstance(module, FSDPModule):
+        yield
+        return
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()
 
 
 def _iter_inputs(

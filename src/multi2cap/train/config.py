@@ -102,7 +102,9 @@ class EvalConfig(_Section):
 class RuntimeConfig(_Section):
     """Where the run writes, how often, and on what hardware.
 
-    `precision` "auto" is bf16 autocast on CUDA and fp32 elsewhere. `cpu_threads` 1 is much
+    `precision` "auto" is bf16 autocast on CUDA and fp32 elsewhere. `strategy` matters only when
+    several processes run (`torchrun` / `accelerate launch`); see docs/training.md for when FSDP
+    pays off. `cpu_threads` 1 is much
     faster for tiny models on a shared machine (torch's thread pool otherwise spin-waits on busy
     cores). `stop_at_step` ends the run
     (with a checkpoint) after that many optimizer steps without changing the schedule, so a job cut
@@ -114,6 +116,11 @@ class RuntimeConfig(_Section):
     cpu: bool = False
     cpu_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads for this run; None: torch's default"
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="with several processes: ddp (every process holds the whole model) or fsdp "
+        "(FSDP2: parameters, gradients and optimizer states sharded over the processes)",
     )
     gradient_checkpointing: bool = False
     checkpoint_every_steps: int = Field(0, ge=0, description="0: only at epoch end")

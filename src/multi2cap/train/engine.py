@@ -1,8 +1,9 @@
 """`train(config) -> TrainResult`: the Multi2Cap training loop on Hugging Face Accelerate.
 
 One loop serves every setting: CPU, one GPU, DDP over GPUs and nodes (`accelerate launch` or
-`torchrun`, SLURM included); FSDP / DeepSpeed are refused, see docs/training.md. Accelerate
-supplies device placement, the process group, bf16 autocast and gradient-accumulation syncing;
+`torchrun`, SLURM included) and FSDP2 sharding (`runtime.strategy: fsdp`, see `sharding`).
+Accelerate supplies device placement, the process group, bf16 autocast and gradient-accumulation
+syncing;
 this module supplies what the paper's recipes need on top: the effective batch through
 accumulation, warm-up + cosine per optimizer step, validation with the AAC metrics, best-model
 selection, CSV / TensorBoard logs, atomic checkpoints and exact resumption.
@@ -15,6 +16,7 @@ Exact resumption rests on three things: the clip order depends on (seed, epoch) 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import math
@@ -38,6 +40,7 @@ from multi2cap.train import state as ckpt
 from multi2cap.train.config import ConfigError, TrainConfig
 from multi2cap.train.sampler import StepBatchSampler
 from multi2cap.train.schedule import warmup_cosine
+from multi2cap.train.sharding import is_sharded, set_gradient_sync, shard_model
 
 log = logging.getLogger("multi2cap.train")
 
@@ -115,11 +118,14 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     )
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ConfigError(
-            f"{accelerator.distributed_type.value}: sharded training is not supported by this "
-            "version's checkpoints (they save whole trainable weights and optimizer states); "
-            "use DDP: with LoRA the frozen decoder is held once per GPU in bf16, which fits "
-            "7-8B decoders on 80 GB cards (see docs/training.md)"
+            f"launched with accelerate's {accelerator.distributed_type.value} plugin, which this "
+            "trainer does not drive: launch plain processes (`torchrun`, or `accelerate launch "
+            "--multi_gpu`) and set runtime.strategy=fsdp for sharded training (FSDP2, "
+            "ZeRO-3-like: parameters, gradients and optimizer states sharded)"
         )
+    sharded = config.runtime.strategy == "fsdp" and accelerator.num_processes > 1
+    if config.runtime.strategy == "fsdp" and not sharded:
+        log.info("runtime.strategy=fsdp with one process: nothing to shard, training unsharded")
     out = Path(config.runtime.output_dir)
     ckpt_root = out / "checkpoints"
     resume_from = _latest_checkpoint(ckpt_root) if resume else None
@@ -144,6 +150,8 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         model.set_stage(config.stage)
         if config.runtime.gradient_checkpointing:
             model.enable_gradient_checkpointing()
+        if sharded:  # before the optimizer, which must hold the sharded parameters
+            model = shard_model(model, accelerator.device, accelerator.num_processes)
         params = list(model.trainable_parameters())
         optimizer = torch.optim.AdamW(
             params,
@@ -169,12 +177,15 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         total_steps = steps_per_epoch * config.optim.epochs
         warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
         scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, config.optim.min_lr_ratio)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        if sharded:
+            optimizer = accelerator.prepare(optimizer)
+        else:
+            model, optimizer = accelerator.prepare(model, optimizer)
 
         position, best, history = _Position(), _Best(), []
         if resume_from is not None:
             position, best, history = _restore(
-                resume_from, optimizer, scheduler, accelerator, config
+                resume_from, model, optimizer, scheduler, accelerator, config
             )
             log.info("resumed from %s at step %d", resume_from, position.global_step)
 
@@ -243,17 +254,18 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                 scores = evaluator.run(accelerator, model, position)
                 if accelerator.is_main_process:
                     logger.validation(scores)
-                    if _improves(best, scores, config):
-                        _save_best(out, best, scores, accelerator.unwrap_model(model))
+                improved = _improves(best, scores, config) if accelerator.is_main_process else False
+                if accelerator.num_processes > 1:
+                    improved = gather_object([improved])[0]
+                if improved:
+                    _save_best(accelerator, model, out, best, scores)
             checkpointer.save(position, best)
 
     if stop_reason is not None:  # `final/` is only for a run that did all its epochs
         final = ckpt_root / ckpt.step_dir_name(position.global_step) / ckpt.MODEL_DIR
     else:
         final = out / "final"
-        if accelerator.is_main_process:
-            _save_model(accelerator.unwrap_model(model), out, "final")
-        accelerator.wait_for_everyone()
+        _save_model(accelerator, model, out, "final")
     best_dir = out / "best"
     return TrainResult(
         output_dir=out,
@@ -346,7 +358,9 @@ def _optimizer_steps(
             fallback = batch
         with accelerator.accumulate(model):
             if fallback is not None:
-                output = model(_to_device(fallback, device), config.stage)
+                set_gradient_sync(model, accelerator.sync_gradients)
+                with accelerator.autocast():  # a model prepared by accelerate has it already
+                    output = model(_to_device(fallback, device), config.stage)
                 accelerator.backward(output.loss if usable else output.loss * 0.0)
                 if usable:
                     # Summed on the device; read once per optimizer step (one sync, not four
@@ -578,19 +592,38 @@ class _Validator:
             self._evaluator.close()
 
     def run(self, accelerator: Accelerator, model: torch.nn.Module, position: _Position) -> dict:
+        """Scores on the main process (an empty dict on the others), which all must call.
+
+        Process r decodes items r, r + N, ... of the subset; all run the same number of
+        batches (a process with fewer, or with a batch of unreadable clips only, decodes a
+        second of silence whose result is dropped), because a sharded model gathers weights from
+        every process in each forward. The main process scores the gathered captions."""
+        n = accelerator.num_processes
+        share = self.records[accelerator.process_index :: n]
+        n_batches = math.ceil(math.ceil(len(self.records) / n) / self.config.eval.batch_size)
+        part = self._decode(accelerator, model, share, n_batches if is_sharded(model) else 0)
+        parts = gather_object([part]) if n > 1 else [part]
         scores: dict[str, Any] = {}
         if accelerator.is_main_process:
-            scores = self._score(accelerator, accelerator.unwrap_model(model), position)
+            scores = self._score(parts, position)
         accelerator.wait_for_everyone()
         return scores
 
-    def _score(self, accelerator: Accelerator, model: Any, position: _Position) -> dict[str, Any]:
+    def _decode(
+        self,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        records: list[ManifestRecord],
+        min_batches: int,
+    ) -> dict[str, Any]:
+        """Caption loss sum, candidates and references for `records`, running at least
+        `min_batches` forward passes."""
         from multi2cap.data.dataset import CaptionDataset
 
         cfg = self.config
         dataset = _SkipTracking(
             CaptionDataset(
-                self.records,
+                records,
                 train=False,
                 clip_seconds=cfg.data.clip_seconds,
                 with_images=False,
@@ -602,39 +635,54 @@ class _Validator:
             dataset,
             batch_size=cfg.eval.batch_size,
             collate_fn=_collate,
-            num_workers=cfg.data.num_workers,
+            num_workers=cfg.data.num_workers if records else 0,
         )
-        was_training = model.training
-        model.eval()
-        loss_sum, n_items = 0.0, 0
-        candidates: list[str] = []
-        references: list[list[str]] = []
+        inner = accelerator.unwrap_model(model)  # a DDP wrapper would sync in forward
+        was_training = inner.training
+        inner.eval()
+        part: dict[str, Any] = {"loss_sum": 0.0, "n_items": 0, "candidates": [], "references": []}
+        batches = 0
         with torch.no_grad(), accelerator.autocast():
-            for batch in loader:
-                if not batch["ids"]:
-                    continue
+            for batch in itertools.chain(loader, itertools.repeat(None)):
+                if batch is None and batches >= min_batches:
+                    break
+                batches += 1
+                real = batch is not None and len(batch["ids"]) > 0
+                if not real:
+                    if batches > min_batches:  # an unsharded model needs no stand-in
+                        continue
+                    batch = _silence(cfg.data.clip_seconds)
                 batch = _to_device(batch, accelerator.device)
                 n = len(batch["ids"])
-                loss_sum += float(model(batch, "finetune").loss_cap) * n
-                n_items += n
+                loss = float(inner(batch, "finetune").loss_cap) * n
                 waves = [
                     batch["audio"][i, : int(batch["audio_lengths"][i])].float().cpu()
                     for i in range(n)
                 ]
-                candidates += model.caption(
+                captions = inner.caption(
                     waves,
                     num_beams=cfg.eval.num_beams,
                     max_new_tokens=cfg.eval.max_new_tokens,
                     batch_size=cfg.eval.batch_size,
                 )
-                references += batch["references"]
-        model.set_stage(cfg.stage)
-        model.train(was_training)
+                if real:
+                    part["loss_sum"] += loss
+                    part["n_items"] += n
+                    part["candidates"] += captions
+                    part["references"] += batch["references"]
+        inner.set_stage(cfg.stage)
+        inner.train(was_training)
+        return part
+
+    def _score(self, parts: list[dict[str, Any]], position: _Position) -> dict[str, Any]:
+        n_items = sum(p["n_items"] for p in parts)
+        candidates = [c for p in parts for c in p["candidates"]]
+        references = [r for p in parts for r in p["references"]]
         scores: dict[str, Any] = {
             "kind": "val",
             "epoch": position.epoch,
             "step": position.global_step,
-            "val_loss": loss_sum / max(n_items, 1),
+            "val_loss": sum(p["loss_sum"] for p in parts) / max(n_items, 1),
             "val_items": n_items,
         }
         if candidates:
@@ -645,6 +693,18 @@ class _Validator:
                 for c, r in zip(candidates[:3], references[:3], strict=True)
             ]
         return scores
+
+
+def _silence(seconds: float) -> dict[str, Any]:
+    """A one-clip batch of silence: the stand-in forward pass of a process with nothing left."""
+    samples = round(seconds * 16_000)
+    return {
+        "ids": ["<silence>"],
+        "audio": torch.zeros(1, samples),
+        "audio_lengths": torch.tensor([samples]),
+        "captions": ["silence"],
+        "references": [["silence"]],
+    }
 
 
 def _improves(best: _Best, scores: dict[str, Any], config: TrainConfig) -> bool:
@@ -662,18 +722,45 @@ def _improves(best: _Best, scores: dict[str, Any], config: TrainConfig) -> bool:
     return True
 
 
-def _save_model(model: Any, out: Path, name: str) -> Path:
-    tmp = ckpt.begin_checkpoint(out, name)
-    model.save_pretrained(tmp)
-    return ckpt.commit_checkpoint(tmp, out / name)
+def _write_model(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> None:
+    """`save_pretrained` into `folder` by the main process; a sharded model's weights are
+    gathered by all processes first."""
+    unwrapped = accelerator.unwrap_model(model)
+    if is_sharded(model):
+        unwrapped.save_pretrained(folder, is_main_process=accelerator.is_main_process)
+    elif accelerator.is_main_process:
+        unwrapped.save_pretrained(folder)
 
 
-def _save_best(out: Path, best: _Best, scores: dict[str, Any], model: Any) -> None:
-    tmp = ckpt.begin_checkpoint(out, "best")
-    model.save_pretrained(tmp)
-    summary = {"metric": best.metric, "score": best.score, "epoch": best.epoch, "scores": scores}
-    atomic_write_text(tmp / "best.json", json.dumps(summary, indent=1))
-    ckpt.commit_checkpoint(tmp, out / "best")
+def _save_model(accelerator: Accelerator, model: torch.nn.Module, out: Path, name: str) -> None:
+    """Called on every process: `<out>/<name>/` as a `Multi2Cap.from_pretrained` folder."""
+    tmp = out / f".tmp-{name}"
+    if accelerator.is_main_process:
+        ckpt.begin_checkpoint(out, name)
+    _write_model(accelerator, model, tmp)
+    if accelerator.is_main_process:
+        ckpt.commit_checkpoint(tmp, out / name)
+    accelerator.wait_for_everyone()
+
+
+def _save_best(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    out: Path,
+    best: _Best,
+    scores: dict[str, Any],
+) -> None:
+    """Called on every process: `<out>/best/` with `best.json` (main process's `best`)."""
+    tmp = out / ".tmp-best"
+    if accelerator.is_main_process:
+        ckpt.begin_checkpoint(out, "best")
+    _write_model(accelerator, model, tmp)
+    if accelerator.is_main_process:
+        summary = {"metric": best.metric, "score": best.score, "epoch": best.epoch}
+        summary["scores"] = scores
+        atomic_write_text(tmp / "best.json", json.dumps(summary, indent=1))
+        ckpt.commit_checkpoint(tmp, out / "best")
+    accelerator.wait_for_everyone()
 
 
 @dataclass
@@ -689,7 +776,8 @@ class _Checkpointer:
     logger: _RunLogger
 
     def save(self, position: _Position, best: _Best) -> None:
-        """Every process writes its RNG, the main process the rest, then renames into place."""
+        """Every process writes its RNG and takes part in gathering the optimizer state (and,
+        sharded, the weights); the main process writes the rest, then renames into place."""
         acc = self.accelerator
         name = ckpt.step_dir_name(position.global_step)
         tmp = self.root / f".tmp-{name}"
@@ -697,10 +785,11 @@ class _Checkpointer:
             ckpt.begin_checkpoint(self.root, name)
         acc.wait_for_everyone()
         ckpt.save_rng(tmp, acc.process_index)
+        optimizer_state = ckpt.gather_optimizer_state(self.model, self.optimizer.optimizer)
+        _write_model(acc, self.model, tmp / ckpt.MODEL_DIR)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            acc.unwrap_model(self.model).save_pretrained(tmp / ckpt.MODEL_DIR)
-            optimizer_meta = ckpt.save_optimizer(self.optimizer.optimizer, tmp)
+            optimizer_meta = ckpt.save_optimizer(optimizer_state, tmp)
             ckpt.write_state(
                 tmp,
                 {
@@ -725,7 +814,12 @@ def _latest_checkpoint(root: Path) -> Path | None:
 
 
 def _restore(
-    folder: Path, optimizer: Any, scheduler: Any, accelerator: Accelerator, config: TrainConfig
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Accelerator,
+    config: TrainConfig,
 ) -> tuple[_Position, _Best, list[dict[str, Any]]]:
     saved = ckpt.read_state(folder)
     if saved["num_processes"] != accelerator.num_processes:
@@ -737,7 +831,7 @@ def _restore(
     changed = _changed_fields(saved["config"], config.model_dump(mode="json"))
     if changed:
         log.warning("resuming with a changed recipe: %s", ", ".join(changed))
-    ckpt.load_optimizer(optimizer.optimizer, folder, saved["optimizer"])
+    ckpt.load_optimizer(model, optimizer.optimizer, folder, saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     ckpt.load_rng(folder, accelerator.process_index)
     return _Position(**saved["position"]), _Best(**saved["best"]), list(saved["history"])

@@ -3,7 +3,7 @@
 A training checkpoint is a folder `step-00000123/`:
 
     model/                    Multi2Cap.save_pretrained (config.yaml + trainable.safetensors ...)
-    optimizer.safetensors     every tensor of optimizer.state_dict()["state"]
+    optimizer.safetensors     every optimizer-state tensor, keyed `<parameter name>.<key>`
     trainer_state.json        optimizer param groups and scalars, scheduler state, data position
                               (epoch, step in epoch, sampler seed), history, best score, config
     rng_rank{R}.safetensors   torch CPU (+ CUDA) generator states of process R
@@ -12,6 +12,10 @@ A training checkpoint is a folder `step-00000123/`:
 It is written under `.tmp-<name>` and renamed into place once complete, so a folder named
 `step-*` is always whole; a crash mid-write leaves only a temporary folder that the next save
 removes.
+
+The optimizer state is the whole (unsharded) state keyed by parameter name, gathered from all
+processes under FSDP: only LoRA weights, adapters and the grounding modules train, so it is small,
+and one format serves one process, DDP and FSDP alike (a checkpoint of one resumes under another).
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 from multi2cap.io import atomic_write_text
 
@@ -82,31 +92,53 @@ def prune_checkpoints(root: Path, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> dict[str, Any]:
-    """Write the optimizer's tensors to safetensors; return the JSON-able remainder."""
-    state = optimizer.state_dict()
+def gather_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """The optimizer's whole state keyed by parameter name (FSDP shards gathered, a DDP
+    wrapper's `module.` prefix removed). Under torch.distributed every process must call it;
+    the main process gets the state, the others an empty dict."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=_distributed())
+    return get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def save_optimizer(state: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Write the tensors of `gather_optimizer_state`'s result to safetensors; return the
+    JSON-able remainder (param groups naming their parameters, non-tensor entries)."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
-    for index, entry in state["state"].items():
+    for name, entry in state["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{name}.{key}"] = value.detach().cpu().contiguous()
             else:
-                scalars.setdefault(str(index), {})[key] = value
+                scalars.setdefault(name, {})[key] = value
     save_file(tensors, str(folder / OPTIMIZER_FILE))
     return {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path, meta: dict[str, Any]) -> None:
-    """Inverse of `save_optimizer`; tensors move to the device of their parameter."""
+def load_optimizer(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    folder: Path,
+    meta: dict[str, Any],
+) -> None:
+    """Inverse of `save_optimizer`, on every process: each takes its shard (FSDP) or the
+    whole state, on the device of its parameters."""
     tensors = load_file(str(folder / OPTIMIZER_FILE))
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    for index, entry in meta["scalars"].items():
-        state.setdefault(int(index), {}).update(entry)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    state: dict[str, dict[str, Any]] = {}
+    for key_path, value in tensors.items():
+        name, _, key = key_path.rpartition(".")
+        state.setdefault(name, {})[key] = value
+    for name, entry in meta["scalars"].items():
+        state.setdefault(name, {}).update(entry)
+    saved = {"state": state, "param_groups": meta["param_groups"]}
+    options = StateDictOptions(full_state_dict=True)
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=saved, options=options)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def save_rng(folder: Path, rank: int) -> None:
