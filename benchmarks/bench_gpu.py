@@ -74,6 +74,19 @@ DECODERS: dict[str, tuple[str, dict[str, Any]]] = {
             tie_word_embeddings=True,
         ),
     ),
+    "llama-3.1-8b": (
+        "llama",
+        dict(
+            vocab_size=128256,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=2048,
+            tie_word_embeddings=False,
+        ),
+    ),
     "qwen2.5-3b": (
         "qwen2",
         dict(

@@ -334,3 +334,18 @@ def test_missing_backbones_name_the_config_field_and_the_fix(tmp_path) -> None:
     vision = config.vision.model_copy(update={"source": missing, "config": None})
     with pytest.raises(AssetNotFoundError, match=r"vision\.source"):
         Multi2Cap(config.model_copy(update={"vision": vision}))
+
+
+def test_shard_units_are_the_backbones_blocks(tmp_path) -> None:
+    model = tiny()
+    kinds = [type(unit).__name__ for unit in model.shard_units()]
+    depth = model.config.llm.config["num_hidden_layers"]
+    assert kinds.count("CedBlock") == len(model.audio_encoder.blocks)
+    assert kinds.count("LlamaDecoderLayer") == depth
+    assert kinds.count("CLIPEncoderLayer") == model.vision.model.config.num_hidden_layers
+    assert set(kinds) == {"CedBlock", "LlamaDecoderLayer", "CLIPEncoderLayer"}
+    # With a feature cache some processes may skip CLIP: its layers stay in the root unit.
+    config = Multi2CapConfig.tiny(CAPTIONS)
+    config.vision = config.vision.model_copy(update={"feature_cache": str(tmp_path / "cache")})
+    cached = Multi2Cap(config)
+    assert "CLIPEncoderLayer" not in {type(unit).__name__ for unit in cached.shard_units()}
