@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -45,10 +46,24 @@ def _torchrun(recipe: str, overrides: list[str], out: Path, *flags: str) -> None
         str(out),
         *flags,
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0 and "gloo" in done.stderr.lower() and "unavailable" in done.stderr:
-        pytest.skip(f"torch.distributed gloo backend unavailable here: {done.stderr[-300:]}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        # SIGTERM lets torchrun stop its workers (it kills them after a grace period); killing
+        # torchrun itself would leave them stalled in a collective.
+        process.terminate()
+        try:
+            _, stderr = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+        pytest.fail(f"the two processes did not finish in 300 s (a stall?): {stderr[-2000:]}")
+    if process.returncode != 0 and "gloo" in stderr.lower() and "unavailable" in stderr:
+        pytest.skip(f"torch.distributed gloo backend unavailable here: {stderr[-300:]}")
+    assert process.returncode == 0, stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -127,3 +142,42 @@ def test_fsdp_pretraining_matches_ddp_and_resumes_exactly(
 
     model = Multi2Cap.from_pretrained(tmp_path / "fsdp" / "final")
     assert model.caption(torch.zeros(16_000), num_beams=1, max_new_tokens=5)[0].strip() != ""
+
+
+@pytest.mark.slow
+def test_a_process_whose_first_clip_is_unreadable_does_not_stall_the_others(
+    stamp_manifests: Path, tmp_path: Path
+) -> None:
+    # One clip per micro-batch; the unreadable clip is process 1's very first, so it has no
+    # earlier good micro-batch to repeat and must run the silent stand-in to join the
+    # gradient reduction of its FSDP peer (which would otherwise wait forever).
+    from multi2cap.data.manifest import read_manifest, write_manifest
+    from multi2cap.train.sampler import StepBatchSampler
+
+    good = read_manifest(stamp_manifests / "train.jsonl")
+    broken = next(
+        r for r in read_manifest(stamp_manifests / "corrupt.jsonl") if r.id == "broken_clip"
+    )
+    n = len(good) + 1
+    sampler = StepBatchSampler(
+        n, micro_batch_size=1, accumulation_steps=1, num_replicas=2, rank=1, seed=0
+    )
+    first = next(iter(sampler))[0]
+    records = [*good[:first], broken, *good[first:]]
+    write_manifest(records, tmp_path / "train.jsonl")
+    overrides = [
+        f"data.train_manifest={tmp_path / 'train.jsonl'}",
+        "optim.batch_size=2",
+        "optim.micro_batch_size=1",
+        "optim.epochs=1",
+        "augment.enabled=false",
+        "eval.every_epochs=0",
+        "runtime.progress=false",
+        "runtime.tensorboard=false",
+        "runtime.strategy=fsdp",
+    ]
+    _torchrun("tiny_pretrain.yaml", overrides, tmp_path / "run")
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == n // 2 and all(math.isfinite(x) for x in losses)
+    skipped = (tmp_path / "run" / "skipped.jsonl").read_text()
+    assert '"broken_clip"' in skipped and '"step": 1' in skipped

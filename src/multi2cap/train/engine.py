@@ -161,6 +161,10 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             weight_decay=config.optim.weight_decay,
         )
         train_set = _train_dataset(config, train_records, model)
+        dataset = train_set.dataset
+        stand_in = _stand_in(
+            config.data.clip_seconds, dataset.image_size if dataset.with_images else None
+        )
         sampler_args = dict(
             micro_batch_size=config.optim.micro_batch_size,
             accumulation_steps=accumulation,
@@ -216,7 +220,10 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                 ),
                 config,
             )
-            for stats in _optimizer_steps(loader, model, optimizer, scheduler, accelerator, config):
+            steps = _optimizer_steps(
+                loader, model, optimizer, scheduler, accelerator, config, stand_in
+            )
+            for stats in steps:
                 position.step_in_epoch += 1
                 position.global_step += 1
                 record = {
@@ -338,13 +345,14 @@ def _optimizer_steps(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     accelerator: Accelerator,
     config: TrainConfig,
+    stand_in: dict[str, Any],
 ) -> Iterator[_StepStats]:
     """Run micro-batches through `accelerator.accumulate` and yield after each optimizer step.
 
     A micro-batch whose clips were all unreadable still runs forward/backward on the previous
-    good micro-batch with its loss times zero, so that every process takes part in each DDP
-    gradient reduction (a process that skipped its backward would stall the others); it adds
-    nothing to the gradient sum.
+    good micro-batch (or, before the first one, on `stand_in`) with its loss times zero, so that
+    every process takes part in each gradient reduction (a process that skipped its backward
+    would stall the others); it adds nothing to the gradient sum.
     """
     model.train()
     device = accelerator.device
@@ -356,6 +364,8 @@ def _optimizer_steps(
         usable = len(batch["ids"]) > 0
         if usable:
             fallback = batch
+        elif fallback is None and accelerator.num_processes > 1:
+            fallback = stand_in
         with accelerator.accumulate(model):
             if fallback is not None:
                 set_gradient_sync(model, accelerator.sync_gradients)
@@ -651,9 +661,9 @@ class _Validator:
                 if not real:
                     if batches > min_batches:  # an unsharded model needs no stand-in
                         continue
-                    batch = _silence(cfg.data.clip_seconds)
+                    batch = _stand_in(cfg.data.clip_seconds)
                 batch = _to_device(batch, accelerator.device)
-                n = len(batch["ids"])
+                n = batch["audio"].shape[0]
                 loss = float(inner(batch, "finetune").loss_cap) * n
                 waves = [
                     batch["audio"][i, : int(batch["audio_lengths"][i])].float().cpu()
@@ -695,16 +705,20 @@ class _Validator:
         return scores
 
 
-def _silence(seconds: float) -> dict[str, Any]:
-    """A one-clip batch of silence: the stand-in forward pass of a process with nothing left."""
+def _stand_in(seconds: float, image_size: int | None = None) -> dict[str, Any]:
+    """A one-clip batch of silence (and a black frame of `image_size` pixels): what a process
+    with no readable clip runs so that the others are not left waiting; its result is unused."""
     samples = round(seconds * 16_000)
-    return {
-        "ids": ["<silence>"],
+    batch = {
+        "ids": [],
         "audio": torch.zeros(1, samples),
         "audio_lengths": torch.tensor([samples]),
         "captions": ["silence"],
         "references": [["silence"]],
     }
+    if image_size is not None:
+        batch["images"] = torch.zeros(1, 3, image_size, image_size)
+    return batch
 
 
 def _improves(best: _Best, scores: dict[str, Any], config: TrainConfig) -> bool:
