@@ -14,7 +14,8 @@ def register(app: typer.Typer) -> None:
         help=(
             "Pre-train or fine-tune Multi2Cap from a YAML recipe (configs/*.yaml). Extra KEY=VALUE "
             "arguments override recipe fields by dotted path, e.g. optim.lr=1e-4. Multi-GPU: "
-            "accelerate launch -m multi2cap.cli.main train --config ..."
+            "torchrun --nproc_per_node N -m multi2cap.cli.main train --config ... (DDP; add "
+            "runtime.strategy=fsdp to shard the model with FSDP2)"
         ),
     )(train_command)
 
