@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,7 @@ def test_fsdp_pretraining_matches_ddp_and_resumes_exactly(
     # weights. The FSDP run is stopped after step 3 and resumed from its checkpoint (sharded
     # optimizer state gathered, then re-sharded). Validation: 7 clips over 2 processes with
     # batches of 3, so one process decodes a stand-in batch to match the other's forwards.
+    # Last, a DDP checkpoint resumes under FSDP: one checkpoint format for both.
     overrides = [
         f"data.train_manifest={stamp_manifests / 'train.jsonl'}",
         f"data.val_manifest={stamp_manifests / 'val.jsonl'}",
@@ -113,6 +115,7 @@ def test_fsdp_pretraining_matches_ddp_and_resumes_exactly(
         "eval.batch_size=3",
         "eval.metrics=[bleu_1,cider_d]",
         "runtime.checkpoint_every_steps=1",
+        "runtime.keep_last_checkpoints=4",
         "runtime.progress=false",
         "runtime.tensorboard=false",
     ]
@@ -136,6 +139,16 @@ def test_fsdp_pretraining_matches_ddp_and_resumes_exactly(
     for key, value in ddp_weights.items():
         torch.testing.assert_close(fsdp_weights[key], value, rtol=1e-4, atol=1e-5)
     assert (tmp_path / "fsdp" / "best" / "best.json").is_file()
+
+    shutil.copytree(
+        tmp_path / "ddp" / "checkpoints" / "step-00000002",
+        tmp_path / "mixed" / "checkpoints" / "step-00000002",
+    )
+    _torchrun("tiny_pretrain.yaml", fsdp, tmp_path / "mixed", "--resume")
+    assert _losses(tmp_path / "mixed") == pytest.approx(ddp_losses, rel=1e-4)
+    mixed_weights = load_file(tmp_path / "mixed" / "final" / "trainable.safetensors")
+    for key, value in ddp_weights.items():
+        torch.testing.assert_close(mixed_weights[key], value, rtol=1e-4, atol=1e-5)
 
     # The gathered checkpoint is an ordinary one: it captions in a single process.
     from multi2cap.model.multi2cap import Multi2Cap
