@@ -73,6 +73,7 @@ def test_two_process_ddp_matches_one_process_with_accumulation(
 ) -> None:
     # Fine-tuning (L_cap only): DDP's gradient mean over 2 devices x 2 clips equals the mean over
     # 2 accumulated micro-batches of 2 clips on one device, and the clip order is the same.
+    # So a checkpoint of the 2-process run also resumes in one process.
     overrides = [
         f"data.train_manifest={stamp_manifests / 'train.jsonl'}",
         "optim.batch_size=4",
@@ -80,6 +81,7 @@ def test_two_process_ddp_matches_one_process_with_accumulation(
         "optim.epochs=2",
         "augment.enabled=false",
         "eval.every_epochs=0",
+        "runtime.keep_last_checkpoints=2",
         "runtime.progress=false",
         "runtime.tensorboard=false",
     ]
@@ -90,6 +92,19 @@ def test_two_process_ddp_matches_one_process_with_accumulation(
     assert _losses(tmp_path / "ddp") == pytest.approx(single.train_losses, rel=1e-4)
     assert len(_losses(tmp_path / "ddp")) == single.global_step == 4
     assert (tmp_path / "ddp" / "final" / "trainable.safetensors").is_file()
+
+    # The 2-process checkpoint of epoch 1 resumes in one process onto the same trajectory.
+    shutil.copytree(
+        tmp_path / "ddp" / "checkpoints" / "step-00000002",
+        tmp_path / "resumed" / "checkpoints" / "step-00000002",
+    )
+    resumed = train(
+        load_train_config(
+            CONFIGS / "tiny_finetune.yaml", overrides, output_dir=tmp_path / "resumed"
+        ),
+        resume=True,
+    )
+    assert resumed.train_losses == pytest.approx(single.train_losses, rel=1e-4)
 
 
 @pytest.mark.slow

@@ -838,7 +838,10 @@ def _restore(
     saved = ckpt.read_state(folder)
     if saved["num_processes"] != accelerator.num_processes:
         log.warning(
-            "checkpoint written with %d processes, resuming on %d: the clip order differs",
+            "checkpoint written with %d processes, resuming on %d: every optimizer step keeps "
+            "its clips (and, with the same micro_batch_size, its micro-batches), but L_align's "
+            "in-batch negatives and the random generators of processes the checkpoint did not "
+            "have differ from an uninterrupted run",
             saved["num_processes"],
             accelerator.num_processes,
         )
