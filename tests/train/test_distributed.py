@@ -116,7 +116,8 @@ def test_fsdp_pretraining_matches_ddp_and_resumes_exactly(
     # weights. The FSDP run is stopped after step 3 and resumed from its checkpoint (sharded
     # optimizer state gathered, then re-sharded). Validation: 7 clips over 2 processes with
     # batches of 3, so one process decodes a stand-in batch to match the other's forwards.
-    # Last, a DDP checkpoint resumes under FSDP: one checkpoint format for both.
+    # Last, a DDP checkpoint resumes under FSDP: one checkpoint format for both. Gradient
+    # checkpointing is on in every run (it recomputes the sharded decoder layers in backward).
     overrides = [
         f"data.train_manifest={stamp_manifests / 'train.jsonl'}",
         f"data.val_manifest={stamp_manifests / 'val.jsonl'}",
@@ -129,6 +130,7 @@ def test_fsdp_pretraining_matches_ddp_and_resumes_exactly(
         "eval.max_items=7",
         "eval.batch_size=3",
         "eval.metrics=[bleu_1,cider_d]",
+        "runtime.gradient_checkpointing=true",
         "runtime.checkpoint_every_steps=1",
         "runtime.keep_last_checkpoints=4",
         "runtime.progress=false",
