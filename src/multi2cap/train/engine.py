@@ -3,8 +3,7 @@
 One loop serves every setting: CPU, one GPU, DDP over GPUs and nodes (`accelerate launch` or
 `torchrun`, SLURM included) and FSDP2 sharding (`runtime.strategy: fsdp`, see `sharding`).
 Accelerate supplies device placement, the process group, bf16 autocast and gradient-accumulation
-syncing;
-this module supplies what the paper's recipes need on top: the effective batch through
+syncing; this module supplies what the paper's recipes need on top: the effective batch through
 accumulation, warm-up + cosine per optimizer step, validation with the AAC metrics, best-model
 selection, CSV / TensorBoard logs, atomic checkpoints and exact resumption.
 
@@ -264,8 +263,9 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                 improved = _improves(best, scores, config) if accelerator.is_main_process else False
                 if accelerator.num_processes > 1:
                     improved = gather_object([improved])[0]
-                if improved:
-                    _save_best(accelerator, model, out, best, scores)
+                if improved:  # the main process's `best` and `scores` go into best.json
+                    summary = {**vars(best), "scores": scores}
+                    _save_model(accelerator, model, out, "best", summary)
             checkpointer.save(position, best)
 
     if stop_reason is not None:  # `final/` is only for a run that did all its epochs
@@ -746,34 +746,23 @@ def _write_model(accelerator: Accelerator, model: torch.nn.Module, folder: Path)
         unwrapped.save_pretrained(folder)
 
 
-def _save_model(accelerator: Accelerator, model: torch.nn.Module, out: Path, name: str) -> None:
-    """Called on every process: `<out>/<name>/` as a `Multi2Cap.from_pretrained` folder."""
+def _save_model(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    out: Path,
+    name: str,
+    summary: dict[str, Any] | None = None,
+) -> None:
+    """Called on every process: `<out>/<name>/` as a `Multi2Cap.from_pretrained` folder, with
+    `best.json` holding `summary` when one is given."""
     tmp = out / f".tmp-{name}"
     if accelerator.is_main_process:
         ckpt.begin_checkpoint(out, name)
     _write_model(accelerator, model, tmp)
     if accelerator.is_main_process:
+        if summary is not None:
+            atomic_write_text(tmp / "best.json", json.dumps(summary, indent=1))
         ckpt.commit_checkpoint(tmp, out / name)
-    accelerator.wait_for_everyone()
-
-
-def _save_best(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    out: Path,
-    best: _Best,
-    scores: dict[str, Any],
-) -> None:
-    """Called on every process: `<out>/best/` with `best.json` (main process's `best`)."""
-    tmp = out / ".tmp-best"
-    if accelerator.is_main_process:
-        ckpt.begin_checkpoint(out, "best")
-    _write_model(accelerator, model, tmp)
-    if accelerator.is_main_process:
-        summary = {"metric": best.metric, "score": best.score, "epoch": best.epoch}
-        summary["scores"] = scores
-        atomic_write_text(tmp / "best.json", json.dumps(summary, indent=1))
-        ckpt.commit_checkpoint(tmp, out / "best")
     accelerator.wait_for_everyone()
 
 
