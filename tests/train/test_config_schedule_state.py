@@ -108,7 +108,7 @@ def test_paper_recipes_carry_appendix_a1_values() -> None:
         assert cfg.augment.enabled
 
 
-def test_best_mode_follows_the_metric_name() -> None:
+def test_best_mode_follows_the_metric_direction() -> None:
     assert EvalConfig(best_metric="cider_d").maximise
     assert not EvalConfig(best_metric="val_loss").maximise
     assert not EvalConfig(best_metric="fer", best_mode="min").maximise

@@ -38,7 +38,7 @@ from multi2cap.analysis.probe_tables import format_cell, markdown_table, write_t
 from multi2cap.data.dataset import CaptionDataset, collate_captions
 from multi2cap.data.manifest import read_manifest
 from multi2cap.io import atomic_write_text, write_jsonl
-from multi2cap.metrics import PAPER_LABELS
+from multi2cap.metrics import PAPER_LABELS, higher_is_better
 
 DEFAULT_METRICS = ("bleu_1", "bleu_4", "rouge_l", "meteor", "cider_d", "spice")
 
@@ -590,7 +590,8 @@ def baseline_cells(seeds: Sequence[int]) -> list[Cell]:
 @dataclass
 class Comparison:
     """One metric over seeds: per-seed values of each arm and of the difference (grounding minus
-    baseline, raw scale); std is the sample standard deviation (n - 1), None for one seed."""
+    baseline, raw scale); std is the sample standard deviation (n - 1), None for one seed; `wins`
+    counts the seeds where grounding is better in the metric's direction (lower FER wins)."""
 
     metric: str
     seeds: list[int]
@@ -628,7 +629,7 @@ def compare_arms(results: Sequence[CellResult]) -> list[Comparison]:
                 diff=diff,
                 diff_mean=float(np.mean(diff)),
                 diff_std=float(np.std(diff, ddof=1)) if len(diff) > 1 else None,
-                wins=sum(d > 0 for d in diff),
+                wins=sum((d > 0) if higher_is_better(metric) else (d < 0) for d in diff),
             )
         )
     return out
@@ -670,7 +671,7 @@ def write_comparison(comparisons: Sequence[Comparison], out_dir: Path) -> list[P
     md = (
         "# Visual grounding vs the audio-only baseline\n\nSame recipe, data, steps and seed per "
         "pair; metrics x100 (mean ± sample std over seeds); Δ = grounding − baseline; wins = "
-        f"seeds where grounding scores higher.\n\n{table}"
+        f"seeds where grounding scores better (higher, or lower for FER).\n\n{table}"
     )
     return write_table(out_dir, "grounding_vs_baseline", columns, rows, md)
 

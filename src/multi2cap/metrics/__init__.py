@@ -7,6 +7,7 @@ torch nor transformers.
 """
 
 from multi2cap.metrics.evaluator import (
+    HIGHER_IS_BETTER,
     METRIC_KEYS,
     METRIC_SETS,
     PAPER_LABELS,
@@ -14,12 +15,14 @@ from multi2cap.metrics.evaluator import (
     Evaluator,
     MetricAssets,
     evaluate,
+    higher_is_better,
     metric_availability,
     resolve_metrics,
 )
 from multi2cap.metrics.resources import MetricUnavailableError, asset_statuses
 
 __all__ = [
+    "HIGHER_IS_BETTER",
     "METRIC_KEYS",
     "METRIC_SETS",
     "PAPER_LABELS",
@@ -29,6 +32,7 @@ __all__ = [
     "MetricUnavailableError",
     "asset_statuses",
     "evaluate",
+    "higher_is_better",
     "metric_availability",
     "resolve_metrics",
 ]

@@ -73,6 +73,42 @@ PAPER_LABELS = {
     "fer": "FER",
     "vocab": "vocab",
 }
+#: Whether a larger value is better, for every metric key and for training's `val_loss`: the one
+#: place that says which way a metric points (training's best checkpoint, the ablation tables'
+#: wins). FER is a fluency *error* rate: lower is better. The vocabulary size is reported the way
+#: the AAC literature does, as a diversity figure where more is better.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    **dict.fromkeys(BLEU_KEYS, True),
+    "rouge_l": True,
+    "meteor": True,
+    "cider_d": True,
+    "spice": True,
+    "spider": True,
+    "spider_fl": True,
+    "fer": False,
+    "sbert_sim": True,
+    "fense": True,
+    "vocab": True,
+    "val_loss": False,
+}
+
+
+def higher_is_better(metric: str) -> bool:
+    """The direction of `metric` from `HIGHER_IS_BETTER`. A qualified key such as
+    `g_hat/cider_d` or `audio_only.cider_d` takes the direction of its last part.
+
+    Raises KeyError naming the known keys for a metric whose direction is not recorded, so a
+    caller never guesses from the name.
+    """
+    for key in (metric, metric.replace(".", "/").rsplit("/", 1)[-1]):
+        if key in HIGHER_IS_BETTER:
+            return HIGHER_IS_BETTER[key]
+    raise KeyError(
+        f"no recorded direction for metric {metric!r} (known: {', '.join(HIGHER_IS_BETTER)}); "
+        "say which way it points explicitly"
+    )
+
+
 METRIC_SETS: dict[str, tuple[str, ...]] = {
     # Everything that runs with the pycocoevalcap wheel and Java alone.
     "offline": (*BLEU_KEYS, "rouge_l", "meteor", "cider_d", "vocab"),

@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from multi2cap.metrics import higher_is_better
+
 
 class ConfigError(ValueError):
     """A recipe or an override that cannot be used; the message names the file and the field."""
@@ -79,8 +81,9 @@ class EvalConfig(_Section):
     """Validation after every `every_epochs` epochs on at most `max_items` validation clips.
 
     `best_metric` is an `EvalResult.corpus` key (`cider_d`, `spider`, `fense`, ...) or `val_loss`
-    (teacher-forced caption loss, always available); `metrics` is what `multi2cap.metrics.evaluate`
-    accepts ("offline" = the metrics that need no network).
+    (teacher-forced caption loss, always available); `best_mode` "auto" takes its direction from
+    `multi2cap.metrics.HIGHER_IS_BETTER` (`fer` and `val_loss` are minimised). `metrics` is what
+    `multi2cap.metrics.evaluate` accepts ("offline" = the metrics that need no network).
     """
 
     every_epochs: int = Field(1, ge=0, description="0 disables validation")
@@ -92,10 +95,23 @@ class EvalConfig(_Section):
     num_beams: int = Field(3, gt=0)
     max_new_tokens: int = Field(30, gt=0)
 
+    @model_validator(mode="after")
+    def _direction_known(self) -> EvalConfig:
+        if self.best_mode == "auto":
+            try:
+                higher_is_better(self.best_metric)
+            except KeyError as error:
+                raise ValueError(
+                    f"eval.best_mode 'auto' does not know which way {self.best_metric!r} points: "
+                    "set eval.best_mode to max or min"
+                ) from error
+        return self
+
     @property
     def maximise(self) -> bool:
+        """From `multi2cap.metrics.HIGHER_IS_BETTER` unless `best_mode` says max or min."""
         if self.best_mode == "auto":
-            return not self.best_metric.endswith("loss")
+            return higher_is_better(self.best_metric)
         return self.best_mode == "max"
 
 
