@@ -50,7 +50,7 @@ def test_qualified_keys_take_the_direction_of_their_metric() -> None:
 def test_an_unknown_metric_is_refused_instead_of_guessed() -> None:
     with pytest.raises(KeyError, match="no recorded direction for metric 'clap_score'"):
         higher_is_better("clap_score")
-    with pytest.raises(ValueError, match="set eval.best_mode to max or min"):
+    with pytest.raises(ValueError, match=r"set eval\.best_mode to max or min"):
         EvalConfig(best_metric="clap_score")
     assert EvalConfig(best_metric="clap_score", best_mode="min").maximise is False
 
