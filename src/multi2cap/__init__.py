@@ -1,3 +1,3 @@
 """multi2cap: the VggCaps dataset pipeline and the Multi2Cap audio captioning model."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

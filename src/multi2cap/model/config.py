@@ -11,18 +11,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from multi2cap.io import atomic_write_text
+from multi2cap.provenance import WRITTEN_BY_KEY, check_written_by, provenance
 
 AdapterInput = Literal["g", "g_hat", "mix"]
 LlmFamily = Literal["llama", "qwen2", "qwen3", "mistral"]
 
 DEFAULT_PROMPT = "Describe the sound in detail. Audio: <audio> Caption:"
 AUDIO_PLACEHOLDER = "<audio>"
+
+
+#: The two training stages of the paper: pre-training with frames, audio-only fine-tuning.
+Stage = Literal["pretrain", "finetune"]
+STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
 class _Strict(BaseModel):
@@ -153,15 +159,22 @@ class Multi2CapConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(Path(path), self.to_yaml())
+        """Write the config with a `written_by` block (`multi2cap.provenance`) after its fields."""
+        tree = {**self.model_dump(mode="json"), WRITTEN_BY_KEY: provenance()}
+        atomic_write_text(Path(path), yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
 
     @classmethod
-    def from_yaml(cls, text: str) -> Multi2CapConfig:
-        return cls.model_validate(yaml.safe_load(text) or {})
+    def from_yaml(cls, text: str, *, source: str = "<config>") -> Multi2CapConfig:
+        """Parse a config; its `written_by` block is checked (a newer major version warns) and
+        dropped, since it describes the file, not the model."""
+        tree = yaml.safe_load(text) or {}
+        if isinstance(tree, dict):
+            check_written_by(tree.pop(WRITTEN_BY_KEY, None), source)
+        return cls.model_validate(tree)
 
     @classmethod
     def load(cls, path: str | Path) -> Multi2CapConfig:
-        return cls.from_yaml(Path(path).read_text(encoding="utf-8"))
+        return cls.from_yaml(Path(path).read_text(encoding="utf-8"), source=str(path))
 
     # ---------------------------------------------------------------- tiny
     @classmethod

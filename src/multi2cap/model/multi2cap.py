@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,15 +33,18 @@ from transformers import CLIPVisionConfig, PreTrainedTokenizerBase
 from multi2cap.media.audio import load_audio
 from multi2cap.model.adapter import GroundAdapter
 from multi2cap.model.ced import CedConfig, CedEncoder, apply_lora, load_ced
-from multi2cap.model.config import AudioEncoderSpec, Multi2CapConfig, VisionEncoderSpec
+from multi2cap.model.config import (
+    STAGES,
+    AudioEncoderSpec,
+    Multi2CapConfig,
+    Stage,
+    VisionEncoderSpec,
+)
 from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean, segment_weights
 from multi2cap.model.hub import hub_asset
 from multi2cap.model.llm import CaptionDecoder, build_tokenizer
 from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
 from multi2cap.model.vision import VisionEncoder
-
-Stage = Literal["pretrain", "finetune"]
-STAGES: tuple[Stage, ...] = ("pretrain", "finetune")
 
 CONFIG_FILE = "config.yaml"
 TRAINABLE_FILE = "trainable.safetensors"

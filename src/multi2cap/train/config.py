@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from multi2cap.metrics import higher_is_better
+from multi2cap.model.config import Stage
 
 
 class ConfigError(ValueError):
@@ -152,7 +153,7 @@ class TrainConfig(_Section):
     plus `preset: tiny` to start from `Multi2CapConfig.tiny()`); `init_from` is a checkpoint folder
     whose weights start fine-tuning (its model config is used, `model` entries override it)."""
 
-    stage: Literal["pretrain", "finetune"] = "pretrain"
+    stage: Stage = "pretrain"
     seed: int = 0
     init_from: str | None = None
     model: dict[str, Any] = Field(default_factory=dict)
