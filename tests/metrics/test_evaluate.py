@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,6 +113,36 @@ def test_unavailable_assets_strict_and_skipped(monkeypatch: pytest.MonkeyPatch) 
     assert set(result.unavailable) == {"spider"}
     assert "stanford-corenlp-3.6.0-models.jar" in result.unavailable["spider"]
     assert list(result.corpus) == ["bleu_1"]
+
+
+def test_missing_assets_are_named_once_each(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for env in ("MULTI2CAP_SPICE_LIB", "MULTI2CAP_SBERT_MODEL", "MULTI2CAP_FENSE_ECHECKER"):
+        monkeypatch.delenv(env, raising=False)
+    with pytest.raises(MetricUnavailableError) as caught:
+        Evaluator("paper", sbert_model=str(tmp_path / "no-sbert"))
+    message = str(caught.value)
+    assert message.startswith("5 requested metric(s) cannot run here:")
+    assert message.count("MULTI2CAP_SPICE_LIB") == 1  # was 3: once per SPICE-based metric
+    assert message.count("MULTI2CAP_FENSE_ECHECKER") == 1
+    lines = message.splitlines()[1:]
+    assert lines[0].startswith("- spice, spider, spider_fl: SPICE needs Stanford CoreNLP")
+    assert any(line.startswith("- spider_fl, fense: FENSE error detector") for line in lines)
+    assert len(message) < 1500
+
+
+def test_type_errors_say_what_was_found() -> None:
+    with pytest.raises(TypeError, match=r"candidates: expected list\[str\], found dict"):
+        evaluate({"a": 1}, [["a"]], metrics="bleu_1", tokenize=False)
+    with pytest.raises(TypeError, match=r"candidate 1: expected str, found int"):
+        evaluate(["a", 3], [["a"], ["b"]], metrics="bleu_1", tokenize=False)
+    with pytest.raises(TypeError, match=r"item 0: reference 1: expected str, found NoneType"):
+        evaluate(["a"], [["a", None]], metrics="bleu_1", tokenize=False)
+    with pytest.raises(
+        TypeError, match=r"mult_references: expected list\[list\[str\]\], found str"
+    ):
+        evaluate(["a"], "a", metrics="bleu_1", tokenize=False)
 
 
 def test_no_tokenize_scores_raw_text() -> None:

@@ -244,6 +244,24 @@ def _availability(keys: Sequence[str], problems: dict[str, str | None]) -> dict[
     return out
 
 
+def unavailable_message(keys: Sequence[str], problems: dict[str, str | None]) -> str:
+    """One line per missing asset, naming the requested metrics that need it and saying once how
+    to provide it (a metric needing two missing assets appears under both)."""
+    lines = []
+    for asset, reason in problems.items():
+        if reason is None:
+            continue
+        needing = [
+            key
+            for key in keys
+            if any(asset in _METRIC_ASSETS.get(part, ()) for part in _DEPENDENCIES.get(key, (key,)))
+        ]
+        if needing:
+            lines.append(f"- {', '.join(needing)}: {reason}")
+    count = len({key for key, why in _availability(keys, problems).items() if why is not None})
+    return f"{count} requested metric(s) cannot run here:\n" + "\n".join(lines)
+
+
 def metric_availability(**assets: Any) -> dict[str, str | None]:
     """Metric key -> None if it can run here, else why not and how to provide what is missing.
     Cheap: checks files and packages, loads no model and starts no JVM."""
@@ -297,12 +315,11 @@ class Evaluator:
         self.skip_unavailable = skip_unavailable
         self.tokenizer_backend = tokenizer_backend
         self.assets = MetricAssets(**assets)
-        availability = _availability(self.metrics, _asset_problems(self.assets))
+        problems = _asset_problems(self.assets)
+        availability = _availability(self.metrics, problems)
         self.unavailable = {k: v for k, v in availability.items() if v is not None}
         if self.unavailable and not skip_unavailable:
-            raise MetricUnavailableError(
-                "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
-            )
+            raise MetricUnavailableError(unavailable_message(self.metrics, problems))
         self._needed = {
             part
             for key in self.metrics
@@ -503,19 +520,35 @@ class Evaluator:
 
 
 def _check_inputs(candidates: Sequence[str], mult_references: Sequence[Sequence[str]]) -> None:
+    """Type and shape errors say what was expected and what was found."""
     if isinstance(candidates, str) or not isinstance(candidates, Sequence):
-        raise TypeError("candidates must be a list of strings")
+        raise TypeError(f"candidates: expected list[str], found {_type_name(candidates)}")
+    if isinstance(mult_references, str) or not isinstance(mult_references, Sequence):
+        raise TypeError(
+            f"mult_references: expected list[list[str]], found {_type_name(mult_references)}"
+        )
     if len(candidates) != len(mult_references):
         raise ValueError(f"{len(candidates)} candidates but {len(mult_references)} reference lists")
     if not candidates:
         raise ValueError("nothing to evaluate: no candidates")
     for i, (cand, refs) in enumerate(zip(candidates, mult_references, strict=True)):
         if not isinstance(cand, str):
-            raise TypeError(f"candidate {i} is {type(cand).__name__}, not str")
-        if isinstance(refs, str) or not refs:
-            raise ValueError(f"item {i}: references must be a non-empty list of strings")
-        if not all(isinstance(r, str) for r in refs):
-            raise TypeError(f"item {i}: every reference must be a str")
+            raise TypeError(f"candidate {i}: expected str, found {_type_name(cand)}")
+        if isinstance(refs, str) or not isinstance(refs, Sequence):
+            raise TypeError(f"item {i}: references: expected list[str], found {_type_name(refs)}")
+        if not refs:
+            raise ValueError(f"item {i}: references must be a non-empty list of strings, found []")
+        for j, ref in enumerate(refs):
+            if not isinstance(ref, str):
+                raise TypeError(f"item {i}: reference {j}: expected str, found {_type_name(ref)}")
+
+
+def _type_name(value: Any) -> str:
+    """`dict`, `list[int]`, `str`: a value's type, with the element type of a non-empty list."""
+    name = type(value).__name__
+    if isinstance(value, list | tuple) and value:
+        return f"{name}[{type(value[0]).__name__}]"
+    return name
 
 
 def evaluate(

@@ -99,7 +99,10 @@ def _hf_cached(repo_id: str) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    found = try_to_load_from_cache(repo_id, "config.json")
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a hub id at all (e.g. a local path that does not exist)
+        return None
     return Path(found).parent if isinstance(found, str) else None
 
 
