@@ -11,6 +11,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from multi2cap.cli.errors import bad_input
+
 analyze_app = typer.Typer(
     help="Dataset statistics (Table 1, Figures 2-4) and model analyses.", no_args_is_help=True
 )
@@ -34,8 +36,7 @@ def dataset(
                 manifests, out, ratings=ratings, log=lambda message: _console.log(message)
             )
     except (FileNotFoundError, ValueError) as err:
-        _console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2) from None
+        bad_input(str(err))
     for summary in report.summaries:
         _console.print(
             f"{summary.name}: {summary.rows:,} caption rows, {summary.n_audio:,} clips, "

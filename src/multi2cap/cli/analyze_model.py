@@ -1,5 +1,7 @@
 """`multi2cap analyze model ...`: grounding probes and ablations of trained Multi2Cap models.
 
+from multi2cap.cli.errors import bad_input
+
 Parsing only; the analyses are `multi2cap.analysis.probes` (fidelity, t-SNE) and
 `multi2cap.analysis.ablations` (K sweep, alpha/beta grid, augmentation, grounding vs baseline).
 Every command writes CSV + markdown tables (and figures) under `--out`.
@@ -16,6 +18,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
+
+from multi2cap.cli.errors import bad_input
 
 model_app = typer.Typer(
     help="Probe and ablate trained Multi2Cap models (paper Tables 4, 5, 8, 9, Figure 6).",
@@ -36,8 +40,7 @@ def _expected_errors() -> Iterator[None]:
     try:
         yield
     except (ConfigError, FileNotFoundError, ValueError, OSError) as err:
-        _console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2) from None
+        bad_input(str(err))
 
 
 def _log(message: str) -> None:
@@ -103,8 +106,7 @@ def fidelity_command(
     from multi2cap.analysis.probes import ClipJointSpace, fidelity, write_fidelity
 
     if "{category}" not in prompt:
-        _console.print("[red]error:[/red] --prompt must contain {category}")
-        raise typer.Exit(code=2)
+        bad_input("--prompt must contain {category}")
     with _expected_errors():
         probe = _probe_set(checkpoint, manifest, batch_size, seed, device)
         clip = ClipJointSpace(clip_model, device=device) if clip_model else None

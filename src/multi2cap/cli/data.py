@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from multi2cap.cli.errors import bad_input
 from multi2cap.data.readers import FORMATS, DatasetFormatError, prepare
 
 console = Console(soft_wrap=True)
@@ -45,8 +46,7 @@ def prepare_command(
         with err_console.status(f"reading {format.value} under {root} ..."):
             report = prepare(format.value, root, out, split, media, missing_out)
     except (DatasetFormatError, ValueError) as err:
-        err_console.print(f"[red]error:[/red] {escape(str(err))}")
-        raise typer.Exit(2) from None
+        bad_input(str(err))
 
     table = Table(title=escape(f"{report.format} -> {report.out}"))
     table.add_column("split")

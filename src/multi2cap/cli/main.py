@@ -6,7 +6,12 @@ import importlib
 
 import typer
 
+from multi2cap.cli.errors import GuardedGroup
+
+# `GuardedGroup` maps every command's exceptions to the exit codes of `multi2cap.cli.errors`
+# (0 ok, 1 some items failed, 2 bad input, 3 internal error with a crash log).
 app = typer.Typer(
+    cls=GuardedGroup,
     name="multi2cap",
     help="VggCaps dataset builder, Multi2Cap training and captioning, AAC metrics and analyses.",
     no_args_is_help=True,

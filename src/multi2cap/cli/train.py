@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from multi2cap.cli.errors import bad_input
+
 
 def register(app: typer.Typer) -> None:
     """Add `multi2cap train` to the top-level app."""
@@ -39,14 +41,12 @@ def train_command(
 
     from multi2cap.train import ConfigError, load_train_config, train
 
-    console = Console(stderr=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         recipe = load_train_config(config, overrides or [], output_dir=output_dir)
         result = train(recipe, resume=resume)
     except (ConfigError, OSError, ValueError) as err:  # bad recipe, data, asset or hub id
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2) from None
+        bad_input(str(err))
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # one summary per run, not one per device
