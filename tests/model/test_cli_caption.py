@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from multi2cap_testkit import tiny
 from typer.testing import CliRunner
 
 from multi2cap.cli.main import app
+from multi2cap.model.inference import unique_keys
 from multi2cap.model.multi2cap import Multi2Cap
 
 
@@ -40,7 +42,7 @@ def test_caption_folder_to_csv_with_a_broken_file(tmp_path: Path, tuxpaint_dir: 
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    assert "1 of 4 files could not be captioned" in result.output
+    assert "1 of 4 inputs could not be captioned" in result.output
 
     with output.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -71,3 +73,56 @@ def test_caption_prints_a_table_and_rejects_a_bad_checkpoint(
     assert "not a Multi2Cap checkpoint" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["caption", str(tmp_path), "-c", str(checkpoint)])
     assert result.exit_code == 2 and "no audio files" in result.output
+
+
+def test_caption_every_input_is_captioned_or_reported(tmp_path: Path, tuxpaint_dir: Path) -> None:
+    """A name that is not UTF-8, two `a.ogg`, a folder without audio, a symlinked folder with a
+    link back to itself: each file gets one row under a unique `file_name`, the empty folder is
+    reported, and `evaluate` accepts the CSV."""
+    checkpoint = tiny(grounding=False).save_pretrained(tmp_path / "ckpt")
+    s1, s2, s3, s4 = _short_sounds(tuxpaint_dir, 4)
+    first, second, empty, linked, elsewhere = (
+        tmp_path / n for n in ("first", "second", "empty", "linked", "elsewhere")
+    )
+    for folder in (first, second, empty, linked, elsewhere):
+        folder.mkdir()
+    shutil.copy(s1, first / "a.ogg")
+    shutil.copy(s2, os.fsdecode(os.fsencode(first) + b"/caf\xe9.ogg"))  # Latin-1 name
+    shutil.copy(s3, second / "a.ogg")
+    (empty / "notes.txt").write_text("no audio here")
+    shutil.copy(s4, elsewhere / "far.ogg")
+    (linked / "to_elsewhere").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "loop").symlink_to(elsewhere, target_is_directory=True)
+    output = tmp_path / "out" / "captions.csv"
+
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        app,
+        ["caption", str(first), str(second), str(empty), str(linked), "-c", str(checkpoint),
+         "--output", str(output)],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "1 of 5 inputs could not be captioned" in result.output
+    with output.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["file_name"] for r in rows) == [
+        "caf\\xe9.ogg", "far.ogg", "first/a.ogg", "second/a.ogg"
+    ]  # fmt: skip
+    assert all(r["caption"] for r in rows)
+    failures = [json.loads(line) for line in (output.parent / "captions.failures.jsonl").open()]
+    assert failures == [{"path": str(empty), "error": f"no audio files under {empty}"}]
+
+    references = tmp_path / "references.csv"
+    with references.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "caption_1"])
+        writer.writerows([r["file_name"], "a bird sings"] for r in rows)
+    scored = CliRunner().invoke(
+        app, ["evaluate", "-p", str(output), "-r", str(references), "-m", "bleu_1", "--no-tokenize"]
+    )
+    assert scored.exit_code == 0, scored.output
+
+
+def test_unique_keys_are_the_shortest_distinct_suffixes() -> None:
+    paths = [Path("/d/x/a/b.wav"), Path("/d/y/a/b.wav"), Path("/d/x/c.wav"), Path("/e/b.ogg")]
+    assert unique_keys(paths) == ["x/a/b.wav", "y/a/b.wav", "c.wav", "b.ogg"]

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from multi2cap.cli.errors import EXIT_ITEMS_FAILED, bad_input
 
 
 def caption_command(
@@ -28,51 +31,62 @@ def caption_command(
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
 ) -> None:
-    """Caption audio from sound alone (no image needed), with a Multi2Cap checkpoint."""
-    from multi2cap.model.inference import caption_files, collect_audio_files, write_captions
+    """Caption audio from sound alone (no image needed), with a Multi2Cap checkpoint.
+
+    Every input is captioned or reported: unreadable files and folders without audio are listed
+    (and written to `<output stem>.failures.jsonl`), and the exit code is 1 when any failed.
+    """
+    from multi2cap.model.inference import (
+        caption_files,
+        collect_audio_files,
+        printable,
+        write_captions,
+    )
     from multi2cap.model.multi2cap import Multi2Cap
 
     console = Console()
     err = Console(stderr=True)
+    collected = collect_audio_files(inputs)
+    if not collected.files:
+        bad_input("; ".join(p.error or "" for p in collected.problems) or "no input files")
     try:
-        files = collect_audio_files(inputs)
         model = Multi2Cap.from_pretrained(checkpoint, device=device)
     except (FileNotFoundError, ValueError, OSError) as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+        bad_input(str(error))
 
     progress = Progress(
         TextColumn("captioning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeRemainingColumn(), console=err, transient=True,
     )  # fmt: skip
     with progress:
-        task = progress.add_task("caption", total=len(files))
+        task = progress.add_task("caption", total=len(collected.files))
         results = caption_files(
             model,
-            files,
+            collected.files,
             batch_size=batch_size,
             num_beams=beams,
             max_new_tokens=max_new_tokens,
             on_progress=lambda n: progress.advance(task, n),
         )
 
+    results = collected.problems + results
     failed = [r for r in results if r.error is not None]
     if output is not None:
         failures = write_captions(results, output)
-        console.print(f"wrote {len(results) - len(failed)} captions to {output}")
+        console.print(escape(f"wrote {len(results) - len(failed)} captions to {output}"))
         if failures is not None:
-            err.print(f"failures listed in {failures}")
+            err.print(escape(f"failures listed in {printable(failures)}"))
     else:
         table = Table("file", "caption")
         for item in results:
             if item.caption is not None:
-                table.add_row(str(item.path), item.caption)
+                table.add_row(escape(printable(item.path)), escape(item.caption))
         console.print(table)
     for item in failed:
-        err.print(f"[yellow]skipped[/yellow] {item.path}: {item.error}")
+        err.print(f"[yellow]skipped[/yellow] {escape(item.error or '')}")
     if failed:
-        err.print(f"{len(failed)} of {len(results)} files could not be captioned")
-        raise typer.Exit(1)
+        err.print(f"{len(failed)} of {len(results)} inputs could not be captioned")
+        raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ import in worker processes.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,7 +96,8 @@ def _pcm_window(sr: int, start_s: float, duration_s: float | None) -> tuple[int,
 def _decode_soundfile(
     path: Path, start_s: float, duration_s: float | None
 ) -> tuple[np.ndarray, int]:
-    with sf.SoundFile(str(path)) as f:
+    # A bytes path: soundfile encodes a str strictly, so a name that is not UTF-8 would raise.
+    with sf.SoundFile(os.fsencode(path)) as f:
         sr = f.samplerate
         first, count = _pcm_window(sr, start_s, duration_s)
         if first:

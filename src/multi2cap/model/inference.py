@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from multi2cap.io import atomic_write_text, write_jsonl
@@ -25,29 +27,90 @@ AUDIO_SUFFIXES = frozenset(
 
 @dataclass
 class FileCaption:
-    """One input file: its caption, or the reason it could not be captioned."""
+    """One input: its caption, or the reason it could not be captioned.
+
+    `key` is the `file_name` written for it: the shortest trailing part of its path that no other
+    file of the run shares (`a.wav`, or `dev/a.wav` and `eval/a.wav` when both are captioned), so
+    rows stay unique for `multi2cap evaluate` and bare names still match Clotho's references.
+    """
 
     path: Path
     caption: str | None = None
     error: str | None = None
+    key: str = ""
 
 
-def collect_audio_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and the audio/video files under each folder (recursive, sorted).
+@dataclass
+class CollectedInputs:
+    """What `collect_audio_files` found: the files to caption and the inputs that gave none."""
 
-    Raises `FileNotFoundError` naming a folder without any audio file."""
-    files: list[Path] = []
+    files: list[Path] = field(default_factory=list)
+    problems: list[FileCaption] = field(default_factory=list)
+
+
+def printable(text: str | Path) -> str:
+    """`text` as valid UTF-8 for screens and files: bytes of a file name that is not UTF-8
+    (held by Python as lone surrogates) become `\\xNN` escapes instead of failing to encode."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _walk_audio(folder: Path) -> list[Path]:
+    """Audio files under `folder`, following folder symlinks but entering each real folder once
+    (a link to an ancestor cannot loop). Sorted by path."""
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        try:
+            info = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        for name in filenames:
+            path = Path(dirpath, name)
+            if Path(name).suffix.lower() in AUDIO_SUFFIXES and path.is_file():
+                found.append(path)
+    return sorted(found)
+
+
+def collect_audio_files(inputs: Sequence[str | Path]) -> CollectedInputs:
+    """Files as given, and the audio/video files under each folder (recursive, sorted, folder
+    symlinks followed once each). A folder without any audio file is a problem of its own, not
+    the end of the job; a file reached twice (given twice, or through two inputs) is kept once."""
+    collected = CollectedInputs()
+    seen: set[str] = set()
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-            )
+            found = _walk_audio(item)
             if not found:
-                raise FileNotFoundError(f"no audio files under {item}")
-            files.extend(found)
+                collected.problems.append(
+                    FileCaption(item, error=f"no audio files under {printable(item)}")
+                )
         else:
-            files.append(item)
-    return files
+            found = [item]
+        for path in found:
+            if (absolute := os.path.abspath(path)) not in seen:
+                seen.add(absolute)
+                collected.files.append(path)
+    return collected
+
+
+def unique_keys(paths: Sequence[Path]) -> list[str]:
+    """For each path, its shortest `/`-joined trailing part shared by no other path (distinct
+    absolute paths always get distinct keys)."""
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    depth = [1] * len(parts)
+    while True:
+        keys = ["/".join(p[-d:]).lstrip("/") for p, d in zip(parts, depth, strict=True)]
+        counts = Counter(keys)
+        clashing = [i for i, k in enumerate(keys) if counts[k] > 1 and depth[i] < len(parts[i])]
+        if not clashing:
+            return keys
+        for i in clashing:
+            depth[i] += 1
 
 
 def caption_files(
@@ -61,7 +124,8 @@ def caption_files(
 ) -> list[FileCaption]:
     """Caption `files` in input order, reading `batch_size` files at a time (so memory holds
     one batch of audio, not the corpus). `on_progress(n)` is called with each batch's size."""
-    results = [FileCaption(Path(f)) for f in files]
+    paths = [Path(f) for f in files]
+    results = [FileCaption(p, key=k) for p, k in zip(paths, unique_keys(paths), strict=True)]
     for start in range(0, len(results), batch_size):
         group = results[start : start + batch_size]
         ready, waves = [], []
@@ -70,7 +134,11 @@ def caption_files(
                 waves.append(load_audio(item.path))
                 ready.append(item)
             except MediaError as err:
-                item.error = str(err)
+                item.error = printable(err)
+            except Exception as err:  # one odd file must not end the job
+                item.error = printable(
+                    f"{item.path}: unexpected decoder error ({type(err).__name__}: {err})"
+                )
         if waves:
             texts = model.caption(
                 waves, num_beams=num_beams, max_new_tokens=max_new_tokens, batch_size=batch_size
@@ -83,18 +151,19 @@ def caption_files(
 
 
 def write_captions(results: Sequence[FileCaption], output: Path) -> Path | None:
-    """CSV `file_name,caption,path` of the captioned files (the `file_name` column is what
-    `multi2cap evaluate --predictions` and Clotho's references use), written atomically; the
-    failures go to `<output stem>.failures.jsonl` next to it. Returns that file's path, or None
-    when nothing failed."""
+    """CSV `file_name,caption,path` of the captioned files (the `file_name` column, unique in the
+    run, is what `multi2cap evaluate --predictions` and Clotho's references use), written
+    atomically; the failures (files and inputs that gave no file) go to
+    `<output stem>.failures.jsonl` next to it. Returns that file's path, or None when nothing
+    failed. Names that are not UTF-8 are written with `\\xNN` escapes (see `printable`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file_name", "caption", "path"])
     for item in results:
         if item.caption is not None:
-            writer.writerow([item.path.name, item.caption, str(item.path)])
+            writer.writerow([printable(item.key), item.caption, printable(item.path)])
     atomic_write_text(output, buffer.getvalue())
-    failed = [{"path": str(r.path), "error": r.error} for r in results if r.error is not None]
+    failed = [{"path": printable(r.path), "error": r.error} for r in results if r.error is not None]
     if not failed:
         return None
     failures = output.with_name(f"{output.stem}.failures.jsonl")
