@@ -96,3 +96,83 @@ def test_file_errors_name_the_problem(tmp_path: Path) -> None:
         read_predictions(tmp_path / "p.txt")
     with pytest.raises(CaptionFileError, match="without references: 'b'"):
         align({"a": "x", "b": "y"}, {"a": ["x"]})
+
+
+def test_a_caption_longer_than_the_csv_module_limit_is_read(tmp_path: Path) -> None:
+    long_caption = "a dog barks " * 20_000  # 240,000 characters > csv's 131,072 default
+    predictions = tmp_path / "p.csv"
+    predictions.write_text(f'id,caption\na,"{long_caption}"\nb,rain falls\n')
+    references = tmp_path / "r.csv"
+    references.write_text(f'id,caption_1\na,"{long_caption}"\nb,rain falls\n')
+    assert read_predictions(predictions)["a"] == long_caption
+    assert read_references(references)["a"] == [long_caption]
+    result = runner.invoke(
+        app, ["evaluate", "-p", str(predictions), "-r", str(references), "-m", "bleu_1", "--no-tokenize"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('id,caption\na,a dog\nb,"rain falls\nc,wind\nd,sea\n', r"p\.csv:3: unbalanced quote"),
+        ('id,caption\n\na,"a dog\nb,rain"\nc,wind\n', r"p\.csv:3: unbalanced quote\? .* to line 4"),
+        ("id,caption\na,a dog, barking\n", r"p\.csv:2: 3 fields for 2 columns"),
+    ],
+)
+def test_unbalanced_quotes_and_stray_commas_name_the_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    predictions = tmp_path / "p.csv"
+    predictions.write_text(text)
+    with pytest.raises(CaptionFileError, match=message):
+        read_predictions(predictions)
+    references = tmp_path / "r.csv"
+    references.write_text("id,caption\na,x\nb,y\nc,z\nd,w\n")
+    result = runner.invoke(app, ["evaluate", "-p", str(predictions), "-r", str(references)])
+    assert result.exit_code == 2 and "p.csv:" in result.output, result.output
+    assert "without references" not in result.output and "Traceback" not in result.output
+
+
+def test_empty_predictions_are_warned_about_and_counted(tmp_path: Path) -> None:
+    predictions = tmp_path / "p.csv"
+    predictions.write_text('id,caption\na,a dog barks\nb,""\nc,   \n')
+    references = tmp_path / "r.csv"
+    references.write_text("id,caption_1\na,a dog barks\nb,rain falls\nc,wind\n")
+    scores = tmp_path / "s.json"
+    result = CliRunner(env={"COLUMNS": "300"}).invoke(
+        app,
+        ["evaluate", "-p", str(predictions), "-r", str(references), "-m", "bleu_1",
+         "--no-tokenize", "-o", str(scores)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 of 3 predictions are empty" in result.output and "'b', 'c'" in result.output
+    document = json.loads(scores.read_text())
+    assert document["n_empty_predictions"] == 2
+    assert document["empty_prediction_ids"] == ["b", "c"]
+
+
+def test_json_arrays_are_accepted_beside_jsonl_and_csv(tmp_path: Path) -> None:
+    array = tmp_path / "p.json"
+    array.write_text(json.dumps([{"id": "x", "caption": "a dog"}, {"id": "y", "caption": "rain"}]))
+    lines = tmp_path / "p.jsonl"
+    lines.write_text('{"id": "x", "caption": "a dog"}\n{"id": "y", "caption": "rain"}\n')
+    lines_named_json = tmp_path / "lines.json"
+    lines_named_json.write_text(lines.read_text())
+    table = tmp_path / "p.csv"
+    table.write_text("id,caption\nx,a dog\ny,rain\n")
+    want = {"x": "a dog", "y": "rain"}
+    assert read_predictions(array) == read_predictions(lines) == want
+    assert read_predictions(lines_named_json) == read_predictions(table) == want
+    refs = tmp_path / "r.json"
+    refs.write_text(
+        json.dumps([{"id": "x", "captions": ["a dog"]}, {"id": "y", "captions": ["rain"]}])
+    )
+    assert read_references(refs) == {"x": ["a dog"], "y": ["rain"]}
+    result = runner.invoke(
+        app, ["evaluate", "-p", str(array), "-r", str(refs), "-m", "bleu_1", "--no-tokenize"]
+    )
+    assert result.exit_code == 0, result.output
+    array.write_text(json.dumps([{"id": "x", "caption": "a dog"}, "y"]))
+    with pytest.raises(CaptionFileError, match=r"p\.json:\[1\]: expected an object"):
+        read_predictions(array)

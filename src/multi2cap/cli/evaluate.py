@@ -7,18 +7,25 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from multi2cap.cli.errors import bad_input
 
 
 def evaluate_command(
     predictions: Path = typer.Option(
-        ..., "--predictions", "-p", help="CSV `id,caption` (or `file_name,caption`) or JSONL."
+        ...,
+        "--predictions",
+        "-p",
+        help="CSV `id,caption` (or `file_name,caption`), JSONL, or a .json array of {id, caption}.",
     ),
     references: Path = typer.Option(
         ...,
         "--references",
         "-r",
-        help="CSV wide `id,caption_1..caption_N`, CSV long `id,caption`, or JSONL `id,captions`.",
+        help="CSV wide `id,caption_1..caption_N`, CSV long `id,caption`, JSONL or a .json array "
+        "of {id, captions}.",
     ),
     metrics: str = typer.Option(
         "offline", "--metrics", "-m", help="`offline`, `paper`, `all` or keys: bleu_1,meteor,..."
@@ -56,6 +63,7 @@ def evaluate_command(
     from multi2cap.metrics.files import (
         CaptionFileError,
         align,
+        empty_predictions,
         read_predictions,
         read_references,
         scores_document,
@@ -66,9 +74,16 @@ def evaluate_command(
     console = Console()
     err = Console(stderr=True)
     try:
-        ids, candidates, mult_references = align(
-            read_predictions(predictions), read_references(references)
-        )
+        predicted = read_predictions(predictions)
+        ids, candidates, mult_references = align(predicted, read_references(references))
+        empty = empty_predictions(predicted)
+        if empty:
+            err.print(
+                f"[yellow]warning:[/yellow] {len(empty)} of {len(ids)} predictions are empty "
+                "(scored as captions without words): "
+                + escape(", ".join(repr(key) for key in empty[:10]))
+                + (" ..." if len(empty) > 10 else "")
+            )
         with err.status(f"Scoring {len(ids)} items (METEOR's JVM takes 10-30 s to start)"):
             result = evaluate(
                 candidates,
@@ -85,14 +100,12 @@ def evaluate_command(
                 allow_network=allow_network,
             )
     except (CaptionFileError, MetricUnavailableError, ValueError) as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(code=2) from None
-    except RuntimeError as error:  # a jar failed (its own message is in the error)
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(code=1) from None
+        bad_input(str(error))
+    # Anything else (a jar that crashes, a bug) is an internal error: exit 3 with a crash log.
 
     # x100 as the paper prints them; scores.json keeps the raw values.
-    table = Table(title=f"{len(ids)} items")
+    title = f"{len(ids)} items" + (f", {len(empty)} empty predictions" if empty else "")
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("score x100", justify="right")
     for key, value in result.corpus.items():
@@ -111,6 +124,7 @@ def evaluate_command(
             scores_document(
                 result,
                 len(ids),
+                empty,
                 predictions=str(predictions),
                 references=str(references),
             ),

@@ -1,9 +1,12 @@
 """Caption files for `multi2cap evaluate`: reading predictions and references, writing scores.
 
-Predictions: CSV `id,caption` (Clotho's `file_name` is accepted for `id`) or JSONL
-`{"id": ..., "caption": ...}`. References: CSV wide (`id,caption_1..caption_N`, blank cells
-ignored), CSV long (`id,caption`, one row per reference), or JSONL `{"id": ..., "captions": [...]}`.
-The format follows the extension (`.csv`, `.jsonl`/`.json`).
+Predictions: CSV `id,caption` (Clotho's `file_name` is accepted for `id`), JSONL
+`{"id": ..., "caption": ...}` or a `.json` array of such objects. References: CSV wide
+(`id,caption_1..caption_N`, blank cells ignored), CSV long (`id,caption`, one row per reference),
+JSONL `{"id": ..., "captions": [...]}` or a `.json` array of those. The format follows the
+extension (`.csv`; `.jsonl`; `.json`, an array or JSON lines). Errors name the file and the line
+(or `[index]` in a JSON array); an empty prediction is scored as it is, and counted
+(`empty_predictions`) so that the CLI can warn and `scores.json` can say so.
 """
 
 from __future__ import annotations
@@ -26,15 +29,66 @@ class CaptionFileError(ValueError):
     """A predictions or references file is malformed; the message names the file and field."""
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """(header, [(line, row)]) of a CSV file, `line` being where the row starts.
+
+    Fields may be as long as the file (the csv module's 131,072-character default limit is
+    raised to the file's length). A quote that never closes, or a field holding a line break,
+    is an error naming the line of the quote: captions are one line each, so a field spanning
+    lines is an unbalanced quote that would otherwise swallow the rows after it (which then
+    surface, far from the cause, as missing ids).
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise CaptionFileError(f"{path}: cannot read ({err})") from err
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    return header, list(reader)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    end = 0
+    while True:
+        start = _first_non_blank(lines, end)
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            if "end of data" in str(err):
+                raise CaptionFileError(
+                    f"{path}:{start}: unbalanced quote: a quoted field opened on line {start} "
+                    "never closes"
+                ) from err
+            raise CaptionFileError(f"{path}:{reader.line_num}: malformed CSV ({err})") from err
+        end = reader.line_num
+        if any("\n" in cell or "\r" in cell for cell in row):
+            raise CaptionFileError(
+                f"{path}:{start}: unbalanced quote? a field opened on line {start} runs to line "
+                f"{end} (captions must not hold line breaks)"
+            )
+        if any(cell.strip() for cell in row):
+            rows.append((start, row))
+    if not rows:
+        return [], []
+    header = [h.strip() for h in rows[0][1]]
+    records = []
+    for line, row in rows[1:]:
+        if any(cell.strip() for cell in row[len(header) :]):
+            raise CaptionFileError(
+                f"{path}:{line}: {len(row)} fields for {len(header)} columns {header} "
+                "(a comma in an unquoted caption?)"
+            )
+        cells = row[: len(header)] + [""] * (len(header) - len(row))  # short rows: blank cells
+        records.append((line, dict(zip(header, cells, strict=True))))
+    return header, records
+
+
+def _first_non_blank(lines: list[str], after: int) -> int:
+    """1-based number of the first non-blank line after line `after` (where the next row starts)."""
+    number = after
+    while number < len(lines) and not lines[number].strip():
+        number += 1
+    return number + 1
 
 
 def _id_column(path: Path, header: list[str]) -> str:
@@ -44,23 +98,31 @@ def _id_column(path: Path, header: list[str]) -> str:
     raise CaptionFileError(f"{path}: no `id` (or `file_name`) column in header {header}")
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def _read_json_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """[(where, object)] of a JSONL file, or of a `.json` file holding one array of objects."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise CaptionFileError(f"{path}: cannot read ({err})") from err
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
-            record = json.loads(line)
+            document = json.loads(text)
         except json.JSONDecodeError as err:
-            raise CaptionFileError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+            raise CaptionFileError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
+        items = [(f"{path}:[{i}]", item) for i, item in enumerate(document)]
+    else:
+        items = []
+        for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028
+            if not line.strip():
+                continue
+            try:
+                items.append((f"{path}:{number}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise CaptionFileError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+    for where, record in items:
         if not isinstance(record, dict) or "id" not in record:
-            raise CaptionFileError(f"{path}:{number}: expected an object with an `id` field")
-        records.append((number, record))
-    return records
+            raise CaptionFileError(f"{where}: expected an object with an `id` field")
+    return items
 
 
 def _format(path: Path) -> str:
@@ -68,8 +130,8 @@ def _format(path: Path) -> str:
     if suffix == ".csv":
         return "csv"
     if suffix in (".jsonl", ".json"):
-        return "jsonl"
-    raise CaptionFileError(f"{path}: unknown format (use a .csv or .jsonl file)")
+        return "json"
+    raise CaptionFileError(f"{path}: unknown format (use a .csv, .jsonl or .json file)")
 
 
 def read_predictions(path: str | Path) -> dict[str, str]:
@@ -89,11 +151,11 @@ def read_predictions(path: str | Path) -> dict[str, str]:
         id_col = _id_column(path, header)
         if "caption" not in header:
             raise CaptionFileError(f"{path}: no `caption` column in header {header}")
-        for number, row in enumerate(rows, start=2):
+        for number, row in rows:
             add(str(row[id_col]).strip(), row["caption"] or "", f"{path}:{number}")
     else:
-        for number, record in _read_jsonl(path):
-            add(str(record["id"]), record.get("caption"), f"{path}:{number}")
+        for where, record in _read_json_records(path):
+            add(str(record["id"]), record.get("caption"), where)
     if not out:
         raise CaptionFileError(f"{path}: no predictions")
     return out
@@ -114,7 +176,7 @@ def read_references(path: str | Path) -> dict[str, list[str]]:
                 f"{path}: expected `caption_1..caption_N` (wide) or `caption` (long) columns, "
                 f"found {header}"
             )
-        for number, row in enumerate(rows, start=2):
+        for number, row in rows:
             key = str(row[id_col]).strip()
             if wide:
                 if key in out:
@@ -125,13 +187,13 @@ def read_references(path: str | Path) -> dict[str, list[str]]:
             else:
                 out.setdefault(key, [])
     else:
-        for number, record in _read_jsonl(path):
+        for where, record in _read_json_records(path):
             captions = record.get("captions")
             if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-                raise CaptionFileError(f"{path}:{number}: `captions` must be a list of strings")
+                raise CaptionFileError(f"{where}: `captions` must be a list of strings")
             key = str(record["id"])
             if key in out:
-                raise CaptionFileError(f"{path}:{number}: duplicate id {key!r}")
+                raise CaptionFileError(f"{where}: duplicate id {key!r}")
             out[key] = [c for c in captions if c.strip()]
     empty = [key for key, refs in out.items() if not refs]
     if empty:
@@ -139,6 +201,11 @@ def read_references(path: str | Path) -> dict[str, list[str]]:
     if not out:
         raise CaptionFileError(f"{path}: no references")
     return out
+
+
+def empty_predictions(predictions: dict[str, str]) -> list[str]:
+    """Ids whose predicted caption is empty or blank (every metric scores them as no words)."""
+    return [key for key, caption in predictions.items() if not caption.strip()]
 
 
 def _listing(ids: list[str], limit: int = 20) -> str:
@@ -163,14 +230,19 @@ def align(
     return ids, [predictions[k] for k in ids], [references[k] for k in ids]
 
 
-def scores_document(result: EvalResult, n_items: int, **settings: Any) -> dict[str, Any]:
-    """The `scores.json` content: raw corpus values (null when unavailable), reasons, settings."""
+def scores_document(
+    result: EvalResult, n_items: int, empty: list[str] | None = None, **settings: Any
+) -> dict[str, Any]:
+    """The `scores.json` content: raw corpus values (null when unavailable), reasons, the number
+    and ids of empty predictions (`empty`), settings."""
     corpus: dict[str, float | None] = dict(result.corpus)
     corpus.update(dict.fromkeys(result.unavailable))
     return {
         "corpus": corpus,
         "unavailable": result.unavailable,
         "n_items": n_items,
+        "n_empty_predictions": len(empty or []),
+        "empty_prediction_ids": list(empty or []),
         "scale": "raw (aac-metrics / pycocoevalcap scale, not x100)",
         "settings": {**result.settings, **settings},
     }
