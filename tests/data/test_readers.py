@@ -204,3 +204,73 @@ def test_cli_prepare_reports_bad_input_without_traceback(tmp_path: Path):
     assert result.exit_code == 2
     assert "no Clotho layout found" in result.output
     assert "Traceback" not in result.output
+
+
+def _clotho_rows(clotho_dir: Path, *file_names: str) -> None:
+    """Append rows naming `file_names` to the Clotho development captions."""
+    csv_path = clotho_dir / "CLOTHO_v2.1" / "clotho_csv_files" / "clotho_captions_development.csv"
+    rows = "".join(f"{name},a,b,c,d,e\n" for name in file_names)
+    csv_path.write_text(csv_path.read_text() + rows)
+
+
+def test_prepare_probes_media_and_leaves_out_empty_and_garbage_files(
+    clotho_dir: Path, tmp_path: Path
+):
+    audio = clotho_dir / "CLOTHO_v2.1" / "clotho_audio_files" / "development"
+    (audio / "empty.wav").write_bytes(b"")
+    (audio / "garbage.wav").write_bytes(b"RIFF\x00\x00this is not a wave file at all" * 4)
+    (audio / "text.ogg").write_text("just some text in a file named .ogg\n")
+    _clotho_rows(clotho_dir, "empty.wav", "garbage.wav", "text.ogg")
+    out, missing_out = tmp_path / "m.jsonl", tmp_path / "left_out.jsonl"
+    report = prepare("clotho", clotho_dir, out, missing_out=missing_out)
+    assert [r.id for r in read_manifest(out)] == ["crow, at dawn.wav", "duck.wav", "hen.wav"]
+    left_out = {m["id"]: m for m in map(json.loads, missing_out.read_text().splitlines())}
+    assert sorted(left_out) == ["empty.wav", "garbage.wav", "gone.wav", "text.ogg"]
+    assert left_out["empty.wav"]["reason"] == "file is empty (0 bytes)"
+    assert left_out["gone.wav"]["reason"] == "file not found"
+    assert left_out["garbage.wav"]["source"].endswith("clotho_captions_development.csv:6")
+    assert "cannot open" in left_out["garbage.wav"]["reason"], left_out["garbage.wav"]
+    assert report.records == 3 and len(report.missing) == 4
+
+    unchecked = prepare("clotho", clotho_dir, out, check_media=False)
+    assert unchecked.records == 6  # --no-check-media: only existence is checked
+
+    runner = CliRunner(env={"COLUMNS": "300"})
+    args = ["data", "prepare", "--format", "clotho", "--root", str(clotho_dir), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "4 record(s) left out: media missing (1), media unreadable (3)" in result.output
+    assert "empty.wav [dev]: " in result.output and "file is empty (0 bytes)" in result.output
+    assert runner.invoke(app, [*args, "--strict"]).exit_code == 1
+    skipped = runner.invoke(app, [*args, "--no-check-media"])
+    assert skipped.exit_code == 0 and "6 records" in skipped.output
+
+
+def test_prepare_refuses_paths_that_leave_the_dataset_root(clotho_dir: Path, tmp_path: Path):
+    """`/etc/passwd` and a real audio file one folder above `--root`, reached through `../`."""
+    duck = clotho_dir / "CLOTHO_v2.1/clotho_audio_files/development/duck.wav"
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.wav"
+    outside.write_bytes(duck.read_bytes())
+    escape = f"../../../../{outside.name}"
+    _clotho_rows(clotho_dir, "/etc/passwd", escape)
+    out = tmp_path / "m.jsonl"
+    try:
+        for kwargs in ({}, {"check_media": False}):
+            report = prepare("clotho", clotho_dir, out, **kwargs)
+            assert [r.id for r in read_manifest(out)] == [
+                "crow, at dawn.wav",
+                "duck.wav",
+                "hen.wav",
+            ]
+            refused = {m.id: m for m in report.missing if m.id != "gone.wav"}
+            assert sorted(refused) == [escape, "/etc/passwd"]
+            assert all(
+                m.reason.startswith("path leaves the dataset root") for m in refused.values()
+            )
+        result = CliRunner(env={"COLUMNS": "300"}).invoke(
+            app,
+            ["data", "prepare", "--format", "clotho", "--root", str(clotho_dir), "--out", str(out)],
+        )
+        assert "path outside the dataset root (2)" in result.output, result.output
+    finally:
+        outside.unlink()

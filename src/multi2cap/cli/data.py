@@ -13,6 +13,7 @@ from rich.table import Table
 
 from multi2cap.cli.errors import bad_input
 from multi2cap.data.readers import FORMATS, DatasetFormatError, prepare
+from multi2cap.data.readers.common import NOT_FOUND, OUTSIDE_ROOT
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -37,21 +38,32 @@ def prepare_command(
         None, "--media", help="vggsound/vggcaps: folder of the clips (searched recursively)."
     ),
     missing_out: Path | None = typer.Option(
-        None, "--missing-out", help="Write the records left out for missing media (JSONL)."
+        None,
+        "--missing-out",
+        help="Write the records left out (media missing, unreadable or outside the root) (JSONL).",
     ),
-    strict: bool = typer.Option(False, "--strict", help="Exit with 1 when any media is missing."),
+    check_media: bool = typer.Option(
+        True,
+        "--check-media/--no-check-media",
+        help="Probe each media file's header; empty and unreadable files are left out.",
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit with 1 when any record was left out for its media."
+    ),
 ) -> None:
-    """Read a caption dataset and write its manifest; list the clips whose media are missing."""
+    """Read a caption dataset and write its manifest; list the clips left out and why (media
+    missing, unreadable, or a path leaving the dataset's folder)."""
     try:
-        with err_console.status(f"reading {format.value} under {root} ..."):
-            report = prepare(format.value, root, out, split, media, missing_out)
+        what = "reading and probing" if check_media else "reading"
+        with err_console.status(f"{what} {format.value} under {root} ..."):
+            report = prepare(format.value, root, out, split, media, missing_out, check_media)
     except (DatasetFormatError, ValueError) as err:
         bad_input(str(err))
 
     table = Table(title=escape(f"{report.format} -> {report.out}"))
     table.add_column("split")
     table.add_column("records", justify="right")
-    table.add_column("media missing", justify="right")
+    table.add_column("left out (media)", justify="right")
     missing_per_split = Counter(item.split for item in report.missing)
     for name in sorted(set(report.per_split) | set(missing_per_split)):
         table.add_row(name, str(report.per_split.get(name, 0)), str(missing_per_split[name]))
@@ -67,16 +79,30 @@ def prepare_command(
             )
         )
     if report.missing:
+        kinds = Counter(_kind(item.reason) for item in report.missing)
         console.print(
-            f"[yellow]{len(report.missing)} record(s) left out: media missing[/yellow]"
+            f"[yellow]{len(report.missing)} record(s) left out: "
+            + ", ".join(f"{kind} ({n})" for kind, n in kinds.items())
+            + "[/yellow]"
             + (escape(f" (all listed in {report.missing_out})") if report.missing_out else "")
         )
         for item in report.missing[:SHOWN_MISSING]:
-            console.print(escape(f"  {item.id} [{item.split}]: {item.path}  ({item.source})"))
+            console.print(
+                escape(f"  {item.id} [{item.split}]: {item.path}: {item.reason}  ({item.source})")
+            )
         if len(report.missing) > SHOWN_MISSING:
             console.print(f"  ... and {len(report.missing) - SHOWN_MISSING} more")
         if strict:
             raise typer.Exit(1)
+
+
+def _kind(reason: str) -> str:
+    """The summary line's group for a `MissingMedia.reason`."""
+    if reason == NOT_FOUND:
+        return "media missing"
+    if reason.startswith(OUTSIDE_ROOT):
+        return "path outside the dataset root"
+    return "media unreadable"
 
 
 def register(app: typer.Typer) -> None:

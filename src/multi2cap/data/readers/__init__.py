@@ -21,6 +21,7 @@ from multi2cap.data.readers.common import (
     MissingMedia,
     ReadResult,
 )
+from multi2cap.data.readers.media_check import screen_records
 from multi2cap.data.readers.vggcaps import read_vggcaps
 from multi2cap.data.readers.vggsound import clip_stem, read_vggsound
 from multi2cap.data.readers.wavcaps import read_wavcaps
@@ -61,12 +62,15 @@ def read_dataset(
     root: str | os.PathLike[str],
     splits: Sequence[str] | None = None,
     media: str | os.PathLike[str] | None = None,
+    check_media: bool = True,
 ) -> ReadResult:
     """Read dataset `format` laid out under `root` (see each reader's module for the layout).
 
     `splits` selects splits by the manifest's names (None = all); `media` is the clips folder for
     `vggsound` / `vggcaps` (ignored by the others, whose layouts fix it). Malformed files raise
     `DatasetFormatError` naming the file and line; an unknown split raises `ValueError`.
+    Records whose media are absent, lie outside `root` (or `media`), or (with `check_media`)
+    fail a header probe are left out and listed in `missing` with the reason (`media_check`).
     """
     base = Path(root)
     if not base.exists():
@@ -81,7 +85,8 @@ def read_dataset(
     }
     if format not in readers:
         raise ValueError(f"unknown dataset format {format!r}; expected one of {list(FORMATS)}")
-    return readers[format]()
+    roots = [base if base.is_dir() else base.parent] + ([media_dir] if media_dir else [])
+    return screen_records(readers[format](), roots, check_media)
 
 
 def prepare(
@@ -91,13 +96,15 @@ def prepare(
     splits: Sequence[str] | None = None,
     media: str | os.PathLike[str] | None = None,
     missing_out: str | os.PathLike[str] | None = None,
+    check_media: bool = True,
 ) -> PrepareReport:
     """Read a dataset and write its manifest (atomically) to `out`.
 
-    Records whose media are missing are not written; they are in the report and, when
-    `missing_out` is given, written there as JSON lines `{id, split, path, source}`.
+    Records whose media are missing, unreadable or outside the dataset are not written; they are
+    in the report and, when `missing_out` is given, written there as JSON lines
+    `{id, split, path, source, reason}`.
     """
-    result = read_dataset(format, root, splits, media)
+    result = read_dataset(format, root, splits, media, check_media)
     manifest = write_manifest(result.records, out)
     missing_path = None
     if missing_out is not None:

@@ -25,18 +25,25 @@ AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 
 
+# `MissingMedia.reason` of an absent file, and the start of that of a path outside the roots.
+NOT_FOUND = "file not found"
+OUTSIDE_ROOT = "path leaves the dataset root"
+
+
 class DatasetFormatError(ValueError):
     """A dataset file is missing or malformed; the message names the file (and line when known)."""
 
 
 @dataclass
 class MissingMedia:
-    """A record left out of the manifest because a media file it needs does not exist."""
+    """A record left out of the manifest because a media file it needs is absent, unreadable or
+    outside the dataset's folders (`reason` says which)."""
 
     id: str
     split: str
     path: str
     source: str  # "file:line" of the row (or JSON item) that names the clip
+    reason: str = NOT_FOUND
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -61,6 +68,7 @@ class ReadResult:
     records: list[ManifestRecord] = field(default_factory=list)
     missing: list[MissingMedia] = field(default_factory=list)
     duplicates: list[DuplicateRecord] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # id -> "file:line" of its row
 
 
 class RecordCollector:
@@ -88,7 +96,9 @@ class RecordCollector:
         self._sources[record.id] = source
 
     def result(self) -> ReadResult:
-        return ReadResult(list(self._records.values()), self._missing, self._duplicates)
+        return ReadResult(
+            list(self._records.values()), self._missing, self._duplicates, dict(self._sources)
+        )
 
 
 def read_text(path: Path) -> str:
