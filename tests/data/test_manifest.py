@@ -58,3 +58,25 @@ def test_malformed_records_name_file_and_line(tmp_path: Path):
     )
     with pytest.raises(ValueError, match=r"m\.jsonl:1: .*list of str"):
         read_manifest(path)
+
+
+def test_the_schema_is_declared_once_and_every_key_follows_it(tmp_path: Path):
+    """`ManifestJson` is the one declaration: the dataclass fields, the written keys (in order)
+    and the keys a reader requires all come from it."""
+    from dataclasses import fields
+
+    from multi2cap.data.manifest import MANIFEST_COLUMNS, REQUIRED_COLUMNS, ManifestJson
+
+    assert tuple(f.name for f in fields(ManifestRecord)) == MANIFEST_COLUMNS
+    assert tuple(ManifestJson.__annotations__) == MANIFEST_COLUMNS
+    assert REQUIRED_COLUMNS == ("id", "dataset", "split", "audio")
+    record = ManifestRecord(id="x", dataset="clotho", split="dev", audio=str(tmp_path / "x.wav"))
+    out = write_manifest([record], tmp_path / "m.jsonl")
+    assert tuple(json.loads(out.read_text())) == MANIFEST_COLUMNS
+    hand_made = tmp_path / "hand.jsonl"
+    hand_made.write_text('{"id": "y", "dataset": "d", "split": "s", "audio": "y.wav"}\n')
+    [back] = read_manifest(hand_made)
+    assert (back.captions, back.image, back.category, back.duration_s) == ([], None, None, None)
+    hand_made.write_text('{"id": "y", "split": "s"}\n')
+    with pytest.raises(ValueError, match=r"hand\.jsonl:1: .* lacks \['dataset', 'audio'\]"):
+        read_manifest(hand_made)

@@ -12,17 +12,47 @@ Both directions cost no system call per record beyond one per distinct media fol
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from multi2cap.io import read_jsonl, write_jsonl
 
 
+class _ManifestKeys(TypedDict):
+    id: str
+    dataset: str
+    split: str
+    audio: str  # path relative to the manifest's folder
+
+
+class ManifestJson(_ManifestKeys, total=False):
+    """One manifest line as it is on disk: the schema, declared once.
+
+    `write_manifest` writes every key; `read_manifest` requires only the four of `_ManifestKeys`
+    (hand-made manifests may leave out the rest). `ManifestRecord` has one field per key (a test
+    holds them equal) and converts through `MANIFEST_COLUMNS`, so a new key is added here and
+    as a field, nowhere else.
+    """
+
+    captions: list[str]
+    image: str | None  # path relative to the manifest's folder
+    category: str | None
+    duration_s: float | None  # seconds
+
+
+MANIFEST_COLUMNS: tuple[str, ...] = tuple(ManifestJson.__annotations__)
+"""The manifest's keys in file order, derived from `ManifestJson`."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(
+    c for c in MANIFEST_COLUMNS if c in ManifestJson.__required_keys__
+)
+
+
 @dataclass
 class ManifestRecord:
-    """One audio clip with its reference captions.
+    """One audio clip with its reference captions (the in-memory form of `ManifestJson`).
 
     `audio` and `image` are paths (absolute once read); `duration_s` is in seconds, `None` when the
     reader could not know it without decoding the file.
@@ -37,8 +67,8 @@ class ManifestRecord:
     category: str | None = None
     duration_s: float | None = None
 
-    def to_json(self, relative_to: Path | None = None) -> dict[str, Any]:
-        record = {f.name: getattr(self, f.name) for f in fields(self)}
+    def to_json(self, relative_to: Path | None = None) -> ManifestJson:
+        record = cast(ManifestJson, {name: getattr(self, name) for name in MANIFEST_COLUMNS})
         record["captions"] = list(self.captions)
         if relative_to is not None:
             record["audio"] = _relative(self.audio, relative_to)
@@ -48,28 +78,21 @@ class ManifestRecord:
 
     @classmethod
     def from_json(cls, record: dict[str, Any], base: Path | None = None) -> ManifestRecord:
-        missing = [k for k in ("id", "dataset", "split", "audio") if k not in record]
+        missing = [k for k in REQUIRED_COLUMNS if k not in record]
         if missing:
             raise ValueError(f"manifest record {record.get('id', '?')!r} lacks {missing}")
         captions = record.get("captions") or []
         if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
             raise ValueError(f"manifest record {record['id']!r}: 'captions' must be a list of str")
-        audio = str(record["audio"])
-        image = record.get("image")
+        values: dict[str, Any] = {name: record.get(name) for name in MANIFEST_COLUMNS}
+        values.update({name: str(record[name]) for name in REQUIRED_COLUMNS})
+        values["captions"] = list(captions)
         if base is not None:
-            audio = _absolute(audio, base)
-            image = _absolute(image, base) if image else None
-        duration = record.get("duration_s")
-        return cls(
-            id=str(record["id"]),
-            dataset=str(record["dataset"]),
-            split=str(record["split"]),
-            audio=audio,
-            captions=list(captions),
-            image=image,
-            category=record.get("category"),
-            duration_s=float(duration) if duration is not None else None,
-        )
+            values["audio"] = _absolute(values["audio"], base)
+            values["image"] = _absolute(values["image"], base) if values["image"] else None
+        if values["duration_s"] is not None:
+            values["duration_s"] = float(values["duration_s"])
+        return cls(**values)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRecord]:
