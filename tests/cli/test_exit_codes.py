@@ -147,3 +147,19 @@ def test_every_group_is_under_the_guard() -> None:
     command = typer.main.get_command(app)
     assert isinstance(command, GuardedGroup)
     assert {"vggcaps", "data", "evaluate", "caption", "train"} <= set(command.commands)
+
+
+def test_every_named_bad_input_error_exists() -> None:
+    """The guard names the typed errors instead of importing them: a rename must fail here."""
+    import importlib
+
+    from multi2cap.cli.errors import BAD_INPUT_ERRORS, is_bad_input
+
+    for name in sorted(BAD_INPUT_ERRORS):
+        module, _, cls_name = name.rpartition(".")
+        error_class = getattr(importlib.import_module(module), cls_name)
+        assert issubclass(error_class, Exception), name
+    from multi2cap.media.errors import EmptyMediaError
+
+    assert is_bad_input(EmptyMediaError("x.wav", "file is empty"))  # subclasses match
+    assert not is_bad_input(ValueError("a bug"))
