@@ -122,6 +122,10 @@ def test_guard_maps_typed_errors_and_lets_typer_exits_through(tmp_path: Path) ->
     def bug() -> None:
         raise KeyError("boom")
 
+    @app.command("bug-in-a-name")
+    def bug_in_a_name() -> None:
+        raise RuntimeError("cannot handle " + os.fsdecode(b"caf\xe9.ogg"))  # not UTF-8
+
     runner = CliRunner(env={"MULTI2CAP_LOG_DIR": str(tmp_path)})
     result = runner.invoke(app, ["missing-asset"])
     assert result.exit_code == EXIT_BAD_INPUT and "set MULTI2CAP_CLIP" in result.output
@@ -132,6 +136,8 @@ def test_guard_maps_typed_errors_and_lets_typer_exits_through(tmp_path: Path) ->
     assert re.search(
         r"internal error \(KeyError: 'boom'\); traceback in .*crash-.*\.log", crashed.output
     )
+    named = runner.invoke(app, ["bug-in-a-name"])
+    assert named.exit_code == EXIT_INTERNAL and "caf\\xe9.ogg" in named.output, named.output
 
 
 def test_redact_secrets() -> None:

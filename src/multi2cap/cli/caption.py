@@ -36,12 +36,8 @@ def caption_command(
     Every input is captioned or reported: unreadable files and folders without audio are listed
     (and written to `<output stem>.failures.jsonl`), and the exit code is 1 when any failed.
     """
-    from multi2cap.model.inference import (
-        caption_files,
-        collect_audio_files,
-        printable,
-        write_captions,
-    )
+    from multi2cap.fsnames import printable
+    from multi2cap.model.inference import caption_files, collect_audio_files, write_captions
     from multi2cap.model.multi2cap import Multi2Cap
 
     console = Console()

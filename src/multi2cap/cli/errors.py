@@ -36,6 +36,8 @@ from typing import Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
+from multi2cap.fsnames import printable
+
 EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -125,7 +127,7 @@ def write_crash_log(error: BaseException, argv: list[str] | None = None) -> Path
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / name
-            path.write_text(text, encoding="utf-8")
+            path.write_text(printable(text), encoding="utf-8")
             return path
         except OSError:
             continue
@@ -138,7 +140,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _echo_error(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
+    typer.secho(f"error: {printable(message)}", fg="red", err=True)
 
 
 class GuardedGroup(TyperGroup):

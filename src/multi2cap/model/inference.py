@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from multi2cap.fsnames import printable
 from multi2cap.io import atomic_write_text, write_jsonl
 from multi2cap.media.audio import load_audio
 from multi2cap.media.errors import MediaError
@@ -46,12 +47,6 @@ class CollectedInputs:
 
     files: list[Path] = field(default_factory=list)
     problems: list[FileCaption] = field(default_factory=list)
-
-
-def printable(text: str | Path) -> str:
-    """`text` as valid UTF-8 for screens and files: bytes of a file name that is not UTF-8
-    (held by Python as lone surrogates) become `\\xNN` escapes instead of failing to encode."""
-    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _walk_audio(folder: Path) -> list[Path]:
