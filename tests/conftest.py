@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,12 @@ def bigbuckbunny() -> Path:
         return bigbuckbunny_path()
     except AssetNotFoundError as err:
         pytest.skip(f"bigbuckbunny.mp4 unavailable: {err}")
+
+
+@pytest.fixture
+def default_csv_limit() -> Iterator[None]:
+    """The csv module's default field limit (131,072), whatever an earlier test raised the
+    process-wide limit to; restored afterwards."""
+    previous = csv.field_size_limit(131_072)
+    yield
+    csv.field_size_limit(previous)

@@ -274,3 +274,12 @@ def test_prepare_refuses_paths_that_leave_the_dataset_root(clotho_dir: Path, tmp
         assert "path outside the dataset root (2)" in result.output, result.output
     finally:
         outside.unlink()
+
+
+@pytest.mark.usefixtures("default_csv_limit")
+def test_a_caption_longer_than_the_csv_module_limit_is_read(clotho_dir: Path):
+    long_caption = "a crow caws " * 12_000  # 144,000 characters > csv's 131,072 default
+    csv_path = clotho_dir / "CLOTHO_v2.1" / "clotho_csv_files" / "clotho_captions_evaluation.csv"
+    csv_path.write_text(csv_path.read_text().replace("h1", long_caption.strip()))
+    [hen] = [r for r in read_dataset("clotho", clotho_dir).records if r.id == "hen.wav"]
+    assert hen.captions[0] == long_caption.strip()

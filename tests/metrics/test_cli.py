@@ -98,6 +98,7 @@ def test_file_errors_name_the_problem(tmp_path: Path) -> None:
         align({"a": "x", "b": "y"}, {"a": ["x"]})
 
 
+@pytest.mark.usefixtures("default_csv_limit")
 def test_a_caption_longer_than_the_csv_module_limit_is_read(tmp_path: Path) -> None:
     long_caption = "a dog barks " * 20_000  # 240,000 characters > csv's 131,072 default
     predictions = tmp_path / "p.csv"

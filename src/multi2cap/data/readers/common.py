@@ -120,7 +120,10 @@ def iter_csv(path: Path, *, n_columns: int | None = None) -> Iterator[tuple[int,
     `n_columns`, a row of another width raises `DatasetFormatError` (a row spanning several lines
     is then most likely an unbalanced quote, and the message says so).
     """
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    text = read_text(path)
+    # A field can be as long as the file; the csv module's default limit is 131,072 characters.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.reader(io.StringIO(text, newline=""))
     end = 0
     while True:
         start = end + 1
