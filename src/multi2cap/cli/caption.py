@@ -69,7 +69,7 @@ def caption_command(
     failed = [r for r in results if r.error is not None]
     if output is not None:
         failures = write_captions(results, output)
-        console.print(escape(f"wrote {len(results) - len(failed)} captions to {output}"))
+        console.print(escape(f"wrote {len(results) - len(failed)} captions to {printable(output)}"))
         if failures is not None:
             err.print(escape(f"failures listed in {printable(failures)}"))
     else:
