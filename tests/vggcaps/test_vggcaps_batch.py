@@ -12,15 +12,11 @@ from vgg_helpers import API_KEY, clip_items, make_extracted
 from multi2cap.io import read_jsonl
 from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings, RunStats
 from multi2cap.vggcaps.batch import BatchRunner, write_batch_files
+from multi2cap.vggcaps.caption import stage_request
 from multi2cap.vggcaps.cost import Prices
-from multi2cap.vggcaps.pipeline import (
-    BatchSettings,
-    BuildConfig,
-    Identity,
-    build_vggcaps,
-    stage_request,
-)
+from multi2cap.vggcaps.pipeline import build_vggcaps
 from multi2cap.vggcaps.prompts import load_prompts
+from multi2cap.vggcaps.records import BatchSettings, BuildConfig, Identity
 
 KEY_ENV = "M2C_TEST_OPENAI_KEY"
 

@@ -19,9 +19,11 @@ from multi2cap.data.manifest import read_manifest
 from multi2cap.io import read_jsonl
 from multi2cap.media.audio import load_audio
 from multi2cap.media.video import mux_image_audio_to_mp4
-from multi2cap.vggcaps import pipeline
+from multi2cap.vggcaps import caption
 from multi2cap.vggcaps.backends import OpenAISettings
-from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps, read_start
+from multi2cap.vggcaps.extract import read_start
+from multi2cap.vggcaps.pipeline import build_vggcaps
+from multi2cap.vggcaps.records import BuildConfig
 
 STAMPS = ("animals/insects/bee", "animals/insects/hornet")
 CATEGORIES = ("bee, wasp, etc. buzzing", "hornet buzzing")
@@ -194,7 +196,7 @@ def test_openai_build_extracts_and_captions_together(
 ) -> None:
     monkeypatch.setenv("M2C_TEST_OPENAI_KEY", API_KEY)
     # one extracted clip may wait for captioning at a time: the hand-over must throttle, not hang
-    monkeypatch.setattr(pipeline, "MAX_PENDING_RECORDS", 1)
+    monkeypatch.setattr(caption, "MAX_PENDING_RECORDS", 1)
     with LoopbackServer(API_KEY) as server:
         config = BuildConfig(
             out=tmp_path,

@@ -17,8 +17,9 @@ from multi2cap.data.manifest import read_manifest
 from multi2cap.data.readers.vggcaps import read_vggcaps
 from multi2cap.io import read_jsonl
 from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings, RateLimiter
-from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps
+from multi2cap.vggcaps.pipeline import build_vggcaps
 from multi2cap.vggcaps.prompts import load_prompts
+from multi2cap.vggcaps.records import BuildConfig
 
 KEY_ENV = "M2C_TEST_OPENAI_KEY"
 
@@ -204,7 +205,7 @@ def test_records_are_json_lines_with_ascii_safe_ids(tmp_path, server):
 
 
 def test_split_of_an_empty_store_and_of_no_store(tmp_path):
-    from multi2cap.vggcaps.pipeline import finalize_dataset
+    from multi2cap.vggcaps.finalize import finalize_dataset
 
     with pytest.raises(FileNotFoundError, match="vggcaps extract"):
         finalize_dataset(tmp_path / "nothing")

@@ -19,7 +19,9 @@ from multi2cap.io import read_jsonl
 from multi2cap.media.audio import load_audio
 from multi2cap.media.video import mux_image_audio_to_mp4
 from multi2cap.vggcaps.backends import OpenAISettings
-from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps, finalize_dataset
+from multi2cap.vggcaps.finalize import finalize_dataset
+from multi2cap.vggcaps.pipeline import build_vggcaps
+from multi2cap.vggcaps.records import BuildConfig
 
 KEY_ENV = "M2C_TEST_OPENAI_KEY"
 N_CLIPS = 8

@@ -1,5 +1,5 @@
 """`multi2cap vggcaps build|extract|caption|split`: parsing only; the work is in
-`multi2cap.vggcaps.pipeline`."""
+`multi2cap.vggcaps.pipeline` and its stages."""
 
 from __future__ import annotations
 
@@ -13,12 +13,8 @@ from multi2cap.media.spectrogram_image import SpectrogramImageSettings
 from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings
 from multi2cap.vggcaps.catalog import CatalogError
 from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
-from multi2cap.vggcaps.pipeline import (
-    BatchSettings,
-    BuildConfig,
-    BuildSummary,
-    build_vggcaps,
-)
+from multi2cap.vggcaps.pipeline import build_vggcaps
+from multi2cap.vggcaps.records import BatchSettings, BuildConfig, BuildSummary
 from multi2cap.vggcaps.split import parse_shard
 
 console = Console()

@@ -255,7 +255,7 @@ def write_manifests(
 ) -> dict[str, Path]:
     """Manifests for the four uses: pre-training (VggCaps captions + frames), fine-tuning
     (training clips with their reference captions), validation and test (references)."""
-    from multi2cap.vggcaps.pipeline import media_paths
+    from multi2cap.vggcaps.extract import media_paths
 
     out = config.workdir / "manifests"
     vggcaps = read_manifest(built["train"] / "manifest.jsonl")

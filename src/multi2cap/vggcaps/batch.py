@@ -33,16 +33,9 @@ from multi2cap.vggcaps.backends import (
     parse_chat_response,
     redact,
 )
-from multi2cap.vggcaps.pipeline import (
-    BatchSettings,
-    BuildConfig,
-    Identity,
-    StageAttempts,
-    account,
-    failure_record,
-    stage_request,
-)
+from multi2cap.vggcaps.caption import StageAttempts, account, stage_request
 from multi2cap.vggcaps.progress import StageProgress
+from multi2cap.vggcaps.records import BatchSettings, BuildConfig, Identity, failure_record
 from multi2cap.vggcaps.store import Store
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
