@@ -19,7 +19,7 @@ from multi2cap.io import read_jsonl
 from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings, RateLimiter
 from multi2cap.vggcaps.pipeline import build_vggcaps
 from multi2cap.vggcaps.prompts import load_prompts
-from multi2cap.vggcaps.records import BuildConfig
+from multi2cap.vggcaps.records import BACKENDS, STEPS, VGGCAPS_COLUMNS, BuildConfig
 
 KEY_ENV = "M2C_TEST_OPENAI_KEY"
 
@@ -99,7 +99,9 @@ def test_two_stages_reach_the_server_and_records_follow_the_schema(tmp_path, ser
     assert len(read_vggcaps(tmp_path).records) == 3
     last_run = json.loads((tmp_path / "work" / "last_run.json").read_text())
     assert last_run["captioned"] == 3 and last_run["prompt_tokens"] == summary.prompt_tokens
+    assert list(first) == list(VGGCAPS_COLUMNS)  # the TypedDict's order, on disk too
     table = pq.read_table(tmp_path / "vggcaps.parquet").to_pydict()
+    assert list(table)[:15] == [c for c in VGGCAPS_COLUMNS if c != "usage"]
     assert table["id"] == [r["id"] for r in records]
     assert table["stage2_completion_tokens"] == [22, 22, 22]
 
@@ -237,3 +239,12 @@ def test_a_rejected_key_stops_the_build_with_a_reason_not_the_key(tmp_path, serv
         build_vggcaps(config_for(tmp_path, server))
     assert wrong not in str(caught.value) and API_KEY not in str(caught.value)
     assert not (tmp_path / "work" / "failures_log.jsonl").exists()
+
+
+def test_choice_sets_come_from_their_literals(tmp_path):
+    assert BACKENDS == ("openai", "openai-batch", "offline")
+    assert STEPS == ("extract", "caption", "split")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        BuildConfig(out=tmp_path, backend="anthropic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown steps"):
+        BuildConfig(out=tmp_path, steps=("caption", "upload"))  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from typing import Any
 
 from multi2cap.data.manifest import ManifestRecord, write_manifest
 from multi2cap.io import atomic_write_bytes, write_jsonl
-from multi2cap.vggcaps.records import DATASET_NAME
+from multi2cap.vggcaps.records import DATASET_NAME, VGGCAPS_COLUMNS, VggCapsRecord
 from multi2cap.vggcaps.split import DEFAULT_SPLIT_SEED, TEST_FRACTION, assign_split
 from multi2cap.vggcaps.store import Store
 
@@ -30,7 +30,7 @@ class FinalizeResult:
 
 def vggcaps_record(
     extract: dict[str, Any], caption: dict[str, Any], split_seed: int, test_fraction: float
-) -> dict[str, Any]:
+) -> VggCapsRecord:
     """The released record (ARCHITECTURE.md section 3) of one finished clip."""
     return {
         "id": extract["id"],
@@ -106,16 +106,16 @@ def finalize_dataset(
     )
 
 
-def export_parquet(records: list[dict[str, Any]], path: Path) -> None:
+def export_parquet(records: list[VggCapsRecord], path: Path) -> None:
     """The VggCaps records as a Parquet table (usage flattened to four integer columns)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = [k for k in (records[0] if records else vggcaps_record_columns()) if k != "usage"]
-    table: dict[str, list[Any]] = {c: [r[c] for r in records] for c in columns}
+    columns = [k for k in VGGCAPS_COLUMNS if k != "usage"]
+    table: dict[str, list[Any]] = {c: [r[c] for r in records] for c in columns}  # type: ignore[literal-required]
     for stage in ("stage1", "stage2"):
         for kind in ("prompt_tokens", "completion_tokens"):
-            table[f"{stage}_{kind}"] = [int(r["usage"][stage][kind]) for r in records]
+            table[f"{stage}_{kind}"] = [int(r["usage"][stage][kind]) for r in records]  # type: ignore[literal-required]
     schema = pa.schema(
         [(c, pa.float64() if c in ("start_s", "duration_s") else pa.string()) for c in columns]
         + [(c, pa.int64()) for c in table if c not in columns]
@@ -123,25 +123,3 @@ def export_parquet(records: list[dict[str, Any]], path: Path) -> None:
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pydict(table, schema=schema), buffer)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def vggcaps_record_columns() -> list[str]:
-    """Column order of a VggCaps record."""
-    return [
-        "id",
-        "youtube_id",
-        "start_s",
-        "category",
-        "vggsound_split",
-        "split",
-        "audio",
-        "frame",
-        "spectrogram",
-        "duration_s",
-        "raw_caption",
-        "caption",
-        "backend",
-        "model",
-        "prompt_version",
-        "usage",
-    ]

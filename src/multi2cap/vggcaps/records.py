@@ -1,5 +1,9 @@
 """The records every stage of the VggCaps build shares: the build's config and summary, the
-selected clip, the caption identity, and the failure-log record.
+selected clip, the caption identity, and the shapes of the records written to disk.
+
+Each record that goes to disk is one `TypedDict` (`VggCapsRecord` for `vggcaps.jsonl` and
+`vggcaps.parquet`, `FailureRecord` for the failure logs); column lists are derived from them,
+never written out a second time. Choice sets are `Literal`s with their tuples from `get_args`.
 
 Both the pipeline stages (`extract`, `caption`, `finalize`, `pipeline`) and the Batch API backend
 (`batch`) import this module; it imports none of them, so there is no cycle.
@@ -11,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict, get_args
 
 from multi2cap.vggcaps.backends import OpenAISettings
 from multi2cap.vggcaps.catalog import ClipSpec
@@ -20,8 +24,11 @@ from multi2cap.vggcaps.prompts import PromptSet
 from multi2cap.vggcaps.split import DEFAULT_SPLIT_SEED, TEST_FRACTION
 from multi2cap.vggcaps.store import stage_key
 
-BACKENDS = ("openai", "openai-batch", "offline")
-STEPS = ("extract", "caption", "split")
+BackendName = Literal["openai", "openai-batch", "offline"]
+Step = Literal["extract", "caption", "split"]
+FailureStage = Literal["extract", "stage1", "stage2"]
+BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
+STEPS: tuple[Step, ...] = get_args(Step)
 DATASET_NAME = "vggcaps"
 CLIP_SECONDS = 10.0
 
@@ -51,7 +58,7 @@ class BuildConfig:
     out: Path
     videos: Path | None = None
     categories: Path | None = None
-    backend: str = "openai"
+    backend: BackendName = "openai"
     openai: OpenAISettings = field(default_factory=OpenAISettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     prices: Prices = field(default_factory=Prices)
@@ -67,7 +74,7 @@ class BuildConfig:
     split_seed: int = DEFAULT_SPLIT_SEED
     test_fraction: float = TEST_FRACTION
     progress: bool = True
-    steps: tuple[str, ...] = STEPS
+    steps: tuple[Step, ...] = STEPS
     offline_concurrency: int = 4
 
     def __post_init__(self) -> None:
@@ -126,9 +133,78 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def failure_record(clip_id: str, stage: str, reason: str, **extra: Any) -> dict[str, Any]:
-    """A failure-log record (UTC time stamp included)."""
-    return {"id": clip_id, "stage": stage, "reason": reason, "time": _now(), **extra}
+class StageUsage(TypedDict):
+    """Tokens of one stage, summed over its asks (re-asks included)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Usage(TypedDict):
+    stage1: StageUsage
+    stage2: StageUsage
+
+
+class VggCapsRecord(TypedDict):
+    """One released record of `vggcaps.jsonl` (ARCHITECTURE.md section 3, plus `model`); paths
+    are relative to the output folder, `duration_s` is the source file's duration."""
+
+    id: str
+    youtube_id: str | None
+    start_s: float | None
+    category: str
+    vggsound_split: str | None
+    split: str
+    audio: str
+    frame: str
+    spectrogram: str
+    duration_s: float | None
+    raw_caption: str
+    caption: str
+    backend: str
+    model: str
+    prompt_version: str
+    usage: Usage
+
+
+VGGCAPS_COLUMNS: tuple[str, ...] = tuple(VggCapsRecord.__annotations__)
+
+
+class Rejection(TypedDict):
+    """One output that post-processing rejected, and why."""
+
+    output: str | None
+    reason: str
+
+
+class _FailureBase(TypedDict):
+    id: str
+    stage: FailureStage
+    reason: str
+    time: str
+
+
+class FailureRecord(_FailureBase, total=False):
+    """One line of `work/failures_log.jsonl` and `failures.jsonl`: a clip that failed a stage.
+    Caption failures also carry the rejected outputs, the tokens paid and who answered.
+    (Optional keys by `total=False`: `NotRequired` is not seen under postponed annotations.)"""
+
+    rejected: list[Rejection]
+    usage: StageUsage
+    backend: str
+    model: str
+    prompt_version: str
+
+
+def failure_record(clip_id: str, stage: FailureStage, reason: str, **extra: Any) -> FailureRecord:
+    """A failure-log record (UTC time stamp included); `extra`: the optional `FailureRecord`
+    fields (an unknown one is a bug, so it raises)."""
+    unknown = set(extra) - FailureRecord.__optional_keys__
+    if unknown:
+        raise TypeError(f"not FailureRecord fields: {sorted(unknown)}")
+    record: FailureRecord = {"id": clip_id, "stage": stage, "reason": reason, "time": _now()}
+    record.update(extra)  # type: ignore[typeddict-item]
+    return record
 
 
 @dataclass
