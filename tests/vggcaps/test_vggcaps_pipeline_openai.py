@@ -188,15 +188,31 @@ def test_missing_key_names_the_variable(tmp_path, monkeypatch):
         build_vggcaps(config)
 
 
-def test_rate_limiter_makes_the_next_request_wait():
+def test_rate_limiter_paces_from_the_start():
     async def run() -> None:
-        limiter = RateLimiter(per_minute=2)
-        await limiter.acquire()
-        await limiter.acquire()
+        # 30/min: the first request goes at once, the second waits its 2 s (a full bucket
+        # used to let all 30 leave at t=0)
+        limiter = RateLimiter(per_minute=30)
+        await asyncio.wait_for(limiter.acquire(), timeout=1.0)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(limiter.acquire(), timeout=0.05)
+        fast = RateLimiter(per_minute=6000)  # one second's worth (100) may leave at once
+        for _ in range(100):
+            await asyncio.wait_for(fast.acquire(), timeout=1.0)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fast.acquire(2.0), timeout=0.005)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_a_rate_limit_of_zero_or_below_is_refused(value):
+    with pytest.raises(ValueError, match="rpm must be a positive"):
+        OpenAISettings(rpm=value)
+    with pytest.raises(ValueError, match="tpm must be a positive"):
+        OpenAISettings(tpm=value)
+    with pytest.raises(ValueError, match="must be positive"):
+        RateLimiter(value)
 
 
 def test_records_are_json_lines_with_ascii_safe_ids(tmp_path, server):

@@ -16,6 +16,7 @@ from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
 from multi2cap.vggcaps.pipeline import build_vggcaps
 from multi2cap.vggcaps.records import BatchSettings, BuildConfig, BuildSummary
 from multi2cap.vggcaps.split import parse_shard
+from multi2cap.vggcaps.store import StoreWriteError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -105,7 +106,13 @@ def _run(config_args: dict, steps: tuple[str, ...], dry_run: bool = False) -> No
             **config_args,
         )
         summary = build_vggcaps(config)
-    except (CatalogError, BackendConfigError, ValueError, FileNotFoundError) as err:
+    except (
+        CatalogError,
+        BackendConfigError,
+        ValueError,
+        FileNotFoundError,
+        StoreWriteError,
+    ) as err:
         err_console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
     _print_summary(summary, dry_run)

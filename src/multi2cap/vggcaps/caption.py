@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -239,17 +240,42 @@ async def caption_async(
             while feed is not None and (record := await feed.get()) is not None:
                 await caption(record)
 
-        try:
+        async def everything() -> None:
             await asyncio.gather(
                 *([asyncio.to_thread(feed.run)] if feed else []),
                 *(worker() for _ in range(concurrency)),
             )
+
+        try:
+            await _until_store_fails(everything(), appender)
         finally:
             if feed is not None:
                 feed.stop()
-            await appender.aclose()
-            await backend.aclose()
+            try:
+                await appender.aclose()
+            finally:
+                await backend.aclose()
     return finished
+
+
+async def _until_store_fails(work: Coroutine[Any, Any, None], appender: BufferedAppender) -> None:
+    """Run `work`, cancelling it (requests in flight included) the moment a store write fails,
+    so the build stops paying for answers it cannot keep; raises that write error. Any other
+    error of `work` is raised as itself."""
+    task = asyncio.ensure_future(work)
+    failed = asyncio.ensure_future(appender.failed.wait())
+    try:
+        await asyncio.wait({task, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failed.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if not task.cancelled() and task.exception() is not None:
+        if appender.error is not None:
+            raise appender.error
+        raise task.exception()  # type: ignore[misc]
+    appender.check()
 
 
 MAX_PENDING_RECORDS = 4096

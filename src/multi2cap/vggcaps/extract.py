@@ -12,6 +12,7 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,23 +162,74 @@ def _map_jobs(jobs: Iterator[_ExtractJob], workers: int) -> Iterator[dict[str, A
     Extraction runs BLAS and OpenMP single-threaded: parallelism comes from the processes, and
     OpenBLAS's spinning helper threads doubled the CPU time per clip for no gain in wall time
     (12.8 vs 6.1 CPU-s for 120 clips in 6.9 vs 6.2 s, one process), which also kept a second
-    process from adding anything on two cores."""
+    process from adding anything on two cores.
+
+    A worker that dies (a decoder crash, the OOM killer) breaks the whole pool and every job
+    in flight with it, without saying whose file did it: those jobs are retried one at a time,
+    each in a fresh one-worker pool, and a job that kills its worker again is reported as
+    `decoder crashed`, so a poisonous file costs one failure record, not the run (nor every
+    rerun). Then a fresh pool takes the remaining jobs."""
     if workers <= 1:
         with threadpool_limits(limits=1):
             yield from map(_extract_one, jobs)
         return
+    pool = _new_pool(workers)
+    queued: deque[tuple[_ExtractJob, Future[dict[str, Any]]]] = deque()
+    try:
+        for job in jobs:
+            queued.append((job, pool.submit(_extract_one, job)))
+            while len(queued) >= 4 * workers:
+                result, pool = _next_result(queued, pool, workers)
+                yield result
+        while queued:
+            result, pool = _next_result(queued, pool, workers)
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(
+    return ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_single_threaded_worker
-    ) as pool:
-        queued: deque[Future[dict[str, Any]]] = deque()
-        for job in jobs:
-            queued.append(pool.submit(_extract_one, job))
-            if len(queued) >= 4 * workers:
-                yield queued.popleft().result()
-        while queued:
-            yield queued.popleft().result()
+    )
+
+
+def _next_result(
+    queued: deque[tuple[_ExtractJob, Future[dict[str, Any]]]],
+    pool: ProcessPoolExecutor,
+    workers: int,
+) -> tuple[dict[str, Any], ProcessPoolExecutor]:
+    """The oldest queued job's result, and the pool to go on with (a new one after a crash,
+    with the jobs that were in flight re-queued as already-finished results)."""
+    try:
+        result = queued[0][1].result()
+    except BrokenProcessPool:
+        pool.shutdown(wait=True, cancel_futures=True)
+        in_flight = list(queued)
+        queued.clear()
+        for job, future in in_flight:
+            finished = future.done() and not future.cancelled() and future.exception() is None
+            queued.append((job, future if finished else _done(_extract_in_isolation(job))))
+        pool = _new_pool(workers)
+        result = queued[0][1].result()
+    queued.popleft()
+    return result, pool
+
+
+def _extract_in_isolation(job: _ExtractJob) -> dict[str, Any]:
+    with _new_pool(1) as alone:
+        try:
+            return alone.submit(_extract_one, job).result()
+        except BrokenProcessPool:
+            return {"error": "decoder crashed: the extraction worker died on this file twice"}
+
+
+def _done(result: dict[str, Any]) -> Future[dict[str, Any]]:
+    future: Future[dict[str, Any]] = Future()
+    future.set_result(result)
+    return future
 
 
 def _single_threaded_worker() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from multi2cap.data.manifest import ManifestRecord, write_manifest
 from multi2cap.io import atomic_write_bytes, write_jsonl
-from multi2cap.vggcaps.records import DATASET_NAME, VGGCAPS_COLUMNS, VggCapsRecord
+from multi2cap.vggcaps.records import DATASET_NAME, VGGCAPS_COLUMNS, FailureRecord, VggCapsRecord
 from multi2cap.vggcaps.split import DEFAULT_SPLIT_SEED, TEST_FRACTION, assign_split
 from multi2cap.vggcaps.store import Store
 
@@ -62,11 +62,7 @@ def finalize_dataset(
     """
     out_dir = Path(out_dir)
     store = Store(out_dir)
-    if not store.work_dir.is_dir():
-        raise FileNotFoundError(
-            f"{store.work_dir} not found: run `multi2cap vggcaps extract` or `build` into "
-            f"{out_dir} first"
-        )
+    store.require_work_dir()
     extracts = store.by_key("extract", field="id")
     captions: dict[str, dict[str, Any]] = {}
     for record in store.records("stage2"):
@@ -94,16 +90,22 @@ def finalize_dataset(
         out_dir / "manifest.jsonl",
     )
     export_parquet(records, out_dir / "vggcaps.parquet")
-    latest: dict[str, dict[str, Any]] = {}
-    for failure in store.records("failures"):
-        if failure["id"] not in captions:
-            latest[failure["id"]] = failure
-    write_jsonl(out_dir / "failures.jsonl", [latest[i] for i in sorted(latest)])
     return FinalizeResult(
         records=len(records),
         test=sum(r["split"] == "test" for r in records),
-        failures=len(latest),
+        failures=write_failures(store, set(captions), out_dir / "failures.jsonl"),
     )
+
+
+def write_failures(store: Store, finished: set[str], path: Path) -> int:
+    """Write `failures.jsonl`: the latest failure of every clip not in `finished`, by id;
+    returns how many."""
+    latest: dict[str, FailureRecord] = {}
+    for failure in store.records("failures"):
+        if failure["id"] not in finished:
+            latest[failure["id"]] = failure  # type: ignore[assignment]
+    write_jsonl(path, [dict(latest[i]) for i in sorted(latest)])
+    return len(latest)
 
 
 def export_parquet(records: list[VggCapsRecord], path: Path) -> None:

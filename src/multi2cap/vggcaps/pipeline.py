@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -20,10 +21,12 @@ from multi2cap.vggcaps.batch import caption_with_batches
 from multi2cap.vggcaps.caption import caption_async, make_backend, pending_captions
 from multi2cap.vggcaps.cost import Estimate, estimate_build, image_tokens
 from multi2cap.vggcaps.extract import extract_media, extraction_todo, select_clips
-from multi2cap.vggcaps.finalize import finalize_dataset
+from multi2cap.vggcaps.finalize import finalize_dataset, write_failures
 from multi2cap.vggcaps.prompts import load_prompts
 from multi2cap.vggcaps.records import BuildConfig, BuildSummary, Clip, Identity
-from multi2cap.vggcaps.store import Store
+from multi2cap.vggcaps.store import FolderLock, Store
+
+log = logging.getLogger(__name__)
 
 
 def caption_clips(
@@ -108,11 +111,15 @@ def _spectrogram_size(settings: Any) -> tuple[int, int]:
 
 
 def build_vggcaps(config: BuildConfig) -> BuildSummary:
-    """Run the build steps of `config` and return what happened (see `BuildSummary`)."""
+    """Run the build steps of `config` and return what happened (see `BuildSummary`).
+
+    The output folder is locked for the run (`FolderLock`: a second build on it raises
+    `FolderLockedError`), and torn last lines left by a killed run are cut off first."""
     start = time.monotonic()
     summary = BuildSummary(out=str(config.out))
     clips: list[Clip] = []
     ids: set[str] | None = None
+    store = Store(config.out)
     if "extract" in config.steps or config.dry_run:
         clips, summary.missing_videos = select_clips(config)
         summary.selected = len(clips)
@@ -121,7 +128,25 @@ def build_vggcaps(config: BuildConfig) -> BuildSummary:
             summary.estimate = dry_run_estimate(config, len(clips))
             summary.elapsed_s = time.monotonic() - start
             return summary
-        Store(config.out).work_dir.mkdir(parents=True, exist_ok=True)
+        store.work_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        store.require_work_dir()
+    with FolderLock(config.out):
+        for fragment in store.cut_torn_tails():
+            log.warning(
+                "cut a torn last line (a killed write) off its work file: kept in %s", fragment
+            )
+        _run_steps(config, clips, ids, summary)
+        summary.elapsed_s = time.monotonic() - start
+        atomic_write_text(
+            store.work_dir / "last_run.json", json.dumps(summary.to_json(), indent=2) + "\n"
+        )
+    return summary
+
+
+def _run_steps(
+    config: BuildConfig, clips: list[Clip], ids: set[str] | None, summary: BuildSummary
+) -> None:
     streaming = {"extract", "caption"} <= set(config.steps) and config.backend != "openai-batch"
     if streaming:
         extract_and_caption(config, clips, summary)
@@ -130,24 +155,20 @@ def build_vggcaps(config: BuildConfig) -> BuildSummary:
             extract_media(config, clips, summary)
         if "caption" in config.steps:
             caption_clips(config, summary, ids)
+    finished = _finished(config)
     if "split" in config.steps:
         result = finalize_dataset(config.out, config.split_seed, config.test_fraction)
         summary.dataset_size, summary.test_size = result.records, result.test
-    summary.failed = _unfinished(config, ids)
-    summary.elapsed_s = time.monotonic() - start
-    atomic_write_text(
-        config.out / "work" / "last_run.json", json.dumps(summary.to_json(), indent=2) + "\n"
-    )
-    return summary
+    else:  # the summary points at failures.jsonl: keep it current without the split step
+        write_failures(Store(config.out), finished, config.out / "failures.jsonl")
+    failed = {r["id"] for r in Store(config.out).records("failures")} - finished
+    summary.failed = len(failed if ids is None else failed & ids)
 
 
-def _unfinished(config: BuildConfig, ids: set[str] | None) -> int:
-    """Selected clips (every clip seen, when no selection) that failed and are not finished by
-    the last step this build ran."""
+def _finished(config: BuildConfig) -> set[str]:
+    """Clips finished by the last step this build ran (captioned, or extracted when the build
+    only extracts)."""
     store = Store(config.out)
     if "caption" in config.steps or "split" in config.steps:
-        finished = {r["id"] for r in store.records("stage2")}
-    else:
-        finished = {r["id"] for r in store.records("extract")}
-    failed = {r["id"] for r in store.records("failures")} - finished
-    return len(failed if ids is None else failed & ids)
+        return {r["id"] for r in store.records("stage2")}
+    return {r["id"] for r in store.records("extract")}
