@@ -246,6 +246,8 @@ def test_shards_split_the_clips_between_machines(vgg_folder: Path, tmp_path: Pat
             else set()
         )
         assert summary.selected == len(ids) + len(failed)
+        # the extract step writes the failures.jsonl its summary points at
+        assert {r["id"] for r in read_jsonl(out / "failures.jsonl")} == failed
         seen.append(ids | failed)
     assert not seen[0] & seen[1]
     assert seen[0] | seen[1] == {
