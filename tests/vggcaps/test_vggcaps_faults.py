@@ -177,9 +177,7 @@ def test_an_unreadable_retry_after_falls_back_to_the_backoff(tmp_path, server):
     assert 0 < summary.retry_wait_s <= 2 * 0.002  # the backoff's delays, not a server's
 
 
-def test_absurd_usage_is_clamped_warned_once_and_costed_from_the_request(
-    tmp_path, server, caplog
-):
+def test_absurd_usage_is_clamped_warned_once_and_costed_from_the_request(tmp_path, server, caplog):
     caplog.set_level(logging.WARNING, logger="multi2cap.vggcaps.backends")
     make_extracted(tmp_path, clip_items(2))
     server.state.faults.extend(["usage-negative"] * 2)
