@@ -206,7 +206,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, body: dict[str, Any]) -> None:
         number = self.state.arrive()
         state = self.state
-        if state.kill_at is not None and number >= state.kill_at and state.kill_pid:
+        if state.kill_at is not None and number >= state.kill_at:
+            while state.kill_pid is None:  # the test sets it right after starting the client
+                time.sleep(0.01)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state.kill_pid, signal.SIGKILL)
             return  # never answered: the client is gone
@@ -352,5 +354,6 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.state.release.set()
         self._httpd.shutdown()
         self._httpd.server_close()
