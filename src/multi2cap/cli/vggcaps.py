@@ -43,8 +43,10 @@ KEY_ENV = typer.Option(
     "OPENAI_API_KEY", "--api-key-env", help="Name of the variable holding the key."
 )
 CONCURRENCY = typer.Option(16, "--concurrency", min=1, help="Requests in flight.")
-RPM = typer.Option(None, "--rpm", help="Requests per minute limit.")
-TPM = typer.Option(None, "--tpm", help="Tokens per minute limit (estimated before sending).")
+RPM = typer.Option(None, "--rpm", help="Requests per minute limit (> 0; unset: no limit).")
+TPM = typer.Option(
+    None, "--tpm", help="Tokens per minute limit (> 0, estimated before sending; unset: none)."
+)
 TIMEOUT = typer.Option(60.0, "--timeout", help="Seconds per request.")
 MAX_RETRIES = typer.Option(
     6, "--max-retries", min=0, help="Retries per request (429/5xx/timeouts)."
