@@ -241,10 +241,17 @@ async def caption_async(
                 await caption(record)
 
         async def everything() -> None:
-            await asyncio.gather(
-                *([asyncio.to_thread(feed.run)] if feed else []),
-                *(worker() for _ in range(concurrency)),
-            )
+            # a task group, not gather: the first error (a rejected key, an endpoint that is
+            # down, a failed write) cancels the other workers' requests instead of letting
+            # them run on
+            try:
+                async with asyncio.TaskGroup() as group:
+                    if feed is not None:
+                        group.create_task(asyncio.to_thread(feed.run))
+                    for _ in range(concurrency):
+                        group.create_task(worker())
+            except BaseExceptionGroup as errors:
+                raise errors.exceptions[0] from None
 
         try:
             await _until_store_fails(everything(), appender)
