@@ -39,7 +39,8 @@ from multi2cap.assets import tuxpaint_stamps_dir  # noqa: E402
 from multi2cap.media.audio import load_audio  # noqa: E402
 from multi2cap.media.video import mux_image_audio_to_mp4  # noqa: E402
 from multi2cap.vggcaps.backends import OpenAISettings  # noqa: E402
-from multi2cap.vggcaps.pipeline import BuildConfig, BuildSummary, build_vggcaps  # noqa: E402
+from multi2cap.vggcaps.pipeline import build_vggcaps  # noqa: E402
+from multi2cap.vggcaps.records import BuildConfig, BuildSummary  # noqa: E402
 from multi2cap.vggcaps.store import Store  # noqa: E402
 
 API_KEY = "sk-bench"

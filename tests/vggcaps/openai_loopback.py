@@ -4,16 +4,28 @@ real `openai` SDK.
 It answers `/v1/chat/completions` deterministically from the request (stage 1 echoes the category,
 stage 2 extends the stage-1 caption), checks every request (auth header, one text part with the
 right prompt, one image part of the right type), records them, and injects faults from a queue:
-"429" (with Retry-After), "500", "timeout" (answers after `timeout_sleep_s`), "empty", "refusal",
-"malformed" (invalid JSON body), "leak" (a caption mentioning the spectrogram). It also implements
-the Batch API surface (`/v1/files`, `/v1/files/{id}/content`, `/v1/batches`, `/v1/batches/{id}`).
+"429" (with Retry-After), "429-soon" (Retry-After: soon), "500", "timeout" (answers after
+`timeout_sleep_s`), "empty", "refusal", "malformed" (invalid JSON body), "leak" (a caption
+mentioning the spectrogram), odd shapes of valid JSON ("content-parts": a list of text parts,
+"content-int", "message-str", "choices-object"), "usage-negative" (prompt_tokens -1,000,000), and
+in a batch "garbage-line" (the answer replaced by a line without custom_id and a non-JSON line).
+It also implements the Batch API surface (`/v1/files`, `/v1/files/{id}/content`, `/v1/batches`,
+`/v1/batches/{id}`).
+
+To kill a client at a known point, `kill_at` = N SIGKILLs `kill_pid` when the N-th chat request
+arrives (before answering it); `hold_at` = N keeps the N-th request (and every later one) waiting
+until `release` is set, so a test can wait for the client's files to settle and kill it between
+two appends.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import re
+import signal
 import threading
 import time
 from collections import deque
@@ -38,7 +50,18 @@ class ServerState:
     files: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_polls_before_done: int = 1
+    chat_seen: int = 0
+    kill_at: int | None = None
+    kill_pid: int | None = None
+    hold_at: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def arrive(self) -> int:
+        """Count one chat request; returns its number (from 1)."""
+        with self.lock:
+            self.chat_seen += 1
+            return self.chat_seen
 
     def next_fault(self) -> str | None:
         with self.lock:
@@ -97,13 +120,28 @@ def answer_chat(state: ServerState, body: dict[str, Any], fault: str | None) -> 
         message["refusal"] = "I'm sorry, I can't help with that."
     elif fault == "leak":
         message["content"] = "The spectrogram shows a steady hum with bright bands."
+    elif fault == "content-parts":
+        half = len(reply) // 2
+        message["content"] = [
+            {"type": "text", "text": reply[:half]},
+            {"type": "text", "text": reply[half:]},
+        ]
+    elif fault == "content-int":
+        message["content"] = 42
     usage = {"prompt_tokens": 100 + stage, "completion_tokens": 20 + stage, "total_tokens": 122}
+    if fault == "usage-negative":
+        usage = {"prompt_tokens": -1_000_000, "completion_tokens": 20, "total_tokens": -999_980}
+    choices: Any = [{"index": 0, "message": message, "finish_reason": "stop"}]
+    if fault == "message-str":
+        choices[0]["message"] = reply
+    elif fault == "choices-object":
+        choices = {"0": choices[0]}
     return 200, {
         "id": "chatcmpl-loopback",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "?"),
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "choices": choices,
         "usage": usage,
     }
 
@@ -166,11 +204,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, {"error": {"message": f"no route {self.path}"}})
 
     def _chat(self, body: dict[str, Any]) -> None:
+        number = self.state.arrive()
+        state = self.state
+        if state.kill_at is not None and number >= state.kill_at:
+            while state.kill_pid is None:  # the test sets it right after starting the client
+                time.sleep(0.01)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.kill_pid, signal.SIGKILL)
+            return  # never answered: the client is gone
+        if state.hold_at is not None and number >= state.hold_at:
+            state.release.wait()
         fault = self.state.next_fault()
         if self.state.delay_s:
             time.sleep(self.state.delay_s)
         if fault == "429":
             self._send(429, {"error": {"message": "slow down"}}, {"retry-after-ms": "20"})
+        elif fault == "429-soon":
+            self._send(429, {"error": {"message": "slow down"}}, {"retry-after": "soon"})
         elif fault == "500":
             self._send(500, {"error": {"message": "boom"}})
         elif fault == "timeout":
@@ -212,7 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _create_batch(self, body: dict[str, Any]) -> None:
         lines = self.state.files[body["input_file_id"]].decode().splitlines()
-        outputs, errors = [], []
+        outputs: list[Any] = []
+        errors = []
         for line in lines:
             request = json.loads(line)
             fault = self.state.next_fault()
@@ -226,6 +277,10 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 )
                 continue
+            if fault == "garbage-line":
+                outputs.append({"id": "r", "error": None, "response": {"status_code": 200}})
+                outputs.append("}{ not json")
+                continue
             status, payload = answer_chat(self.state, request["body"], fault)
             outputs.append(
                 {
@@ -238,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             out_id = f"file-{len(self.state.files)}"
             self.state.files[out_id] = "".join(
-                json.dumps(o) + "\n" for o in reversed(outputs)
+                (o if isinstance(o, str) else json.dumps(o)) + "\n" for o in reversed(outputs)
             ).encode()
             err_id = f"file-{len(self.state.files)}"
             self.state.files[err_id] = "".join(json.dumps(e) + "\n" for e in errors).encode()
@@ -299,5 +354,6 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.state.release.set()
         self._httpd.shutdown()
         self._httpd.server_close()

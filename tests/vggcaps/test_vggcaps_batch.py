@@ -12,15 +12,11 @@ from vgg_helpers import API_KEY, clip_items, make_extracted
 from multi2cap.io import read_jsonl
 from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings, RunStats
 from multi2cap.vggcaps.batch import BatchRunner, write_batch_files
+from multi2cap.vggcaps.caption import stage_request
 from multi2cap.vggcaps.cost import Prices
-from multi2cap.vggcaps.pipeline import (
-    BatchSettings,
-    BuildConfig,
-    Identity,
-    build_vggcaps,
-    stage_request,
-)
+from multi2cap.vggcaps.pipeline import build_vggcaps
 from multi2cap.vggcaps.prompts import load_prompts
+from multi2cap.vggcaps.records import BatchSettings, BuildConfig, Identity
 
 KEY_ENV = "M2C_TEST_OPENAI_KEY"
 
@@ -112,3 +108,38 @@ def test_a_rejected_key_stops_the_batch_build_cleanly(tmp_path, server, monkeypa
     with pytest.raises(BackendConfigError, match="HTTP 401") as caught:
         build_vggcaps(batch_config(tmp_path, server))
     assert "sk-wrong-batch-key" not in str(caught.value)
+
+
+def test_a_batch_still_running_at_the_deadline_stays_open_and_is_collected_later(tmp_path, server):
+    make_extracted(tmp_path, clip_items(2))
+    server.state.batch_polls_before_done = 10**6  # never done within this run
+    config = batch_config(tmp_path, server)
+    config.batch.max_wait_s = 0.05
+    first = build_vggcaps(config)
+    assert first.failed == 2 and first.dataset_size == 0 and first.exit_code == 1
+    events = list(read_jsonl(tmp_path / "work" / "batches.jsonl"))
+    assert [e["event"] for e in events] == ["submitted"]  # not marked collected
+    reasons = {f["reason"] for f in read_jsonl(tmp_path / "failures.jsonl")}
+    assert reasons == {
+        f"batch {events[0]['batch_id']} still running after 0.05 s; rerun to collect it"
+    }
+    server.state.batch_polls_before_done = 0  # it finishes
+    second = build_vggcaps(config)
+    assert second.failed == 0 and second.dataset_size == 2
+    # the open stage-1 batch was collected, not paid for again; then one stage-2 batch
+    assert len(server.state.batches) == 2
+
+
+def test_unreadable_batch_output_lines_are_reported_and_their_requests_asked_again(
+    tmp_path, server, caplog
+):
+    make_extracted(tmp_path, clip_items(3))
+    server.state.faults.extend(["garbage-line"])  # the first stage-1 line's answer
+    summary = build_vggcaps(batch_config(tmp_path, server))
+    assert summary.failed == 0 and summary.dataset_size == 3
+    submitted = [
+        e for e in read_jsonl(tmp_path / "work" / "batches.jsonl") if e["event"] == "submitted"
+    ]
+    assert [len(e["custom_ids"]) for e in submitted] == [3, 1, 3]  # its request re-asked
+    problems = [r.getMessage() for r in caplog.records if "unreadable lines" in r.getMessage()]
+    assert len(problems) == 1 and "no custom_id" in problems[0] and "not JSON" in problems[0]

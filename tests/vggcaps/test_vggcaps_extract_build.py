@@ -4,6 +4,7 @@ whole build with the offline backend, and the CLI end to end."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,25 @@ from multi2cap.data.manifest import read_manifest
 from multi2cap.io import read_jsonl
 from multi2cap.media.audio import load_audio
 from multi2cap.media.video import mux_image_audio_to_mp4
-from multi2cap.vggcaps import pipeline
+from multi2cap.vggcaps import caption, extract
 from multi2cap.vggcaps.backends import OpenAISettings
-from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps, read_start
+from multi2cap.vggcaps.extract import read_start
+from multi2cap.vggcaps.pipeline import build_vggcaps
+from multi2cap.vggcaps.records import BuildConfig
 
 STAMPS = ("animals/insects/bee", "animals/insects/hornet")
 CATEGORIES = ("bee, wasp, etc. buzzing", "hornet buzzing")
+POISON = "-tux0abcdef_000000"  # the clip whose decoding kills its worker, every time
+_real_extract_one = extract._extract_one
+
+
+def _worker_dies_on_poison(job: extract._ExtractJob) -> dict:
+    """A worker process dying on one file, as a decoder crash (a segfault in libav) looks to
+    the pool: the process is SIGKILLed. Runs in the forked workers; we have no real file that
+    crashes FFmpeg, so the crash is staged here, the pool and the process death are real."""
+    if job.clip.spec.id == POISON:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _real_extract_one(job)
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +208,7 @@ def test_openai_build_extracts_and_captions_together(
 ) -> None:
     monkeypatch.setenv("M2C_TEST_OPENAI_KEY", API_KEY)
     # one extracted clip may wait for captioning at a time: the hand-over must throttle, not hang
-    monkeypatch.setattr(pipeline, "MAX_PENDING_RECORDS", 1)
+    monkeypatch.setattr(caption, "MAX_PENDING_RECORDS", 1)
     with LoopbackServer(API_KEY) as server:
         config = BuildConfig(
             out=tmp_path,
@@ -244,6 +258,8 @@ def test_shards_split_the_clips_between_machines(vgg_folder: Path, tmp_path: Pat
             else set()
         )
         assert summary.selected == len(ids) + len(failed)
+        # the extract step writes the failures.jsonl its summary points at
+        assert {r["id"] for r in read_jsonl(out / "failures.jsonl")} == failed
         seen.append(ids | failed)
     assert not seen[0] & seen[1]
     assert seen[0] | seen[1] == {
@@ -252,3 +268,25 @@ def test_shards_split_the_clips_between_machines(vgg_folder: Path, tmp_path: Pat
         "bbbunny0001_000002",
         "broken00001_000000",
     }
+
+
+def test_a_worker_that_dies_costs_one_failure_not_the_run(
+    vgg_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(extract, "_extract_one", _worker_dies_on_poison)
+    config = BuildConfig(
+        out=tmp_path,
+        videos=vgg_folder / "videos",
+        categories=vgg_folder / "vggsound.csv",
+        steps=("extract",),
+        workers=2,
+        progress=False,
+    )
+    for _ in range(2):  # and the rerun does not stop at the same clip either
+        summary = build_vggcaps(config)
+        assert summary.selected == 4 and summary.failed == 2
+    extracted = {r["id"] for r in read_jsonl(tmp_path / "work" / "extract.jsonl")}
+    assert extracted == {"-tux1abcdef_000030", "bbbunny0001_000002"}
+    reasons = {f["id"]: f["reason"] for f in read_jsonl(tmp_path / "failures.jsonl")}
+    assert reasons[POISON].startswith("decoder crashed")
+    assert not reasons["broken00001_000000"].startswith("decoder crashed")

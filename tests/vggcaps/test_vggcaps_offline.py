@@ -16,8 +16,9 @@ from multi2cap.vggcaps.descriptors import (
     spectral_centroid,
 )
 from multi2cap.vggcaps.offline import natural_category, offline_stage1, offline_stage2
-from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps
+from multi2cap.vggcaps.pipeline import build_vggcaps
 from multi2cap.vggcaps.postprocess import postprocess
+from multi2cap.vggcaps.records import BuildConfig
 
 
 def test_envelope_level_of_a_full_scale_sine_is_minus_3_dbfs() -> None:

@@ -17,8 +17,9 @@ from multi2cap.data.manifest import read_manifest
 from multi2cap.data.readers.vggcaps import read_vggcaps
 from multi2cap.io import read_jsonl
 from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings, RateLimiter
-from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps
+from multi2cap.vggcaps.pipeline import build_vggcaps
 from multi2cap.vggcaps.prompts import load_prompts
+from multi2cap.vggcaps.records import BACKENDS, STEPS, VGGCAPS_COLUMNS, BuildConfig
 
 KEY_ENV = "M2C_TEST_OPENAI_KEY"
 
@@ -98,7 +99,9 @@ def test_two_stages_reach_the_server_and_records_follow_the_schema(tmp_path, ser
     assert len(read_vggcaps(tmp_path).records) == 3
     last_run = json.loads((tmp_path / "work" / "last_run.json").read_text())
     assert last_run["captioned"] == 3 and last_run["prompt_tokens"] == summary.prompt_tokens
+    assert list(first) == list(VGGCAPS_COLUMNS)  # the TypedDict's order, on disk too
     table = pq.read_table(tmp_path / "vggcaps.parquet").to_pydict()
+    assert list(table)[:15] == [c for c in VGGCAPS_COLUMNS if c != "usage"]
     assert table["id"] == [r["id"] for r in records]
     assert table["stage2_completion_tokens"] == [22, 22, 22]
 
@@ -185,15 +188,31 @@ def test_missing_key_names_the_variable(tmp_path, monkeypatch):
         build_vggcaps(config)
 
 
-def test_rate_limiter_makes_the_next_request_wait():
+def test_rate_limiter_paces_from_the_start():
     async def run() -> None:
-        limiter = RateLimiter(per_minute=2)
-        await limiter.acquire()
-        await limiter.acquire()
+        # 30/min: the first request goes at once, the second waits its 2 s (a full bucket
+        # used to let all 30 leave at t=0)
+        limiter = RateLimiter(per_minute=30)
+        await asyncio.wait_for(limiter.acquire(), timeout=1.0)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(limiter.acquire(), timeout=0.05)
+        fast = RateLimiter(per_minute=6000)  # one second's worth (100) may leave at once
+        for _ in range(100):
+            await asyncio.wait_for(fast.acquire(), timeout=1.0)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fast.acquire(2.0), timeout=0.005)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_a_rate_limit_of_zero_or_below_is_refused(value):
+    with pytest.raises(ValueError, match="rpm must be a positive"):
+        OpenAISettings(rpm=value)
+    with pytest.raises(ValueError, match="tpm must be a positive"):
+        OpenAISettings(tpm=value)
+    with pytest.raises(ValueError, match="must be positive"):
+        RateLimiter(value)
 
 
 def test_records_are_json_lines_with_ascii_safe_ids(tmp_path, server):
@@ -204,7 +223,7 @@ def test_records_are_json_lines_with_ascii_safe_ids(tmp_path, server):
 
 
 def test_split_of_an_empty_store_and_of_no_store(tmp_path):
-    from multi2cap.vggcaps.pipeline import finalize_dataset
+    from multi2cap.vggcaps.finalize import finalize_dataset
 
     with pytest.raises(FileNotFoundError, match="vggcaps extract"):
         finalize_dataset(tmp_path / "nothing")
@@ -236,3 +255,12 @@ def test_a_rejected_key_stops_the_build_with_a_reason_not_the_key(tmp_path, serv
         build_vggcaps(config_for(tmp_path, server))
     assert wrong not in str(caught.value) and API_KEY not in str(caught.value)
     assert not (tmp_path / "work" / "failures_log.jsonl").exists()
+
+
+def test_choice_sets_come_from_their_literals(tmp_path):
+    assert BACKENDS == ("openai", "openai-batch", "offline")
+    assert STEPS == ("extract", "caption", "split")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        BuildConfig(out=tmp_path, backend="anthropic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown steps"):
+        BuildConfig(out=tmp_path, steps=("caption", "upload"))  # type: ignore[arg-type]

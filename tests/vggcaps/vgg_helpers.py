@@ -10,7 +10,7 @@ import numpy as np
 import soundfile
 from PIL import Image
 
-from multi2cap.vggcaps.pipeline import media_paths
+from multi2cap.vggcaps.extract import media_paths
 from multi2cap.vggcaps.store import Store
 
 SAMPLE_RATE = 16000

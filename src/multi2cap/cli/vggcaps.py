@@ -1,5 +1,5 @@
 """`multi2cap vggcaps build|extract|caption|split`: parsing only; the work is in
-`multi2cap.vggcaps.pipeline`."""
+`multi2cap.vggcaps.pipeline` and its stages."""
 
 from __future__ import annotations
 
@@ -13,13 +13,10 @@ from multi2cap.media.spectrogram_image import SpectrogramImageSettings
 from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings
 from multi2cap.vggcaps.catalog import CatalogError
 from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
-from multi2cap.vggcaps.pipeline import (
-    BatchSettings,
-    BuildConfig,
-    BuildSummary,
-    build_vggcaps,
-)
+from multi2cap.vggcaps.pipeline import build_vggcaps
+from multi2cap.vggcaps.records import BatchSettings, BuildConfig, BuildSummary
 from multi2cap.vggcaps.split import parse_shard
+from multi2cap.vggcaps.store import StoreWriteError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,8 +43,10 @@ KEY_ENV = typer.Option(
     "OPENAI_API_KEY", "--api-key-env", help="Name of the variable holding the key."
 )
 CONCURRENCY = typer.Option(16, "--concurrency", min=1, help="Requests in flight.")
-RPM = typer.Option(None, "--rpm", help="Requests per minute limit.")
-TPM = typer.Option(None, "--tpm", help="Tokens per minute limit (estimated before sending).")
+RPM = typer.Option(None, "--rpm", help="Requests per minute limit (> 0; unset: no limit).")
+TPM = typer.Option(
+    None, "--tpm", help="Tokens per minute limit (> 0, estimated before sending; unset: none)."
+)
 TIMEOUT = typer.Option(60.0, "--timeout", help="Seconds per request.")
 MAX_RETRIES = typer.Option(
     6, "--max-retries", min=0, help="Retries per request (429/5xx/timeouts)."
@@ -109,7 +108,13 @@ def _run(config_args: dict, steps: tuple[str, ...], dry_run: bool = False) -> No
             **config_args,
         )
         summary = build_vggcaps(config)
-    except (CatalogError, BackendConfigError, ValueError, FileNotFoundError) as err:
+    except (
+        CatalogError,
+        BackendConfigError,
+        ValueError,
+        FileNotFoundError,
+        StoreWriteError,
+    ) as err:
         err_console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
     _print_summary(summary, dry_run)

@@ -195,7 +195,8 @@ def _categories_csv(scenes: list[Scene], path: Path) -> Path:
 def build_captions(config: DemoConfig, scenes: list[Scene], console: Console) -> dict[str, Path]:
     """VggCaps builder on the training clips; extract-only on validation and test clips."""
     from multi2cap.vggcaps.backends import OpenAISettings
-    from multi2cap.vggcaps.pipeline import BuildConfig, build_vggcaps
+    from multi2cap.vggcaps.pipeline import build_vggcaps
+    from multi2cap.vggcaps.records import BuildConfig
 
     videos = config.workdir / "scenes" / "videos"
     train = [s for s in scenes if s.split == "train"]
@@ -255,7 +256,7 @@ def write_manifests(
 ) -> dict[str, Path]:
     """Manifests for the four uses: pre-training (VggCaps captions + frames), fine-tuning
     (training clips with their reference captions), validation and test (references)."""
-    from multi2cap.vggcaps.pipeline import media_paths
+    from multi2cap.vggcaps.extract import media_paths
 
     out = config.workdir / "manifests"
     vggcaps = read_manifest(built["train"] / "manifest.jsonl")

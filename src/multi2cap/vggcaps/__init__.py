@@ -7,13 +7,9 @@ Entry point: `build_vggcaps(BuildConfig(...)) -> BuildSummary` (see `multi2cap.v
 
 from multi2cap.vggcaps.backends import OpenAISettings
 from multi2cap.vggcaps.cost import Prices
-from multi2cap.vggcaps.pipeline import (
-    BatchSettings,
-    BuildConfig,
-    BuildSummary,
-    build_vggcaps,
-    finalize_dataset,
-)
+from multi2cap.vggcaps.finalize import finalize_dataset
+from multi2cap.vggcaps.pipeline import build_vggcaps
+from multi2cap.vggcaps.records import BatchSettings, BuildConfig, BuildSummary
 
 __all__ = [
     "BatchSettings",

@@ -16,17 +16,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import logging
+import math
 import os
 import random
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import soundfile
 from PIL import Image
 
-from multi2cap.vggcaps.cost import CHARS_PER_TOKEN, LOW_DETAIL_IMAGE_TOKENS
+from multi2cap.vggcaps.cost import CHARS_PER_TOKEN, image_tokens
 from multi2cap.vggcaps.descriptors import describe_audio, describe_image
 from multi2cap.vggcaps.offline import offline_stage1, offline_stage2
 
@@ -38,6 +41,12 @@ FATAL_STATUS = {
     404: "wrong --base-url or unknown --model",
 }
 OFFLINE_MODEL = "offline-descriptors-v1"
+ABSURD_FACTOR = 20.0
+ABSURD_FLOOR = 20_000
+# connection errors in a row, before any answer, after which the endpoint counts as down
+UNREACHABLE_AFTER = 8
+log = logging.getLogger(__name__)
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class RequestFailed(Exception):
@@ -82,6 +91,25 @@ class OpenAISettings:
     max_tokens: int | None = 300
     max_tokens_param: str = "max_tokens"
     image_detail: str = "low"
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(
+                    f"{name} must be a positive number of {'requests' if name == 'rpm' else 'tokens'}"
+                    f" per minute, found {value!r} (leave it unset for no limit)"
+                )
+        looks_like_key = self.api_key_env.startswith(("sk-", "sk_"))
+        if looks_like_key or not ENV_NAME.fullmatch(self.api_key_env):
+            # never echo it: what was given may be the key itself
+            raise BackendConfigError(
+                "--api-key-env / api_key_env takes the NAME of an environment variable (e.g. "
+                "OPENAI_API_KEY), and what was given "
+                + ("looks like an API key itself" if looks_like_key else "is not a variable name")
+                + " (not shown, so it stays out of logs); export the key, e.g. "
+                "`export OPENAI_API_KEY=...`, and pass the variable's name"
+            )
 
     def api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
@@ -128,6 +156,7 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    usage_clamped: int = 0
 
 
 class Backend(Protocol):
@@ -172,21 +201,100 @@ def chat_body(request: StageRequest, settings: OpenAISettings) -> dict[str, Any]
     return body
 
 
-def parse_chat_response(payload: dict[str, Any]) -> Completion:
-    """Read text, refusal and usage from a Chat Completions response body (dict form)."""
+def parse_chat_response(payload: Any) -> Completion:
+    """Read text, refusal and usage from a Chat Completions response body (dict form).
+
+    `content` may be a string or, as some servers send it, a list of parts (`{"type": "text",
+    "text": ...}`), whose texts are joined. Any other shape (choices not a list, message not
+    an object, content a number, usage not numbers) raises `ValueError`: a malformed reply,
+    retried like a transport error and then a failure record, never a crash of the build."""
     if not isinstance(payload, dict):
         raise ValueError("response is not a JSON object")
-    choices = payload.get("choices") or []
-    if not choices or not isinstance(choices[0], dict):
-        raise ValueError("response has no choices")
-    message = choices[0].get("message") or {}
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError("response has no list of choices")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise ValueError("the choice's message is not an object")
+    refusal = message.get("refusal")
+    if refusal is not None and not isinstance(refusal, str):
+        raise ValueError("the message's refusal is not a string")
     usage = payload.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise ValueError("usage is not an object")
     return Completion(
-        text=message.get("content"),
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        refusal=message.get("refusal"),
+        text=_content_text(message.get("content")),
+        prompt_tokens=_token_count(usage, "prompt_tokens"),
+        completion_tokens=_token_count(usage, "completion_tokens"),
+        refusal=refusal,
     )
+
+
+def _content_text(content: Any) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and part.get("type") in ("text", "output_text"):
+                if not isinstance(part.get("text"), str):
+                    raise ValueError("a text part of the content has no text")
+                texts.append(part["text"])
+            # other parts (images, audio) carry no caption
+        return "".join(texts) if texts else None
+    raise ValueError(f"the message content is a {type(content).__name__}, not text")
+
+
+def _token_count(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name) or 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"usage.{name} is not a number")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class UsageGuard:
+    """Reported token counts are checked against the request before they are charged: a
+    count below zero or above `ABSURD_FACTOR` times the request's own estimate (and above
+    `ABSURD_FLOOR`) is absurd (a server once reported `prompt_tokens: -1000000`, a cost of
+    $-2.50). Then both counts are replaced by the estimate from the request (prompt: its
+    characters / 4 + image tokens; completion: the reply's characters / 4), and one warning
+    per run says so."""
+
+    estimated_prompt_tokens: float
+    max_completion_tokens: int | None
+
+    def check(self, completion: Completion, stats: RunStats) -> Completion:
+        prompt_limit = max(ABSURD_FLOOR, ABSURD_FACTOR * self.estimated_prompt_tokens)
+        completion_limit = max(ABSURD_FLOOR, ABSURD_FACTOR * (self.max_completion_tokens or 0))
+        if (
+            0 <= completion.prompt_tokens <= prompt_limit
+            and 0 <= completion.completion_tokens <= completion_limit
+        ):
+            return completion
+        if not stats.usage_clamped:
+            log.warning(
+                "the endpoint reported absurd token usage (prompt %d, completion %d); counting "
+                "this and any later such reply from the request's size instead",
+                completion.prompt_tokens,
+                completion.completion_tokens,
+            )
+        stats.usage_clamped += 1
+        reply = (completion.text or "") + (completion.refusal or "")
+        return replace(
+            completion,
+            prompt_tokens=round(self.estimated_prompt_tokens),
+            completion_tokens=math.ceil(len(reply) / CHARS_PER_TOKEN),
+        )
+
+
+def usage_guard(request: StageRequest, settings: OpenAISettings) -> UsageGuard:
+    """The `UsageGuard` of one request: its prompt and one image at the request's detail (at
+    `high`, the largest GPT-4o image: 2048x768 after scaling, 8 tiles)."""
+    image = image_tokens(2048, 768, settings.image_detail)
+    return UsageGuard(len(request.prompt) / CHARS_PER_TOKEN + image, settings.max_tokens)
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -196,11 +304,17 @@ def redact(text: str, secret: str | None) -> str:
 
 class RateLimiter:
     """Token bucket refilled continuously at `per_minute / 60` units per second; capacity
-    `per_minute` (a request larger than the capacity waits for a full bucket)."""
+    `per_minute` (a request larger than the capacity waits for a full bucket).
+
+    The bucket starts with one second's worth (at least one unit), not full: a full bucket let
+    `--rpm 30` send 30 requests at t=0, which a server counting per second or per few seconds
+    answers with 429s. `per_minute` None means no limit; zero or below is refused."""
 
     def __init__(self, per_minute: float | None) -> None:
+        if per_minute is not None and not per_minute > 0:
+            raise ValueError(f"a rate limit must be positive, found {per_minute!r}")
         self.per_minute = per_minute
-        self._level = per_minute or 0.0
+        self._level = min(per_minute, max(1.0, per_minute / 60.0)) if per_minute else 0.0
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
 
@@ -233,7 +347,8 @@ class RateLimiter:
 
 
 def retry_after_seconds(headers: Any) -> float | None:
-    """Server-directed delay from `retry-after-ms` or `retry-after` (seconds or HTTP date)."""
+    """Server-directed delay from `retry-after-ms` or `retry-after` (seconds or HTTP date);
+    None when absent or unreadable, so the caller falls back to its backoff."""
     if headers is None:
         return None
     value = headers.get("retry-after-ms")
@@ -248,8 +363,12 @@ def retry_after_seconds(headers: Any) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):  # neither seconds nor a date (`soon`): use the backoff
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -285,6 +404,8 @@ class OpenAIChatBackend:
         self._rpm = RateLimiter(self.settings.rpm)
         self._tpm = RateLimiter(self.settings.tpm)
         self._rng = random.Random()
+        self._answered = False  # any HTTP answer at all, so the endpoint is up
+        self._refused = 0  # connection errors before the first answer
 
     def __repr__(self) -> str:
         return f"OpenAIChatBackend(model={self.model!r}, base_url={self.settings.base_url!r})"
@@ -292,21 +413,14 @@ class OpenAIChatBackend:
     async def aclose(self) -> None:
         await self._client.close()
 
-    def _estimated_tokens(self, body: dict[str, Any]) -> float:
-        text = body["messages"][0]["content"][0]["text"]
-        return (
-            len(text) / CHARS_PER_TOKEN
-            + LOW_DETAIL_IMAGE_TOKENS
-            + (self.settings.max_tokens or 300)
-        )
-
     async def complete(self, request: StageRequest) -> Completion:
         import openai
 
         body = chat_body(request, self.settings)
+        guard = usage_guard(request, self.settings)
+        estimated = guard.estimated_prompt_tokens + (self.settings.max_tokens or 300)
         attempt = 0
         while True:
-            estimated = self._estimated_tokens(body)
             await self._rpm.acquire(1.0)
             await self._tpm.acquire(estimated)
             delay: float | None
@@ -317,13 +431,15 @@ class OpenAIChatBackend:
                     payload = await self._client.post(
                         "/chat/completions", cast_to=object, body=body
                     )
-                    completion = parse_chat_response(payload)
+                    self._answered = True
+                    completion = guard.check(parse_chat_response(payload), self.stats)
                     self._tpm.settle(
                         min(estimated, self._tpm.per_minute or estimated),
                         completion.prompt_tokens + completion.completion_tokens,
                     )
                     return completion
                 except openai.APIStatusError as err:
+                    self._answered = True
                     status = err.status_code
                     if status in FATAL_STATUS:
                         raise BackendConfigError(
@@ -341,6 +457,14 @@ class OpenAIChatBackend:
                         None,
                     )
                 except openai.APIConnectionError as err:
+                    self._refused += not self._answered
+                    if self._refused >= UNREACHABLE_AFTER:
+                        raise BackendConfigError(
+                            f"the endpoint {self.settings.base_url or 'api.openai.com'} could "
+                            f"not be reached on any of the first {self._refused} tries "
+                            f"({type(err).__name__}); is the server running and --base-url "
+                            "right? Stopping instead of failing every clip"
+                        ) from None
                     reason, retryable, delay = (
                         f"connection error ({type(err).__name__})",
                         True,

@@ -14,6 +14,7 @@ The files hold request bodies only; the API key travels in HTTP headers and is n
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -32,23 +33,18 @@ from multi2cap.vggcaps.backends import (
     chat_body,
     parse_chat_response,
     redact,
+    usage_guard,
 )
-from multi2cap.vggcaps.pipeline import (
-    BatchSettings,
-    BuildConfig,
-    Identity,
-    StageAttempts,
-    account,
-    failure_record,
-    stage_request,
-)
+from multi2cap.vggcaps.caption import StageAttempts, account, stage_request
 from multi2cap.vggcaps.progress import StageProgress
+from multi2cap.vggcaps.records import BatchSettings, BuildConfig, Identity, failure_record
 from multi2cap.vggcaps.store import Store
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 ENDPOINT = "/v1/chat/completions"
 
 Result = Completion | str  # a completion, or the reason there is none
+log = logging.getLogger(__name__)
 
 
 def custom_id(clip_id: str, stage: int) -> str:
@@ -115,27 +111,39 @@ def _close(handle: Any, path: Path) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
-def parse_output(text: str) -> dict[str, Result]:
-    """Map custom_id -> completion (HTTP 200 lines) or failure reason (other lines)."""
+def parse_output(text: str, source: str = "batch output") -> tuple[dict[str, Result], list[str]]:
+    """Map custom_id -> completion (HTTP 200 lines) or failure reason (other lines); also the
+    problems of lines that cannot be read (not JSON, no `custom_id`), each naming its line in
+    `source`. Such a line answers nothing: its request counts as unanswered and is asked again,
+    so one bad line never blocks the build."""
     results: dict[str, Result] = {}
-    for line in text.splitlines():
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        item = json.loads(line)
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.append(f"{source} line {number}: not JSON ({err.msg})")
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str):
+            problems.append(f"{source} line {number}: no custom_id")
+            continue
+        cid = item["custom_id"]
         response = item.get("response") or {}
         error = item.get("error")
         if error:
-            results[item["custom_id"]] = (
-                f"batch error {error.get('code', '?')}: {error.get('message', '')}"
-            )
-        elif response.get("status_code") == 200:
+            error = error if isinstance(error, dict) else {"message": str(error)}
+            results[cid] = f"batch error {error.get('code', '?')}: {error.get('message', '')}"
+        elif isinstance(response, dict) and response.get("status_code") == 200:
             try:
-                results[item["custom_id"]] = parse_chat_response(response.get("body") or {})
+                results[cid] = parse_chat_response(response.get("body") or {})
             except ValueError as err:
-                results[item["custom_id"]] = f"malformed batch response ({err})"
+                results[cid] = f"malformed batch response ({err})"
         else:
-            results[item["custom_id"]] = f"HTTP {response.get('status_code')} in batch output"
-    return results
+            status = response.get("status_code") if isinstance(response, dict) else None
+            results[cid] = f"HTTP {status} in batch output"
+    return results, problems
 
 
 class BatchRunner:
@@ -189,9 +197,11 @@ class BatchRunner:
             submissions.append(event)
         return submissions
 
-    def collect(self, submission: dict[str, Any]) -> dict[str, Result]:
-        """Poll a batch until it ends, then read its output and error files. Ids the batch does
-        not answer (expired, failed) get the batch's status as their reason."""
+    def collect(self, submission: dict[str, Any]) -> dict[str, Result] | None:
+        """Poll a batch until it ends, then read its output and error files; None when it is
+        still running at the `max_wait_s` deadline (it stays open: a later run collects it,
+        nothing is submitted twice). Ids the batch does not answer (expired, failed, a line we
+        cannot read) get a reason and are asked again."""
         deadline = time.monotonic() + self.config.batch.max_wait_s
         total = len(submission["custom_ids"])
         with StageProgress(
@@ -204,14 +214,31 @@ class BatchRunner:
                 done = (counts.completed + counts.failed) if counts is not None else 0
                 bar.advance(max(0, min(done, total) - shown))
                 shown = max(shown, min(done, total))
-                if batch.status in TERMINAL or time.monotonic() >= deadline:
+                if batch.status in TERMINAL:
                     break
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "batch %s is still %s after %.0f s; it stays open in "
+                        "work/batches.jsonl and the next run collects it",
+                        batch.id,
+                        batch.status,
+                        self.config.batch.max_wait_s,
+                    )
+                    return None
                 time.sleep(self.config.batch.poll_interval_s)
                 batch = self._client.batches.retrieve(submission["batch_id"])
         results: dict[str, Result] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
-                results.update(parse_output(self._client.files.content(file_id).text))
+                text = self._client.files.content(file_id).text
+                answered, problems = parse_output(text, f"batch {batch.id} file {file_id}")
+                results.update(answered)
+                if problems:
+                    log.warning(
+                        "%d unreadable lines skipped (their requests are asked again): %s",
+                        len(problems),
+                        "; ".join(problems[:5]),
+                    )
         for cid in submission["custom_ids"]:
             results.setdefault(cid, f"no answer in batch {batch.id} (status {batch.status})")
         return results
@@ -254,14 +281,26 @@ def _run_stage(
         submissions = carried + (runner.submit(fresh, stage) if fresh else [])
         carried = []
         for submission in submissions:
+            results = runner.collect(submission)
+            if results is None:  # still running: a later run collects it, nobody resubmits
+                for cid in submission["custom_ids"]:
+                    clip_id = cid.rsplit(":s", 1)[0]
+                    if clip_id in pending:
+                        pending.discard(clip_id)
+                        reasons[clip_id] = (
+                            f"batch {submission['batch_id']} still running after "
+                            f"{config.batch.max_wait_s:g} s; rerun to collect it"
+                        )
+                continue
             records = []
-            for cid, result in runner.collect(submission).items():
+            for cid, result in results.items():
                 clip_id = cid.rsplit(":s", 1)[0]
                 if clip_id not in pending:
                     continue
                 if isinstance(result, str):
                     reasons[clip_id] = runner.redact(result)
                     continue
+                result = usage_guard(requests[clip_id], config.openai).check(result, runner.stats)
                 account(runner.stats, config.prices, result, batch=True)
                 if attempts[clip_id].judge(result):
                     accepted[clip_id] = finish(attempts[clip_id].record(identity))

@@ -12,14 +12,25 @@
 
 Records are appended by a background writer in groups (one fsync per group), which keeps the
 event loop free at hundreds of requests per second; a record not yet flushed when the process
-dies is simply redone on the next run.
+dies is simply redone on the next run. A write that fails (disk full, I/O error) raises
+`StoreWriteError` naming the file, at once: the build stops sending requests it could not keep.
+
+A process killed in the middle of an append can leave a torn last line; `Store.cut_torn_tails`
+(run when a build opens the folder) cuts it off, keeping the fragment in `<file>.torn-<time>`
+beside it, so the next append does not bury it mid-file. `FolderLock` keeps a second build off
+a folder that one is already writing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from multi2cap.io import append_jsonl, read_jsonl
@@ -38,12 +49,35 @@ def stage_key(clip_id: str, stage: int, prompt_version: str, backend: str, model
     return f"{clip_id}|s{stage}|{prompt_version}|{backend}|{model}"
 
 
+class StoreWriteError(OSError):
+    """Appending to a work file failed; `path` names it. What was written before is kept."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        super().__init__(
+            f"could not append to {path} ({type(cause).__name__}: {cause}); the build stopped, "
+            "everything written before is kept: free the disk or fix the folder and rerun"
+        )
+        self.path = path
+
+
+class FolderLockedError(ValueError):
+    """Another build holds the output folder's lock."""
+
+
 class Store:
     """Paths and readers of the work files of one output folder."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
         self.work_dir = self.out_dir / "work"
+
+    def require_work_dir(self) -> None:
+        """Raise `FileNotFoundError` (with the next step) when nothing was extracted here."""
+        if not self.work_dir.is_dir():
+            raise FileNotFoundError(
+                f"{self.work_dir} not found: run `multi2cap vggcaps extract` or `build` into "
+                f"{self.out_dir} first"
+            )
 
     def path(self, name: str) -> Path:
         return self.work_dir / STAGE_FILES[name]
@@ -61,13 +95,98 @@ class Store:
         return out
 
     def append(self, name: str, records: list[dict[str, Any]]) -> None:
-        append_jsonl(self.path(name), records)
+        path = self.path(name)
+        try:
+            append_jsonl(path, records)
+        except OSError as err:
+            raise StoreWriteError(path, err) from err
+
+    def cut_torn_tails(self) -> list[Path]:
+        """Cut a torn last line (no final newline) off every work file, keeping the fragment
+        in `<file>.torn-<UTC time>`; returns the fragment files written."""
+        kept = []
+        for name in STAGE_FILES.values():
+            path = self.work_dir / name
+            if path.is_file() and (fragment := _cut_torn_tail(path)) is not None:
+                kept.append(fragment)
+        return kept
+
+
+def _cut_torn_tail(path: Path) -> Path | None:
+    with open(path, "rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return None
+        # read back from the end until the last newline (a torn line is at most one record)
+        start, chunk = size, 1 << 16
+        while start > 0:
+            start = max(0, start - chunk)
+            handle.seek(start)
+            block = handle.read(size - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                start += cut + 1
+                break
+        handle.seek(start)
+        fragment = handle.read()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        kept = path.with_name(f"{path.name}.torn-{stamp}")
+        kept.write_bytes(fragment)
+        handle.truncate(start)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return kept
+
+
+class FolderLock:
+    """An exclusive `flock` on `<out>/work/build.lock`, which holds the owner's pid, host and
+    start time. The kernel drops the lock when the owner exits, even by SIGKILL, so a stale
+    file never blocks a rerun; a second build raises `FolderLockedError` saying who holds it."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / "work" / "build.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderLockedError(
+                f"{self.path.parent.parent} is in use by another build ({owner}); wait for it "
+                "to end or stop it, then rerun (two builds on one folder pay twice)"
+            ) from None
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
 
 
 class BufferedAppender:
     """Collects records per stage file and appends them from a worker thread, one fsync per group.
 
-    `put` never blocks on disk; `aclose` flushes everything that is pending.
+    `put` never blocks on disk; `aclose` flushes everything that is pending. After a failed
+    write, `put` and `check` raise the `StoreWriteError` (the caption workers call `check`
+    before every request, so no request is paid for a record that cannot be kept) and
+    `failed` is set for whoever waits on it.
     """
 
     def __init__(self, store: Store) -> None:
@@ -76,11 +195,18 @@ class BufferedAppender:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self.error: StoreWriteError | None = None
+        self.failed = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
     def put(self, name: str, record: dict[str, Any]) -> None:
+        self.check()
         self._pending.setdefault(name, []).append(record)
         self._wake.set()
 
@@ -90,12 +216,19 @@ class BufferedAppender:
             self._wake.clear()
             pending, self._pending = self._pending, {}
             for name, records in pending.items():
-                await asyncio.to_thread(self._store.append, name, records)
+                try:
+                    await asyncio.to_thread(self._store.append, name, records)
+                except StoreWriteError as err:
+                    self.error = err
+                    self.failed.set()
+                    return
             if self._closing and not self._pending:
                 return
 
     async def aclose(self) -> None:
+        """Flush what is pending; raises the write error if there was one."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
             await self._task
+        self.check()
