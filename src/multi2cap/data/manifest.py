@@ -1,5 +1,5 @@
 """The manifest: one JSON line per audio clip, the common currency between readers, the VggCaps
-builder, the dataset analysis and training (ARCHITECTURE.md section 3).
+builder, the dataset analysis and training (schema: docs/data_formats.md).
 
 Paths inside a manifest file are relative to the manifest's folder; `read_manifest` makes them
 absolute and `write_manifest` makes them relative again. Directory symlinks are resolved (so the

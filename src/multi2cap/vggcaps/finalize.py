@@ -1,7 +1,7 @@
 """Split and export (Figure 1, right): the 1 % test split and the final files, derived from the
 work files and rewritten atomically, sorted by id:
 
-- `vggcaps.jsonl` (ARCHITECTURE.md section 3 records, plus `model`),
+- `vggcaps.jsonl` (the records of docs/data_formats.md),
 - `manifest.jsonl` (`multi2cap.data.manifest`, image = frame, one caption per clip),
 - `vggcaps.parquet` (the same records, usage flattened to columns),
 - `failures.jsonl` (clips that are still unfinished, with the latest reason).
@@ -31,7 +31,7 @@ class FinalizeResult:
 def vggcaps_record(
     extract: dict[str, Any], caption: dict[str, Any], split_seed: int, test_fraction: float
 ) -> VggCapsRecord:
-    """The released record (ARCHITECTURE.md section 3) of one finished clip."""
+    """The released record (docs/data_formats.md) of one finished clip."""
     return {
         "id": extract["id"],
         "youtube_id": extract.get("youtube_id"),

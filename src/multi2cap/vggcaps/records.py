@@ -146,7 +146,7 @@ class Usage(TypedDict):
 
 
 class VggCapsRecord(TypedDict):
-    """One released record of `vggcaps.jsonl` (ARCHITECTURE.md section 3, plus `model`); paths
+    """One released record of `vggcaps.jsonl` (docs/data_formats.md); paths
     are relative to the output folder, `duration_s` is the source file's duration."""
 
     id: str

@@ -1,7 +1,7 @@
 """What every caption-dataset reader shares: the result it returns, the CSV reader that names the
 file and line of a malformed row, and the media lookups.
 
-Policy for missing media (ARCHITECTURE.md: never silently dropped): a record whose audio (or image)
+Policy for missing media (docs/data_formats.md: never silently dropped): a record whose audio (or image)
 file is absent is kept *out* of the manifest, because every consumer of a manifest (training,
 evaluation, analysis) would otherwise fail on it later, and is listed in `ReadResult.missing` with
 the path that was expected and the row that named it. Duplicate ids keep their first occurrence

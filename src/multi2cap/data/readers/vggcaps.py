@@ -1,4 +1,4 @@
-"""VggCaps JSONL (ARCHITECTURE.md section 3), as `multi2cap vggcaps build` writes it.
+"""VggCaps JSONL (docs/data_formats.md), as `multi2cap vggcaps build` writes it.
 
 A record holds `id` (`{ytid}_{start:06d}`), `split`, `category`, `caption`, `audio` and `frame`
 (paths relative to the JSONL's folder), `duration_s` and provenance fields the manifest does not
