@@ -107,3 +107,12 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def type_name(value: Any) -> str:
+    """What a value is, for errors that say what they found: `dict`, `str`, `list[int]` (a
+    non-empty list or tuple shows its first element's type)."""
+    name = type(value).__name__
+    if isinstance(value, list | tuple) and value:
+        return f"{name}[{type(value[0]).__name__}]"
+    return name

@@ -80,3 +80,9 @@ def test_the_schema_is_declared_once_and_every_key_follows_it(tmp_path: Path):
     hand_made.write_text('{"id": "y", "split": "s"}\n')
     with pytest.raises(ValueError, match=r"hand\.jsonl:1: .* lacks \['dataset', 'audio'\]"):
         read_manifest(hand_made)
+
+
+def test_a_wrongly_typed_field_says_what_was_found() -> None:
+    record = {"id": "x", "dataset": "d", "split": "s", "audio": "a.wav", "captions": {"0": "c"}}
+    with pytest.raises(ValueError, match=r"'captions': expected list\[str\], found dict"):
+        ManifestRecord.from_json(record)

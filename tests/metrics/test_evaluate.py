@@ -178,3 +178,19 @@ def test_availability_report(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = {name: (ok, detail) for name, ok, detail in asset_statuses()}
     assert rows["FENSE error detector (echecker)"][0] is False
     assert any(ok for ok, _ in rows.values())  # the pycocoevalcap wheel is a dependency
+
+
+def test_caption_file_type_errors_say_what_was_found(tmp_path: Path) -> None:
+    from multi2cap.metrics.files import CaptionFileError, read_predictions, read_references
+
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text('{"id": "a", "caption": ["a dog"]}\n')
+    with pytest.raises(CaptionFileError, match=r"p\.jsonl:1: `caption`: expected str, found list"):
+        read_predictions(predictions)
+    predictions.write_text('{"name": "a", "caption": "a dog"}\n')
+    with pytest.raises(CaptionFileError, match=r"an `id` field, found keys \['caption', 'name'\]"):
+        read_predictions(predictions)
+    references = tmp_path / "r.jsonl"
+    references.write_text('{"id": "a", "captions": "a dog"}\n')
+    with pytest.raises(CaptionFileError, match=r"`captions`: expected list\[str\], found str"):
+        read_references(references)

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from multi2cap.io import read_jsonl, write_jsonl
+from multi2cap.io import read_jsonl, type_name, write_jsonl
 
 
 class _ManifestKeys(TypedDict):
@@ -83,7 +83,10 @@ class ManifestRecord:
             raise ValueError(f"manifest record {record.get('id', '?')!r} lacks {missing}")
         captions = record.get("captions") or []
         if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-            raise ValueError(f"manifest record {record['id']!r}: 'captions' must be a list of str")
+            raise ValueError(
+                f"manifest record {record['id']!r}: 'captions': expected list[str], "
+                f"found {type_name(captions)}"
+            )
         values: dict[str, Any] = {name: record.get(name) for name in MANIFEST_COLUMNS}
         values.update({name: str(record[name]) for name in REQUIRED_COLUMNS})
         values["captions"] = list(captions)

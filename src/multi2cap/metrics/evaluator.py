@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from multi2cap.assets import AssetNotFoundError, java_executable
+from multi2cap.io import type_name
 from multi2cap.metrics import combined
 from multi2cap.metrics._ngrams import build_ngram_table
 from multi2cap.metrics.bleu import bleu
@@ -522,10 +523,10 @@ class Evaluator:
 def _check_inputs(candidates: Sequence[str], mult_references: Sequence[Sequence[str]]) -> None:
     """Type and shape errors say what was expected and what was found."""
     if isinstance(candidates, str) or not isinstance(candidates, Sequence):
-        raise TypeError(f"candidates: expected list[str], found {_type_name(candidates)}")
+        raise TypeError(f"candidates: expected list[str], found {type_name(candidates)}")
     if isinstance(mult_references, str) or not isinstance(mult_references, Sequence):
         raise TypeError(
-            f"mult_references: expected list[list[str]], found {_type_name(mult_references)}"
+            f"mult_references: expected list[list[str]], found {type_name(mult_references)}"
         )
     if len(candidates) != len(mult_references):
         raise ValueError(f"{len(candidates)} candidates but {len(mult_references)} reference lists")
@@ -533,22 +534,14 @@ def _check_inputs(candidates: Sequence[str], mult_references: Sequence[Sequence[
         raise ValueError("nothing to evaluate: no candidates")
     for i, (cand, refs) in enumerate(zip(candidates, mult_references, strict=True)):
         if not isinstance(cand, str):
-            raise TypeError(f"candidate {i}: expected str, found {_type_name(cand)}")
+            raise TypeError(f"candidate {i}: expected str, found {type_name(cand)}")
         if isinstance(refs, str) or not isinstance(refs, Sequence):
-            raise TypeError(f"item {i}: references: expected list[str], found {_type_name(refs)}")
+            raise TypeError(f"item {i}: references: expected list[str], found {type_name(refs)}")
         if not refs:
             raise ValueError(f"item {i}: references must be a non-empty list of strings, found []")
         for j, ref in enumerate(refs):
             if not isinstance(ref, str):
-                raise TypeError(f"item {i}: reference {j}: expected str, found {_type_name(ref)}")
-
-
-def _type_name(value: Any) -> str:
-    """`dict`, `list[int]`, `str`: a value's type, with the element type of a non-empty list."""
-    name = type(value).__name__
-    if isinstance(value, list | tuple) and value:
-        return f"{name}[{type(value[0]).__name__}]"
-    return name
+                raise TypeError(f"item {i}: reference {j}: expected str, found {type_name(ref)}")
 
 
 def evaluate(

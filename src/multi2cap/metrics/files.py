@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from multi2cap.io import atomic_write_text
+from multi2cap.io import atomic_write_text, type_name
 from multi2cap.metrics.evaluator import EvalResult
 
 _ID_COLUMNS = ("id", "file_name")
@@ -121,7 +121,9 @@ def _read_json_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
                 raise CaptionFileError(f"{path}:{number}: invalid JSON ({err.msg})") from err
     for where, record in items:
         if not isinstance(record, dict) or "id" not in record:
-            raise CaptionFileError(f"{where}: expected an object with an `id` field")
+            raise CaptionFileError(
+                f"{where}: expected an object with an `id` field, found {_found(record)}"
+            )
     return items
 
 
@@ -141,7 +143,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
 
     def add(key: str, caption: Any, where: str) -> None:
         if not isinstance(caption, str):
-            raise CaptionFileError(f"{where}: `caption` must be a string")
+            raise CaptionFileError(f"{where}: `caption`: expected str, found {type_name(caption)}")
         if key in out:
             raise CaptionFileError(f"{where}: duplicate id {key!r}")
         out[key] = caption
@@ -190,7 +192,9 @@ def read_references(path: str | Path) -> dict[str, list[str]]:
         for where, record in _read_json_records(path):
             captions = record.get("captions")
             if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-                raise CaptionFileError(f"{where}: `captions` must be a list of strings")
+                raise CaptionFileError(
+                    f"{where}: `captions`: expected list[str], found {type_name(captions)}"
+                )
             key = str(record["id"])
             if key in out:
                 raise CaptionFileError(f"{where}: duplicate id {key!r}")
@@ -261,3 +265,10 @@ def write_per_item(path: str | Path, ids: list[str], result: EvalResult) -> None
     for i, key in enumerate(ids):
         writer.writerow([key, *(repr(result.per_item[k][i]) for k in keys)])
     atomic_write_text(path, buffer.getvalue())
+
+
+def _found(record: Any) -> str:
+    """An object without `id` shows its keys; anything else its type."""
+    if isinstance(record, dict):
+        return f"keys {sorted(record)[:8]}"
+    return type_name(record)
