@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         help=(
             "Pre-train or fine-tune Multi2Cap from a YAML recipe (configs/*.yaml). Extra KEY=VALUE "
             "arguments override recipe fields by dotted path, e.g. optim.lr=1e-4. Multi-GPU: "
-            "torchrun --nproc_per_node N -m multi2cap.cli.main train --config ... (DDP; add "
+            "torchrun --nproc_per_node N -m multi2cap train --config ... (DDP; add "
             "runtime.strategy=fsdp to shard the model with FSDP2)"
         ),
     )(train_command)
