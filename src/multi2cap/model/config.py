@@ -45,19 +45,36 @@ class LoraSpec(_Strict):
     targets: list[str] | None = None
 
 
-class AudioEncoderSpec(_Strict):
-    """CED audio encoder: a preset name (`tiny|mini|small|base` = `mispeech/ced-<name>`), a hub id
-    or a local folder with pretrained weights; or `config`, inline `CedConfig` fields for random
-    weights (`{"preset": "base"}` gives the real shape with random weights)."""
+class HfAudioOptions(_Strict):
+    """Options of a transformers audio encoder (`kind: hf`, `multi2cap.model.hf_audio`):
+    `chunk_seconds` (default: the encoder's native window, e.g. 30 s for Whisper), `pool`
+    (average this many consecutive time tokens), `dtype` of the frozen backbone (LoRA stays
+    float32)."""
 
+    chunk_seconds: float | None = Field(None, gt=0.0)
+    pool: int = Field(1, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class AudioEncoderSpec(_Strict):
+    """Audio encoder. `kind: ced` (default): a CED preset name (`tiny|mini|small|base` =
+    `mispeech/ced-<name>`), a hub id or a local folder with pretrained weights; or `config`,
+    inline `CedConfig` fields for random weights (`{"preset": "base"}` gives the real shape with
+    random weights). `kind: hf`: a transformers audio model (Whisper, CLAP, AST, wav2vec2,
+    HuBERT) by hub id or folder, or an inline config with `model_type`; options in `hf`."""
+
+    kind: Literal["ced", "hf"] = "ced"
     source: str | None = "base"
     config: dict[str, Any] | None = None
     lora: LoraSpec = Field(default_factory=LoraSpec)
+    hf: HfAudioOptions = Field(default_factory=HfAudioOptions)
 
     @model_validator(mode="after")
     def _one_source(self) -> AudioEncoderSpec:
         if (self.source is None) == (self.config is None):
             raise ValueError("audio encoder: give exactly one of `source` and `config`")
+        if self.kind == "hf" and self.source == "base":
+            raise ValueError("audio.kind hf: set `source` to a hub id or folder (or `config`)")
         return self
 
 

@@ -41,6 +41,7 @@ from multi2cap.model.config import (
     VisionEncoderSpec,
 )
 from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean, segment_weights
+from multi2cap.model.hf_audio import HfAudioEncoder, build_hf_encoder
 from multi2cap.model.hub import hub_asset
 from multi2cap.model.llm import CaptionDecoder, build_tokenizer
 from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
@@ -87,9 +88,12 @@ class ProbeEmbeddings:
     v_cls_shared: Tensor
 
 
-def build_audio_encoder(spec: AudioEncoderSpec) -> CedEncoder:
+def build_audio_encoder(spec: AudioEncoderSpec) -> CedEncoder | HfAudioEncoder:
     """CED from a preset name / hub id / folder, or random from inline fields (`preset` picks
-    the base shape), frozen, with LoRA when enabled."""
+    the base shape), frozen, with LoRA when enabled; `kind: hf` builds a transformers encoder
+    (`multi2cap.model.hf_audio`) the same way."""
+    if spec.kind == "hf":
+        return build_hf_encoder(spec)
     if spec.config is not None:
         fields = dict(spec.config)
         preset = fields.pop("preset", None)
