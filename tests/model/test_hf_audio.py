@@ -283,3 +283,15 @@ def test_multi2cap_trains_saves_and_reloads_with_an_hf_encoder(kind: str, tmp_pa
             torch.testing.assert_close(a, b)
     lens = batch["audio_lengths"]
     assert loaded.caption(batch["audio"], lens) == model.caption(batch["audio"], lens)
+
+
+def test_whisper_recipes_validate() -> None:
+    from multi2cap.train.config import load_train_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    pre = load_train_config(configs / "pretrain_vggcaps_whisper.yaml")
+    model = Multi2CapConfig.model_validate(pre.model)
+    assert (pre.stage, model.grounding, model.audio.kind) == ("pretrain", False, "hf")
+    assert model.audio.source == "openai/whisper-small" and model.audio.hf.pool == 8
+    fine = load_train_config(configs / "finetune_clotho_whisper.yaml")
+    assert fine.stage == "finetune" and fine.init_from.endswith("pretrain_vggcaps_whisper/best")
