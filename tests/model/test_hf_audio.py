@@ -51,6 +51,14 @@ TINY = {
         num_attention_heads=[2, 2, 2, 2],
         hidden_size=128,
     ),
+    "clap-fused": dict(  # the fused variant: 4 mel views, attention feature fusion
+        model_type="clap_audio_model",
+        patch_embeds_hidden_size=16,
+        depths=[1, 1, 1, 1],
+        num_attention_heads=[2, 2, 2, 2],
+        hidden_size=128,
+        enable_fusion=True,
+    ),
     "wav2vec2": dict(
         model_type="wav2vec2",
         hidden_size=32,
@@ -77,6 +85,7 @@ LENGTHS = {
     "whisper": [300, int(1.3 * SR), int(4.5 * SR)],
     "ast": [300, int(1.3 * SR), int(4.5 * SR)],
     "clap": [300, int(3.1 * SR), int(12.5 * SR)],
+    "clap-fused": [300, int(2.1 * SR), int(10.5 * SR)],
     "wav2vec2": [300, int(3.1 * SR), int(17.0 * SR)],
     "hubert": [300, int(1.1 * SR), int(16.0 * SR)],
 }
@@ -84,6 +93,7 @@ RATES = {
     "whisper": 50.0,
     "ast": 19 / 2,  # AST: (200 - 16) // 10 + 1 columns per 2 s
     "clap": 3.2,
+    "clap-fused": 3.2,
     "wav2vec2": 50.0,
     "hubert": 50.0,
 }
@@ -226,17 +236,44 @@ def test_missing_folder_names_the_config_field(tmp_path: Path, monkeypatch) -> N
         build_hf_audio_encoder(str(tmp_path / "no-such-encoder"))
 
 
-def test_pretrained_folder_round_trip(tmp_path: Path) -> None:
-    """A saved transformers folder (full WhisperModel + preprocessor) loads as the encoder."""
+def _saved_folder(kind: str, folder: Path) -> tuple[torch.nn.Module, Path]:
+    """A tiny full model of the kind a hub repo holds, saved with its feature extractor; returns
+    the audio part that should be loaded from it."""
     import transformers as tf
 
-    fields = {k: v for k, v in TINY["whisper"].items() if k != "model_type"}
+    fields = {k: v for k, v in TINY[kind].items() if k != "model_type"}
     torch.manual_seed(0)
-    full = tf.WhisperModel(tf.WhisperConfig(**fields))
-    full.save_pretrained(tmp_path / "w")
-    tf.WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path / "w")
-    encoder = build_hf_audio_encoder(str(tmp_path / "w"))
-    torch.testing.assert_close(encoder.model.state_dict(), full.get_encoder().state_dict())
+    if kind == "whisper":  # a speech-recognition checkpoint: encoder + decoder
+        full = tf.WhisperForConditionalGeneration(tf.WhisperConfig(**fields))
+        part, fe = full.get_encoder(), tf.WhisperFeatureExtractor(feature_size=80)
+    elif kind == "ast":  # an AudioSet classifier (`audio_spectrogram_transformer.` prefix)
+        full = tf.ASTForAudioClassification(tf.ASTConfig(**fields))
+        part = full.audio_spectrogram_transformer
+        fe = tf.ASTFeatureExtractor(max_length=fields["max_length"])
+    elif kind == "clap":  # the two-tower CLAP model; only its audio tower is kept
+        text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+        text.update(intermediate_size=64, vocab_size=100, max_position_embeddings=40)
+        config = tf.ClapConfig(text_config=text, audio_config=fields, projection_dim=16)
+        full = tf.ClapModel(config)
+        part, fe = full.audio_model, tf.ClapFeatureExtractor()
+    else:
+        full = tf.HubertModel(tf.HubertConfig(**fields))
+        part, fe = full, tf.Wav2Vec2FeatureExtractor()
+    full.save_pretrained(folder)
+    fe.save_pretrained(folder)
+    return part, folder
+
+
+@pytest.mark.parametrize("kind", ["whisper", "ast", "clap", "hubert"])
+def test_pretrained_folders_load_the_audio_part(kind: str, tmp_path: Path) -> None:
+    part, folder = _saved_folder(kind, tmp_path / kind)
+    encoder = build_hf_audio_encoder(str(folder))
+    torch.testing.assert_close(encoder.model.state_dict(), part.state_dict())
+    assert encoder.model_type == part.config.model_type
+    waves, lens = _waves(LENGTHS[kind][:2])
+    with torch.no_grad():
+        tokens, mask = encoder(waves, lens)
+    assert tokens.shape[-1] == encoder.output_dim and mask.any(1).all()
 
 
 def test_config_validation() -> None:
@@ -283,6 +320,9 @@ def test_multi2cap_trains_saves_and_reloads_with_an_hf_encoder(kind: str, tmp_pa
             torch.testing.assert_close(a, b)
     lens = batch["audio_lengths"]
     assert loaded.caption(batch["audio"], lens) == model.caption(batch["audio"], lens)
+    probe = model.probe_embeddings(batch)  # the grounding probes read the same embeddings
+    assert probe.a_mean.shape == (4, model.audio_encoder.output_dim)
+    assert probe.attention.shape[1] == probe.audio_mask.shape[1]
 
 
 def test_whisper_recipes_validate() -> None:

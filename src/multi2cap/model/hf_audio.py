@@ -325,7 +325,11 @@ class ClapAudioEncoder(HfAudioEncoder):
         return min(self._time_tokens(), max(1, math.ceil(samples * self._time_tokens() / native)))
 
     def _encode_chunks(self, chunks: Sequence[Tensor]) -> list[Tensor]:
-        inputs = self._features(chunks)
+        # The input layout follows the model, not the extractor's saved default: "fusion" stacks
+        # 4 mel views (for fused models only); "rand_trunc" gives 1 and never crops here (chunks
+        # fit the window), so both are deterministic.
+        fusion = bool(self.model.config.enable_fusion)
+        inputs = self._features(chunks, truncation="fusion" if fusion else "rand_trunc")
         out = self.model(
             input_features=inputs["input_features"].to(self.dtype), is_longer=inputs["is_longer"]
         )
