@@ -282,6 +282,8 @@ def test_config_validation() -> None:
     spec = AudioEncoderSpec(kind="hf", source="openai/whisper-base", hf={"pool": 2})
     assert spec.hf == HfAudioOptions(pool=2)
     assert AudioEncoderSpec().kind == "ced"
+    inline = Multi2CapConfig.from_yaml("audio: {kind: hf, config: {model_type: hubert}}").audio
+    assert inline.source is None and inline.config == {"model_type": "hubert"}
 
 
 def _tiny_config(kind: str, grounding: bool = True) -> Multi2CapConfig:

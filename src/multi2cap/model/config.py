@@ -69,6 +69,14 @@ class AudioEncoderSpec(_Strict):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     hf: HfAudioOptions = Field(default_factory=HfAudioOptions)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _hf_config_needs_no_source(cls, data: Any) -> Any:
+        """`kind: hf` with an inline `config`: the CED default `source` does not apply."""
+        if isinstance(data, dict) and data.get("kind") == "hf" and "source" not in data:
+            return {**data, "source": None} if data.get("config") is not None else data
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> AudioEncoderSpec:
         if (self.source is None) == (self.config is None):
