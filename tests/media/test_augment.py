@@ -161,6 +161,7 @@ def test_time_stretch_apply_reports_valid_lengths_of_the_stretched_part() -> Non
     assert peak_hz(out[2, : valid[2]]) == pytest.approx(1000.0, abs=10.0)
     slowed, grown = TimeStretch(factor=(1.25, 1.25)).apply(waves[2:], lengths[2:], gen(0))
     assert grown.tolist() == [round(0.625 * SR)]  # grows into the padding, within the row
+    assert float(slowed[0, grown[0] :].abs().max()) == 0.0
     assert torch.equal(TimeStretch(factor=(0.8, 0.8))(waves[:2], gen(0)), out[:2])
 
 
