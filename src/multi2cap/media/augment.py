@@ -304,9 +304,10 @@ class RandomAugment:
         """Augment rows of `waves (B, n)` that are valid for their first `lengths[b]` samples
         (all n when None); returns the rows and their valid lengths after the transforms.
 
-        A `LengthAwareTransform` (`TimeStretch`) updates the
-        lengths; the others see only the valid part of a partly padded row, so noise is not
-        added to, and a shift does not roll, the padding. What `CaptionDataset` calls."""
+        A `LengthAwareTransform` (`TimeStretch`) updates the lengths; the others see only the
+        valid part of a partly padded row, so noise is not added to, and a shift does not roll,
+        the padding. Rows without padding are transformed together, as by `__call__`, which
+        is this with the lengths dropped. What `CaptionDataset` calls."""
         if generator is not None and generator.device.type != "cpu":
             raise ValueError("RandomAugment draws its plan on the CPU: pass a CPU generator")
         b, n = waves.shape

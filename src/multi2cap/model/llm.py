@@ -289,10 +289,9 @@ class NoEmptyStart(LogitsProcessor):
     """Masks `banned` token ids at the first decoding step of a `generate` call (one instance
     per call: the first call it sees is that step, whatever the prompt length).
 
-    A caption starting with EOS is empty; one starting with pad or another special token
-    decodes to nothing either when that token is skipped. The first step is where random or
-    under-trained models fall into this (a stop token is the most frequent label of
-    L_cap), and `min_new_tokens=1` only bans EOS."""
+    A caption starting with EOS is empty, and one starting with pad or another special token
+    decodes to nothing either (decoding skips them). Early in training EOS, a label of every
+    caption, is often the most likely first token. `min_new_tokens=1` would ban EOS alone."""
 
     def __init__(self, banned: list[int]) -> None:
         self.banned = banned
