@@ -84,7 +84,7 @@ def test_attention_weights_are_the_grounding_cross_attention() -> None:
     patches = torch.randn(2, 16, 32)
     mask = torch.ones(2, 7, dtype=torch.bool)
     with torch.no_grad():
-        expected = model.grounding(audio, mask, patches).attention
+        expected = model.grounding(audio, mask, patches, need_weights=True).attention
         got = probes.attention_weights(
             model.grounding, model.grounding.audio_proj(audio), patches
         ).mean(dim=1)

@@ -24,7 +24,7 @@ from multi2cap.data.dataset import (
 from multi2cap.data.manifest import ManifestRecord
 from multi2cap.data.readers import read_dataset
 from multi2cap.media.audio import load_audio
-from multi2cap.media.augment import PolarityFlip, RandomAugment
+from multi2cap.media.augment import PolarityFlip, RandomAugment, TimeStretch
 
 SR = 16000
 
@@ -131,6 +131,22 @@ def test_augment_runs_on_the_unpadded_crop_and_is_refitted(records):
     assert torch.equal(hen["audio"][:n_hen], -hen_plain["audio"][:n_hen])
     with pytest.raises(ValueError, match="augment is for training only"):
         CaptionDataset(records, train=False, augment=stretch_twice)
+
+
+def test_time_stretch_padding_is_not_valid_audio(records):
+    """A sped-up crop is zero-padded back to the clip: the padding must count as padding in
+    `length` (and so in the encoder's mask), not as silent audio."""
+    speed_up = RandomAugment([TimeStretch(factor=(0.8, 0.8))], 1.0)
+    dataset = CaptionDataset(records, train=True, clip_seconds=2.0, augment=speed_up)
+    long_clip, short_clip = dataset[0], dataset[2]  # blackbird cropped to 2 s; hen 1.45 s
+    plain_short = CaptionDataset(records, train=True, clip_seconds=2.0)[2]["length"]
+    assert long_clip["length"] == round(0.8 * 2 * SR)
+    assert short_clip["length"] == round(0.8 * plain_short)
+    for item in (long_clip, short_clip):
+        assert float(item["audio"][item["length"] :].abs().max()) == 0.0
+        assert float(item["audio"][item["length"] - 800 : item["length"]].abs().max()) > 0.0
+    batch = collate_captions([long_clip, short_clip])
+    assert batch["audio_lengths"].tolist() == [long_clip["length"], short_clip["length"]]
 
 
 def test_media_random_augment_plugs_in_and_is_reproducible(records):

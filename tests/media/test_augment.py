@@ -145,3 +145,40 @@ def test_bad_parameters_are_rejected() -> None:
         RandomAugment(probabilities=[0.1, 0.2])
     with pytest.raises(ValueError, match=r"\(B, n\)"):
         TimeShift()(torch.zeros(1, 1, 1))
+
+
+def test_time_stretch_apply_reports_valid_lengths_of_the_stretched_part() -> None:
+    waves = sine(batch=3)
+    lengths = torch.tensor([SR, SR, SR // 2])  # the last row: half a second, then padding
+    waves[2, SR // 2 :] = 0.0
+    out, valid = TimeStretch(factor=(0.8, 0.8)).apply(waves, lengths, gen(0))
+    assert out.shape == waves.shape
+    assert valid.tolist() == [round(0.8 * SR), round(0.8 * SR), round(0.4 * SR)]
+    for row, n in enumerate(valid.tolist()):
+        assert float(out[row, n:].abs().max()) == 0.0
+        assert float(out[row, n - 400 : n].abs().max()) > 0.1  # audio up to the valid end
+    # the padded row's half second was stretched, not the whole padded row
+    assert peak_hz(out[2, : valid[2]]) == pytest.approx(1000.0, abs=10.0)
+    slowed, grown = TimeStretch(factor=(1.25, 1.25)).apply(waves[2:], lengths[2:], gen(0))
+    assert grown.tolist() == [round(0.625 * SR)]  # grows into the padding, within the row
+    assert float(slowed[0, grown[0] :].abs().max()) == 0.0
+    assert torch.equal(TimeStretch(factor=(0.8, 0.8))(waves[:2], gen(0)), out[:2])
+
+
+def test_random_augment_apply_keeps_the_padding_out_of_the_audio() -> None:
+    """Stretch (speed-up) then noise and shift: the padding the speed-up left stays zero and
+    is reported as padding, and the other transforms work on the valid part only."""
+    composer = RandomAugment(
+        [TimeStretch(factor=(0.8, 0.8)), AddWhiteNoise(snr_db=(20.0, 20.0)), TimeShift(0.2)],
+        1.0,
+    )
+    waves = sine(batch=2)
+    for seed in range(4):
+        out, valid = composer.apply(waves, None, gen(seed))
+        assert valid.tolist() == [round(0.8 * SR)] * 2
+        assert float(out[:, round(0.8 * SR) :].abs().max()) == 0.0
+    out, valid = composer.apply(waves, torch.tensor([SR, SR // 2]), gen(1))
+    assert valid.tolist() == [round(0.8 * SR), round(0.4 * SR)]
+    assert float(out[1, round(0.4 * SR) :].abs().max()) == 0.0
+    # the plain call is the same draw, without the lengths
+    assert torch.equal(composer(waves, gen(3)), composer.apply(waves, None, gen(3))[0])

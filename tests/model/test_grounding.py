@@ -46,7 +46,7 @@ def test_grounding_shapes_and_padding_does_not_leak() -> None:
     audio = torch.randn(2, 9, 6)
     mask = torch.tensor([[True] * 9, [True] * 5 + [False] * 4])
     visual = torch.randn(2, 16, 10)
-    out = grounding(audio, mask, visual)
+    out = grounding(audio, mask, visual, need_weights=True)
     assert out.g.shape == (2, 4, 8)
     assert out.attention.shape == (2, 9, 16)
     torch.testing.assert_close(out.attention.sum(-1), torch.ones(2, 9))
@@ -55,6 +55,41 @@ def test_grounding_shapes_and_padding_does_not_leak() -> None:
     torch.testing.assert_close(grounding(garbage, mask, visual).g, out.g)
     # the visual input matters: other patches give other grounding tokens
     assert not torch.allclose(grounding(audio, mask, visual.flip(0)).g, out.g)
+
+
+def _aten_ops(fn) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.key for event in prof.key_averages()}
+
+
+def test_grounding_runs_fused_attention_unless_weights_are_asked_for() -> None:
+    """Training and captioning take the SDPA path (no weights); the probe path materialises
+    the weights; both compute the same g and the same gradients."""
+    torch.manual_seed(0)
+    grounding = AVGrounding(d_audio=6, d_visual=10, d_g=16, heads=4, k=4).train()
+    audio = torch.randn(3, 9, 6, requires_grad=True)
+    mask = torch.tensor([[True] * 9, [True] * 5 + [False] * 4, [True] * 2 + [False] * 7])
+    visual = torch.randn(3, 16, 10)
+
+    def run(need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        out = grounding(audio, mask, visual, need_weights=need_weights)
+        params = [audio, *grounding.parameters()]
+        grads = torch.autograd.grad(out.g.square().sum(), params)
+        return out.g, out.attention, list(grads)
+
+    fused_g, fused_attention, fused_grads = run(False)
+    probe_g, probe_attention, probe_grads = run(True)
+    assert fused_attention is None
+    assert probe_attention is not None and probe_attention.shape == (3, 9, 16)
+    torch.testing.assert_close(fused_g, probe_g, rtol=1e-5, atol=1e-6)
+    for got, want in zip(fused_grads, probe_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    fused_ops = _aten_ops(lambda: grounding(audio, mask, visual))
+    probe_ops = _aten_ops(lambda: grounding(audio, mask, visual, need_weights=True))
+    assert "aten::scaled_dot_product_attention" in fused_ops
+    assert "aten::scaled_dot_product_attention" not in probe_ops
+    assert "aten::_softmax" in probe_ops and "aten::_softmax" not in fused_ops
 
 
 def test_info_nce_value_matches_symmetric_cross_entropy() -> None:

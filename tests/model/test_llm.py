@@ -136,3 +136,20 @@ def test_backbone_generation_defaults_do_not_leak_into_decoding() -> None:
     hub_defaults.repetition_penalty, hub_defaults.min_new_tokens = 10.0, 7
     assert decoder.generate(prefix, mask, **options) == clean
     assert decoder.model.generation_config is hub_defaults  # put back after the call
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_no_empty_caption_from_a_decoder_that_wants_to_stop_at_once(num_beams: int) -> None:
+    """A decoder whose strongest logits are EOS, then pad, then BOS: decoding from it would
+    stop at once (""), or emit only tokens decoding drops. The first token must be a word; EOS
+    may (and here does) follow right after."""
+    decoder = _decoder().eval()
+    tok = decoder.tokenizer
+    bias = torch.zeros(len(tok))
+    bias[[tok.eos_token_id, tok.pad_token_id, tok.bos_token_id]] = torch.tensor([60.0, 50.0, 40.0])
+    decoder.model.lm_head.register_forward_hook(lambda _m, _i, out: out + bias)
+    prefix, mask = _prefix([5, 2])
+    captions = decoder.generate(prefix, mask, num_beams=num_beams, max_new_tokens=6)
+    assert all(captions), captions
+    assert all(len(c.split()) == 1 for c in captions), captions  # then EOS, as the bias wants
+    assert all(w in decoder.spec.tokenizer.words for c in captions for w in c.split())

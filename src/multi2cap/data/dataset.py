@@ -7,7 +7,7 @@ it:
 | | training (`train=True`) | evaluation |
 |---|---|---|
 | audio | random crop of `clip_seconds` when longer (decoding only that window when the record's `duration_s` says it is longer), zero-padded to `clip_seconds` when shorter | whole clip |
-| augment | `augment(wave (1, n), generator)` on the cropped (unpadded) part | none |
+| augment | `augment(wave (1, n), generator)` on the cropped (unpadded) part; a `LengthAwareTransform` (`RandomAugment`) also gives the valid length, so the zeros a time-stretch speed-up leaves count as padding | none |
 | image | RandomResizedCrop -> `image_size` square (bicubic) | short side -> `image_size`, centre crop |
 | caption | a random one of the references | the first reference |
 
@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from multi2cap.data.manifest import ManifestRecord
 from multi2cap.media.audio import SAMPLE_RATE, load_audio
+from multi2cap.media.augment import LengthAwareTransform
 from multi2cap.media.errors import MediaError
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,13 @@ class CaptionDataset(Dataset[CaptionItem | None]):
             wave = wave[start : start + self.clip_samples]
         if self.augment is not None:
             generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
-            wave = self.augment(wave[None, :], generator)[0][: self.clip_samples]
+            if isinstance(self.augment, LengthAwareTransform):
+                # Speeding up pads the row with zeros: those are not audio (see `length`).
+                augmented, valid = self.augment.apply(wave[None, :], None, generator)
+                wave = augmented[0, : int(valid[0])]
+            else:
+                wave = self.augment(wave[None, :], generator)[0]
+            wave = wave[: self.clip_samples]
         length = wave.shape[0]
         padded = torch.zeros(self.clip_samples, dtype=torch.float32)
         padded[:length] = wave

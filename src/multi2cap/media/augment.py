@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -22,6 +22,17 @@ class WaveTransform(Protocol):
     """A batched waveform transform: `(B, n)` -> `(B, n)`."""
 
     def __call__(self, waves: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class LengthAwareTransform(Protocol):
+    """A transform that also takes and returns each row's valid length in samples: rows of
+    `waves (B, n)` are valid for their first `lengths[b]` (all n when None), and the returned
+    `(B,)` lengths say how much of each output row is audio rather than padding."""
+
+    def apply(
+        self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 def _uniform(
@@ -174,7 +185,8 @@ class TimeStretch:
 
     `factor` 1.25 makes a clip 25 % longer (slower), 0.8 shorter. With `keep_length=True`
     (default, so batches keep their shape) the result is cut at the original length (the tail
-    of a slowed clip is dropped) or zero-padded at the end (a sped-up clip); with
+    of a slowed clip is dropped) or zero-padded at the end (a sped-up clip; `apply` also
+    returns the valid lengths, which `RandomAugment.apply` passes on); with
     `keep_length=False` a `(B, n)` batch must hold one example, or the factors must all produce
     the same length, and the stretched length is returned.
     """
@@ -191,19 +203,45 @@ class TimeStretch:
 
     def __call__(self, waves: Tensor, generator: torch.Generator | None = None) -> Tensor:
         batch, squeeze = _as_batch(waves)
-        b, n = batch.shape
-        factors = _uniform(*self.factor, b, generator, torch.device("cpu")).tolist()
-        dtype = torch.float64 if batch.dtype == torch.float64 else torch.float32
-        outs = []
-        for wave, factor in zip(batch, factors, strict=True):
-            out = phase_vocoder_stretch(wave.to(dtype), factor, self.n_fft, self.hop_length)
-            if self.keep_length:
-                out = torch.nn.functional.pad(out[:n], (0, max(0, n - out.shape[0])))
-            outs.append(out.to(batch.dtype))
-        if len({o.shape[0] for o in outs}) > 1:
-            raise ValueError("keep_length=False gave different lengths within one batch")
-        out = torch.stack(outs)
+        if self.keep_length:
+            out = self.apply(batch, None, generator)[0]
+        else:
+            factors = self._factors(batch, generator)
+            outs = [self._stretch(w, f) for w, f in zip(batch, factors, strict=True)]
+            if len({o.shape[0] for o in outs}) > 1:
+                raise ValueError("keep_length=False gave different lengths within one batch")
+            out = torch.stack(outs).to(batch.dtype)
         return out.squeeze(0) if squeeze else out
+
+    def apply(
+        self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Stretch the valid part of each row of `waves (B, n)` (its first `lengths[b]` samples;
+        all n when None) and fit it back into n samples: a slowed row is cut at n, a sped-up
+        one zero-padded. Returns the rows and their new valid lengths `(B,)` int64
+        `min(n, round(length * factor))`, so the padding a speed-up leaves is not counted as
+        audio (it would otherwise reach the encoder's mask as valid silence)."""
+        b, n = waves.shape
+        if lengths is None:
+            lengths = torch.full((b,), n, dtype=torch.long)
+        out = torch.zeros_like(waves)
+        new_lengths = torch.empty(b, dtype=torch.long)
+        factors = self._factors(waves, generator)
+        rows = zip(waves, lengths.tolist(), factors, strict=True)
+        for row, (wave, length, factor) in enumerate(rows):
+            # The STFT's reflect padding needs more than n_fft / 2 samples: shorter rows stay.
+            valid = wave[:length]
+            stretched = self._stretch(valid, factor)[:n] if length > self.n_fft // 2 else valid
+            out[row, : stretched.shape[0]] = stretched.to(waves.dtype)
+            new_lengths[row] = stretched.shape[0]
+        return out, new_lengths
+
+    def _factors(self, batch: Tensor, generator: torch.Generator | None) -> list[float]:
+        return _uniform(*self.factor, batch.shape[0], generator, torch.device("cpu")).tolist()
+
+    def _stretch(self, wave: Tensor, factor: float) -> Tensor:
+        dtype = torch.float64 if wave.dtype == torch.float64 else torch.float32
+        return phase_vocoder_stretch(wave.to(dtype), factor, self.n_fft, self.hop_length)
 
 
 @dataclass(frozen=True)
@@ -257,12 +295,40 @@ class RandomAugment:
 
     def __call__(self, waves: Tensor, generator: torch.Generator | None = None) -> Tensor:
         batch, squeeze = _as_batch(waves)
+        out = self.apply(batch, None, generator)[0]
+        return out.squeeze(0) if squeeze else out
+
+    def apply(
+        self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Augment rows of `waves (B, n)` that are valid for their first `lengths[b]` samples
+        (all n when None); returns the rows and their valid lengths after the transforms.
+
+        A `LengthAwareTransform` (`TimeStretch`) updates the lengths; the others see only the
+        valid part of a partly padded row, so noise is not added to, and a shift does not roll,
+        the padding. Rows without padding are transformed together, as by `__call__`, which
+        is this with the lengths dropped. What `CaptionDataset` calls."""
         if generator is not None and generator.device.type != "cpu":
             raise ValueError("RandomAugment draws its plan on the CPU: pass a CPU generator")
-        order, selected = self.plan(batch.shape[0], generator)
-        out = batch.clone()
+        b, n = waves.shape
+        lengths = (
+            torch.full((b,), n, dtype=torch.long) if lengths is None else lengths.clone().long()
+        )
+        order, selected = self.plan(b, generator)
+        out = waves.clone()
         for index in order:
-            rows = selected[index].nonzero().flatten().to(out.device)
-            if rows.numel():
-                out[rows] = self.transforms[index](out[rows], generator)
-        return out.squeeze(0) if squeeze else out
+            transform = self.transforms[index]
+            rows = selected[index].nonzero().flatten()
+            if not rows.numel():
+                continue
+            if isinstance(transform, LengthAwareTransform):
+                stretched, new_lengths = transform.apply(out[rows], lengths[rows], generator)
+                out[rows.to(out.device)], lengths[rows] = stretched, new_lengths
+                continue
+            full = rows[lengths[rows] == n]
+            if full.numel():
+                out[full.to(out.device)] = transform(out[full.to(out.device)], generator)
+            for row in rows[(lengths[rows] < n) & (lengths[rows] > 0)].tolist():
+                valid = int(lengths[row])
+                out[row, :valid] = transform(out[row, :valid].unsqueeze(0), generator)[0]
+        return out, lengths

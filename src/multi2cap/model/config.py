@@ -20,6 +20,7 @@ from multi2cap.io import atomic_write_text
 from multi2cap.provenance import WRITTEN_BY_KEY, check_written_by, provenance
 
 AdapterInput = Literal["g", "g_hat", "mix"]
+LlmDtype = Literal["auto", "float32", "bfloat16", "float16"]
 LlmFamily = Literal["llama", "qwen2", "qwen3", "mistral"]
 
 DEFAULT_PROMPT = "Describe the sound in detail. Audio: <audio> Caption:"
@@ -91,11 +92,16 @@ class VisionEncoderSpec(_Strict):
 
     `feature_cache`: folder of per-image CLIP outputs (safetensors named by a hash of the pixels
     and the encoder), so frames seen again are not re-encoded. Only exact pixel tensors hit, so it
-    pays off for fixed pre-extracted frames (no random crop)."""
+    pays off for fixed pre-extracted frames (no random crop).
+
+    `width`: the tower's hidden width (V's last dimension), written by `save_pretrained`, so
+    that a checkpoint sizes its grounding without reading anything of the tower (audio-only
+    captioning works where the CLIP files are absent). None: read from the tower's config."""
 
     source: str | None = "openai/clip-vit-large-patch14"
     config: dict[str, Any] | None = None
     feature_cache: str | None = None
+    width: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> VisionEncoderSpec:
@@ -113,13 +119,17 @@ class TokenizerSpec(_Strict):
 
 class LlmSpec(_Strict):
     """Causal LM decoder: hub id / local path (its own tokenizer), or an inline config of one of
-    the families below with random weights and a `tokenizer` spec."""
+    the families below with random weights and a `tokenizer` spec.
+
+    `dtype` is the frozen decoder's weight dtype; `auto` (default) is bfloat16 when a CUDA
+    device with bf16 support is present and float32 otherwise (`llm.resolve_llm_dtype`).
+    Trainable weights (LoRA included) are float32 whatever it is."""
 
     source: str | None = "meta-llama/Llama-3.2-3B"
     family: LlmFamily | None = None
     config: dict[str, Any] | None = None
     tokenizer: TokenizerSpec | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: LlmDtype = "auto"
     lora: LoraSpec = Field(
         default_factory=lambda: LoraSpec(targets=["q_proj", "k_proj", "v_proj", "o_proj"])
     )

@@ -39,14 +39,21 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 @dataclass
 class GroundingOutput:
-    """`g (B, K, d_g)`; `attention (B, T, P)`: head-averaged weights of audio step over patch."""
+    """`g (B, K, d_g)`; `attention (B, T, P)`: head-averaged weights of audio step over patch,
+    only when asked for (`need_weights=True`), else None."""
 
     g: Tensor
-    attention: Tensor
+    attention: Tensor | None
 
 
 class AVGrounding(nn.Module):
-    """Cross-attention of audio queries over visual keys/values, then K-segment pooling."""
+    """Cross-attention of audio queries over visual keys/values, then K-segment pooling.
+
+    Without `need_weights` the attention runs fused (`nn.MultiheadAttention` then calls
+    `F.scaled_dot_product_attention`: flash / memory-efficient kernels on GPU, no (B, H, T, P)
+    weight tensor kept for backward); training and captioning take that path. The weights are
+    materialised only for the probes (`Multi2Cap.probe_embeddings`); both paths compute the
+    same function (tested)."""
 
     def __init__(self, d_audio: int, d_visual: int, d_g: int, heads: int, k: int) -> None:
         super().__init__()
@@ -59,13 +66,22 @@ class AVGrounding(nn.Module):
         self.norm2 = nn.LayerNorm(d_g)
 
     def forward(
-        self, audio: Tensor, audio_mask: Tensor, visual: Tensor, weights: Tensor | None = None
+        self,
+        audio: Tensor,
+        audio_mask: Tensor,
+        visual: Tensor,
+        weights: Tensor | None = None,
+        *,
+        need_weights: bool = False,
     ) -> GroundingOutput:
         """`audio (B, T, d_a)`, `audio_mask (B, T)` True=valid, `visual (B, P, d_v)` patch
-        tokens; `weights (B, K, T)` from `segment_weights` (computed when omitted)."""
+        tokens; `weights (B, K, T)` from `segment_weights` (computed when omitted);
+        `need_weights` returns the attention weights too (slower, for probes)."""
         q = self.audio_proj(audio)
         kv = self.visual_proj(visual.to(q.dtype))
-        attended, attention = self.attn(q, kv, kv, need_weights=True, average_attn_weights=True)
+        attended, attention = self.attn(
+            q, kv, kv, need_weights=need_weights, average_attn_weights=True
+        )
         x = self.norm1(q + attended)
         x = self.norm2(x + self.ffn(x))
         if weights is None:

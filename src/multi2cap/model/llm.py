@@ -26,12 +26,20 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
 
-from multi2cap.model.config import AUDIO_PLACEHOLDER, SPECIAL_TOKENS, LlmSpec, TokenizerSpec
+from multi2cap.model.config import (
+    AUDIO_PLACEHOLDER,
+    SPECIAL_TOKENS,
+    LlmDtype,
+    LlmSpec,
+    TokenizerSpec,
+)
 from multi2cap.model.hub import hub_asset
 
 IGNORE_INDEX = -100
@@ -58,9 +66,25 @@ def word_level_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerFast:
     )
 
 
+def _cuda_has_bf16() -> bool:
+    """Whether a CUDA device with bfloat16 support is present (the `auto` dtype's only probe)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_llm_dtype(name: LlmDtype) -> torch.dtype:
+    """The decoder's weight dtype for `llm.dtype`. `auto`: bfloat16 on a machine with a
+    bf16-capable CUDA device (half the memory of a 3-8B decoder, autocast runs in bf16 there
+    anyway), float32 otherwise (CPU bf16 matmuls are slow and gain nothing). Resolved when the
+    model is built, so one checkpoint (which keeps `auto`) loads in bf16 on a GPU machine and
+    in fp32 on a laptop."""
+    if name == "auto":
+        return torch.bfloat16 if _cuda_has_bf16() else torch.float32
+    return _DTYPES[name]
+
+
 def build_causal_lm(spec: LlmSpec) -> PreTrainedModel:
     """Pretrained weights from `spec.source`, or random weights from the inline config."""
-    dtype = _DTYPES[spec.dtype]
+    dtype = resolve_llm_dtype(spec.dtype)
     if spec.source is not None:
         with hub_asset("LLM", "llm.source", spec.source):
             return AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype)
@@ -219,7 +243,9 @@ class CaptionDecoder(nn.Module):
         Generation stops at the tokenizer's EOS, the token captions were trained to end with.
         When FSDP shards the LLM's layers, every process keeps stepping until all have finished
         (`synced_gpus`), because each step gathers the layers' weights from all of them.
-        `no_repeat_ngram_size` constrains the generated tokens only, not the prompt."""
+        `no_repeat_ngram_size` constrains the generated tokens only, not the prompt.
+        The first generated token cannot be EOS, pad or another special token (decoding drops
+        them), so no caption comes back empty (`NoEmptyStart`)."""
         inputs = self.assemble(prefix, prefix_mask)
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
@@ -243,12 +269,41 @@ class CaptionDecoder(nn.Module):
                     inputs_embeds=inputs.embeds,
                     attention_mask=inputs.attention_mask,
                     generation_config=settings,
+                    logits_processor=LogitsProcessorList([NoEmptyStart(self._special_ids())]),
                     synced_gpus=_sharded_across_processes(self.model),
                 )
         finally:
             self.model.generation_config = backbone_settings
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [" ".join(t.split()) for t in texts]
+
+    def _special_ids(self) -> list[int]:
+        """EOS, pad and every other special id of the tokenizer (what decoding skips)."""
+        ids = {*self.tokenizer.all_special_ids, self.tokenizer.eos_token_id}
+        if self.tokenizer.pad_token_id is not None:
+            ids.add(self.tokenizer.pad_token_id)
+        return sorted(ids)
+
+
+class NoEmptyStart(LogitsProcessor):
+    """Masks `banned` token ids at the first decoding step of a `generate` call (one instance
+    per call: the first call it sees is that step, whatever the prompt length).
+
+    A caption starting with EOS is empty, and one starting with pad or another special token
+    decodes to nothing either (decoding skips them). Early in training EOS, a label of every
+    caption, is often the most likely first token. `min_new_tokens=1` would ban EOS alone."""
+
+    def __init__(self, banned: list[int]) -> None:
+        self.banned = banned
+        self.first = True
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if not self.first:
+            return scores
+        self.first = False
+        scores = scores.clone()
+        scores[:, self.banned] = -float("inf")
+        return scores
 
 
 def _sharded_across_processes(module: nn.Module) -> bool:

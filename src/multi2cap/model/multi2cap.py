@@ -53,6 +53,8 @@ BACKBONES_FILE = "backbones.safetensors"
 TOKENIZER_DIR = "tokenizer"
 
 CED_PRESETS = ("tiny", "mini", "small", "base")
+OWN_PREFIXES = ("adapter.", "grounding.", "align.", "vfr.")
+"""State-dict prefixes of the modules Multi2Cap adds to the backbones (all trainable)."""
 AudioInput = str | os.PathLike[str] | np.ndarray | Tensor
 
 
@@ -113,12 +115,21 @@ def build_audio_encoder(spec: AudioEncoderSpec) -> CedEncoder | HfAudioEncoder:
 
 
 def vision_width(spec: VisionEncoderSpec) -> int:
-    """Hidden width of the CLIP vision tower, read from its config only (no weights)."""
+    """Hidden width of the CLIP vision tower: `spec.width` when the config records it (every
+    checkpoint saved since it was added), else read from the tower's config (no weights)."""
+    if spec.width is not None:
+        return spec.width
     if spec.config is not None:
         return int(CLIPVisionConfig(**spec.config).hidden_size)
     assert spec.source is not None
-    with hub_asset("CLIP vision model", "vision.source", spec.source):
+    what = "CLIP vision config (to size the grounding; checkpoints saved without `vision.width`)"
+    with hub_asset(what, "vision.source", spec.source):
         return int(CLIPVisionConfig.from_pretrained(spec.source).hidden_size)
+
+
+def _can_train(name: str) -> bool:
+    """Whether parameter `name` trains in some stage: LoRA and the model's own modules."""
+    return "lora_" in name or name.startswith(OWN_PREFIXES)
 
 
 class Multi2Cap(nn.Module):
@@ -161,6 +172,12 @@ class Multi2Cap(nn.Module):
             self.vfr = VisualFeatureReconstructor(d_a, config.vfr_hidden, config.d_g)
             if load_vision:
                 self.vision = VisionEncoder(config.vision)
+                if self.vision.output_dim != d_v:
+                    raise ValueError(
+                        f"vision.width is {d_v} but the CLIP tower {config.vision.source!r} "
+                        f"has width {self.vision.output_dim}"
+                    )
+        self._trainable_to_fp32()
         self.stage: Stage = "pretrain"
         self.set_stage("pretrain")
 
@@ -168,6 +185,18 @@ class Multi2Cap(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.adapter.parameters()).device
+
+    def _trainable_to_fp32(self) -> None:
+        """Every parameter that can train is float32, whatever the backbones' dtype.
+
+        peft creates LoRA weights in their base layer's dtype; in bf16 (8 significant bits) an
+        AdamW step of lr 1e-5 rounds away for most entries (`benchmarks/bench_lora_precision.py`).
+        peft's LoRA forward casts its input to the LoRA dtype and the sum back to the base
+        layer's, so the frozen bf16 layers around it see bf16 as before; under autocast the
+        matmuls still run in bf16, only the master weights and optimizer state are fp32."""
+        for name, param in self.named_parameters():
+            if _can_train(name) and param.dtype != torch.float32:
+                param.data = param.data.float()
 
     def set_stage(self, stage: Stage) -> None:
         """Set `requires_grad` for a stage: LoRA (encoder, LLM) and the adapter always train;
@@ -279,7 +308,8 @@ class Multi2Cap(nn.Module):
             tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
             weights = segment_weights(mask, self.config.k)
             visual = self.vision(batch["images"].to(self.device))
-            grounded = self.grounding(tokens, mask, visual.patches, weights)
+            grounded = self.grounding(tokens, mask, visual.patches, weights, need_weights=True)
+            assert grounded.attention is not None
             g_hat = self.vfr(tokens, weights)
             a_mean = masked_mean(tokens, mask)
             g_s, a_s, v_s = self.align.project(grounded.g, a_mean, visual.cls)
@@ -375,6 +405,15 @@ class Multi2Cap(nn.Module):
                 inline[key] = value
         return trainable, inline
 
+    def _saved_config(self) -> Multi2CapConfig:
+        """The config as written to a checkpoint: with `vision.width`, so that loading it
+        needs nothing of the CLIP tower (see `vision_width`)."""
+        if self.grounding is None:
+            return self.config
+        width = self.grounding.visual_proj.in_features
+        vision = self.config.vision.model_copy(update={"width": width})
+        return self.config.model_copy(update={"vision": vision})
+
     def save_pretrained(
         self, folder: str | os.PathLike[str], *, is_main_process: bool = True
     ) -> Path:
@@ -390,7 +429,7 @@ class Multi2Cap(nn.Module):
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        self.config.save(tmp / CONFIG_FILE)
+        self._saved_config().save(tmp / CONFIG_FILE)
         save_file(trainable, str(tmp / TRAINABLE_FILE), metadata={"format": "pt"})
         if inline:
             save_file(inline, str(tmp / BACKBONES_FILE), metadata={"format": "pt"})
