@@ -25,6 +25,7 @@ import os
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,24 @@ STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 MODEL_DIR = "model"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class Position:
+    """Where a run is: epochs done, optimizer steps done in the current epoch and in all."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+@dataclass
+class Best:
+    """The best validation score so far, on which metric, and at which epoch."""
+
+    metric: str | None = None
+    score: float | None = None
+    epoch: int | None = None
 
 
 def step_dir_name(step: int) -> str:

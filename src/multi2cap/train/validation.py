@@ -1,0 +1,181 @@
+"""Validation during training (AAC metrics on a fixed subset) and best-checkpoint selection."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch.utils.data import DataLoader
+
+from multi2cap.data.manifest import ManifestRecord
+from multi2cap.train.batches import SkipTracking, collate, stand_in, to_device
+from multi2cap.train.config import ConfigError, TrainConfig
+from multi2cap.train.sharding import is_sharded
+from multi2cap.train.state import Best, Position
+
+log = logging.getLogger("multi2cap.train")
+
+
+class Validator:
+    """Teacher-forced caption loss and decoded-caption metrics on a fixed validation subset.
+
+    Runs on the main process only (the subset is small; other processes wait), audio only, i.e.
+    the fine-tuning / inference path with reconstructed grounding tokens g_hat. The metric
+    back-ends are checked when the run starts: a `best_metric` that cannot be computed here is a
+    configuration error before any training, other unavailable metrics are logged and left out.
+    """
+
+    def __init__(self, config: TrainConfig, records: list[ManifestRecord], main: bool) -> None:
+        from multi2cap.metrics import Evaluator, resolve_metrics
+
+        self.config = config
+        self.records = records
+        self._evaluator: Any = None
+        best = config.eval.best_metric
+        try:
+            requested = resolve_metrics(config.eval.metrics)
+        except ValueError as err:
+            raise ConfigError(f"eval.metrics: {err}") from err
+        if best != "val_loss" and best not in requested:
+            raise ConfigError(
+                f"eval.best_metric {best!r} is neither val_loss nor one of eval.metrics "
+                f"({', '.join(requested)})"
+            )
+        if not main:
+            return
+        self._evaluator = Evaluator(metrics=requested, skip_unavailable=True)
+        if best in self._evaluator.unavailable:
+            self._evaluator.close()
+            raise ConfigError(
+                f"eval.best_metric {best!r} cannot be computed here: "
+                f"{self._evaluator.unavailable[best]}"
+            )
+        for key, reason in self._evaluator.unavailable.items():
+            log.warning("validation metric %s left out: %s", key, reason)
+
+    def close(self) -> None:
+        if self._evaluator is not None:
+            self._evaluator.close()
+
+    def run(self, accelerator: Accelerator, model: torch.nn.Module, position: Position) -> dict:
+        """Scores on the main process (an empty dict on the others), which all must call.
+
+        Process r decodes items r, r + N, ... of the subset; all run the same number of
+        batches (a process with fewer, or with a batch of unreadable clips only, decodes a
+        second of silence whose result is dropped), because a sharded model gathers weights from
+        every process in each forward. The main process scores the gathered captions."""
+        n = accelerator.num_processes
+        share = self.records[accelerator.process_index :: n]
+        n_batches = math.ceil(math.ceil(len(self.records) / n) / self.config.eval.batch_size)
+        part = self._decode(accelerator, model, share, n_batches if is_sharded(model) else 0)
+        parts = gather_object([part]) if n > 1 else [part]
+        scores: dict[str, Any] = {}
+        if accelerator.is_main_process:
+            scores = self._score(parts, position)
+        accelerator.wait_for_everyone()
+        return scores
+
+    def _decode(
+        self,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        records: list[ManifestRecord],
+        min_batches: int,
+    ) -> dict[str, Any]:
+        """Caption loss sum, candidates and references for `records`, running at least
+        `min_batches` forward passes."""
+        from multi2cap.data.dataset import CaptionDataset
+
+        cfg = self.config
+        dataset = SkipTracking(
+            CaptionDataset(
+                records,
+                train=False,
+                clip_seconds=cfg.data.clip_seconds,
+                with_images=False,
+                augment=None,
+                seed=cfg.seed,
+            )
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.eval.batch_size,
+            collate_fn=collate,
+            num_workers=cfg.data.num_workers if records else 0,
+        )
+        inner = accelerator.unwrap_model(model)  # a DDP wrapper would sync in forward
+        was_training = inner.training
+        inner.eval()
+        part: dict[str, Any] = {"loss_sum": 0.0, "n_items": 0, "candidates": [], "references": []}
+        batches = 0
+        with torch.no_grad(), accelerator.autocast():
+            for batch in itertools.chain(loader, itertools.repeat(None)):
+                if batch is None and batches >= min_batches:
+                    break
+                batches += 1
+                real = batch is not None and len(batch["ids"]) > 0
+                if not real:
+                    if batches > min_batches:  # an unsharded model needs no stand-in
+                        continue
+                    batch = stand_in(cfg.data.clip_seconds)
+                batch = to_device(batch, accelerator.device)
+                n = batch["audio"].shape[0]
+                loss = float(inner(batch, "finetune").loss_cap) * n
+                waves = [
+                    batch["audio"][i, : int(batch["audio_lengths"][i])].float().cpu()
+                    for i in range(n)
+                ]
+                captions = inner.caption(
+                    waves,
+                    num_beams=cfg.eval.num_beams,
+                    max_new_tokens=cfg.eval.max_new_tokens,
+                    batch_size=cfg.eval.batch_size,
+                )
+                if real:
+                    part["loss_sum"] += loss
+                    part["n_items"] += n
+                    part["candidates"] += captions
+                    part["references"] += batch["references"]
+        inner.set_stage(cfg.stage)
+        inner.train(was_training)
+        return part
+
+    def _score(self, parts: list[dict[str, Any]], position: Position) -> dict[str, Any]:
+        n_items = sum(p["n_items"] for p in parts)
+        candidates = [c for p in parts for c in p["candidates"]]
+        references = [r for p in parts for r in p["references"]]
+        scores: dict[str, Any] = {
+            "kind": "val",
+            "epoch": position.epoch,
+            "step": position.global_step,
+            "val_loss": sum(p["loss_sum"] for p in parts) / max(n_items, 1),
+            "val_items": n_items,
+        }
+        if candidates:
+            result = self._evaluator.evaluate(candidates, references)
+            scores.update({k: v for k, v in result.corpus.items() if v is not None})
+            scores["examples"] = [
+                {"candidate": c, "references": r}
+                for c, r in zip(candidates[:3], references[:3], strict=True)
+            ]
+        return scores
+
+
+def improves(best: Best, scores: dict[str, Any], config: TrainConfig) -> bool:
+    """Update `best` when `scores` beat it on `eval.best_metric`; False when it is missing."""
+    metric = config.eval.best_metric
+    value = scores.get(metric)
+    if not isinstance(value, float) or not math.isfinite(value):
+        log.warning("epoch %d: no finite %s to select the best model on", scores["epoch"], metric)
+        return False
+    if best.score is not None:
+        better = value > best.score if config.eval.maximise else value < best.score
+        if not better:
+            return False
+    best.metric, best.score, best.epoch = metric, value, scores["epoch"]
+    return True
