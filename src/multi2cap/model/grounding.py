@@ -90,29 +90,66 @@ class AVGrounding(nn.Module):
         return GroundingOutput(g=g, attention=attention)
 
 
-def _gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
-    """All rows of `x (n, D)` across DDP ranks (local rows keep their graph), and the offset of
-    the local rows. Ranks may hold different row counts. Identity when not distributed."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x, 0
-    world, rank = dist.get_world_size(), dist.get_rank()
-    n = torch.tensor([x.shape[0]], device=x.device)
-    counts = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(counts, n)
-    sizes = [int(c.item()) for c in counts]
-    padded = x.new_zeros(max(sizes), x.shape[1])
-    padded[: x.shape[0]] = x.detach()
-    chunks = [torch.zeros_like(padded) for _ in range(world)]
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the default process group; (1, 0) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def gather_rows(x: Tensor, rows: int | None = None) -> tuple[Tensor, Tensor, int]:
+    """Every process's rows of `x (n, D)`: `(W * rows, D)` with each process's block padded to
+    `rows`, the validity mask `(W * rows,)` and the offset of this process's rows.
+
+    Other processes' rows are detached; this process's rows keep their graph with the gradient
+    multiplied by W (the forward value is unchanged). A loss computed from all the rows is then
+    the global-batch loss on every process, and DDP's (or FSDP's) mean over processes of the
+    parameter gradients is that loss's gradient: each process back-propagates W times the
+    gradient of its own rows (every role they play, as positives and as the other rows'
+    negatives), the mean divides by W. Parameters used after the gather (the temperature) get
+    the same gradient on every process, so the mean keeps it. `rows` (>= every process's n, the
+    same on all) keeps the step free of host syncs; None reads the sizes (one sync)."""
+    world, rank = _world()
+    n = x.shape[0]
+    if world == 1:
+        return x, torch.ones(n, dtype=torch.bool, device=x.device), 0
+    if rows is None:
+        size = torch.tensor([n], device=x.device)
+        sizes = [torch.zeros_like(size) for _ in range(world)]
+        dist.all_gather(sizes, size)
+        rows = int(torch.cat(sizes).max())
+    if n > rows:
+        raise ValueError(f"gather_rows: {n} local rows, more than the padded block of {rows}")
+    flag = x.new_ones(n, 1)
+    padded = x.new_zeros(rows, x.shape[1] + 1)  # last column: 1 for a real row
+    padded[:n] = torch.cat([x.detach(), flag], dim=1)
+    chunks = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(chunks, padded)
-    rows = [chunk[:size] for chunk, size in zip(chunks, sizes, strict=True)]
-    rows[rank] = x
-    return torch.cat(rows), sum(sizes[:rank])
+    boosted = x * world - x.detach() * (world - 1)  # value x, gradient W times
+    chunks[rank] = torch.cat([torch.cat([boosted, flag], dim=1), padded[n:]])
+    everything = torch.cat(chunks)
+    return everything[:, :-1], everything[:, -1] > 0.5, rank * rows
+
+
+def symmetric_nce(queries: Tensor, keys: Tensor, scale: Tensor, valid: Tensor) -> Tensor:
+    """Symmetric InfoNCE of normalised `queries (..., N, E)` against `keys (N, E)`, row i of each
+    a positive pair: (CE(q_i -> keys) + CE(k_i -> queries)) / 2, averaged over the valid rows
+    and the leading dimensions (the K grounding tokens). Padded rows (`valid` False) are neither
+    scored nor negatives. One matrix product for all leading indices."""
+    n = keys.shape[0]
+    logits = scale * queries @ keys.T  # (..., N, N)
+    lead = logits.numel() // (n * n)
+    targets = torch.where(valid, torch.arange(n, device=keys.device), -100).repeat(lead)
+    q_to_k = logits.masked_fill(~valid, float("-inf")).reshape(-1, n)
+    k_to_q = logits.transpose(-1, -2).masked_fill(~valid, float("-inf")).reshape(-1, n)
+    return (F.cross_entropy(q_to_k, targets) + F.cross_entropy(k_to_q, targets)) / 2
 
 
 class InfoNCE(nn.Module):
     """Symmetric InfoNCE over the (global) batch: cosine similarity times a learnable inverse
     temperature (CLIP-style, initialised to 1/`temperature`, capped at 100), targets on the
-    diagonal. Under DDP the other ranks' rows serve as extra negatives."""
+    diagonal. Under torch.distributed the value is the loss of every process's rows together
+    and the gradients are those of that global-batch loss (see `gather_rows`)."""
 
     def __init__(self, temperature: float = 0.07) -> None:
         super().__init__()
@@ -125,24 +162,30 @@ class InfoNCE(nn.Module):
             state_dict[key] = state_dict[key].reshape(1)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
-    def forward(self, queries: Tensor, keys: Tensor) -> Tensor:
-        """`queries (n, D)` and `keys (n, D)`, row i of each a positive pair -> scalar loss."""
+    def scale(self, log_scale: Tensor | None = None) -> Tensor:
+        """The inverse temperature exp(min(log_scale, log 100)), of `log_scale` when given."""
+        value = self.log_scale if log_scale is None else log_scale
+        return value.clamp(max=math.log(100.0)).exp()
+
+    def forward(self, queries: Tensor, keys: Tensor, *, rows: int | None = None) -> Tensor:
+        """`queries (n, D)` and `keys (n, D)`, row i of each a positive pair -> scalar loss.
+        `rows`: see `gather_rows`."""
         q = F.normalize(queries.float(), dim=-1)
         k = F.normalize(keys.float(), dim=-1)
-        all_q, offset = _gather_with_grad(q)
-        all_k, _ = _gather_with_grad(k)
-        scale = self.log_scale.clamp(max=math.log(100.0)).exp()
-        targets = torch.arange(q.shape[0], device=q.device) + offset
-        q_to_k = F.cross_entropy(scale * q @ all_k.T, targets)
-        k_to_q = F.cross_entropy(scale * k @ all_q.T, targets)
-        return (q_to_k + k_to_q) / 2
+        both, valid, _ = gather_rows(torch.cat([q, k], dim=1), rows)
+        all_q, all_k = both.split(q.shape[1], dim=1)
+        return symmetric_nce(all_q, all_k, self.scale(), valid)
 
 
 class AlignmentLoss(nn.Module):
     """L_align = (1/2K) sum_k [CE(g_k, A_mean) + CE(g_k, V_cls)] (Eq. 2, alpha applied outside).
 
     g, A_mean and V_cls are linearly projected into one `align_dim` space; one learnable
-    temperature is shared by both terms."""
+    temperature is shared by both terms. Each sample becomes one row of K + 2 normalised
+    vectors (`embed`), gathered across processes once per call (not once per term), and the
+    2K terms are two batched matrix products (`loss_of_rows`). `loss_of_rows` on rows gathered
+    over a whole effective batch is also what the gradient cache of the trainer evaluates
+    (`cached_gradients`, `surrogate`)."""
 
     def __init__(self, d_g: int, d_audio: int, d_visual: int, align_dim: int, temperature: float):
         super().__init__()
@@ -155,9 +198,48 @@ class AlignmentLoss(nn.Module):
         """Shared-space embeddings (not normalised): `(B, K, E)`, `(B, E)`, `(B, E)`."""
         return self.g_proj(g), self.audio_proj(a_mean), self.visual_proj(v_cls.to(g.dtype))
 
-    def forward(self, g: Tensor, a_mean: Tensor, v_cls: Tensor) -> Tensor:
-        """`g (B, K, d_g)`, `a_mean (B, d_a)`, `v_cls (B, d_v)` -> scalar."""
+    def embed(self, g: Tensor, a_mean: Tensor, v_cls: Tensor) -> Tensor:
+        """The rows L_align compares: `(B, (K + 2) E)` float32, per sample the normalised
+        shared-space g_1..g_K, A_mean and V_cls side by side."""
         g_s, a_s, v_s = self.project(g, a_mean, v_cls)
-        k = g.shape[1]
-        total = sum(self.nce(g_s[:, i], a_s) + self.nce(g_s[:, i], v_s) for i in range(k))
-        return total / (2 * k)
+        parts = [F.normalize(x.float(), dim=-1) for x in (g_s, a_s.unsqueeze(1), v_s.unsqueeze(1))]
+        return torch.cat(parts, dim=1).flatten(1)
+
+    def loss_of_rows(self, rows: Tensor, valid: Tensor, log_scale: Tensor | None = None) -> Tensor:
+        """L_align over `rows (N, (K + 2) E)` from `embed` (padded rows `valid` False)."""
+        e = self.g_proj.out_features
+        grid = rows.reshape(rows.shape[0], -1, e)  # (N, K + 2, E)
+        g = grid[:, :-2].transpose(0, 1)  # (K, N, E)
+        scale = self.nce.scale(log_scale)
+        to_audio = symmetric_nce(g, grid[:, -2], scale, valid)
+        to_visual = symmetric_nce(g, grid[:, -1], scale, valid)
+        return (to_audio + to_visual) / 2
+
+    def forward(
+        self, g: Tensor, a_mean: Tensor, v_cls: Tensor, *, rows: int | None = None
+    ) -> Tensor:
+        """`g (B, K, d_g)`, `a_mean (B, d_a)`, `v_cls (B, d_v)` -> scalar, over every process's
+        batch (`rows`: see `gather_rows`)."""
+        everything, valid, _ = gather_rows(self.embed(g, a_mean, v_cls), rows)
+        return self.loss_of_rows(everything, valid)
+
+    def cached_gradients(self, rows: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Gradient cache, first half: L_align over `rows` (every row of an effective batch,
+        embedded without graph) and its gradients with respect to the rows and to the
+        temperature parameter: `(loss, d loss / d rows (N, R), d loss / d log_scale (1,))`."""
+        leaf = rows.detach().requires_grad_(True)
+        log_scale = self.nce.log_scale.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = self.loss_of_rows(leaf, valid, log_scale)
+            grad_rows, grad_scale = torch.autograd.grad(loss, [leaf, log_scale])
+        return loss.detach(), grad_rows, grad_scale
+
+    def surrogate(
+        self, rows: Tensor, grad_rows: Tensor, grad_scale: Tensor, replicas: int
+    ) -> Tensor:
+        """Gradient cache, second half: a scalar whose gradient, once averaged over the
+        `replicas` backward passes of an optimizer step (devices x accumulation steps, as DDP
+        and gradient accumulation average), is the cached L_align gradient: `rows` is this
+        micro-batch's `embed` output with graph, `grad_rows` its rows of the cached gradient."""
+        own = (rows * grad_rows).sum() * replicas
+        return own + (self.nce.log_scale * grad_scale).sum()
