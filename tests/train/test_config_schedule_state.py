@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from pathlib import Path
 
@@ -207,3 +208,69 @@ def test_checkpoint_folders_are_atomic_and_pruned(tmp_path: Path) -> None:
     write_state(tmp, {"step": "again"})
     commit_checkpoint(tmp, tmp_path / "step-00000003")
     assert read_state(tmp_path / "step-00000003") == {"step": "again"}
+
+
+@pytest.mark.parametrize("name", ["best", "final", "step-00000001"])
+def test_a_crash_while_replacing_a_checkpoint_leaves_old_or_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A process killed right after the first filesystem operation of the replacement (where
+    the old and the new folder used to be renamed one after the other) leaves `name` whole."""
+    import multi2cap.train.state as state
+
+    tmp = begin_checkpoint(tmp_path, name)
+    write_state(tmp, {"version": "old"})
+    commit_checkpoint(tmp, tmp_path / name)
+    tmp = begin_checkpoint(tmp_path, name)
+    write_state(tmp, {"version": "new"})
+
+    class Crash(Exception):
+        pass
+
+    def crash_after(operation):
+        def run(*args, **kwargs):
+            operation(*args, **kwargs)
+            raise Crash
+
+        return run
+
+    monkeypatch.setattr(state.os, "replace", crash_after(state.os.replace))
+    monkeypatch.setattr(state.shutil, "rmtree", crash_after(state.shutil.rmtree))
+    with pytest.raises(Crash):
+        commit_checkpoint(tmp, tmp_path / name)
+    monkeypatch.undo()
+    assert read_state(tmp_path / name) in ({"version": "old"}, {"version": "new"})
+    # the next save of that name cleans up and replaces it
+    tmp = begin_checkpoint(tmp_path, name)
+    write_state(tmp, {"version": "newer"})
+    commit_checkpoint(tmp, tmp_path / name)
+    assert read_state(tmp_path / name) == {"version": "newer"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_checkpoint_replacement_without_an_atomic_exchange_is_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multi2cap.train.state as state
+
+    tmp = begin_checkpoint(tmp_path, "best")
+    write_state(tmp, {"version": "old"})
+    commit_checkpoint(tmp, tmp_path / "best")
+    monkeypatch.setattr(state, "_exchange", lambda a, b: False)
+    tmp = begin_checkpoint(tmp_path, "best")
+    write_state(tmp, {"version": "new"})
+    calls, rename = [], os.replace
+
+    def second_fails(a, b):
+        calls.append(a)
+        if len(calls) == 2:
+            raise OSError("killed")
+        rename(a, b)
+
+    monkeypatch.setattr(state.os, "replace", second_fails)
+    with pytest.raises(OSError, match="killed"):
+        commit_checkpoint(tmp, tmp_path / "best")
+    monkeypatch.undo()
+    assert not (tmp_path / "best").exists()  # the window this fallback has
+    begin_checkpoint(tmp_path, "best")
+    assert read_state(tmp_path / "best") == {"version": "old"}

@@ -20,11 +20,14 @@ and one format serves one process, DDP and FSDP alike (a checkpoint of one resum
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import random
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +73,11 @@ def step_dir_name(step: int) -> str:
 
 
 def begin_checkpoint(root: Path, name: str) -> Path:
-    """Create an empty temporary folder for checkpoint `name` under `root` and return it."""
+    """Create an empty temporary folder for checkpoint `name` under `root` and return it (after
+    putting back a `name` that a crash in `commit_checkpoint`'s fallback left aside)."""
+    final, old = root / name, root / f".old-{name}"
+    if old.exists() and not final.exists():
+        os.replace(old, final)
     tmp = root / f".tmp-{name}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -79,18 +86,48 @@ def begin_checkpoint(root: Path, name: str) -> Path:
 
 
 def commit_checkpoint(tmp: Path, final: Path) -> Path:
-    """Move a completed temporary folder to `final`, replacing an older folder of that name."""
-    if final.exists():
+    """Move a completed temporary folder to `final`, replacing an older folder of that name.
+
+    The replacement is one atomic exchange of the two folders (Linux `renameat2` with
+    `RENAME_EXCHANGE`), so `final` always exists, old or new, whenever the process dies; the
+    old folder, left under `tmp`'s name, is removed after. Where the exchange is unsupported
+    (another OS, some network filesystems) the old folder is first renamed aside to
+    `.old-<name>`, and a crash between the two renames is repaired by the next
+    `begin_checkpoint` of that name."""
+    if not final.exists():
+        os.replace(tmp, final)
+    elif _exchange(tmp, final):
+        shutil.rmtree(tmp)
+    else:
         old = final.with_name(f".old-{final.name}")
         if old.exists():
             shutil.rmtree(old)
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
     _fsync_dir(final.parent)
     return final
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths `a` and `b` atomically; False where the system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    args = (_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if renameat2(*args) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, f"cannot exchange {a} and {b}: {os.strerror(err)}")
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
