@@ -28,6 +28,18 @@ def _losses(run: Path) -> list[float]:
     return [float(row["loss"]) for row in _rows(run / "train_log.csv")]
 
 
+def _comparable(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights without the key third of attention in-projection biases: softmax ignores a
+    shift shared by all keys, so their gradient is zero up to rounding, and AdamW's update of
+    rounding noise depends on the reduction order (DDP's all-reduce vs FSDP's reduce-scatter)."""
+    out = dict(weights)
+    for key, value in weights.items():
+        if key.endswith("attn.in_proj_bias"):
+            d = value.shape[0] // 3
+            out[key] = torch.cat([value[:d], value[2 * d :]])
+    return out
+
+
 def _torchrun(recipe: str, overrides: list[str], out: Path, *flags: str) -> None:
     """`multi2cap train` in two processes; skips when this torch build has no gloo backend."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -153,8 +165,8 @@ def test_fsdp_pretraining_matches_ddp_and_resumes_exactly(
     ddp_weights = load_file(tmp_path / "ddp" / "final" / "trainable.safetensors")
     fsdp_weights = load_file(tmp_path / "fsdp" / "final" / "trainable.safetensors")
     assert sorted(fsdp_weights) == sorted(ddp_weights)
-    for key, value in ddp_weights.items():
-        torch.testing.assert_close(fsdp_weights[key], value, rtol=1e-4, atol=1e-5)
+    for key, value in _comparable(ddp_weights).items():
+        torch.testing.assert_close(_comparable(fsdp_weights)[key], value, rtol=1e-4, atol=1e-5)
     assert (tmp_path / "fsdp" / "best" / "best.json").is_file()
 
     shutil.copytree(
@@ -164,8 +176,8 @@ def test_fsdp_pretraining_matches_ddp_and_resumes_exactly(
     _torchrun("tiny_pretrain.yaml", fsdp, tmp_path / "mixed", "--resume")
     assert _losses(tmp_path / "mixed") == pytest.approx(ddp_losses, rel=1e-4)
     mixed_weights = load_file(tmp_path / "mixed" / "final" / "trainable.safetensors")
-    for key, value in ddp_weights.items():
-        torch.testing.assert_close(mixed_weights[key], value, rtol=1e-4, atol=1e-5)
+    for key, value in _comparable(ddp_weights).items():
+        torch.testing.assert_close(_comparable(mixed_weights)[key], value, rtol=1e-4, atol=1e-5)
 
     # The gathered checkpoint is an ordinary one: it captions in a single process.
     from multi2cap.model.multi2cap import Multi2Cap

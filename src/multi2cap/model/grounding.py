@@ -125,7 +125,7 @@ def gather_rows(x: Tensor, rows: int | None = None) -> tuple[Tensor, Tensor, int
     padded[:n] = torch.cat([x.detach(), flag], dim=1)
     chunks = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(chunks, padded)
-    boosted = x * world - x.detach() * (world - 1)  # value x, gradient W times
+    boosted = x.detach() + (x - x.detach()) * world  # exactly x, gradient W times
     chunks[rank] = torch.cat([torch.cat([boosted, flag], dim=1), padded[n:]])
     everything = torch.cat(chunks)
     return everything[:, :-1], everything[:, -1] > 0.5, rank * rows

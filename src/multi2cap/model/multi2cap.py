@@ -69,6 +69,37 @@ class Multi2CapOutput:
 
 
 @dataclass
+class AlignCache:
+    """L_align of a whole effective batch, computed by the trainer's gradient cache
+    (`AlignmentLoss.cached_gradients`), for one micro-batch: the loss, this micro-batch's rows
+    of its gradient `(B, (K + 2) E)` and the temperature's gradient `(1,)`."""
+
+    loss: Tensor
+    grad_rows: Tensor
+    grad_scale: Tensor
+
+
+@dataclass
+class StepShare:
+    """Where a micro-batch sits in an optimizer step, so that the losses are means over the
+    step's effective batch (every micro-batch on every process) instead of the micro-batch.
+
+    With a share, `forward` returns each loss as this micro-batch's estimate of the
+    effective-batch loss: the mean of the estimates over the step's `replicas` backward passes
+    (the mean DDP and gradient accumulation take) is the effective-batch loss, in value and in
+    gradient. L_cap is a token mean over `caption_tokens`, L_vfr a clip mean over `clips`;
+    L_align is the effective batch's (`align_cache`, `align_batch: effective`) or, without a
+    cache, the micro-batch's over all processes, each padded to `align_rows` for the gather.
+    """
+
+    replicas: int
+    caption_tokens: Tensor
+    clips: Tensor
+    align_rows: int | None = None
+    align_cache: AlignCache | None = None
+
+
+@dataclass
 class ProbeEmbeddings:
     """Embeddings for the grounding probes (no grad).
 
@@ -256,34 +287,48 @@ class Multi2Cap(nn.Module):
         with torch.set_grad_enabled(needs_grad):
             return self.audio_encoder(audio.to(self.device), lengths.to(self.device))
 
-    def forward(self, batch: dict[str, Any], stage: Stage) -> Multi2CapOutput:
+    def caption_tokens(self, captions: Sequence[str]) -> int:
+        """Tokens L_cap averages over for `captions` (caption + EOS, truncated as in training)."""
+        return sum(len(ids) for ids in self.decoder.caption_ids(list(captions)))
+
+    def forward(
+        self, batch: dict[str, Any], stage: Stage, share: StepShare | None = None
+    ) -> Multi2CapOutput:
         """Losses for a collated batch (`audio`, `audio_lengths`, `captions`, and `images` in
-        pre-training with grounding). Switches `set_stage` when `stage` differs."""
+        pre-training with grounding). Switches `set_stage` when `stage` differs. Means over this
+        batch, or with `share` this batch's part of an effective batch (see `StepShare`)."""
         if stage != self.stage:
             self.set_stage(stage)
         tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
         captions = list(batch["captions"])
         if self.vfr is None:
             prefix, prefix_mask = self.adapter(tokens, mask, None)
-            loss_cap = self.decoder.loss(prefix, prefix_mask, captions)
+            loss_cap = self._loss_cap(prefix, prefix_mask, captions, share)
             return Multi2CapOutput(loss_cap, loss_cap, None, None)
         weights = segment_weights(mask, self.config.k)
         g_hat = self.vfr(tokens, weights)
         if stage == "finetune":
             prefix, prefix_mask = self.adapter(tokens, mask, g_hat)
-            loss_cap = self.decoder.loss(prefix, prefix_mask, captions)
+            loss_cap = self._loss_cap(prefix, prefix_mask, captions, share)
             return Multi2CapOutput(loss_cap, loss_cap, None, None)
 
-        assert self.grounding is not None and self.align is not None
-        images = batch.get("images")
-        if images is None:
-            raise ValueError("pre-training with grounding needs `images` in the batch")
-        if self.vision is None:
-            raise RuntimeError("the CLIP tower is not loaded (load_vision=False): cannot pre-train")
-        visual = self.vision(images.to(self.device))
-        g = self.grounding(tokens, mask, visual.patches, weights).g
-        loss_align = self.align(g, masked_mean(tokens, mask), visual.cls)
+        g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask, weights)
+        assert self.align is not None
+        cache = share.align_cache if share is not None else None
+        if cache is not None:  # the effective batch's L_align through its cached gradient
+            surrogate = self.align.surrogate(
+                self.align.embed(g, a_mean, v_cls),
+                cache.grad_rows,
+                cache.grad_scale,
+                share.replicas,
+            )
+            loss_align = surrogate - surrogate.detach() + cache.loss
+        else:
+            rows = share.align_rows if share is not None else None
+            loss_align = self.align(g, a_mean, v_cls, rows=rows)
         loss_vfr = vfr_loss(g_hat, g)
+        if share is not None:
+            loss_vfr = loss_vfr * (g.shape[0] * share.replicas / share.clips)
         source = self.config.pretrain_adapter_input
         if source == "g":
             ground = g
@@ -293,9 +338,92 @@ class Multi2Cap(nn.Module):
             pick_hat = torch.rand(g.shape[0], 1, 1, device=g.device) < self.config.mix_prob
             ground = torch.where(pick_hat, g_hat, g)
         prefix, prefix_mask = self.adapter(tokens, mask, ground)
-        loss_cap = self.decoder.loss(prefix, prefix_mask, captions)
+        loss_cap = self._loss_cap(prefix, prefix_mask, captions, share)
         loss = loss_cap + self.config.alpha * loss_align + self.config.beta * loss_vfr
         return Multi2CapOutput(loss, loss_cap, loss_align, loss_vfr)
+
+    def _loss_cap(
+        self, prefix: Tensor, prefix_mask: Tensor, captions: list[str], share: StepShare | None
+    ) -> Tensor:
+        """L_cap: the token mean over this batch, or with `share` this batch's token sum over
+        the effective batch's token count, times the replicas (see `StepShare`)."""
+        loss_cap = self.decoder.loss(prefix, prefix_mask, captions)
+        if share is None:
+            return loss_cap
+        return loss_cap * (self.caption_tokens(captions) * share.replicas / share.caption_tokens)
+
+    def _grounding_inputs(
+        self, batch: dict[str, Any], tokens: Tensor, mask: Tensor, weights: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """g `(B, K, d_g)` (from the batch's `images`), A_mean `(B, d_a)` and V_cls `(B, d_v)`."""
+        assert self.grounding is not None
+        images = batch.get("images")
+        if images is None:
+            raise ValueError("pre-training with grounding needs `images` in the batch")
+        if self.vision is None:
+            raise RuntimeError("the CLIP tower is not loaded (load_vision=False): cannot pre-train")
+        visual = self.vision(images.to(self.device))
+        g = self.grounding(tokens, mask, visual.patches, weights).g
+        return g, masked_mean(tokens, mask), visual.cls
+
+    @torch.no_grad()
+    def alignment_rows(self, batch: dict[str, Any]) -> Tensor:
+        """The L_align rows of a pre-training batch (`AlignmentLoss.embed`, `(B, (K + 2) E)`),
+        without graph: the first pass of the trainer's gradient cache. It runs the same
+        modules in the same order as `forward` up to L_align, so with the random generators
+        restored the second pass (`forward` with an `AlignCache`) recomputes the same rows."""
+        if self.align is None:
+            raise ValueError("the audio-only baseline has no L_align")
+        with _whole_root(self):
+            tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
+            weights = segment_weights(mask, self.config.k)
+            g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask, weights)
+            return self.align.embed(g, a_mean, v_cls)
+
+    @torch.no_grad()
+    def validate(
+        self,
+        batch: dict[str, Any],
+        ground: Literal["g", "g_hat"],
+        *,
+        num_beams: int,
+        max_new_tokens: int,
+    ) -> tuple[Tensor, list[str]]:
+        """Teacher-forced L_cap (token mean) and decoded captions of a batch through one
+        grounding path: `g` from the batch's `images` (the adapter's input in pre-training with
+        `pretrain_adapter_input: g`) or `g_hat` (audio only, as in fine-tuning and inference).
+        No collective beyond FSDP's own gathers, so processes may run different batch counts
+        when the model is not sharded."""
+        if self.vfr is None:
+            raise ValueError("the audio-only baseline has no grounding path")
+        gen = self.config.generation
+        with _eval_mode(self), _whole_root(self):
+            tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
+            weights = segment_weights(mask, self.config.k)
+            if ground == "g":
+                ground_tokens = self._grounding_inputs(batch, tokens, mask, weights)[0]
+            else:
+                ground_tokens = self.vfr(tokens, weights)
+            prefix, prefix_mask = self.adapter(tokens, mask, ground_tokens)
+            loss = self.decoder.loss(prefix, prefix_mask, list(batch["captions"]))
+            texts = self.decoder.generate(
+                prefix,
+                prefix_mask,
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+                length_penalty=gen.length_penalty,
+                no_repeat_ngram_size=gen.no_repeat_ngram_size,
+            )
+        return loss, texts
+
+    def alignment_cache(self, rows: Tensor, valid: Tensor) -> AlignCache:
+        """L_align over `rows` (every process's `alignment_rows` of an effective batch, padded
+        rows `valid` False) with its gradients: `AlignmentLoss.cached_gradients`, here so that
+        under FSDP the temperature is read whole."""
+        if self.align is None:
+            raise ValueError("the audio-only baseline has no L_align")
+        with _whole_root(self):
+            return AlignCache(*self.align.cached_gradients(rows, valid))
 
     @torch.no_grad()
     def probe_embeddings(self, batch: dict[str, Any]) -> ProbeEmbeddings:
@@ -391,18 +519,19 @@ class Multi2Cap(nn.Module):
         """(trainable state, inline-backbone state) as they are written to disk: own modules and
         LoRA weights; the whole of every backbone built from an inline config. Pretrained
         backbone weights are left out (they are rebuilt from their source). Parameters sharded
-        by FSDP are gathered whole, which every process must take part in."""
+        by FSDP are gathered whole, which every process must take part in, and only those kept:
+        the frozen decoder, CLIP and CED of a real run are not all-gathered at each save."""
         own = ("adapter.", "grounding.", "align.", "vfr.")
         backbones = tuple(self._backbone_prefixes())
         trainable: dict[str, Tensor] = {}
         inline: dict[str, Tensor] = dict(self._vision_state)
         for key, value in self.state_dict().items():
+            mine = key.startswith(own) or "lora_" in key
+            if not (mine or key.startswith(backbones)):
+                continue  # checked before gathering: a frozen pretrained backbone is never
             if isinstance(value, DTensor):
                 value = value.full_tensor()
-            if key.startswith(own) or "lora_" in key:
-                trainable[key] = value
-            elif key.startswith(backbones):
-                inline[key] = value
+            (trainable if mine else inline)[key] = value
         return trainable, inline
 
     def _saved_config(self) -> Multi2CapConfig:

@@ -4,7 +4,7 @@ A recipe fixes everything a run needs (stage, model, data, optimisation, augment
 and run-time settings) so that `multi2cap train --config X.yaml` is reproducible from the file and
 the override list alone. The resolved config is written next to the checkpoints.
 
-Overrides use dotted paths into the YAML tree (`optim.lr=1e-4`, `model.num_grounding_tokens=8`,
+Overrides use dotted paths into the YAML tree (`optim.lr=1e-4`, `model.k=8`,
 `data.train_manifest=/data/clotho/train.jsonl`); values are parsed as YAML, with numbers in
 scientific notation (`5e-5`, which YAML 1.1 reads as a string) read as floats.
 """
@@ -76,6 +76,12 @@ class OptimConfig(_Section):
     warmup_epochs: float = Field(2.0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
     max_grad_norm: float | None = Field(None, gt=0, description="None: no clipping (the paper)")
+    align_batch: Literal["effective", "micro"] = Field(
+        "effective",
+        description="L_align's contrastive batch under accumulation: the whole effective batch "
+        "of all devices (gradient cache, one extra no-graph encoder pass) or each micro-batch of "
+        "all devices",
+    )
 
 
 class EvalConfig(_Section):

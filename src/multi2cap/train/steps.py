@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from multi2cap.train.batches import to_device
 from multi2cap.train.config import TrainConfig
+from multi2cap.train.gradient_cache import alignment_caches
 from multi2cap.train.sharding import set_gradient_sync
 
 LOSS_KEYS = ("loss", "loss_cap", "loss_align", "loss_vfr")
@@ -38,54 +40,110 @@ def optimizer_steps(
     config: TrainConfig,
     stand_in: dict[str, Any],
 ) -> Iterator[StepStats]:
-    """Run micro-batches through `accelerator.accumulate` and yield after each optimizer step.
+    """Run each optimizer step's micro-batches through `accelerator.accumulate`; yield after
+    each optimizer step.
+
+    The losses are those of the effective batch, as if it ran in one forward pass: the step's
+    micro-batches are read first, their caption tokens and clips counted over all processes,
+    and each micro-batch contributes its share (`StepShare`): L_cap is a token mean over the
+    whole effective batch, L_vfr a clip mean, and L_align (pre-training) contrasts the whole
+    effective batch of all processes (`optim.align_batch: effective`, see `gradient_cache`) or
+    each micro-batch of all processes (`micro`).
 
     A micro-batch whose clips were all unreadable still runs forward/backward on the previous
     good micro-batch (or, before the first one, on `stand_in`) with its loss times zero, so that
     every process takes part in each gradient reduction (a process that skipped its backward
     would stall the others); it adds nothing to the gradient sum.
     """
+    from multi2cap.model.multi2cap import StepShare
+
     model.train()
     device = accelerator.device
-    sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float32, device=device)
-    micro_batches, n_samples, skipped, started = 0, 0, [], time.perf_counter()
+    inner = accelerator.unwrap_model(model)
+    accumulation = accelerator.gradient_accumulation_steps
+    replicas = accumulation * accelerator.num_processes
+    cache_align = (
+        config.stage == "pretrain"
+        and getattr(inner, "align", None) is not None
+        and config.optim.align_batch == "effective"
+    )
     fallback: dict[str, Any] | None = None
-    for batch in loader:
-        skipped += batch["skipped"]
-        usable = len(batch["ids"]) > 0
-        if usable:
-            fallback = batch
-        elif fallback is None and accelerator.num_processes > 1:
-            fallback = stand_in
-        with accelerator.accumulate(model):
-            if fallback is not None:
-                set_gradient_sync(model, accelerator.sync_gradients)
-                with accelerator.autocast():  # a model prepared by accelerate has it already
-                    output = model(to_device(fallback, device), config.stage)
-                accelerator.backward(output.loss if usable else output.loss * 0.0)
-                if usable:
-                    # Summed on the device; read once per optimizer step (one sync, not four
-                    # per micro-batch).
-                    sums += torch.stack([_detached(getattr(output, k), device) for k in LOSS_KEYS])
-                    micro_batches += 1
-                    n_samples += len(batch["ids"])
-            if accelerator.sync_gradients and config.optim.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        if accelerator.sync_gradients:
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            means = accelerator.reduce(sums / max(micro_batches, 1), "mean").cpu()
-            yield StepStats(
-                dict(zip(LOSS_KEYS, means.tolist(), strict=True)),
-                lr,
-                n_samples,
-                time.perf_counter() - started,
-                skipped,
+    batches = iter(loader)
+    while group := list(itertools.islice(batches, accumulation)):
+        started = time.perf_counter()
+        runs: list[tuple[dict[str, Any], bool] | None] = []
+        for batch in group:
+            usable = len(batch["ids"]) > 0
+            if usable:
+                fallback = batch
+            elif fallback is None and accelerator.num_processes > 1:
+                fallback = stand_in
+            runs.append((fallback, usable) if fallback is not None else None)
+        counts = torch.tensor(
+            [
+                [inner.caption_tokens(b["captions"]), len(b["ids"])]
+                for b, usable in filter(None, runs)
+                if usable
+            ]
+            or [[0, 0]],
+            dtype=torch.float32,
+        )
+        totals = counts.sum(dim=0).to(device)
+        if accelerator.num_processes > 1:  # one small all-reduce per step, read on the device
+            totals = accelerator.reduce(totals, "sum")
+        totals = totals.clamp_min(1.0)
+        caches: list[Any] = [None] * len(runs)
+        states: list[Any] = [None] * len(runs)
+        if cache_align:
+            present = [i for i, run in enumerate(runs) if run is not None]
+            done = alignment_caches(
+                inner,
+                [runs[i] for i in present],  # type: ignore[misc]
+                accelerator,
+                accumulation * config.optim.micro_batch_size,
             )
-            sums.zero_()
-            micro_batches, n_samples, skipped, started = 0, 0, [], time.perf_counter()
+            for i, cache, state in zip(present, *done, strict=True):
+                caches[i], states[i] = cache, state
+        sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float32, device=device)
+        n_samples = 0
+        for run, cache, state in zip(runs, caches, states, strict=True):
+            with accelerator.accumulate(model):
+                if run is not None:
+                    batch, usable = run
+                    share = StepShare(
+                        replicas=replicas,
+                        caption_tokens=totals[0],
+                        clips=totals[1],
+                        align_rows=config.optim.micro_batch_size,
+                        align_cache=cache,
+                    )
+                    if state is not None:
+                        state.restore(device)
+                    set_gradient_sync(model, accelerator.sync_gradients)
+                    with accelerator.autocast():  # a model prepared by accelerate has it already
+                        output = model(to_device(batch, device), config.stage, share)
+                    accelerator.backward(output.loss if usable else output.loss * 0.0)
+                    if usable:
+                        # Summed on the device: each loss is this micro-batch's estimate of
+                        # the effective batch's, whose mean over the replicas is that loss.
+                        sums += torch.stack(
+                            [_detached(getattr(output, k), device) for k in LOSS_KEYS]
+                        )
+                        n_samples += len(batch["ids"])
+                if accelerator.sync_gradients and config.optim.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        means = accelerator.reduce(sums / replicas, "sum").cpu()
+        yield StepStats(
+            dict(zip(LOSS_KEYS, means.tolist(), strict=True)),
+            lr,
+            n_samples,
+            time.perf_counter() - started,
+            [i for b in group for i in b["skipped"]],
+        )
 
 
 def _detached(value: torch.Tensor | None, device: torch.device) -> torch.Tensor:
