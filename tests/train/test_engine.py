@@ -125,6 +125,11 @@ def test_validation_selects_best_and_finetuning_reads_no_image(
     assert [r["epoch"] for r in val] == [1, 2]
     assert all(r["cider_d"] >= 0.0 and 0.0 <= r["bleu_1"] <= 1.0 for r in val)
     assert all(math.isfinite(r["val_loss"]) and r["val_items"] == 8 for r in val)
+    # Pre-training scores the path it trains (g from the frame) under the plain names, and the
+    # audio-only g_hat path beside it: two different paths, two different losses.
+    assert all(math.isfinite(r["audio_only_val_loss"]) for r in val)
+    assert all(r["val_loss"] != r["audio_only_val_loss"] for r in val)
+    assert all(0.0 <= r["audio_only_bleu_1"] <= 1.0 for r in val)
     best_epoch = max(val, key=lambda r: r["cider_d"])["epoch"]
     assert pre.best_metric == "cider_d" and pre.best_checkpoint is not None
     summary = json.loads((pre.best_checkpoint / "best.json").read_text())
@@ -213,3 +218,39 @@ def test_best_metric_that_cannot_be_computed_fails_before_training(
     with pytest.raises(ConfigError, match="best_metric 'cider_d'"):
         train(config)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_pretraining_selects_on_the_audio_only_path_when_the_recipe_says_so(
+    stamp_manifests: Path, tmp_path: Path
+) -> None:
+    from multi2cap.model.multi2cap import Multi2Cap
+
+    pre = train(
+        _config(
+            stamp_manifests,
+            tmp_path,
+            f"data.val_manifest={stamp_manifests / 'val.jsonl'}",
+            "eval.every_epochs=1",
+            "eval.metrics=[bleu_1]",
+            "eval.best_metric=val_loss",
+            "eval.select_path=audio_only",
+            "augment.enabled=false",
+        )
+    )
+    val = [r for r in pre.history if r["kind"] == "val"]
+    assert pre.best_metric == "audio_only_val_loss"
+    assert pre.best_score == min(r["audio_only_val_loss"] for r in val)
+    # The frame path's val_loss is the teacher-forced L_cap of pre-training's forward on the
+    # validation clips with their frames (eval mode, no augmentation), recomputed here.
+    from multi2cap.data.dataset import CaptionDataset, collate_captions
+    from multi2cap.data.manifest import read_manifest
+
+    model = Multi2Cap.from_pretrained(pre.final_checkpoint, load_vision=True).eval()
+    records = read_manifest(stamp_manifests / "val.jsonl")
+    dataset = CaptionDataset(
+        records, train=False, clip_seconds=2.0, with_images=True, image_size=32, augment=None
+    )
+    batch = collate_captions([dataset[i] for i in range(len(records))])
+    with torch.no_grad():
+        loss_cap = model(batch, "pretrain").loss_cap
+    assert val[-1]["val_loss"] == pytest.approx(float(loss_cap), rel=1e-4)

@@ -101,6 +101,12 @@ class EvalConfig(_Section):
     best_mode: Literal["max", "min", "auto"] = "auto"
     num_beams: int = Field(3, gt=0)
     max_new_tokens: int = Field(30, gt=0)
+    select_path: Literal["trained", "audio_only"] = Field(
+        "trained",
+        description="pre-training: select the best checkpoint on the path it trains (g from the "
+        "frame, plain score names) or on the audio-only g_hat path (audio_only_* scores); "
+        "fine-tuning has one path",
+    )
 
     @model_validator(mode="after")
     def _direction_known(self) -> EvalConfig:

@@ -20,14 +20,22 @@ from multi2cap.train.state import Best, Position
 
 log = logging.getLogger("multi2cap.train")
 
+FRAME = "frame"  # pre-training's path: g from the video frame feeds the adapter
+AUDIO_ONLY = "audio_only"  # g_hat from the VFR: fine-tuning and inference
+AUDIO_ONLY_PREFIX = "audio_only_"
+
 
 class Validator:
     """Teacher-forced caption loss and decoded-caption metrics on a fixed validation subset.
 
-    Runs on the main process only (the subset is small; other processes wait), audio only, i.e.
-    the fine-tuning / inference path with reconstructed grounding tokens g_hat. The metric
-    back-ends are checked when the run starts: a `best_metric` that cannot be computed here is a
-    configuration error before any training, other unavailable metrics are logged and left out.
+    Each process decodes its share; the main process scores. The path scored is the one the
+    stage trains: in fine-tuning the audio-only path (g_hat from the VFR, as at inference); in
+    pre-training with grounding and `pretrain_adapter_input` g (or mix) the path with the frame
+    (g, the adapter's pre-training input), under the plain names (`val_loss`, `cider_d`, ...),
+    and beside it the audio-only path under `audio_only_<name>`. `eval.select_path` says which
+    of the two selects the best checkpoint. The metric back-ends are checked when the run
+    starts: a `best_metric` that cannot be computed here is a configuration error before any
+    training, other unavailable metrics are logged and left out.
     """
 
     def __init__(self, config: TrainConfig, records: list[ManifestRecord], main: bool) -> None:
@@ -87,17 +95,24 @@ class Validator:
         records: list[ManifestRecord],
         min_batches: int,
     ) -> dict[str, Any]:
-        """Caption loss sum, candidates and references for `records`, running at least
-        `min_batches` forward passes."""
+        """Per path (`AUDIO_ONLY` and, pre-training with frames, `FRAME`): caption loss sum and
+        candidates for `records`, and their references, running at least `min_batches`
+        forward passes."""
         from multi2cap.data.dataset import CaptionDataset
 
         cfg = self.config
+        inner = accelerator.unwrap_model(model)  # a DDP wrapper would sync in forward
+        paths = self.paths(inner)
+        image_size = None
+        if FRAME in paths:
+            image_size = cfg.data.image_size or inner.vision.image_size
         dataset = SkipTracking(
             CaptionDataset(
                 records,
                 train=False,
                 clip_seconds=cfg.data.clip_seconds,
-                with_images=False,
+                with_images=image_size is not None,
+                image_size=image_size or 224,
                 augment=None,
                 seed=cfg.seed,
             )
@@ -108,10 +123,13 @@ class Validator:
             collate_fn=collate,
             num_workers=cfg.data.num_workers if records else 0,
         )
-        inner = accelerator.unwrap_model(model)  # a DDP wrapper would sync in forward
         was_training = inner.training
         inner.eval()
-        part: dict[str, Any] = {"loss_sum": 0.0, "n_items": 0, "candidates": [], "references": []}
+        part: dict[str, Any] = {
+            "n_items": 0,
+            "references": [],
+            "paths": {path: {"loss_sum": 0.0, "candidates": []} for path in paths},
+        }
         batches = 0
         with torch.no_grad(), accelerator.autocast():
             for batch in itertools.chain(loader, itertools.repeat(None)):
@@ -122,53 +140,83 @@ class Validator:
                 if not real:
                     if batches > min_batches:  # an unsharded model needs no stand-in
                         continue
-                    batch = stand_in(cfg.data.clip_seconds)
+                    batch = stand_in(cfg.data.clip_seconds, image_size)
                 batch = to_device(batch, accelerator.device)
                 n = batch["audio"].shape[0]
-                loss = float(inner(batch, "finetune").loss_cap) * n
-                waves = [
-                    batch["audio"][i, : int(batch["audio_lengths"][i])].float().cpu()
-                    for i in range(n)
-                ]
-                captions = inner.caption(
-                    waves,
-                    num_beams=cfg.eval.num_beams,
-                    max_new_tokens=cfg.eval.max_new_tokens,
-                    batch_size=cfg.eval.batch_size,
-                )
+                for path in paths:
+                    loss, captions = self._path(inner, batch, path)
+                    if real:
+                        part["paths"][path]["loss_sum"] += float(loss) * n
+                        part["paths"][path]["candidates"] += captions
                 if real:
-                    part["loss_sum"] += loss
                     part["n_items"] += n
-                    part["candidates"] += captions
                     part["references"] += batch["references"]
         inner.set_stage(cfg.stage)
         inner.train(was_training)
         return part
 
+    def paths(self, inner: Any) -> dict[str, str]:
+        """The paths validated, name -> score-key prefix: the trained path unprefixed."""
+        pretrain_with_frames = (
+            self.config.stage == "pretrain"
+            and inner.vision is not None
+            and inner.config.pretrain_adapter_input != "g_hat"
+        )
+        if pretrain_with_frames:
+            return {FRAME: "", AUDIO_ONLY: AUDIO_ONLY_PREFIX}
+        return {AUDIO_ONLY: ""}
+
+    def _path(self, inner: Any, batch: dict[str, Any], path: str) -> tuple[Any, list[str]]:
+        """(teacher-forced L_cap, decoded captions) of `batch` through `path`."""
+        cfg = self.config.eval
+        if path == FRAME:
+            return inner.validate(
+                batch, "g", num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens
+            )
+        loss = inner(batch, "finetune").loss_cap
+        n = batch["audio"].shape[0]
+        waves = [
+            batch["audio"][i, : int(batch["audio_lengths"][i])].float().cpu() for i in range(n)
+        ]
+        captions = inner.caption(
+            waves,
+            num_beams=cfg.num_beams,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+        )
+        return loss, captions
+
     def _score(self, parts: list[dict[str, Any]], position: Position) -> dict[str, Any]:
         n_items = sum(p["n_items"] for p in parts)
-        candidates = [c for p in parts for c in p["candidates"]]
         references = [r for p in parts for r in p["references"]]
         scores: dict[str, Any] = {
             "kind": "val",
             "epoch": position.epoch,
             "step": position.global_step,
-            "val_loss": sum(p["loss_sum"] for p in parts) / max(n_items, 1),
             "val_items": n_items,
         }
-        if candidates:
-            result = self._evaluator.evaluate(candidates, references)
-            scores.update({k: v for k, v in result.corpus.items() if v is not None})
-            scores["examples"] = [
-                {"candidate": c, "references": r}
-                for c, r in zip(candidates[:3], references[:3], strict=True)
-            ]
+        for path in parts[0]["paths"]:
+            prefix = "" if path == FRAME or len(parts[0]["paths"]) == 1 else AUDIO_ONLY_PREFIX
+            candidates = [c for p in parts for c in p["paths"][path]["candidates"]]
+            loss_sum = sum(p["paths"][path]["loss_sum"] for p in parts)
+            scores[f"{prefix}val_loss"] = loss_sum / max(n_items, 1)
+            if candidates:
+                result = self._evaluator.evaluate(candidates, references)
+                scores.update(
+                    {f"{prefix}{k}": v for k, v in result.corpus.items() if v is not None}
+                )
+                scores[f"{prefix}examples"] = [
+                    {"candidate": c, "references": r}
+                    for c, r in zip(candidates[:3], references[:3], strict=True)
+                ]
         return scores
 
 
 def improves(best: Best, scores: dict[str, Any], config: TrainConfig) -> bool:
     """Update `best` when `scores` beat it on `eval.best_metric`; False when it is missing."""
     metric = config.eval.best_metric
+    if config.eval.select_path == "audio_only" and f"{AUDIO_ONLY_PREFIX}{metric}" in scores:
+        metric = f"{AUDIO_ONLY_PREFIX}{metric}"  # pre-training: the g_hat path beside the g one
     value = scores.get(metric)
     if not isinstance(value, float) or not math.isfinite(value):
         log.warning("epoch %d: no finite %s to select the best model on", scores["epoch"], metric)
