@@ -81,14 +81,22 @@ class Skipped:
 
 def collate(items: list[Any]) -> dict[str, Any]:
     """`collate_captions` over the readable items, plus the `skipped` ids; only `ids` (empty)
-    and `skipped` when nothing was readable."""
+    and `skipped` when nothing was readable.
+
+    The audio is cut to the longest clip of the batch: training items come padded to
+    `data.clip_seconds`, which for whole-clip training (Clotho's 15-30 s, `clip_seconds: 30`)
+    is the longest clip of the dataset, and a batch of shorter clips need not carry (nor the
+    encoder run over) that padding. The masks come from `audio_lengths` either way."""
     from multi2cap.data.dataset import collate_captions
 
     skipped = [item.id for item in items if isinstance(item, Skipped)]
     valid = [item for item in items if not isinstance(item, Skipped)]
     if not valid:
         return {"ids": [], "skipped": skipped}
-    return {**collate_captions(valid), "skipped": skipped}
+    batch = dict(collate_captions(valid))
+    longest = int(batch["audio_lengths"].max())
+    batch["audio"] = batch["audio"][:, :longest].contiguous()
+    return {**batch, "skipped": skipped}
 
 
 def step_loader(dataset: Any, batch_sampler: Any, config: TrainConfig) -> DataLoader:
