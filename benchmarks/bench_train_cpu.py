@@ -7,7 +7,13 @@ Two figures, on real Tux Paint sounds and pictures:
    recipe's clip length and at 10 s, with the recipe's 1 thread and with torch's default;
    target: <= 0.35 s per batch-8 step;
 2. the whole loop through `multi2cap.train.train` (data loading, augmentations, logging,
-   checkpoints): steps/s and samples/s, with the paper's four augmentations on and off.
+   checkpoints): steps/s and samples/s, with the paper's four augmentations on and off, and
+   with 4 accumulated micro-batches of 2 clips, L_align over each micro-batch
+   (`optim.align_batch=micro`) vs over the effective batch (`effective`, the gradient cache);
+3. L_align alone at the paper's sizes (batch 320, K 4, d_g 1024, CED-base 768, CLIP-L 1024,
+   shared space 512), forward + backward: the former implementation (2K InfoNCE calls, each
+   normalising and gathering its keys again; reproduced here as the baseline) against
+   `AlignmentLoss` (one embedding, one gather, two batched products), in the same run.
 
 Medians over the timed steps. The machine may be shared; the load average is printed.
 
@@ -93,7 +99,9 @@ def step_time(manifest: Path, clip_seconds: float, threads: int, steps: int) -> 
         torch.set_num_threads(before)
 
 
-def loop_speed(manifest: Path, out: Path, augment: bool, epochs: int) -> tuple[float, float]:
+def loop_speed(
+    manifest: Path, out: Path, augment: bool, epochs: int, extra: tuple[str, ...] = ()
+) -> tuple[float, float]:
     """(steps/s, samples/s) medians of the full training loop on the tiny recipe."""
     from multi2cap.train import load_train_config, train
 
@@ -106,6 +114,7 @@ def loop_speed(manifest: Path, out: Path, augment: bool, epochs: int) -> tuple[f
             "eval.every_epochs=0",
             "runtime.progress=false",
             "runtime.tensorboard=false",
+            *extra,
         ],
         output_dir=out,
     )
@@ -115,11 +124,52 @@ def loop_speed(manifest: Path, out: Path, augment: bool, epochs: int) -> tuple[f
     return samples / config.optim.batch_size, samples
 
 
+def _former_alignment_loss(align, g, a_mean, v_cls) -> torch.Tensor:
+    """L_align as computed before (one process): 2K InfoNCE calls over the same keys."""
+    import math
+
+    import torch.nn.functional as F
+
+    def nce(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        q, k = F.normalize(queries.float(), dim=-1), F.normalize(keys.float(), dim=-1)
+        scale = align.nce.log_scale.clamp(max=math.log(100.0)).exp()
+        targets = torch.arange(q.shape[0])
+        return (
+            F.cross_entropy(scale * q @ k.T, targets) + F.cross_entropy(scale * k @ q.T, targets)
+        ) / 2
+
+    g_s, a_s, v_s = align.project(g, a_mean, v_cls)
+    k = g.shape[1]
+    return sum(nce(g_s[:, i], a_s) + nce(g_s[:, i], v_s) for i in range(k)) / (2 * k)
+
+
+def alignment_times(reps: int) -> tuple[float, float, float]:
+    """Median seconds of L_align forward + backward, former and current, and |difference|."""
+    from multi2cap.model.grounding import AlignmentLoss
+
+    torch.manual_seed(0)
+    align = AlignmentLoss(d_g=1024, d_audio=768, d_visual=1024, align_dim=512, temperature=0.07)
+    g, a, v = torch.randn(320, 4, 1024), torch.randn(320, 768), torch.randn(320, 1024)
+    times: dict[str, list[float]] = {"former": [], "current": []}
+    values = {}
+    for _ in range(reps + 2):
+        for name, fn in (("former", _former_alignment_loss), ("current", None)):
+            align.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            loss = fn(align, g, a, v) if fn is not None else align(g, a, v)
+            loss.backward()
+            times[name].append(time.perf_counter() - start)
+            values[name] = float(loss)
+    former, current = (statistics.median(times[n][2:]) for n in ("former", "current"))
+    return former, current, abs(values["former"] - values["current"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     parser.add_argument("--clips", type=int, default=16, help="clips in the loop's manifest")
     parser.add_argument("--epochs", type=int, default=4, help="epochs of the full loop")
+    parser.add_argument("--align-reps", type=int, default=10, help="timed L_align passes")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (machine shared)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,6 +190,24 @@ def main() -> None:
             steps, samples = loop_speed(manifest, folder / f"run{augment}", augment, args.epochs)
             label = "four augmentations" if augment else "no augmentation"
             print(f"  {label:20s}: {steps:.2f} steps/s, {samples:.1f} samples/s")
+        print("full loop, batch 8 = 4 accumulated micro-batches of 2, no augmentation:")
+        rates = {}
+        for mode in ("micro", "effective"):
+            extra = ("optim.micro_batch_size=2", f"optim.align_batch={mode}")
+            out = folder / f"acc-{mode}"
+            rates[mode] = loop_speed(manifest, out, False, args.epochs, extra)
+            print(
+                f"  align_batch={mode:9s}: {rates[mode][0]:.2f} steps/s, {rates[mode][1]:.1f} samples/s"
+            )
+        print(
+            f"  gradient cache costs x{rates['micro'][0] / rates['effective'][0]:.2f} in step time"
+        )
+    print("L_align forward + backward, batch 320, K 4 (median):")
+    former, current, diff = alignment_times(args.align_reps)
+    print(
+        f"  former {former * 1e3:.1f} ms, current {current * 1e3:.1f} ms "
+        f"(x{former / current:.2f} faster), |value difference| {diff:.1e}"
+    )
 
 
 if __name__ == "__main__":

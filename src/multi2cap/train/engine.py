@@ -15,6 +15,7 @@ Exact resumption rests on three things: the clip order depends on (seed, epoch) 
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from multi2cap.train.schedule import warmup_cosine
 from multi2cap.train.sharding import shard_model
 from multi2cap.train.signals import StopSignals
 from multi2cap.train.state import Best, Position
-from multi2cap.train.steps import optimizer_steps
+from multi2cap.train.steps import LOSS_KEYS, optimizer_steps
 from multi2cap.train.validation import Validator, improves
 
 log = logging.getLogger("multi2cap.train")
@@ -187,6 +188,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             else None
         )
         stopped, stop_reason = False, None
+        pace = _Pace()
         while position.epoch < config.optim.epochs and not stopped:
             train_set.set_epoch(position.epoch)
             loader = step_loader(
@@ -205,23 +207,27 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             for stats in steps:
                 position.step_in_epoch += 1
                 position.global_step += 1
-                record = {
-                    "kind": "train",
-                    "step": position.global_step,
-                    "epoch": position.epoch + position.step_in_epoch / steps_per_epoch,
-                    "lr": stats.lr,
-                    **stats.losses,
-                    "samples_per_s": stats.samples
-                    * accelerator.num_processes
-                    / max(stats.seconds, 1e-9),
-                }
-                logger.train_step(record)
+                pace.add(stats.samples * accelerator.num_processes)
+                if logger.logs(position.global_step):
+                    # The one host sync of the losses, at logged steps only.
+                    losses = dict(zip(LOSS_KEYS, stats.losses.cpu().tolist(), strict=True))
+                    record = {
+                        "kind": "train",
+                        "step": position.global_step,
+                        "epoch": position.epoch + position.step_in_epoch / steps_per_epoch,
+                        "lr": stats.lr,
+                        **losses,
+                        "samples_per_s": pace.rate(),
+                    }
+                    logger.train_step(record)
+                    if bar is not None:
+                        bar.update(task, loss=f"loss {record['loss']:.4f}")
                 skipped = stats.skipped
                 if accelerator.num_processes > 1:
                     skipped = gather_object(skipped)
                 logger.skipped(skipped, position)
                 if bar is not None:
-                    bar.update(task, advance=1, loss=f"loss {record['loss']:.4f}")
+                    bar.update(task, advance=1)
                 if stop_at is not None and position.global_step >= stop_at:
                     stopped, stop_reason = True, "stop_at_step"
                 elif signals.requested(accelerator):
@@ -266,6 +272,23 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         skipped_clips=logger.skipped_total(),
         history=logger.history,
     )
+
+
+class _Pace:
+    """Samples per second over the steps since the last logged one (no per-step sync: on a GPU
+    a single step's host time is only its launch time)."""
+
+    def __init__(self) -> None:
+        self.samples, self.since = 0, time.perf_counter()
+
+    def add(self, samples: int) -> None:
+        self.samples += samples
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        rate = self.samples / max(now - self.since, 1e-9)
+        self.samples, self.since = 0, now
+        return rate
 
 
 def _mixed_precision(config: TrainConfig, device: torch.device) -> str:

@@ -56,10 +56,15 @@ class RunLogger:
         steps = [r["step"] for r in self.history]
         return max(steps) + 1 if steps else None
 
+    def logs(self, step: int) -> bool:
+        """Whether optimizer step `step` is logged (every `log_every_steps`, and the stop step)."""
+        runtime = self.config.runtime
+        return step % runtime.log_every_steps == 0 or step == runtime.stop_at_step
+
     def train_step(self, record: dict[str, Any]) -> None:
-        step = record["step"]
-        if step % self.config.runtime.log_every_steps and step != self.config.runtime.stop_at_step:
+        if not self.logs(record["step"]):
             return
+        step = record["step"]
         self.history.append(record)
         if not self.main:
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +21,12 @@ LOSS_KEYS = ("loss", "loss_cap", "loss_align", "loss_vfr")
 
 @dataclass
 class StepStats:
-    """What one optimizer step did on this process."""
+    """What one optimizer step did on this process. `losses` `(len(LOSS_KEYS),)` are the
+    effective batch's over all processes, on the device (reading them is a host sync)."""
 
-    losses: dict[str, float]
+    losses: torch.Tensor
     lr: float
     samples: int
-    seconds: float
     skipped: list[str]
 
 
@@ -62,15 +61,17 @@ def optimizer_steps(
     inner = accelerator.unwrap_model(model)
     accumulation = accelerator.gradient_accumulation_steps
     replicas = accumulation * accelerator.num_processes
+    # With one micro-batch per step the micro-batches of all devices are the effective batch,
+    # and the plain forward already contrasts it: no cache needed.
     cache_align = (
         config.stage == "pretrain"
         and getattr(inner, "align", None) is not None
         and config.optim.align_batch == "effective"
+        and accumulation > 1
     )
     fallback: dict[str, Any] | None = None
     batches = iter(loader)
     while group := list(itertools.islice(batches, accumulation)):
-        started = time.perf_counter()
         runs: list[tuple[dict[str, Any], bool] | None] = []
         for batch in group:
             usable = len(batch["ids"]) > 0
@@ -88,7 +89,9 @@ def optimizer_steps(
             or [[0, 0]],
             dtype=torch.float32,
         )
-        totals = counts.sum(dim=0).to(device)
+        totals = counts.sum(dim=0)
+        if device.type == "cuda":  # pinned and asynchronous: no wait for the queued kernels
+            totals = totals.pin_memory().to(device, non_blocking=True)
         if accelerator.num_processes > 1:  # one small all-reduce per step, read on the device
             totals = accelerator.reduce(totals, "sum")
         totals = totals.clamp_min(1.0)
@@ -136,12 +139,10 @@ def optimizer_steps(
                 optimizer.zero_grad(set_to_none=True)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        means = accelerator.reduce(sums / replicas, "sum").cpu()
         yield StepStats(
-            dict(zip(LOSS_KEYS, means.tolist(), strict=True)),
+            accelerator.reduce(sums / replicas, "sum"),
             lr,
             n_samples,
-            time.perf_counter() - started,
             [i for b in group for i in b["skipped"]],
         )
 
