@@ -6,6 +6,9 @@ configs alone (nothing is downloaded) and measures
 * pre-training step (L_cap + alpha L_align + beta L_vfr, bf16 autocast, AdamW on the trainable
   parameters, gradient checkpointing as in configs/pretrain_vggcaps.yaml) at the largest batch
   that fits among 8, 16, 32, ...: samples/s, LLM tokens/s, MFU, peak memory;
+* the gradient cache's extra pass (`optim.align_batch: effective` under accumulation: CED,
+  CLIP and the grounding without graph, `Multi2Cap.alignment_rows`) at that batch, as a
+  fraction of the step;
 * captioning (greedy, audio only): latency for one 10-s clip, throughput at batch 64.
 
 MFU = model FLOPs per step / step time / peak dense bf16 FLOP/s of the card. Model FLOPs are
@@ -297,6 +300,27 @@ def time_steps(
         return statistics.median(times), tokens()
 
 
+def time_alignment_rows(
+    model: Any, batch_size: int, settings: Settings, device: torch.device
+) -> float:
+    """Median seconds of `Multi2Cap.alignment_rows` at `batch_size`: the extra no-graph pass
+    (CED, CLIP, grounding) that `optim.align_batch: effective` adds per micro-batch."""
+    generator = torch.Generator().manual_seed(0)
+    batch = to_device(
+        synthetic_batch(batch_size, settings, model.vision.image_size, generator), device
+    )
+    times = []
+    for index in range(settings.warmup + settings.steps):
+        synchronize(device)
+        start = time.perf_counter()
+        with autocast(device):
+            model.alignment_rows(batch)
+        synchronize(device)
+        if index >= settings.warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def bench_training(
     model: Any, settings: Settings, device: torch.device, flops_sample: float
 ) -> dict[str, Any]:
@@ -323,6 +347,7 @@ def bench_training(
         peak_mem = (
             torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         )
+        cache_pass = time_alignment_rows(model, size, settings, device)
         flops = flops_sample * size
         peak = next((v for k, v in PEAK_BF16.items() if k in device_name(device)), None)
         return {
@@ -335,6 +360,8 @@ def bench_training(
             "achieved_tflops": flops / step / 1e12,
             "mfu": flops / step / peak if peak else None,
             "peak_memory_gib": peak_mem,
+            "gradient_cache_pass_s": cache_pass,
+            "gradient_cache_overhead": cache_pass / step,
         }
     return {"error": f"even batch {settings.batches[0]} does not fit"}
 

@@ -8,8 +8,9 @@ Two figures, on real Tux Paint sounds and pictures:
    target: <= 0.35 s per batch-8 step;
 2. the whole loop through `multi2cap.train.train` (data loading, augmentations, logging,
    checkpoints): steps/s and samples/s, with the paper's four augmentations on and off, and
-   with 4 accumulated micro-batches of 2 clips, L_align over each micro-batch
-   (`optim.align_batch=micro`) vs over the effective batch (`effective`, the gradient cache);
+   and the step loop alone on 4 accumulated micro-batches of 2 clips, L_align over each
+   micro-batch (`optim.align_batch=micro`) vs over the effective batch (`effective`, the
+   gradient cache), alternating step by step;
 3. L_align alone at the paper's sizes (batch 320, K 4, d_g 1024, CED-base 768, CLIP-L 1024,
    shared space 512), forward + backward: the former implementation (2K InfoNCE calls, each
    normalising and gathering its keys again; reproduced here as the baseline) against
@@ -99,9 +100,7 @@ def step_time(manifest: Path, clip_seconds: float, threads: int, steps: int) -> 
         torch.set_num_threads(before)
 
 
-def loop_speed(
-    manifest: Path, out: Path, augment: bool, epochs: int, extra: tuple[str, ...] = ()
-) -> tuple[float, float]:
+def loop_speed(manifest: Path, out: Path, augment: bool, epochs: int) -> tuple[float, float]:
     """(steps/s, samples/s) medians of the full training loop on the tiny recipe."""
     from multi2cap.train import load_train_config, train
 
@@ -114,7 +113,6 @@ def loop_speed(
             "eval.every_epochs=0",
             "runtime.progress=false",
             "runtime.tensorboard=false",
-            *extra,
         ],
         output_dir=out,
     )
@@ -122,6 +120,57 @@ def loop_speed(
     rates = [r["samples_per_s"] for r in result.history if r["kind"] == "train"][1:]
     samples = statistics.median(rates)
     return samples / config.optim.batch_size, samples
+
+
+def accumulated_step_times(manifest: Path, modes: tuple[str, ...], steps: int) -> dict[str, float]:
+    """Median seconds of one optimizer step of the step loop (`multi2cap.train.steps`) on
+    preloaded data: 4 accumulated pre-training micro-batches of 2 clips (2-s clips), 1 thread,
+    for each `optim.align_batch` mode; the modes alternate step by step so that the machine's
+    load falls on both alike."""
+    from accelerate import Accelerator
+
+    from multi2cap.data.dataset import CaptionDataset, collate_captions
+    from multi2cap.data.manifest import read_manifest
+    from multi2cap.model.config import Multi2CapConfig
+    from multi2cap.model.multi2cap import Multi2Cap
+    from multi2cap.train.config import TrainConfig
+    from multi2cap.train.steps import optimizer_steps
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        records = read_manifest(manifest)[:8]
+        dataset = CaptionDataset(
+            records, train=True, clip_seconds=2.0, with_images=True, image_size=32
+        )  # the tiny CLIP's input side
+        items = [dataset[i] for i in range(8)]
+        micro = [{**collate_captions(items[i : i + 2]), "skipped": []} for i in range(0, 8, 2)]
+        accelerator = Accelerator(cpu=True, gradient_accumulation_steps=4)
+        loops = {}
+        for mode in modes:
+            config = TrainConfig.model_validate(
+                {"optim": {"batch_size": 8, "micro_batch_size": 2, "align_batch": mode}}
+            )
+            torch.manual_seed(0)
+            model = Multi2Cap(Multi2CapConfig.tiny([c for r in records for c in r.captions]))
+            model.set_stage("pretrain")
+            optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+            model, optimizer = accelerator.prepare(model, optimizer)
+            loader = micro * (steps + 3)
+            loops[mode] = optimizer_steps(
+                loader, model, optimizer, scheduler, accelerator, config, {}
+            )
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        for index in range(steps + 3):
+            for mode in modes:
+                start = time.perf_counter()
+                next(loops[mode])
+                if index >= 3:
+                    times[mode].append(time.perf_counter() - start)
+        return {mode: statistics.median(t) for mode, t in times.items()}
+    finally:
+        torch.set_num_threads(before)
 
 
 def _former_alignment_loss(align, g, a_mean, v_cls) -> torch.Tensor:
@@ -159,7 +208,7 @@ def alignment_times(reps: int) -> tuple[float, float, float]:
             loss = fn(align, g, a, v) if fn is not None else align(g, a, v)
             loss.backward()
             times[name].append(time.perf_counter() - start)
-            values[name] = float(loss)
+            values[name] = float(loss.detach())
     former, current = (statistics.median(times[n][2:]) for n in ("former", "current"))
     return former, current, abs(values["former"] - values["current"])
 
@@ -190,18 +239,11 @@ def main() -> None:
             steps, samples = loop_speed(manifest, folder / f"run{augment}", augment, args.epochs)
             label = "four augmentations" if augment else "no augmentation"
             print(f"  {label:20s}: {steps:.2f} steps/s, {samples:.1f} samples/s")
-        print("full loop, batch 8 = 4 accumulated micro-batches of 2, no augmentation:")
-        rates = {}
-        for mode in ("micro", "effective"):
-            extra = ("optim.micro_batch_size=2", f"optim.align_batch={mode}")
-            out = folder / f"acc-{mode}"
-            rates[mode] = loop_speed(manifest, out, False, args.epochs, extra)
-            print(
-                f"  align_batch={mode:9s}: {rates[mode][0]:.2f} steps/s, {rates[mode][1]:.1f} samples/s"
-            )
-        print(
-            f"  gradient cache costs x{rates['micro'][0] / rates['effective'][0]:.2f} in step time"
-        )
+        print("optimizer step, batch 8 = 4 accumulated micro-batches of 2, 1 thread (median):")
+        step = accumulated_step_times(manifest, ("micro", "effective"), args.steps)
+        for mode, seconds in step.items():
+            print(f"  align_batch={mode:9s}: {seconds:.3f} s/step, {8 / seconds:.1f} samples/s")
+        print(f"  gradient cache: x{step['effective'] / step['micro']:.2f} step time")
     print("L_align forward + backward, batch 320, K 4 (median):")
     former, current, diff = alignment_times(args.align_reps)
     print(

@@ -35,6 +35,11 @@ def test_dry_run_measures_the_same_path_on_cpu(bench, tmp_path: Path) -> None:
     assert train["batch"] == 4  # the largest of the tried sizes (2, 4)
     assert train["samples_per_s"] == pytest.approx(4 / train["step_s_median"])
     assert train["model_tflops_per_step"] > 0 and train["llm_tokens_per_s"] > 0
+    assert (
+        0
+        < train["gradient_cache_overhead"]
+        == pytest.approx(train["gradient_cache_pass_s"] / train["step_s_median"])
+    )
     caption = results["captioning"]
     assert caption["batch"] == 4 and caption["mean_words_per_caption"] > 0
     assert results["trainable_parameters"] < results["parameters"]
