@@ -178,9 +178,9 @@ def test_validation_selects_best_and_finetuning_reads_no_image(
 def test_accumulated_micro_batches_equal_one_large_batch(
     stamp_manifests: Path, tmp_path: Path
 ) -> None:
-    # Fine-tuning (L_cap only, no batch-level InfoNCE) on captions of equal token counts (the
-    # caption loss is a token mean per micro-batch): 2 accumulated micro-batches of 2 == 1 of 4,
-    # the latter with the LLM's gradient checkpointing on (recomputation changes nothing).
+    # Fine-tuning through the whole loop: 2 accumulated micro-batches of 2 == 1 of 4, the
+    # latter with the LLM's gradient checkpointing on (recomputation changes nothing). Ragged
+    # captions and pre-training are checked on the gradients in test_accumulation.py.
     from multi2cap.data.manifest import read_manifest, write_manifest
 
     records = read_manifest(stamp_manifests / "train.jsonl")

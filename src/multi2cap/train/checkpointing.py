@@ -115,9 +115,10 @@ def restore(
     if saved["num_processes"] != accelerator.num_processes:
         log.warning(
             "checkpoint written with %d processes, resuming on %d: every optimizer step keeps "
-            "its clips (and, with the same micro_batch_size, its micro-batches), but L_align's "
-            "in-batch negatives and the random generators of processes the checkpoint did not "
-            "have differ from an uninterrupted run",
+            "its clips (and, with the same micro_batch_size, its micro-batches), but the random "
+            "generators of processes the checkpoint did not have (and, with "
+            "optim.align_batch=micro, L_align's contrastive batches) differ from an "
+            "uninterrupted run",
             saved["num_processes"],
             accelerator.num_processes,
         )
