@@ -34,7 +34,11 @@ def _clip(folder: Path, name: str, seconds: float) -> ManifestRecord:
 
 @pytest.mark.parametrize(
     ("recipe", "durations"),
-    [("finetune_clotho.yaml", (15.0, 22.5, 30.0)), ("finetune_audiocaps.yaml", (7.0, 10.0))],
+    [
+        ("finetune_clotho.yaml", (15.0, 22.5, 30.0)),
+        ("finetune_clotho_whisper.yaml", (15.0, 22.5, 30.0)),
+        ("finetune_audiocaps.yaml", (7.0, 10.0)),
+    ],
 )
 def test_fine_tuning_recipes_train_on_whole_clips(
     recipe: str, durations: tuple[float, ...], tmp_path: Path
