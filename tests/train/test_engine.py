@@ -254,3 +254,23 @@ def test_pretraining_selects_on_the_audio_only_path_when_the_recipe_says_so(
     with torch.no_grad():
         loss_cap = model(batch, "pretrain").loss_cap
     assert val[-1]["val_loss"] == pytest.approx(float(loss_cap), rel=1e-4)
+
+
+def test_pretraining_validation_without_frames_falls_back_to_the_audio_only_path(
+    stamp_manifests: Path, tmp_path: Path
+) -> None:
+    from multi2cap.data.manifest import read_manifest
+    from multi2cap.model.config import Multi2CapConfig
+    from multi2cap.model.multi2cap import Multi2Cap
+    from multi2cap.train.validation import Validator
+
+    config = _config(stamp_manifests, tmp_path, "eval.metrics=[bleu_1]", "eval.best_metric=bleu_1")
+    records = read_manifest(stamp_manifests / "val.jsonl")
+    model = Multi2Cap(Multi2CapConfig.tiny([c for r in records for c in r.captions]))
+    assert Validator(config, records, main=False).paths(model) == {
+        "frame": "",
+        "audio_only": "audio_only_",
+    }
+    for record in records:
+        record.image = None
+    assert Validator(config, records, main=False).paths(model) == {"audio_only": ""}

@@ -44,6 +44,7 @@ class Validator:
         self.config = config
         self.records = records
         self._evaluator: Any = None
+        self._warned = False
         best = config.eval.best_metric
         try:
             requested = resolve_metrics(config.eval.metrics)
@@ -162,8 +163,14 @@ class Validator:
             and inner.vision is not None
             and inner.config.pretrain_adapter_input != "g_hat"
         )
-        if pretrain_with_frames:
+        if pretrain_with_frames and all(r.image for r in self.records):
             return {FRAME: "", AUDIO_ONLY: AUDIO_ONLY_PREFIX}
+        if pretrain_with_frames and not self._warned:
+            log.warning(
+                "validation records without an image: pre-training is validated on the "
+                "audio-only path only (the trained path needs the frames)"
+            )
+            self._warned = True
         return {AUDIO_ONLY: ""}
 
     def _path(self, inner: Any, batch: dict[str, Any], path: str) -> tuple[Any, list[str]]:
