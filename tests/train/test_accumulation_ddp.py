@@ -1,5 +1,5 @@
-"""Accumulation composes with DDP: 2 gloo processes x 2 accumulated micro-batches of 2 clips
-give the gradient of one forward pass over the 8 clips (L_cap a token mean over the global
+"""Accumulation composes with DDP and FSDP: 2 gloo processes x 2 accumulated micro-batches of 2
+clips give the gradient of one forward pass over the 8 clips (L_cap a token mean over the global
 effective batch, L_align over all 8 clips through the gradient cache)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from test_accumulation import CAPTIONS, _assert_same, _batch, _micro, _model, _o
 WORLD, MICRO = 2, 2
 
 
-def _worker(rank: int, port: int, stage: str, out_dir: str) -> None:
+def _worker(rank: int, port: int, stage: str, strategy: str, out_dir: str) -> None:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
@@ -40,9 +40,16 @@ def _worker(rank: int, port: int, stage: str, out_dir: str) -> None:
     )
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=accumulation)
     model = _model(stage)
-    optimizer = _Recorder(model.trainable_parameters())
+    if strategy == "fsdp":  # as the engine does: shard, then the optimizer over the shards
+        from multi2cap.train.sharding import shard_model
+
+        model = shard_model(model, accelerator.device, WORLD)
+        optimizer = _Recorder(model.trainable_parameters())
+        prepared = accelerator.prepare(optimizer)
+    else:
+        optimizer = _Recorder(model.trainable_parameters())
+        model, prepared = accelerator.prepare(model, optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    model, prepared = accelerator.prepare(model, optimizer)
     # Micro-batch m of process r holds slot m * W + r of the step's clips, as in
     # `StepBatchSampler` (here over the clips in their order).
     batch = _batch()
@@ -52,24 +59,29 @@ def _worker(rank: int, port: int, stage: str, out_dir: str) -> None:
     ]
     stats = list(optimizer_steps(loader, model, prepared, scheduler, accelerator, config, {}))
     assert len(stats) == 1 and len(optimizer.grads) == 1
+    from torch.distributed.tensor import DTensor
+
+    grads = [g.full_tensor() if isinstance(g, DTensor) else g for g in optimizer.grads[0]]
     save_file(
-        {str(i): g.contiguous() for i, g in enumerate(optimizer.grads[0])},
+        {str(i): g.contiguous() for i, g in enumerate(grads)},
         f"{out_dir}/rank{rank}.safetensors",
     )
     accelerator.end_training()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["finetune", "pretrain"])
+@pytest.mark.parametrize(
+    ("stage", "strategy"), [("finetune", "ddp"), ("pretrain", "ddp"), ("pretrain", "fsdp")]
+)
 def test_two_processes_accumulating_give_the_gradient_of_one_batch(
-    stage: str, tmp_path: Path
+    stage: str, strategy: str, tmp_path: Path
 ) -> None:
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    args = (port, stage, str(tmp_path))
+    args = (port, stage, strategy, str(tmp_path))
     context = mp.start_processes(_worker, args=args, nprocs=WORLD, join=False, start_method="fork")
     deadline = time.monotonic() + 240
     while not context.join(timeout=5):
