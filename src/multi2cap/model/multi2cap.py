@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ from multi2cap.model.hub import hub_asset
 from multi2cap.model.llm import CaptionDecoder, build_tokenizer
 from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
 from multi2cap.model.vision import VisionEncoder
+
+if TYPE_CHECKING:
+    from multi2cap.data.dataset import CaptionBatch
 
 CONFIG_FILE = "config.yaml"
 TRAINABLE_FILE = "trainable.safetensors"
@@ -292,7 +295,7 @@ class Multi2Cap(nn.Module):
         return sum(len(ids) for ids in self.decoder.caption_ids(list(captions)))
 
     def forward(
-        self, batch: dict[str, Any], stage: Stage, share: StepShare | None = None
+        self, batch: CaptionBatch, stage: Stage, share: StepShare | None = None
     ) -> Multi2CapOutput:
         """Losses for a collated batch (`audio`, `audio_lengths`, `captions`, and `images` in
         pre-training with grounding). Switches `set_stage` when `stage` differs. Means over this
@@ -353,7 +356,7 @@ class Multi2Cap(nn.Module):
         return loss_cap * (self.caption_tokens(captions) * share.replicas / share.caption_tokens)
 
     def _grounding_inputs(
-        self, batch: dict[str, Any], tokens: Tensor, mask: Tensor, weights: Tensor
+        self, batch: CaptionBatch, tokens: Tensor, mask: Tensor, weights: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         """g `(B, K, d_g)` (from the batch's `images`), A_mean `(B, d_a)` and V_cls `(B, d_v)`."""
         assert self.grounding is not None
@@ -367,7 +370,7 @@ class Multi2Cap(nn.Module):
         return g, masked_mean(tokens, mask), visual.cls
 
     @torch.no_grad()
-    def alignment_rows(self, batch: dict[str, Any]) -> Tensor:
+    def alignment_rows(self, batch: CaptionBatch) -> Tensor:
         """The L_align rows of a pre-training batch (`AlignmentLoss.embed`, `(B, (K + 2) E)`),
         without graph: the first pass of the trainer's gradient cache. It runs the same
         modules in the same order as `forward` up to L_align, so with the random generators
@@ -383,7 +386,7 @@ class Multi2Cap(nn.Module):
     @torch.no_grad()
     def validate(
         self,
-        batch: dict[str, Any],
+        batch: CaptionBatch,
         ground: Literal["g", "g_hat"],
         *,
         num_beams: int,
@@ -426,7 +429,7 @@ class Multi2Cap(nn.Module):
             return AlignCache(*self.align.cached_gradients(rows, valid))
 
     @torch.no_grad()
-    def probe_embeddings(self, batch: dict[str, Any]) -> ProbeEmbeddings:
+    def probe_embeddings(self, batch: CaptionBatch) -> ProbeEmbeddings:
         """g, g_hat, A_mean, V_cls and the grounding attention for a batch with images."""
         if self.grounding is None or self.align is None or self.vfr is None:
             raise ValueError("the audio-only baseline has no grounding tokens to probe")
