@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
+import multi2cap
 from multi2cap.io import read_jsonl
 from multi2cap.train import ConfigError, TrainResult, load_train_config, train
 from multi2cap.train.state import list_checkpoints
@@ -105,6 +107,15 @@ def test_lr_follows_warmup_then_cosine(stamp_manifests: Path, tmp_path: Path) ->
     cosine = [0.5 * (1 + math.cos(math.pi * i / 4)) for i in range(4)]
     assert lrs == pytest.approx([0.002 * f for f in (0.5, 1.0, *cosine)])
     assert load_train_config(tmp_path / "train_config.yaml") == config
+    # The run, its step checkpoints and its model say which multi2cap wrote them.
+    version = {"multi2cap_version": multi2cap.__version__}
+    run_config = yaml.safe_load((tmp_path / "train_config.yaml").read_text())
+    assert run_config["written_by"].items() >= version.items()
+    (_, step_folder), *_ = list_checkpoints(tmp_path / "checkpoints")
+    state = json.loads((step_folder / "trainer_state.json").read_text())
+    assert state["written_by"].items() >= version.items()
+    model_config = yaml.safe_load((result.final_checkpoint / "config.yaml").read_text())
+    assert model_config["written_by"].items() >= version.items()
 
 
 def test_validation_selects_best_and_finetuning_reads_no_image(

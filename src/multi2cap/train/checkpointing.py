@@ -14,6 +14,7 @@ import torch
 from accelerate import Accelerator
 
 from multi2cap.io import atomic_write_text
+from multi2cap.provenance import WRITTEN_BY_KEY, provenance
 from multi2cap.train import state as ckpt
 from multi2cap.train.config import TrainConfig
 from multi2cap.train.run_log import RunLogger
@@ -91,6 +92,7 @@ class Checkpointer:
                     "best": vars(best),
                     "history": self.logger.history,
                     "config": self.config.model_dump(mode="json"),
+                    WRITTEN_BY_KEY: provenance(),
                 },
             )
             ckpt.commit_checkpoint(tmp, self.root / name)

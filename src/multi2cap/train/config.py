@@ -19,8 +19,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from multi2cap.io import atomic_write_text
 from multi2cap.metrics import higher_is_better
 from multi2cap.model.config import Stage
+from multi2cap.provenance import WRITTEN_BY_KEY, provenance
 
 
 class ConfigError(ValueError):
@@ -197,6 +199,12 @@ class TrainConfig(_Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """The recipe as run (a run folder's `train_config.yaml`), with a `written_by` block
+        (`multi2cap.provenance`); `load_train_config` reads it back as a recipe."""
+        tree = {**self.model_dump(mode="json"), WRITTEN_BY_KEY: provenance()}
+        atomic_write_text(Path(path), yaml.safe_dump(tree, sort_keys=False))
+
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`"optim.lr=1e-4"` -> (["optim", "lr"], 0.0001)."""
@@ -269,6 +277,7 @@ def load_train_config(
             raise ConfigError(f"{recipe}: not valid YAML: {err}") from err
         if not isinstance(loaded, dict):
             raise ConfigError(f"{recipe}: the top level must be a mapping of sections")
+        loaded.pop(WRITTEN_BY_KEY, None)  # a run's train_config.yaml used as a recipe
         tree = _resolve_paths(loaded, recipe.resolve().parent)
     tree = apply_overrides(tree, list(overrides or []))
     if output_dir is not None:

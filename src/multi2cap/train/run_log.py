@@ -41,7 +41,7 @@ class RunLogger:
         if not main:
             return
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "train_config.yaml", config.to_yaml())
+        config.save(out / "train_config.yaml")
         self._rewrite_csv()
         skipped = out / "skipped.jsonl"
         if skipped.is_file():  # drop what the interrupted run logged after its checkpoint
