@@ -1,9 +1,13 @@
-"""Loading backbones by hub id or folder, with errors that say how to supply a missing one."""
+"""Loading backbones and Multi2Cap checkpoints by hub id or folder, with errors that say how to
+supply a missing one."""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from multi2cap.assets import AssetNotFoundError
 
@@ -24,3 +28,60 @@ def hub_asset(what: str, field: str, source: str) -> Iterator[None]:
             f"Set `{field}` to a local folder, or download it once on a machine with network: "
             f"`hf download {source}` (gated models need `hf auth login` first)."
         ) from err
+
+
+# ---------------------------------------------------------------- checkpoints by hub id
+
+CHECKPOINT_PATTERNS = (
+    "config.yaml",
+    "*.safetensors",
+    "tokenizer/*",
+    "best.json",
+    "train_config.yaml",
+)
+"""What a hub checkpoint download fetches: the config, the weights (safetensors only, never
+pickles), the tokenizer when the checkpoint carries its own, and the run's recorded validation
+scores and recipe (small YAML/JSON, shown by `multi2cap serve` and the model card)."""
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
+    """The folder of a Multi2Cap checkpoint given as a local folder or a hub id `org/name`
+    (optionally `org/name@revision`).
+
+    An existing path is returned as is. Otherwise a name shaped like a hub id is fetched with
+    `huggingface_hub.snapshot_download` (only `CHECKPOINT_PATTERNS`), which reuses the local
+    cache (`HF_HUB_CACHE`) and, with `HF_HUB_OFFLINE=1`, never touches the network. A checkpoint
+    that is neither a folder nor obtainable raises `AssetNotFoundError` naming it."""
+    path = Path(source)
+    text = os.fspath(source)
+    if path.exists() or not _REPO_ID.match(text):
+        return path
+    repo_id, _, revision = text.partition("@")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, RevisionResolutionError
+
+    hint = (
+        f"Pass a checkpoint folder, or fetch it once on a machine with network: "
+        f"`hf download {repo_id} --include {' '.join(repr(p) for p in CHECKPOINT_PATTERNS)}` "
+        "(private repos need `hf auth login` first; HF_HUB_OFFLINE=1 then uses the cache only)."
+    )
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id, revision=revision or None, allow_patterns=list(CHECKPOINT_PATTERNS)
+            )
+        )
+    except (OSError, ValueError, EntryNotFoundError, RevisionResolutionError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AssetNotFoundError(
+            f"Multi2Cap checkpoint {text!r} is not a local folder and could not be fetched from "
+            f"the hub: {reason} {hint}"
+        ) from err
+    if not (folder / "config.yaml").is_file():
+        raise AssetNotFoundError(
+            f"Multi2Cap checkpoint {text!r}: the hub snapshot at {folder} has no config.yaml "
+            f"(not a Multi2Cap checkpoint, or only partly cached). {hint}"
+        )
+    return folder
