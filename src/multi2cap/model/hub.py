@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,3 +86,62 @@ def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
             f"(not a Multi2Cap checkpoint, or only partly cached). {hint}"
         )
     return folder
+
+
+def stage_hub_repo(checkpoint: str | os.PathLike[str], repo_id: str, target: Path) -> Path:
+    """Write into `target` what `push_checkpoint` uploads: the checkpoint's config, safetensors
+    and tokenizer, its `best.json`, its run's recipe (paths reduced to names) and a generated
+    `README.md` model card (`multi2cap.model.card`). Raises `FileNotFoundError` for a folder
+    that is not a checkpoint, `ValueError` for a repo id that is not `org/name`."""
+    import yaml
+
+    from multi2cap.model.card import (
+        SCORES_FILE,
+        checkpoint_summary,
+        find_recipe,
+        model_card,
+        public_recipe,
+    )
+
+    folder = Path(checkpoint)
+    if not _REPO_ID.match(repo_id) or "@" in repo_id:
+        raise ValueError(f"hub repository must be `org/name`, found {repo_id!r}")
+    if not (folder / "config.yaml").is_file() or not (folder / "trainable.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a Multi2Cap checkpoint (needs config.yaml and trainable.safetensors)"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    for file in sorted(folder.rglob("*")):
+        relative = file.relative_to(folder).as_posix()
+        wanted = relative == "config.yaml" or relative == SCORES_FILE
+        wanted |= relative.endswith(".safetensors") and "/" not in relative
+        wanted |= relative.startswith("tokenizer/")
+        if file.is_file() and wanted:
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, target / relative)
+    recipe = find_recipe(folder)
+    if recipe is not None:
+        text = yaml.safe_dump(public_recipe(recipe), sort_keys=False)
+        (target / "train_config.yaml").write_text(text, encoding="utf-8")
+    (target / "README.md").write_text(
+        model_card(repo_id, checkpoint_summary(target)), encoding="utf-8"
+    )
+    return target
+
+
+def push_checkpoint(
+    checkpoint: str | os.PathLike[str], repo_id: str, *, private: bool = False, message: str
+) -> str:
+    """Upload a checkpoint to the hub repo `repo_id` (created when missing) with its model card
+    (see `stage_hub_repo`); returns the repo's URL. The token and endpoint are
+    huggingface_hub's own (`HF_TOKEN` / `hf auth login`, `HF_ENDPOINT`)."""
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory(prefix="multi2cap-push-") as tmp:
+        staged = stage_hub_repo(checkpoint, repo_id, Path(tmp) / "repo")
+        api = HfApi()
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=staged, repo_id=repo_id, commit_message=message)
+    return str(url)
