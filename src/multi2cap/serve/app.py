@@ -19,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.serve.batcher import DecodeOptions, DynamicBatcher, QueueFullError
 from multi2cap.serve.limits import (
+    BodyLimit,
     ServeSettings,
     UploadRejected,
     make_work_dir,
@@ -113,13 +112,11 @@ def create_app(
     )
     app.state.batcher = batcher
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _explain_413(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 413 and exc.detail == "Content Too Large":  # FastAPI's body limit
-            exc = StarletteHTTPException(
-                413, f"request body over the {settings.max_upload_mb:g} MB upload limit"
-            )
-        return await http_exception_handler(request, exc)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        detail=f"request body over the {settings.max_upload_mb:g} MB upload limit",
+    )
 
     def options_from(num_beams: int | None, max_new_tokens: int | None) -> DecodeOptions:
         beams = num_beams if num_beams is not None else generation.num_beams
@@ -162,9 +159,7 @@ def create_app(
             for n, t, w in zip(names, texts, waves, strict=True)
         ]
 
-    upload_limits: dict[str, Any] = {"max_body_size": settings.max_body_bytes}
-
-    @app.post("/v1/captions", response_model=CaptionsReply, **upload_limits)
+    @app.post("/v1/captions", response_model=CaptionsReply)
     async def captions(
         file: list[UploadFile] = File(..., description="audio/video files (repeat the field)"),
         num_beams: int | None = Form(None, description="beam size; default: the checkpoint's"),
@@ -174,7 +169,7 @@ def create_app(
         results = await caption_uploads(file, options_from(num_beams, max_new_tokens))
         return CaptionsReply(captions=results, model=model_id)
 
-    @app.post("/v1/audio/transcriptions", response_model=TranscriptionReply, **upload_limits)
+    @app.post("/v1/audio/transcriptions", response_model=TranscriptionReply)
     async def transcriptions(
         file: UploadFile = File(..., description="one audio/video file"),
         model: str = Form(..., description="any name: this server serves one model"),

@@ -1,7 +1,8 @@
 """What the server accepts, and how an upload becomes a waveform without trusting the client.
 
-Limits (`ServeSettings`): a request body of at most `max_upload_mb` MB (all its files together,
-refused with 413 while it streams in, by FastAPI's `max_body_size`), at most `max_files` files
+Limits (`ServeSettings`): a request body of at most `max_upload_mb` MB (all its files together;
+refused with 413 before it is read when its Content-Length says so, else as soon as the bytes
+streamed in pass the limit: `BodyLimit`), at most `max_files` files
 per request (413), clips of at most `max_duration_s` seconds (413; decoding stops just past the
 limit, so a long file is never decoded whole), decoding options within bounds (422), at most
 `max_queue` clips held by the server (429 with `Retry-After`, see `serve/batcher.py`), and audio
@@ -25,7 +26,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multi2cap.media.audio import SAMPLE_RATE, load_audio
 from multi2cap.media.errors import MediaError
@@ -48,6 +52,42 @@ class ServeSettings(BaseModel):
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_upload_mb * 1_000_000)
+
+
+class BodyLimit:
+    """ASGI middleware: POST bodies over `max_bytes` get 413 with a JSON `detail`.
+
+    A declared Content-Length over the limit is refused without reading the body; otherwise the
+    bytes are counted as they arrive and the request fails with `HTTPException(413)` raised from
+    `receive` (FastAPI re-raises HTTP errors raised while it parses a form), so a chunked upload
+    is cut off at the limit and never spooled whole. FastAPI's own `max_body_size` answers in
+    plain text instead of the API's JSON, hence this."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, detail: str) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.detail = detail
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, self.detail)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 class UploadRejected(Exception):
@@ -89,7 +129,9 @@ def read_clip(path: Path, filename: str, max_duration_s: float) -> np.ndarray:
         # Decode a little past the limit only: enough to tell "too long" without decoding it all.
         wave = load_audio(path, duration_s=max_duration_s + 1.0)
     except MediaError as err:
-        raise UploadRejected(400, f"{filename}: {err.problem}") from None
+        # The decoders' messages quote the file they opened: show the client's name instead.
+        problem = err.problem.replace(str(path), filename).replace(path.name, filename)
+        raise UploadRejected(400, f"{filename}: {problem}") from None
     if wave.shape[0] > round(max_duration_s * SAMPLE_RATE):
         raise UploadRejected(
             413, f"{filename}: longer than the {max_duration_s:g}-s limit of this server"
