@@ -26,11 +26,19 @@ class LiveServer:
 
 @contextmanager
 def live_server(
-    model: Multi2Cap, settings: ServeSettings, work_dir: Path, model_id: str = "tiny"
+    model: Multi2Cap,
+    settings: ServeSettings,
+    work_dir: Path,
+    model_id: str = "tiny",
+    summary: dict | None = None,
 ) -> Iterator[LiveServer]:
     """uvicorn serving `create_app(model)` on 127.0.0.1 (a free port) in a thread."""
     app = create_app(
-        model, model_id=model_id, summary={"backbones": {}}, settings=settings, work_dir=work_dir
+        model,
+        model_id=model_id,
+        summary=summary or {"backbones": {}},
+        settings=settings,
+        work_dir=work_dir,
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

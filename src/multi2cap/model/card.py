@@ -57,12 +57,14 @@ def public_recipe(path: Path) -> dict[str, Any]:
     return recipe
 
 
+_SHAPE_KEYS = ("preset", "embed_dim", "hidden_size", "depth", "num_hidden_layers")
+
+
 def _backbone(source: str | None, config: dict[str, Any] | None) -> str:
+    """The source id/path, or for an inline config "random weights (width, depth)"."""
     if source is not None:
         return source
-    shape = ", ".join(
-        f"{k}={v}" for k, v in sorted((config or {}).items()) if not isinstance(v, dict)
-    )
+    shape = ", ".join(f"{k} {config[k]}" for k in _SHAPE_KEYS if config and k in config)
     return f"random weights, inline config ({shape})"
 
 

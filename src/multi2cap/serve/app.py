@@ -203,6 +203,10 @@ def create_app(
     async def page() -> HTMLResponse:
         return HTMLResponse(_asset("index.html"), headers={"Content-Security-Policy": _CSP})
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:
         if name not in _ASSETS:  # a fixed set: the name never reaches the file system
