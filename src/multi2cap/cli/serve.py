@@ -89,11 +89,12 @@ def push_command(
     """Upload a checkpoint to the Hugging Face hub with a generated model card (token from
     HF_TOKEN or `hf auth login`; HF_ENDPOINT picks another hub)."""
     from multi2cap.model.card import local_sources
-    from multi2cap.model.hub import push_checkpoint, stage_hub_repo
+    from multi2cap.model.hub import check_push, push_checkpoint, stage_hub_repo
 
     console = Console()
     err = Console(stderr=True)
     try:
+        check_push(checkpoint, repo_id)
         for source in local_sources(checkpoint):
             err.print(
                 f"[yellow]warning:[/yellow] backbone {source!r} is a local path: others cannot "

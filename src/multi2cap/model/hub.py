@@ -88,6 +88,19 @@ def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def check_push(checkpoint: str | os.PathLike[str], repo_id: str) -> Path:
+    """The checkpoint folder, after checking that it is one (`FileNotFoundError`) and that
+    `repo_id` is `org/name` (`ValueError`)."""
+    folder = Path(checkpoint)
+    if not _REPO_ID.match(repo_id) or "@" in repo_id:
+        raise ValueError(f"hub repository must be `org/name`, found {repo_id!r}")
+    if not (folder / "config.yaml").is_file() or not (folder / "trainable.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a Multi2Cap checkpoint (needs config.yaml and trainable.safetensors)"
+        )
+    return folder
+
+
 def stage_hub_repo(checkpoint: str | os.PathLike[str], repo_id: str, target: Path) -> Path:
     """Write into `target` what `push_checkpoint` uploads: the checkpoint's config, safetensors
     and tokenizer, its `best.json`, its run's recipe (paths reduced to names) and a generated
@@ -103,13 +116,7 @@ def stage_hub_repo(checkpoint: str | os.PathLike[str], repo_id: str, target: Pat
         public_recipe,
     )
 
-    folder = Path(checkpoint)
-    if not _REPO_ID.match(repo_id) or "@" in repo_id:
-        raise ValueError(f"hub repository must be `org/name`, found {repo_id!r}")
-    if not (folder / "config.yaml").is_file() or not (folder / "trainable.safetensors").is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a Multi2Cap checkpoint (needs config.yaml and trainable.safetensors)"
-        )
+    folder = check_push(checkpoint, repo_id)
     target.mkdir(parents=True, exist_ok=True)
     for file in sorted(folder.rglob("*")):
         relative = file.relative_to(folder).as_posix()
@@ -137,11 +144,18 @@ def push_checkpoint(
     huggingface_hub's own (`HF_TOKEN` / `hf auth login`, `HF_ENDPOINT`)."""
     import tempfile
 
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     with tempfile.TemporaryDirectory(prefix="multi2cap-push-") as tmp:
         staged = stage_hub_repo(checkpoint, repo_id, Path(tmp) / "repo")
+        operations = [
+            CommitOperationAdd(path_in_repo=p.relative_to(staged).as_posix(), path_or_fileobj=p)
+            for p in sorted(staged.rglob("*"))
+            if p.is_file()
+        ]
         api = HfApi()
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=staged, repo_id=repo_id, commit_message=message)
+        # One commit of the few checkpoint files (`upload_folder` would do the same through
+        # its multi-commit pipeline, meant for large folders).
+        api.create_commit(repo_id, operations=operations, commit_message=message)
     return str(url)
