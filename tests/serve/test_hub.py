@@ -3,55 +3,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import huggingface_hub.constants as hf_constants
 import numpy as np
 import pytest
-import torch
 from hub_cache import populate_hub_cache
 from loopback_hub import loopback_hub
-from multi2cap_testkit import tiny
 from typer.testing import CliRunner
 
 from multi2cap.assets import AssetNotFoundError
 from multi2cap.cli.main import app
 from multi2cap.model.multi2cap import Multi2Cap
-from multi2cap.train.config import TrainConfig
-
-SCORES = {"metric": "cider_d", "score": 0.1234, "epoch": 3,
-          "scores": {"bleu_4": 0.051, "cider_d": 0.1234, "val_loss": 2.5}}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def run_best(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder as training leaves it: the recipe, and `best/` with `best.json`."""
-    run = tmp_path_factory.mktemp("run") / "finetune_clotho"
-    recipe = TrainConfig.model_validate(
-        {"stage": "finetune", "init_from": "/home/alice/runs/pretrain/best",
-         "data": {"train_manifest": "/home/alice/data/clotho_dev.jsonl"},
-         "optim": {"lr": 1e-4, "batch_size": 384, "epochs": 30},
-         "runtime": {"output_dir": "/home/alice/runs/finetune_clotho"}}
-    )  # fmt: skip
-    run.mkdir()
-    (run / "train_config.yaml").write_text(recipe.to_yaml())
-    torch.manual_seed(0)
-    best = tiny(k=2).save_pretrained(run / "best")
-    (best / "best.json").write_text(json.dumps(SCORES))
-    return best
-
-
-@pytest.fixture
-def offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """huggingface_hub reads HF_HUB_CACHE / HF_HUB_OFFLINE at import: set its constants."""
-    cache = tmp_path / "hub"
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -139,18 +104,14 @@ def test_push_uploads_through_the_hub_protocol_and_loads_back(
     assert Multi2Cap.from_pretrained("org/name").caption(wave, num_beams=2) == original
 
 
-def test_caption_cli_by_hub_id_offline(run_best: Path, tmp_path: Path, sounds: list[Path]) -> None:
-    cache = tmp_path / "hub"
-    populate_hub_cache(cache, "org/name", run_best)
-    env = _env(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", COLUMNS="300")
-    command = [sys.executable, "-m", "multi2cap.cli.main", "caption", str(sounds[0])]
-    result = subprocess.run(
-        [*command, "--checkpoint", "org/name"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    assert Multi2Cap.from_pretrained(run_best).caption(sounds[0])[0] in result.stdout
-    result = subprocess.run(
-        [*command, "-c", "org/missing"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 2 and "org/missing" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_caption_cli_by_hub_id_offline(
+    run_best: Path, offline_cache: Path, sounds: list[Path]
+) -> None:
+    populate_hub_cache(offline_cache, "org/name", run_best)
+    runner = CliRunner(env={"COLUMNS": "400"})
+    result = runner.invoke(app, ["caption", str(sounds[0]), "--checkpoint", "org/name"])
+    assert result.exit_code == 0, result.output
+    assert Multi2Cap.from_pretrained(run_best).caption(sounds[0])[0] in result.output
+    result = runner.invoke(app, ["caption", str(sounds[0]), "-c", "org/missing"])
+    assert result.exit_code == 2 and "org/missing" in result.output
+    assert "Traceback" not in result.output
