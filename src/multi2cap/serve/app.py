@@ -172,7 +172,9 @@ def create_app(
     @app.post("/v1/audio/transcriptions", response_model=TranscriptionReply)
     async def transcriptions(
         file: UploadFile = File(..., description="one audio/video file"),
-        model: str = Form(..., description="any name: this server serves one model"),
+        model_name: str = Form(
+            ..., alias="model", description="any name: this server serves one model"
+        ),
         response_format: str = Form("json", description="json or text"),
         language: str | None = Form(None, description="ignored (captions are English)"),
         prompt: str | None = Form(None, description="ignored"),
