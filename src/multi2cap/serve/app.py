@@ -143,10 +143,11 @@ def create_app(
         try:
             batcher.check_room(len(uploads))  # before decoding: refuse early under overload
             names = [_display_name(u.filename, i) for i, u in enumerate(uploads)]
-            waves = [
-                await run_in_threadpool(load, u, n) for u, n in zip(uploads, names, strict=True)
-            ]
-            futures = batcher.submit(waves, options)
+            with batcher.arriving():  # batches forming now wait for these clips
+                waves = [
+                    await run_in_threadpool(load, u, n) for u, n in zip(uploads, names, strict=True)
+                ]
+                futures = batcher.submit(waves, options)
         except UploadRejected as err:
             raise HTTPException(err.status, err.detail) from None
         except QueueFullError as err:

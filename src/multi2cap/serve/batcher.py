@@ -3,8 +3,10 @@
 Each submitted clip waits in one FIFO queue. A single worker thread (the only one that touches
 the model, so torch runs one call at a time) takes the oldest clip and every queued clip with the
 same decoding options, up to `max_batch`; when fewer are queued it waits for more until the
-oldest has waited `max_wait_s`. While a batch is being captioned new clips accumulate, so under
-load batches fill without waiting. Captions equal those of one clip at a time because
+oldest has waited `max_wait_s`, but only while other requests are on their way (inside
+`arriving()`: received, being decoded): with nobody else coming, a lone request runs at once
+instead of paying the wait. While a batch is being captioned new clips accumulate, so under load
+batches fill without waiting. Captions equal those of one clip at a time because
 `Multi2Cap.caption`'s batched generation is exact (left padding, masks from lengths; see
 docs/model.md and tests/model/test_multi2cap.py::test_batched_captioning_equals_one_by_one).
 
@@ -19,8 +21,9 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +92,7 @@ class DynamicBatcher:
         self._queue: deque[_Clip] = deque()
         self._cond = threading.Condition()
         self._running = 0  # clips in the model call now
+        self._arriving = 0  # requests received but not yet submitted (see `arriving`)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._model_calls = 0
@@ -116,6 +120,19 @@ class DynamicBatcher:
                 self._queue.popleft().future.set_exception(RuntimeError("the server is stopping"))
 
     # ------------------------------------------------------------------ requests
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request as on its way (decoding its uploads) until it has submitted or failed:
+        batches wait for such requests, up to `max_wait_s`, and for nothing else."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify_all()
+
     def check_room(self, n: int) -> None:
         """Raise `QueueFullError` unless `n` more clips fit now (a cheap early refusal; `submit`
         checks again, atomically)."""
@@ -166,7 +183,8 @@ class DynamicBatcher:
         while not self._stopping:
             oldest = self._queue[0]
             remaining = oldest.enqueued + self.max_wait_s - time.monotonic()
-            if remaining <= 0 or self._matching(oldest.options) >= self.max_batch:
+            full = self._matching(oldest.options) >= self.max_batch
+            if remaining <= 0 or full or self._arriving == 0:
                 break
             self._cond.wait(remaining)
         if self._stopping:
