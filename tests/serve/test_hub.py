@@ -53,7 +53,7 @@ def test_push_to_folder_writes_the_checkpoint_and_its_card(run_best: Path, tmp_p
     assert "| llm | `random weights, inline config (hidden_size 64, num_hidden_layers 2)` |" in card
     assert "Stage `finetune`" in card and "lr 0.0001" in card and "batch_size 384" in card
     assert "`cider_d` = 0.1234 at epoch 3" in card and "| bleu_4 | 0.051 |" in card
-    assert "@inproceedings{cho2025multi2cap" in card
+    assert "@inproceedings{cho2025multi2cap" in card and "Written by: multi2cap_version" in card
     assert (
         "/home/alice" not in card and "/home/alice" not in (out / "train_config.yaml").read_text()
     )

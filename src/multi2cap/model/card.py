@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from multi2cap.model.config import Multi2CapConfig
+from multi2cap.provenance import WRITTEN_BY_KEY
 
 CONFIG_FILE = "config.yaml"
 SCORES_FILE = "best.json"
@@ -83,7 +84,9 @@ def checkpoint_summary(folder: Path) -> dict[str, Any]:
     validation = None
     if (folder / SCORES_FILE).is_file():
         validation = json.loads((folder / SCORES_FILE).read_text(encoding="utf-8"))
+    raw = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     return {
+        "written_by": raw.get(WRITTEN_BY_KEY),
         "backbones": backbones,
         "grounding": config.grounding,
         "k": config.k if config.grounding else None,
@@ -125,6 +128,8 @@ def model_card(repo_id: str, summary: dict[str, Any]) -> str:
         "",
         f"Grounding tokens: {'K = ' + str(summary['k']) if summary['grounding'] else 'none (audio-only baseline)'}. "
         f"Decoding defaults: {_inline(summary['generation'])}.",
+        "",
+        f"Written by: {_inline(summary['written_by'] or {})}.",
         "",
         "## Training recipe",
         "",
