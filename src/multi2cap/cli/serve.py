@@ -22,9 +22,14 @@ def is_loopback(host: str) -> bool:
 
 def serve_command(
     checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint folder, or a hub id org/name[@revision]."
+        ...,
+        "--checkpoint",
+        "-c",
+        help="Checkpoint folder, or a hub id org/name (org/name@revision for a revision).",
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback only)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind; a non-loopback one prints a warning."
+    ),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="Clips per model call."),
     max_wait_ms: float = typer.Option(

@@ -74,6 +74,9 @@ def create_app(
     (a fresh private temporary folder, removed at shutdown, when None)."""
     settings = settings or ServeSettings()
     generation = model.config.generation
+    # The checkpoint's own defaults are always accepted, even above the server's caps.
+    beam_cap = max(settings.max_num_beams, generation.num_beams)
+    token_cap = max(settings.max_new_tokens_limit, generation.max_new_tokens)
 
     def caption_fn(waves: list[np.ndarray], options: DecodeOptions) -> list[str]:
         return model.caption(
@@ -121,12 +124,10 @@ def create_app(
     def options_from(num_beams: int | None, max_new_tokens: int | None) -> DecodeOptions:
         beams = num_beams if num_beams is not None else generation.num_beams
         tokens = max_new_tokens if max_new_tokens is not None else generation.max_new_tokens
-        if not 1 <= beams <= settings.max_num_beams:
-            raise HTTPException(422, f"num_beams must be 1..{settings.max_num_beams}, got {beams}")
-        if not 1 <= tokens <= settings.max_new_tokens_limit:
-            raise HTTPException(
-                422, f"max_new_tokens must be 1..{settings.max_new_tokens_limit}, got {tokens}"
-            )
+        if not 1 <= beams <= beam_cap:
+            raise HTTPException(422, f"num_beams must be 1..{beam_cap}, got {beams}")
+        if not 1 <= tokens <= token_cap:
+            raise HTTPException(422, f"max_new_tokens must be 1..{token_cap}, got {tokens}")
         return DecodeOptions(num_beams=beams, max_new_tokens=tokens)
 
     def load(upload: UploadFile, name: str) -> np.ndarray:
