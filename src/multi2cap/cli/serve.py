@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from multi2cap.cli.errors import bad_input
+
 
 def is_loopback(host: str) -> bool:
     """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
@@ -64,8 +66,7 @@ def serve_command(
         model = Multi2Cap.from_pretrained(folder, device=device)
         summary = checkpoint_summary(folder)
     except (FileNotFoundError, ValueError, OSError) as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+        bad_input(str(error))
     if not is_loopback(host):
         err.print(
             f"[yellow]warning:[/yellow] binding {host}: the API has no authentication; anyone "
@@ -111,8 +112,7 @@ def push_command(
             return
         url = push_checkpoint(checkpoint, repo_id, private=private, message=message)
     except (FileNotFoundError, ValueError, OSError) as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+        bad_input(str(error))
     console.print(f"pushed {checkpoint} to {url}")
 
 
