@@ -36,9 +36,16 @@ def browser_missing_reason() -> str | None:
     return None
 
 
+FAKE_MICROPHONE_ARGS = (
+    "--use-fake-device-for-media-stream",  # a synthetic microphone (a beeping tone)
+    "--use-fake-ui-for-media-stream",  # grant getUserMedia without a prompt
+)
+
+
 @contextmanager
-def headless_chromium() -> Iterator[Any]:
-    """A playwright `Browser` on the system Chromium, closed on exit; skips when unavailable."""
+def headless_chromium(extra_args: tuple[str, ...] = ()) -> Iterator[Any]:
+    """A playwright `Browser` on the system Chromium, closed on exit; skips when unavailable.
+    `extra_args` are added to `CHROMIUM_ARGS` (e.g. `FAKE_MICROPHONE_ARGS`)."""
     reason = browser_missing_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -46,7 +53,7 @@ def headless_chromium() -> Iterator[Any]:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS)
+            executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *extra_args]
         )
         try:
             yield browser

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from serve_helpers import live_server
 
-from browser import headless_chromium
+from browser import FAKE_MICROPHONE_ARGS, headless_chromium
 from multi2cap.model.card import checkpoint_summary
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.serve.limits import ServeSettings
@@ -52,6 +52,31 @@ def test_the_page_captions_an_uploaded_sound(
     if os.environ.get(SCREENSHOT_ENV):
         shutil.copyfile(screenshot, os.environ[SCREENSHOT_ENV])
     assert list(work.iterdir()) == []
+
+
+def test_the_page_records_from_the_microphone(model: Multi2Cap, tmp_path: Path) -> None:
+    """Chromium's fake microphone (a tone) recorded with MediaRecorder (webm/opus), uploaded,
+    decoded by the server's front end (PyAV), captioned."""
+    with (
+        live_server(model, ServeSettings(), tmp_path) as server,
+        headless_chromium(FAKE_MICROPHONE_ARGS) as browser,
+    ):
+        context = browser.new_context()
+        context.grant_permissions(["microphone"], origin=server.url)
+        page = context.new_page()
+        page.goto(server.url)
+        page.click("#record")
+        page.wait_for_selector("#record:has-text('Stop')")
+        page.wait_for_timeout(1500)
+        page.click("#record")
+        item = page.wait_for_selector("#results li", timeout=60_000)
+        assert item.query_selector(".error") is None, item.inner_text()
+        assert item.query_selector(".caption").inner_text()
+        name = item.query_selector(".file").inner_text()
+        assert name.startswith("recording.") and " s" in name
+        seconds = float(name.split("·")[1].strip().removesuffix(" s"))
+        assert 0.5 < seconds < 5
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("asset", ["/static/app.js", "/static/style.css"])
