@@ -103,7 +103,11 @@ def test_health_model_and_openapi_docs(server: LiveServer) -> None:
     assert {"/v1/captions", "/v1/audio/transcriptions", "/healthz", "/v1/model"} <= set(
         spec["paths"]
     )
-    assert httpx.get(f"{server.url}/docs").status_code == 200
+    docs = httpx.get(f"{server.url}/docs")
+    assert docs.status_code == 200 and "/static/swagger-ui/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text and "https://" not in docs.text  # works offline
+    bundle = httpx.get(f"{server.url}/static/swagger-ui/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
@@ -113,3 +117,4 @@ def test_health_model_and_openapi_docs(server: LiveServer) -> None:
         .startswith("text/javascript")
     )
     assert httpx.get(f"{server.url}/static/..%2Fapp.py").status_code == 404
+    assert httpx.get(f"{server.url}/static/swagger-ui/../../app.py").status_code == 404

@@ -54,6 +54,20 @@ def test_the_page_captions_an_uploaded_sound(
     assert list(work.iterdir()) == []
 
 
+def test_the_api_docs_render_offline(model: Multi2Cap, tmp_path: Path) -> None:
+    """/docs is Swagger UI from the package: it renders the routes with no network."""
+    with live_server(model, ServeSettings(), tmp_path) as server, headless_chromium() as browser:
+        page = browser.new_page()
+        outside: list[str] = []
+        page.on(
+            "request", lambda r: None if r.url.startswith(server.url) else outside.append(r.url)
+        )
+        page.goto(f"{server.url}/docs")
+        page.wait_for_selector("[data-path='/v1/audio/transcriptions']", timeout=60_000)
+        assert page.is_visible("[data-path='/v1/captions']")
+        assert outside == []
+
+
 def test_the_page_records_from_the_microphone(model: Multi2Cap, tmp_path: Path) -> None:
     """Chromium's fake microphone (a tone) recorded with MediaRecorder (webm/opus), uploaded,
     decoded by the server's front end (PyAV), captioned."""

@@ -4,7 +4,8 @@ Routes: `POST /v1/captions` (multipart `file`, repeatable, + `num_beams`, `max_n
 `POST /v1/audio/transcriptions` (OpenAI's shape: multipart `file` + `model`, reply
 `{"text": caption}`, so the `openai` SDK works as a client), `GET /healthz` (batching counters),
 `GET /v1/model` (what is loaded), `GET /` (the page) with `/static/app.js` and `/static/style.css`,
-and FastAPI's OpenAPI docs at `/docs` and `/openapi.json`. Limits: `serve/limits.py`; batching:
+and the OpenAPI docs at `/docs` (FastAPI's Swagger UI page, its JS/CSS vendored in
+`page/swagger-ui/`, see SOURCE.txt there) and `/openapi.json`. Limits: `serve/limits.py`; batching:
 `serve/batcher.py`. Every page asset is served from the package (no CDN: works offline), under a
 Content-Security-Policy that allows this origin only.
 """
@@ -12,6 +13,7 @@ Content-Security-Policy that allows this origin only.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -36,7 +39,13 @@ from multi2cap.serve.limits import (
     staged_upload,
 )
 
-_ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+# The only files served from the package (the request names a key, never a path).
+_ASSETS = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "swagger-ui/swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui/swagger-ui.css": "text/css",
+}
 _CSP = "default-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'"
 
 
@@ -112,6 +121,8 @@ def create_app(
         summary="Audio captioning with Multi2Cap, batched across concurrent requests.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # replaced below by the same Swagger UI, served from the package
+        redoc_url=None,
     )
     app.state.batcher = batcher
 
@@ -207,11 +218,21 @@ def create_app(
     async def page() -> HTMLResponse:
         return HTMLResponse(_asset("index.html"), headers={"Content-Security-Policy": _CSP})
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="multi2cap API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+        )
+
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
         return Response(status_code=204)
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @app.get("/static/{name:path}", include_in_schema=False)
     async def static(name: str) -> Response:
         if name not in _ASSETS:  # a fixed set: the name never reaches the file system
             raise HTTPException(404, "not found")
@@ -220,8 +241,10 @@ def create_app(
     return app
 
 
+@functools.cache
 def _asset(name: str) -> str:
-    return files("multi2cap.serve").joinpath("page", name).read_text(encoding="utf-8")
+    """A page file's text (read once: the Swagger UI bundle is 1.7 MB)."""
+    return files("multi2cap.serve").joinpath("page", *name.split("/")).read_text(encoding="utf-8")
 
 
 def _version() -> str:
