@@ -17,7 +17,7 @@ from multi2cap.cli.errors import EXIT_ITEMS_FAILED, bad_input
 def caption_command(
     inputs: list[Path] = typer.Argument(..., help="Audio/video files or folders (recursive)."),
     checkpoint: Path = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint folder written by training (config.yaml ...)."
+        ..., "--checkpoint", "-c", help="Checkpoint folder (config.yaml ...) or hub id org/name."
     ),
     beams: int | None = typer.Option(
         None, "--beams", min=1, help="Beam size (default: the checkpoint's config; 1 = greedy)."

@@ -42,7 +42,7 @@ from multi2cap.model.config import (
 )
 from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean, segment_weights
 from multi2cap.model.hf_audio import HfAudioEncoder, build_hf_encoder
-from multi2cap.model.hub import hub_asset
+from multi2cap.model.hub import hub_asset, resolve_checkpoint
 from multi2cap.model.llm import CaptionDecoder, build_tokenizer
 from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
 from multi2cap.model.vision import VisionEncoder
@@ -585,7 +585,7 @@ class Multi2Cap(nn.Module):
         """Rebuild a model saved by `save_pretrained` (backbones by id/path from the config).
 
         The CLIP tower is only loaded with `load_vision=True` (pre-training, probes)."""
-        folder = Path(folder)
+        folder = resolve_checkpoint(folder)  # a folder, or a hub id `org/name` (model/hub.py)
         config_path = folder / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"{folder} is not a Multi2Cap checkpoint: no {CONFIG_FILE}")

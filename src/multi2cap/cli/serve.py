@@ -1,0 +1,122 @@
+"""`multi2cap serve` and `multi2cap push`: serve a checkpoint over HTTP; publish one to the hub
+(parsing and printing only; the work is in `multi2cap.serve` and `multi2cap.model.hub`)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from multi2cap.cli.errors import bad_input
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_command(
+    checkpoint: str = typer.Option(
+        ...,
+        "--checkpoint",
+        "-c",
+        help="Checkpoint folder, or a hub id org/name (org/name@revision for a revision).",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind; a non-loopback one prints a warning."
+    ),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, help="Clips per model call."),
+    max_wait_ms: float = typer.Option(
+        20.0, "--max-wait-ms", min=0, help="Longest a clip waits for companions (ms)."
+    ),
+    max_queue: int = typer.Option(
+        256, "--max-queue", min=1, help="Clips held at once; beyond: 429 + Retry-After."
+    ),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", min=0.001, help="Body limit."),
+    max_duration_s: float = typer.Option(
+        600.0, "--max-duration-s", min=0.1, help="Longest clip accepted (s)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
+) -> None:
+    """Serve a checkpoint: POST /v1/captions, the OpenAI-style /v1/audio/transcriptions, a
+    page to try it at /, docs at /docs."""
+    from multi2cap.model.card import checkpoint_summary
+    from multi2cap.model.hub import resolve_checkpoint
+    from multi2cap.model.multi2cap import Multi2Cap
+    from multi2cap.serve.limits import ServeSettings
+
+    err = Console(stderr=True)
+    settings = ServeSettings(
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queue=max(max_queue, max_batch),
+        max_upload_mb=max_upload_mb,
+        max_duration_s=max_duration_s,
+    )
+    try:
+        folder = resolve_checkpoint(checkpoint)
+        model = Multi2Cap.from_pretrained(folder, device=device)
+        summary = checkpoint_summary(folder)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        bad_input(str(error))
+    if not is_loopback(host):
+        err.print(
+            f"[yellow]warning:[/yellow] binding {host}: the API has no authentication; anyone "
+            "who can reach this address can use it. Put it behind a proxy with authentication, "
+            "or keep the default 127.0.0.1."
+        )
+    import uvicorn
+
+    from multi2cap.serve.app import create_app
+
+    model_id = checkpoint if not Path(checkpoint).exists() else Path(checkpoint).resolve().name
+    app = create_app(model, model_id=model_id, summary=summary, settings=settings)
+    err.print(f"serving {model_id} on http://{host}:{port} (page at /, API docs at /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+def push_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder (config.yaml ...)."),
+    repo_id: str = typer.Argument(..., help="Hub repository, org/name."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    to_folder: Path | None = typer.Option(
+        None, "--to-folder", help="Write what would be uploaded here instead of uploading."
+    ),
+    message: str = typer.Option("Upload Multi2Cap checkpoint", "--message", "-m"),
+) -> None:
+    """Upload a checkpoint to the Hugging Face hub with a generated model card (token from
+    HF_TOKEN or `hf auth login`; HF_ENDPOINT picks another hub)."""
+    from multi2cap.model.card import local_sources
+    from multi2cap.model.hub import check_push, push_checkpoint, stage_hub_repo
+
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        check_push(checkpoint, repo_id)
+        for source in local_sources(checkpoint):
+            err.print(
+                f"[yellow]warning:[/yellow] backbone {source!r} is a local path: others cannot "
+                "load this checkpoint until it names a hub id."
+            )
+        if to_folder is not None:
+            stage_hub_repo(checkpoint, repo_id, to_folder)
+            console.print(f"wrote the repository contents for {repo_id} to {to_folder}")
+            return
+        url = push_checkpoint(checkpoint, repo_id, private=private, message=message)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        bad_input(str(error))
+    console.print(f"pushed {checkpoint} to {url}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `multi2cap serve` and `multi2cap push` to the top-level app."""
+    app.command("serve")(serve_command)
+    app.command("push")(push_command)

@@ -1,0 +1,198 @@
+"""What a checkpoint folder says about itself, and the model card written from it.
+
+A checkpoint (`Multi2Cap.save_pretrained`) holds `config.yaml`; one written by training also has
+`best.json` (best `best/` only: the selection metric, its score, the epoch and every validation
+score of that epoch) and sits in a run folder whose `train_config.yaml` is the resolved recipe
+(`<run>/best`, `<run>/final`, `<run>/checkpoints/step-N/model`). `checkpoint_summary` gathers
+these for `GET /v1/model` of `multi2cap serve` and for the model card of `multi2cap push`.
+
+The recipe is read as plain YAML (the model layer does not import the training package); the
+paths it names (manifests, output folder, `init_from`) are reduced to their last component before
+anything is published, so a pushed card does not disclose the trainer's folders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from multi2cap.model.config import Multi2CapConfig
+from multi2cap.provenance import WRITTEN_BY_KEY
+
+CONFIG_FILE = "config.yaml"
+SCORES_FILE = "best.json"
+RECIPE_FILE = "train_config.yaml"
+_RECIPE_PATHS = (("data", "train_manifest"), ("data", "val_manifest"), ("init_from",),
+                 ("runtime", "output_dir"))  # fmt: skip
+
+CITATION = """@inproceedings{cho2025multi2cap,
+  title     = {Learning to See through Sound: From {VggCaps} to {Multi2Cap} for Richer Automated Audio Captioning},
+  author    = {Cho and Kim and Hwang and Go and Ma and Yoon and Kim},
+  booktitle = {Proceedings of the 2025 Conference on Empirical Methods in Natural Language Processing},
+  pages     = {14168--14186},
+  year      = {2025}
+}"""
+
+
+def find_recipe(folder: Path) -> Path | None:
+    """`train_config.yaml` in the checkpoint folder or the run folder above it (up to three
+    levels, for step checkpoints), else None."""
+    for candidate in (folder, *list(folder.resolve().parents)[:3]):
+        if (candidate / RECIPE_FILE).is_file():
+            return candidate / RECIPE_FILE
+    return None
+
+
+def public_recipe(path: Path) -> dict[str, Any]:
+    """The recipe as a dict with its path fields reduced to their last component."""
+    recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for keys in _RECIPE_PATHS:
+        node = recipe
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = Path(node[keys[-1]]).name
+    return recipe
+
+
+_SHAPE_KEYS = ("preset", "embed_dim", "hidden_size", "depth", "num_hidden_layers")
+
+
+def _backbone(source: str | None, config: dict[str, Any] | None) -> str:
+    """The source id/path, or for an inline config "random weights (width, depth)"."""
+    if source is not None:
+        return source
+    shape = ", ".join(f"{k} {config[k]}" for k in _SHAPE_KEYS if config and k in config)
+    return f"random weights, inline config ({shape})"
+
+
+def checkpoint_summary(folder: Path) -> dict[str, Any]:
+    """Backbones, K, grounding, generation defaults, the stage and recipe (when the run folder
+    has one) and the recorded validation scores (when `best.json` exists) of a checkpoint."""
+    config = Multi2CapConfig.load(folder / CONFIG_FILE)
+    backbones = {
+        "audio": _backbone(config.audio.source, config.audio.config),
+        "llm": _backbone(config.llm.source, config.llm.config),
+    }
+    if config.grounding:
+        backbones["vision"] = _backbone(config.vision.source, config.vision.config)
+    recipe_path = find_recipe(folder)
+    recipe = public_recipe(recipe_path) if recipe_path is not None else None
+    validation = None
+    if (folder / SCORES_FILE).is_file():
+        validation = json.loads((folder / SCORES_FILE).read_text(encoding="utf-8"))
+    raw = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    return {
+        "written_by": raw.get(WRITTEN_BY_KEY),
+        "backbones": backbones,
+        "grounding": config.grounding,
+        "k": config.k if config.grounding else None,
+        "stage": recipe.get("stage") if recipe else None,
+        "generation": config.generation.model_dump(),
+        "validation": validation,
+        "recipe": recipe,
+    }
+
+
+def local_sources(folder: Path) -> list[str]:
+    """Backbone sources of the checkpoint that name local paths (others cannot load them)."""
+    config = Multi2CapConfig.load(folder / CONFIG_FILE)
+    sources = [config.audio.source, config.llm.source]
+    if config.grounding:
+        sources.append(config.vision.source)
+    return [s for s in sources if s and (s.startswith(("/", ".", "~")) or Path(s).exists())]
+
+
+def model_card(repo_id: str, summary: dict[str, Any]) -> str:
+    """README.md for the hub repo: front matter, backbones, recipe, validation, use, citation."""
+    lines = [
+        "---",
+        "library_name: multi2cap",
+        "tags: [audio-captioning, multi2cap, audio-to-text]",
+        "---",
+        "",
+        f"# {repo_id}",
+        "",
+        "A Multi2Cap audio captioning checkpoint (*Learning to See through Sound: From VggCaps "
+        "to Multi2Cap for Richer Automated Audio Captioning*, EMNLP 2025): it captions from "
+        "audio alone; visual grounding is learnt in pre-training.",
+        "",
+        "## Backbones",
+        "",
+        "| part | source |",
+        "|---|---|",
+        *(f"| {part} | `{source}` |" for part, source in summary["backbones"].items()),
+        "",
+        f"Grounding tokens: {'K = ' + str(summary['k']) if summary['grounding'] else 'none (audio-only baseline)'}. "
+        f"Decoding defaults: {_inline(summary['generation'])}.",
+        "",
+        f"Written by: {_inline(summary['written_by'] or {})}.",
+        "",
+        "## Training recipe",
+        "",
+    ]
+    recipe = summary["recipe"]
+    if recipe is None:
+        lines.append("Not recorded (no `train_config.yaml` next to the checkpoint).")
+    else:
+        optim = recipe.get("optim", {})
+        lines += [
+            f"Stage `{recipe.get('stage')}`, seed {recipe.get('seed')}, "
+            f"started from `{recipe.get('init_from')}`; training manifest "
+            f"`{recipe.get('data', {}).get('train_manifest')}`.",
+            "",
+            f"Optimiser: {_inline(optim)}.",
+            "",
+            f"Augmentation: {_inline(recipe.get('augment', {}))}.",
+            "",
+            "The whole recipe is `train_config.yaml` in this repository.",
+        ]
+    lines += ["", "## Validation scores recorded by the run", ""]
+    validation = summary["validation"]
+    if validation is None:
+        lines.append("None recorded (the checkpoint has no `best.json`).")
+    else:
+        lines += [
+            f"Selected by `{validation.get('metric')}` = {validation.get('score')} at epoch "
+            f"{validation.get('epoch')} (raw values, aac-metrics scale).",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        scores = validation.get("scores") or {}
+        lines += [f"| {k} | {_number(v)} |" for k, v in scores.items()]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "pip install multi2cap",
+        f"multi2cap caption clips/ --checkpoint {repo_id}",
+        f"multi2cap serve --checkpoint {repo_id}     # HTTP API + a page to try it",
+        "```",
+        "",
+        "```python",
+        "from multi2cap.model import Multi2Cap",
+        f'model = Multi2Cap.from_pretrained("{repo_id}")',
+        'print(model.caption("clip.wav"))',
+        "```",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _inline(mapping: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_number(v)}" for k, v in mapping.items()) or "defaults"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

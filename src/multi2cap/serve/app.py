@@ -1,0 +1,253 @@
+"""The captioning HTTP API (FastAPI): routes, request handling, the try-it page.
+
+Routes: `POST /v1/captions` (multipart `file`, repeatable, + `num_beams`, `max_new_tokens`),
+`POST /v1/audio/transcriptions` (OpenAI's shape: multipart `file` + `model`, reply
+`{"text": caption}`, so the `openai` SDK works as a client), `GET /healthz` (batching counters),
+`GET /v1/model` (what is loaded), `GET /` (the page) with `/static/app.js` and `/static/style.css`,
+and the OpenAPI docs at `/docs` (FastAPI's Swagger UI page, its JS/CSS vendored in
+`page/swagger-ui/`, see SOURCE.txt there) and `/openapi.json`. Limits: `serve/limits.py`; batching:
+`serve/batcher.py`. Every page asset is served from the package (no CDN: works offline), under a
+Content-Security-Policy that allows this origin only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from multi2cap.media.audio import SAMPLE_RATE
+from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.serve.batcher import DecodeOptions, DynamicBatcher, QueueFullError
+from multi2cap.serve.limits import (
+    BodyLimit,
+    ServeSettings,
+    UploadRejected,
+    make_work_dir,
+    read_clip,
+    staged_upload,
+)
+
+# The only files served from the package (the request names a key, never a path).
+_ASSETS = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "swagger-ui/swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui/swagger-ui.css": "text/css",
+}
+_CSP = "default-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'"
+
+
+class ClipCaption(BaseModel):
+    file: str
+    caption: str
+    duration_s: float
+
+
+class CaptionsReply(BaseModel):
+    captions: list[ClipCaption]
+    model: str
+
+
+class TranscriptionReply(BaseModel):
+    text: str
+
+
+def _display_name(filename: str | None, index: int) -> str:
+    """The client's file name for messages and replies only (never used as a path)."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1][:200]
+    return name or f"file {index + 1}"
+
+
+def create_app(
+    model: Multi2Cap,
+    *,
+    model_id: str,
+    summary: dict[str, Any] | None = None,
+    settings: ServeSettings | None = None,
+    work_dir: Path | None = None,
+) -> FastAPI:
+    """The app serving `model` under the name `model_id` (`summary`: `GET /v1/model`'s extra
+    fields, see `multi2cap.model.card.checkpoint_summary`). Staged uploads go to `work_dir`
+    (a fresh private temporary folder, removed at shutdown, when None)."""
+    settings = settings or ServeSettings()
+    generation = model.config.generation
+    # The checkpoint's own defaults are always accepted, even above the server's caps.
+    beam_cap = max(settings.max_num_beams, generation.num_beams)
+    token_cap = max(settings.max_new_tokens_limit, generation.max_new_tokens)
+
+    def caption_fn(waves: list[np.ndarray], options: DecodeOptions) -> list[str]:
+        return model.caption(
+            waves,
+            num_beams=options.num_beams,
+            max_new_tokens=options.max_new_tokens,
+            batch_size=settings.max_batch,
+        )
+
+    batcher = DynamicBatcher(
+        caption_fn,
+        max_batch=settings.max_batch,
+        max_wait_s=settings.max_wait_ms / 1000,
+        max_queue=settings.max_queue,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_dir = work_dir is None
+        app.state.work_dir = make_work_dir() if own_dir else work_dir
+        batcher.start()
+        try:
+            yield
+        finally:
+            batcher.stop()
+            if own_dir:
+                for leftover in app.state.work_dir.iterdir():
+                    leftover.unlink(missing_ok=True)
+                app.state.work_dir.rmdir()
+
+    app = FastAPI(
+        title="multi2cap",
+        summary="Audio captioning with Multi2Cap, batched across concurrent requests.",
+        version=_version(),
+        lifespan=lifespan,
+        docs_url=None,  # replaced below by the same Swagger UI, served from the package
+        redoc_url=None,
+    )
+    app.state.batcher = batcher
+
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        detail=f"request body over the {settings.max_upload_mb:g} MB upload limit",
+    )
+
+    def options_from(num_beams: int | None, max_new_tokens: int | None) -> DecodeOptions:
+        beams = num_beams if num_beams is not None else generation.num_beams
+        tokens = max_new_tokens if max_new_tokens is not None else generation.max_new_tokens
+        if not 1 <= beams <= beam_cap:
+            raise HTTPException(422, f"num_beams must be 1..{beam_cap}, got {beams}")
+        if not 1 <= tokens <= token_cap:
+            raise HTTPException(422, f"max_new_tokens must be 1..{token_cap}, got {tokens}")
+        return DecodeOptions(num_beams=beams, max_new_tokens=tokens)
+
+    def load(upload: UploadFile, name: str) -> np.ndarray:
+        with staged_upload(upload.file, upload.filename, app.state.work_dir) as path:
+            return read_clip(path, name, settings.max_duration_s)
+
+    async def caption_uploads(
+        uploads: list[UploadFile], options: DecodeOptions
+    ) -> list[ClipCaption]:
+        if len(uploads) > settings.max_files:
+            raise HTTPException(
+                413, f"{len(uploads)} files in one request; this server takes {settings.max_files}"
+            )
+        try:
+            batcher.check_room(len(uploads))  # before decoding: refuse early under overload
+            names = [_display_name(u.filename, i) for i, u in enumerate(uploads)]
+            with batcher.arriving():  # batches forming now wait for these clips
+                waves = [
+                    await run_in_threadpool(load, u, n) for u, n in zip(uploads, names, strict=True)
+                ]
+                futures = batcher.submit(waves, options)
+        except UploadRejected as err:
+            raise HTTPException(err.status, err.detail) from None
+        except QueueFullError as err:
+            raise HTTPException(
+                429, str(err), headers={"Retry-After": str(err.retry_after_s)}
+            ) from None
+        texts = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        return [
+            ClipCaption(file=n, caption=t, duration_s=round(w.shape[0] / SAMPLE_RATE, 3))
+            for n, t, w in zip(names, texts, waves, strict=True)
+        ]
+
+    @app.post("/v1/captions", response_model=CaptionsReply)
+    async def captions(
+        file: list[UploadFile] = File(..., description="audio/video files (repeat the field)"),
+        num_beams: int | None = Form(None, description="beam size; default: the checkpoint's"),
+        max_new_tokens: int | None = Form(None, description="caption length budget in tokens"),
+    ) -> CaptionsReply:
+        """Caption one or more uploaded files (any format the front end reads)."""
+        results = await caption_uploads(file, options_from(num_beams, max_new_tokens))
+        return CaptionsReply(captions=results, model=model_id)
+
+    @app.post("/v1/audio/transcriptions", response_model=TranscriptionReply)
+    async def transcriptions(
+        file: UploadFile = File(..., description="one audio/video file"),
+        model_name: str = Form(
+            ..., alias="model", description="any name: this server serves one model"
+        ),
+        response_format: str = Form("json", description="json or text"),
+        language: str | None = Form(None, description="ignored (captions are English)"),
+        prompt: str | None = Form(None, description="ignored"),
+        temperature: float | None = Form(None, description="ignored (decoding is greedy/beam)"),
+    ) -> Any:
+        """OpenAI's transcription shape: the caption of the file as `{"text": ...}`."""
+        if response_format not in ("json", "text"):
+            raise HTTPException(
+                400, f"response_format must be json or text, got {response_format!r}"
+            )
+        (result,) = await caption_uploads([file], options_from(None, None))
+        if response_format == "text":
+            return PlainTextResponse(result.caption)
+        return TranscriptionReply(text=result.caption)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness and batching counters (model calls, clips, clips held, largest batch)."""
+        return {"status": "ok", **vars(batcher.stats())}
+
+    @app.get("/v1/model")
+    async def model_info() -> dict[str, Any]:
+        """What is loaded: backbones, K, stage, decoding defaults, recorded validation scores,
+        and this server's batching and limits."""
+        return {"id": model_id, **(summary or {}), "server": settings.model_dump()}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(_asset("index.html"), headers={"Content-Security-Policy": _CSP})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="multi2cap API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+        )
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/static/{name:path}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in _ASSETS:  # a fixed set: the name never reaches the file system
+            raise HTTPException(404, "not found")
+        return Response(_asset(name), media_type=_ASSETS[name])
+
+    return app
+
+
+@functools.cache
+def _asset(name: str) -> str:
+    """A page file's text (read once: the Swagger UI bundle is 1.7 MB)."""
+    return files("multi2cap.serve").joinpath("page", *name.split("/")).read_text(encoding="utf-8")
+
+
+def _version() -> str:
+    from multi2cap import __version__
+
+    return __version__
