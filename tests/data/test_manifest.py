@@ -56,7 +56,7 @@ def test_malformed_records_name_file_and_line(tmp_path: Path):
     path.write_text(
         '{"id": "a", "dataset": "d", "split": "s", "audio": "a.wav", "captions": [1]}\n'
     )
-    with pytest.raises(ValueError, match=r"m\.jsonl:1: .*list of str"):
+    with pytest.raises(ValueError, match=r"m\.jsonl:1: .*expected list\[str\], found list\[int\]"):
         read_manifest(path)
 
 
