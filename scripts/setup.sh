@@ -10,8 +10,9 @@ PY=${PYTHON:-python3}
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
-# --- Debian packages: the demo's and the tests' real media, and Java for the PTB tokenizer/METEOR.
-APT_PKGS=(tuxpaint-stamps-default liblingua-en-tagger-perl)
+# --- Debian packages: the demo's and the tests' real media, Java for the PTB tokenizer/METEOR,
+# chromium for the browser tests (driven by playwright; never `playwright install`).
+APT_PKGS=(tuxpaint-stamps-default liblingua-en-tagger-perl chromium)
 command -v java >/dev/null 2>&1 || APT_PKGS+=(openjdk-17-jre-headless)
 missing=()
 for pkg in "${APT_PKGS[@]}"; do

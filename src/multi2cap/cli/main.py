@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "train",
     "caption",
     "demo",
+    "human",
 )
 
 
