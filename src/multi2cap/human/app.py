@@ -40,12 +40,9 @@ from multi2cap.human.security import confined_file, forgery_reason
 from multi2cap.human.store import (
     DB_NAME,
     GOLD_MAX_SCORE,
-    MOS_STAGE,
     Session,
     StudyError,
     StudyStore,
-    validate_caption,
-    validate_score,
 )
 from multi2cap.human.worker import StoreWorker
 
@@ -161,19 +158,8 @@ def _answer_op(
         raise StudyError(403, reason)
     if not isinstance(body, dict):
         raise StudyError(422, "expected a JSON object {key, stage, score | caption}")
-    key, stage = body.get("key"), body.get("stage")
-    if store.kind == "mos":
-        if stage not in (None, MOS_STAGE):
-            raise StudyError(422, f"the MOS study has one stage (0), found {stage!r}")
-        value: int | str = validate_score(body.get("score"))
-        stage = MOS_STAGE
-    else:
-        if stage not in (1, 2) or isinstance(stage, bool):
-            raise StudyError(
-                422, f"stage must be 1 (audio only) or 2 (with frame), found {stage!r}"
-            )
-        value = validate_caption(body.get("caption"))
-    return store.answer(session.rater_id, str(key), int(stage), value, now)
+    raw = body.get("score") if store.kind == "mos" else body.get("caption")
+    return store.answer(session.rater_id, body.get("key"), body.get("stage"), raw, now)
 
 
 def _media_op(store: StudyStore, sid: str | None, key: str, kind: str) -> str:

@@ -257,15 +257,27 @@ class StudyStore:
             item["stage1_caption"] = row["stage1_caption"]
         return {**base, "done": False, "position": int(row["position"]), "item": item}
 
-    def answer(
-        self, rater_id: int, key: str, stage: int, value: int | str, now: float
-    ) -> dict[str, Any]:
-        """Store one validated answer once; a repeat of a stored answer is acknowledged as is.
+    def validate(self, stage: Any, raw: Any) -> tuple[int, int | str]:
+        """(stage, value) of an answer as received, or StudyError 422 saying what is wrong."""
+        if self.kind == "mos":
+            if stage not in (None, MOS_STAGE) or isinstance(stage, bool):
+                raise StudyError(422, f"the MOS study has one stage (0), found {stage!r}")
+            return MOS_STAGE, validate_score(raw)
+        if stage not in (1, 2) or isinstance(stage, bool):
+            raise StudyError(
+                422, f"stage must be 1 (audio only) or 2 (with frame), found {stage!r}"
+            )
+        return int(stage), validate_caption(raw)
+
+    def answer(self, rater_id: int, key: Any, stage: Any, raw: Any, now: float) -> dict[str, Any]:
+        """Validate and store one answer once; a repeat of a stored answer is acknowledged as is.
 
         Returns `{"stored": bool, "state": ...}` (`stored` False for a repeat). Raises
-        `StudyError` 404 for a key that is not this rater's, 409 for an answer out of turn, a
-        changed repeat (answers are locked once submitted) or one given before the clip ended.
+        `StudyError` 422 for a bad value, 404 for a key that is not this rater's, 409 for an
+        answer out of turn, a changed repeat (answers are locked once submitted) or one given
+        before the clip has had time to play to the end.
         """
+        stage, value = self.validate(stage, raw)
         if not isinstance(key, str) or not _KEY.match(key):
             raise StudyError(404, "no such item for this rater")
         row = self.conn.execute(
