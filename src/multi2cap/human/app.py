@@ -218,15 +218,20 @@ def create_app(study: str | Path) -> FastAPI:
     root = Path(study).resolve()
     if not (root / DB_NAME).is_file():
         raise FileNotFoundError(f"{root} is not a study folder (no {DB_NAME})")
-    holder: dict[str, StoreWorker] = {}
+    holder: dict[str, Any] = {"users": 0}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        holder["worker"] = StoreWorker(root / DB_NAME)
+        # Counted: several servers (or test clients) may run one app object at once.
+        if holder["users"] == 0:
+            holder["worker"] = StoreWorker(root / DB_NAME)
+        holder["users"] += 1
         try:
             yield
         finally:
-            holder.pop("worker").close()
+            holder["users"] -= 1
+            if holder["users"] == 0:
+                holder.pop("worker").close()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
