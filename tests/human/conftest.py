@@ -138,3 +138,6 @@ def live_server(tmp_path: Path) -> Iterator[Callable[[Path], LiveServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+from browser import browser  # noqa: E402, F401  (the Chromium fixture, for test_browser.py)

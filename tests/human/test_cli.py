@@ -65,7 +65,7 @@ def test_create_status_export_figure4(stamp_manifest: Path, tmp_path: Path, open
     assert len(rows) == 15 and {r["gold"] for r in rows} == {"0", "1"}
     assert [r["gold_failed"] for r in rows if r["gold"] == "1"] == ["0", "0", "1"]
     assert all(float(r["response_s"]) >= 0 and r["shown_at"].endswith("+00:00") for r in rows)
-    raters = list(csv.DictReader(open(exported / "raters.csv", newline="")))
+    raters = list(csv.DictReader((exported / "raters.csv").read_text().splitlines()))
     assert [r["gold_failed"] for r in raters] == ["0", "0", "1"]
     report = tmp_path / "report"
     result = _invoke(
@@ -114,7 +114,7 @@ def test_captions_export_and_score(stamp_manifest: Path, tmp_path: Path, open_di
     _invoke("human", "export", study, "--out", exported)
     references = read_references(exported / "references.csv")
     assert references == refs
-    combined = list(csv.DictReader(open(exported / "captions_audio.csv", newline="")))
+    combined = list(csv.DictReader((exported / "captions_audio.csv").read_text().splitlines()))
     assert len(combined) == 6 and {r["rater"] for r in combined} == {"r01", "r02"}
     for stage_file in ("captions_audio.csv", "captions_audio_visual.csv"):
         predictions = read_predictions(exported / "raters" / "r01" / stage_file)
