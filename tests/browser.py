@@ -29,7 +29,9 @@ CHROMIUM_ARGS = (
 def browser_unavailable() -> str | None:
     """Why no browser test can run here, or None."""
     if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is not installed (pip install playwright; no browser download)"
+        return (
+            "the playwright package is not installed (pip install playwright; no browser download)"
+        )
     if not os.path.isfile(CHROMIUM):
         return f"{CHROMIUM} not found: install Debian's chromium (scripts/setup.sh)"
     return None

@@ -137,3 +137,18 @@ def test_captions_export_and_score(stamp_manifest: Path, tmp_path: Path, open_di
     audio, visual = scores["audio only (w/o visual)"], scores["audio + frame (w/ visual)"]
     assert visual["bleu_1"] > 0.9 and visual["bleu_1"] > audio["bleu_1"]
     assert set(audio) == {"bleu_1", "rouge_l", "cider_d"}
+
+
+def test_serve_warns_when_binding_beyond_loopback(tmp_path: Path) -> None:
+    from multi2cap.human.server import exposure_warning
+
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("::1") is None
+    assert exposure_warning("localhost") is None and exposure_warning("127.0.0.2") is None
+    assert "TLS reverse proxy" in (exposure_warning("0.0.0.0") or "")
+    # The CLI prints it before anything else (here the folder is no study, so it stops there).
+    result = runner.invoke(
+        app, ["human", "serve", str(tmp_path), "--host", "0.0.0.0"], env={"COLUMNS": "250"}
+    )
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "warning: binding to 0.0.0.0" in text
+    assert "is not a study folder" in text

@@ -84,3 +84,7 @@ def test_sigkill_loses_no_acknowledged_answer(make_study, live_server) -> None:
     total = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
     conn.close()
     assert duplicates == 0 and total == len(stored | {(n, k) for n, (k, _) in attempted.items()})
+    # The server logged no request line: the links (credentials) never reach its log.
+    server.stop()
+    log = server.log.read_text()
+    assert not any(link.rsplit("/", 1)[1] in log for link in study.links.values())

@@ -44,7 +44,7 @@ from multi2cap.human.store import (
     StudyError,
     StudyStore,
 )
-from multi2cap.human.worker import StoreWorker
+from multi2cap.human.worker import MAX_BATCH, StoreWorker
 
 COOKIE = "m2c_session"
 #: Files under human/static/ the app serves, with their media types (nothing else is reachable).
@@ -213,8 +213,9 @@ def admin_summary(store: StudyStore) -> dict[str, Any]:
     return out
 
 
-def create_app(study: str | Path) -> FastAPI:
-    """The web app for the study folder `study` (which must hold `study.sqlite`)."""
+def create_app(study: str | Path, max_batch: int = MAX_BATCH) -> FastAPI:
+    """The web app for the study folder `study` (which must hold `study.sqlite`); `max_batch`
+    bounds the answers committed together (see `StoreWorker`)."""
     root = Path(study).resolve()
     if not (root / DB_NAME).is_file():
         raise FileNotFoundError(f"{root} is not a study folder (no {DB_NAME})")
@@ -224,7 +225,7 @@ def create_app(study: str | Path) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Counted: several servers (or test clients) may run one app object at once.
         if holder["users"] == 0:
-            holder["worker"] = StoreWorker(root / DB_NAME)
+            holder["worker"] = StoreWorker(root / DB_NAME, max_batch)
         holder["users"] += 1
         try:
             yield

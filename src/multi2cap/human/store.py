@@ -7,7 +7,9 @@ SQLite in WAL mode with `synchronous=FULL`: a commit is on disk before it return
 are one atomic unit.
 
 Tables: `meta` (the study's settings as JSON), `items` (the sampled clips and gold items),
-`raters` (names and token digests), `assignments` (a rater's items in their order, each under an
+`raters` (names, token digests, and how many of their items are finished: answers come strictly
+in order, so the current item is the one at position `done + 1`, one index look-up however far
+the rater is), `assignments` (a rater's items in their order, each under an
 opaque `key` that the browser sees instead of the dataset id), `answers` (one row per assignment
 and stage: stage 0 = a MOS score; 1 = the audio-only caption, 2 = the caption with the frame),
 `sessions` (browser sessions, rater or admin, with their CSRF token).
@@ -53,7 +55,9 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS raters (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    token_sha256 BLOB NOT NULL
+    token_sha256 BLOB NOT NULL,
+    total INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS assignments (
     id INTEGER PRIMARY KEY,
@@ -206,41 +210,33 @@ class StudyStore:
         )
 
     # --- the rater's state ----------------------------------------------------------------
-    def _total(self, rater_id: int) -> int:
+    def _current(self, rater_id: int) -> tuple[sqlite3.Row, int, int] | None:
+        """(the first assignment not finished, the stage it is at, the rater's total) or None."""
         row = self.conn.execute(
-            "SELECT COUNT(*) FROM assignments WHERE rater_id = ?", (rater_id,)
-        ).fetchone()
-        return int(row[0])
-
-    def _current(self, rater_id: int) -> tuple[sqlite3.Row, int] | None:
-        """The first assignment (by position) not finished, and the stage it is at."""
-        last_stage = MOS_STAGE if self.kind == "mos" else 2
-        row = self.conn.execute(
-            """SELECT a.*, i.caption AS item_caption, i.duration_s, i.frame,
-                      (SELECT caption FROM answers WHERE assignment_id = a.id AND stage = 1)
-                          AS stage1_caption,
-                      (SELECT answered_at FROM answers WHERE assignment_id = a.id AND stage = 1)
-                          AS stage1_at
-               FROM assignments a JOIN items i ON i.id = a.item_id
-               WHERE a.rater_id = ? AND NOT EXISTS (
-                   SELECT 1 FROM answers WHERE assignment_id = a.id AND stage = ?)
-               ORDER BY a.position LIMIT 1""",
-            (rater_id, last_stage),
+            """SELECT a.*, i.caption AS item_caption, i.duration_s, i.frame, r.total,
+                      s1.caption AS stage1_caption, s1.answered_at AS stage1_at
+               FROM raters r
+               JOIN assignments a ON a.rater_id = r.id AND a.position = r.done + 1
+               JOIN items i ON i.id = a.item_id
+               LEFT JOIN answers s1 ON s1.assignment_id = a.id AND s1.stage = 1
+               WHERE r.id = ?""",
+            (rater_id,),
         ).fetchone()
         if row is None:
             return None
         if self.kind == "mos":
-            return row, MOS_STAGE
-        return row, 1 if row["stage1_caption"] is None else 2
+            return row, MOS_STAGE, int(row["total"])
+        return row, 1 if row["stage1_caption"] is None else 2, int(row["total"])
 
     def state(self, rater_id: int, now: float) -> dict[str, Any]:
         """What the rater's page shows now; marks the current item as shown (listen clock)."""
-        total = self._total(rater_id)
         current = self._current(rater_id)
-        base: dict[str, Any] = {"kind": self.kind, "total": total}
         if current is None:
-            return {**base, "done": True, "position": total}
-        row, stage = current
+            total = self.conn.execute("SELECT total FROM raters WHERE id = ?", (rater_id,))
+            n = int(total.fetchone()[0])
+            return {"kind": self.kind, "total": n, "done": True, "position": n}
+        row, stage, n = current
+        base: dict[str, Any] = {"kind": self.kind, "total": n}
         if row["shown_at"] is None:
             self.conn.execute("UPDATE assignments SET shown_at = ? WHERE id = ?", (now, row["id"]))
         key = row["key"]
@@ -313,6 +309,8 @@ class StudyStore:
             "VALUES (?, ?, ?, ?, ?)",
             (row["id"], stage, value, shown_at, now),
         )
+        if stage in (MOS_STAGE, 2):  # the item is finished: the next one becomes current
+            self.conn.execute("UPDATE raters SET done = done + 1 WHERE id = ?", (rater_id,))
         return {"stored": True, "state": self.state(rater_id, now)}
 
     def media_path(self, rater_id: int, key: str, kind: str) -> str:
@@ -341,8 +339,7 @@ class StudyStore:
     def progress(self) -> list[RaterProgress]:
         stages = 1 if self.kind == "mos" else 2
         rows = self.conn.execute(
-            f"""SELECT r.name,
-                  (SELECT COUNT(*) FROM assignments WHERE rater_id = r.id) * {stages} AS total,
+            f"""SELECT r.name, r.total * {stages} AS total,
                   COUNT(an.id) AS done,
                   SUM(i.gold) AS gold_done,
                   SUM(CASE WHEN i.gold = 1 AND an.score > ? THEN 1 ELSE 0 END) AS gold_failed,

@@ -302,8 +302,8 @@ def _build(
         for rater_id, name in enumerate(settings.raters, start=1):
             token = new_token()
             conn.execute(
-                "INSERT INTO raters (id, name, token_sha256) VALUES (?, ?, ?)",
-                (rater_id, name, token_digest(token)),
+                "INSERT INTO raters (id, name, token_sha256, total) VALUES (?, ?, ?, ?)",
+                (rater_id, name, token_digest(token), len(items)),
             )
             for position, index in enumerate(rater_order(len(items), settings.seed, name), 1):
                 conn.execute(

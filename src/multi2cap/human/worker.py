@@ -38,8 +38,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 class StoreWorker:
     """Runs `fn(store, *args)` calls on the study database's own thread, batched per commit."""
 
-    def __init__(self, db_path: str | os.PathLike[str]) -> None:
+    def __init__(self, db_path: str | os.PathLike[str], max_batch: int = MAX_BATCH) -> None:
+        """`max_batch`: most operations per transaction (1 = a commit per answer, the benchmark's
+        baseline)."""
         self.db_path = Path(db_path)
+        self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -75,7 +78,7 @@ class StoreWorker:
                 if job is None:
                     return
                 batch = [job]
-                while len(batch) < MAX_BATCH:
+                while len(batch) < self.max_batch:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
