@@ -37,7 +37,10 @@ def _rate(page, score: int, expect_next: str) -> None:
     _listen(page)
     page.get_by_role("radio", name=str(score), exact=True).check()
     page.get_by_role("button", name="Next").click()
-    expect(page.locator("#progress")).to_have_text(expect_next)
+    if expect_next == "done":  # the progress stays "5 / 5": wait for the end page itself
+        expect(page.get_by_role("heading", name="Thank you")).to_be_visible()
+    else:
+        expect(page.locator("#progress")).to_have_text(expect_next)
     expect(page.locator("#error")).to_have_text("")
 
 
@@ -46,6 +49,14 @@ def _open(browser, link: str):
     page = context.new_page()
     page.goto(link)
     page.wait_for_selector("#intro:not([hidden])")
+    return context, page
+
+
+def _open_admin(browser, link: str):
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.goto(link)
+    expect(page.get_by_role("heading", name="Study admin")).to_be_visible()
     return context, page
 
 
@@ -100,7 +111,7 @@ def test_mos_study_two_raters_resume_and_sigkill(browser, make_study, live_serve
     server.start()  # same port: Bob's open page carries on with its session
     _rate(page_b, 4, "4 / 5")
     _rate(page_b, 5, "5 / 5")
-    _rate(page_b, 1, "5 / 5")
+    _rate(page_b, 1, "done")
     assert page_b.get_by_role("heading", name="Thank you").is_visible()
     context_b.close()
 
@@ -109,11 +120,25 @@ def test_mos_study_two_raters_resume_and_sigkill(browser, make_study, live_serve
     assert page.text_content("#progress") == "3 / 5"
     assert page.get_by_role("button", name="Continue").is_visible()
     page.get_by_role("button", name="Continue").click()
-    for expected in ("4 / 5", "5 / 5", "5 / 5"):
+    for expected in ("4 / 5", "5 / 5", "done"):
         _rate(page, 3, expected)
     assert page.get_by_role("heading", name="Thank you").is_visible()
     context.close()
     assert _answers(study.path) == 10
+
+    # The admin page: progress per rater, the MOS so far, the export as a download.
+    context, page = _open_admin(
+        browser, study.admin_link.replace("http://127.0.0.1:8080", server.base)
+    )
+    rows = page.locator("#raters tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("alice")
+    expect(rows.nth(0)).to_contain_text("5 / 5")
+    expect(page.locator("#mos-value")).to_contain_text("from 10 ratings of 5 items")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the export (zip)").click()
+    assert download.value.suggested_filename == "export.zip"
+    context.close()
 
     # The export holds every answer (export -> analyze -> Figure 4 is test_cli.py's).
     out = tmp_path / "export"
