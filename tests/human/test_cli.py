@@ -152,3 +152,17 @@ def test_serve_warns_when_binding_beyond_loopback(tmp_path: Path) -> None:
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "warning: binding to 0.0.0.0" in text
     assert "is not a study folder" in text
+
+
+def test_a_study_of_another_schema_is_refused_clearly(make_study) -> None:
+    import sqlite3
+
+    study = make_study("mos", n=2)
+    conn = sqlite3.connect(study.path / "study.sqlite")
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    for command in (["status", str(study.path)], ["export", str(study.path), "--out", "x"]):
+        result = runner.invoke(app, ["human", *command], env={"COLUMNS": "250"})
+        assert result.exit_code == 2, result.output
+        assert "has schema 0, this multi2cap reads 1" in " ".join(result.output.split())

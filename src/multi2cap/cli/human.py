@@ -94,7 +94,7 @@ def serve(
     _err.print(f"serving {study} on http://{host}:{port} (links: {study / 'links.csv'})")
     try:
         serve_study(study, host, port)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         _fail(error)
 
 
@@ -105,13 +105,13 @@ def status(study: Path = typer.Argument(..., help="The study folder.")) -> None:
 
     try:
         conn = open_study_db(study, readonly=True)
-    except FileNotFoundError as error:
+        try:
+            store = StudyStore(conn)
+            progress = store.progress()
+        finally:
+            conn.close()
+    except (FileNotFoundError, ValueError) as error:
         _fail(error)
-    try:
-        store = StudyStore(conn)
-        progress = store.progress()
-    finally:
-        conn.close()
     table = Table(title=f"{study}: {store.kind} study, {store.settings['n']} items")
     for column in ("rater", "answers", "done %", "gold failed", "last answer (UTC)"):
         table.add_column(column, justify="left" if column == "rater" else "right")

@@ -43,6 +43,7 @@ from multi2cap.human.store import (
     Session,
     StudyError,
     StudyStore,
+    open_study_db,
 )
 from multi2cap.human.worker import MAX_BATCH, StoreWorker
 
@@ -217,8 +218,11 @@ def create_app(study: str | Path, max_batch: int = MAX_BATCH) -> FastAPI:
     """The web app for the study folder `study` (which must hold `study.sqlite`); `max_batch`
     bounds the answers committed together (see `StoreWorker`)."""
     root = Path(study).resolve()
-    if not (root / DB_NAME).is_file():
-        raise FileNotFoundError(f"{root} is not a study folder (no {DB_NAME})")
+    conn = open_study_db(root, readonly=True)  # a folder that is no study fails here, clearly
+    try:
+        StudyStore(conn)
+    finally:
+        conn.close()
     holder: dict[str, Any] = {"users": 0}
 
     @asynccontextmanager

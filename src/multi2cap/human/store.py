@@ -30,6 +30,8 @@ from multi2cap.human.security import match_token, new_token, token_digest
 
 StudyKind = Literal["mos", "captions"]
 DB_NAME = "study.sqlite"
+#: Bumped when the tables change; a study of another version is refused with a clear message.
+SCHEMA_VERSION = "1"
 MOS_STAGE = 0
 CAPTION_MAX_CHARS = 500
 SCORE_RANGE = (1, 5)
@@ -169,6 +171,12 @@ class StudyStore:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        version = self._meta("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"study database has schema {version}, this multi2cap reads {SCHEMA_VERSION}: "
+                "open it with the multi2cap version that created it (see its study.json)"
+            )
         self.settings: dict[str, Any] = json.loads(self._meta("settings"))
         self.kind: StudyKind = self.settings["kind"]
         self.listen_check: bool = bool(self.settings.get("listen_check", True))
@@ -382,6 +390,11 @@ def initialise(conn: sqlite3.Connection, settings: dict[str, Any], admin_token: 
     conn.executescript(SCHEMA)
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('settings', ?), ('admin_token_sha256', ?), "
-        "('created_at', ?)",
-        (json.dumps(settings, sort_keys=True), token_digest(admin_token).hex(), str(time.time())),
+        "('created_at', ?), ('schema_version', ?)",
+        (
+            json.dumps(settings, sort_keys=True),
+            token_digest(admin_token).hex(),
+            str(time.time()),
+            SCHEMA_VERSION,
+        ),
     )
