@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import re
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -97,7 +98,9 @@ async def rater(port: int, token: str, until: float, latencies: list[float]) -> 
         "Origin": f"http://127.0.0.1:{port}",
     }
     acknowledged = 0
-    while not state["done"] and time.perf_counter() < until:
+    while time.perf_counter() < until:
+        if state["done"]:
+            raise RuntimeError("a rater ran out of items before the end: raise --items")
         body = json.dumps({"key": state["item"]["key"], "score": 1 + acknowledged % 5}).encode()
         start = time.perf_counter()
         status, _, data = await conn.request("POST", "/api/answer", body, headers)
@@ -185,7 +188,7 @@ def main() -> None:
     parser.add_argument("--raters", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--baseline-seconds", type=float, default=10.0)
-    parser.add_argument("--items", type=int, default=600, help="items per rater (enough for 30 s)")
+    parser.add_argument("--items", type=int, default=1200, help="items per rater (enough for 30 s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -193,9 +196,11 @@ def main() -> None:
         print(
             f"study: {args.items} items x {args.raters} raters ({time.perf_counter() - start:.1f} s, not timed)"
         )
+        fresh = Path(tmp) / "baseline"
+        shutil.copytree(study, fresh)  # the baseline starts from the same untouched study
         results = {"group commit": run(study, tokens, args.seconds, max_batch=256)}
         if args.baseline_seconds > 0:
-            results["commit per answer"] = run(study, tokens, args.baseline_seconds, max_batch=1)
+            results["commit per answer"] = run(fresh, tokens, args.baseline_seconds, max_batch=1)
     for name, r in results.items():
         lost = r["acknowledged"] - r["stored"]
         print(
