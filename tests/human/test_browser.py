@@ -195,3 +195,26 @@ def test_captions_study_frame_only_after_stage_one(browser, make_study, live_ser
     )
     assert result.exit_code == 0, result.output
     assert "Human, audio only (w/o visual), ours (1 raters)" in " ".join(result.output.split())
+
+
+def test_a_second_tab_out_of_turn_catches_up(browser, make_study, live_server):
+    """Answered in one tab, the same item answered differently in another is refused (locked)
+    and that tab moves on to where the study really is."""
+    study = make_study("mos", n=2, raters=["dan"])
+    server = live_server(study.path)
+    link = study.links["dan"].replace("http://127.0.0.1:8080", server.base)
+    context, first = _open(browser, link)
+    second = context.new_page()  # same browser, same session cookie
+    second.goto(f"{server.base}/rate")
+    for page in (first, second):
+        page.get_by_role("button", name="Start").click()
+        _listen(page)
+    first.get_by_role("radio", name="4", exact=True).check()
+    first.get_by_role("button", name="Next").click()
+    expect(first.locator("#progress")).to_have_text("2 / 2")
+    second.get_by_role("radio", name="2", exact=True).check()
+    second.get_by_role("button", name="Next").click()
+    expect(second.locator("#error")).to_contain_text("answers are locked")
+    expect(second.locator("#progress")).to_have_text("2 / 2")
+    context.close()
+    assert _answers(study.path) == 1

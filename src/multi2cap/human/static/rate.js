@@ -93,8 +93,16 @@
         body: JSON.stringify(body),
       });
       busy = false;
-      if (reply.ok) render(reply.data.state);
-      else $("error").textContent = reply.data.error || `error ${reply.status}`;
+      if (reply.ok) {
+        render(reply.data.state);
+      } else {
+        if (reply.status === 409) {
+          // Out of turn (e.g. answered in another tab): show where the study really is.
+          const fresh = await call("/api/state");
+          if (fresh.ok) render(fresh.data);
+        }
+        $("error").textContent = reply.data.error || `error ${reply.status}`;
+      }
     } catch (err) {
       busy = false;
       $("error").textContent = "The server did not answer; nothing was lost. Press Next again.";
