@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from multi2cap.data.manifest import write_manifest
 from multi2cap.human.store import StudyStore, open_study_db
 from multi2cap.human.study import CreatedStudy, create_study
-from stamp_manifests import write_stamp_manifest
+from stamp_manifests import stamp_records, write_stamp_manifest
 
 
 @pytest.fixture(scope="session")
@@ -26,14 +27,26 @@ def stamp_manifest(tuxpaint_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return write_stamp_manifest(tuxpaint_dir, tmp_path_factory.mktemp("stamps") / "m.jsonl")
 
 
+#: The stamps whose sounds last under 3 s (the browser tests listen to every clip to the end).
+SHORT_STAMPS = ("frog", "crow", "cuckoo", "owl", "penguin")
+
+
+@pytest.fixture(scope="session")
+def short_manifest(tuxpaint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    records = [r for r in stamp_records(tuxpaint_dir, "test") if r.id in SHORT_STAMPS]
+    return write_manifest(records, tmp_path_factory.mktemp("short") / "m.jsonl")
+
+
 @pytest.fixture
 def make_study(stamp_manifest: Path, tmp_path: Path) -> Callable[..., CreatedStudy]:
+    """`make_study(kind, manifest=..., **create_study options)`: a study under tmp_path."""
     counter = iter(range(1000))
 
-    def make(kind: str = "mos", **options: Any) -> CreatedStudy:
+    def make(kind: str = "mos", manifest: Path | None = None, **options: Any) -> CreatedStudy:
         options.setdefault("n", 5)
         options.setdefault("raters", ["alice", "bob"])
-        return create_study(kind, stamp_manifest, tmp_path / f"study{next(counter)}", **options)  # type: ignore[arg-type]
+        folder = tmp_path / f"study{next(counter)}"
+        return create_study(kind, manifest or stamp_manifest, folder, **options)  # type: ignore[arg-type]
 
     return make
 

@@ -115,9 +115,25 @@
     $("listen-hint").textContent = "You can answer now.";
     refreshNext();
   });
+  let broken = false; // the clip failed or stalled: "Play clip" loads it afresh
+  for (const type of ["error", "stalled"]) {
+    audio.addEventListener(type, () => {
+      if (played) return;
+      broken = true;
+      $("listen-hint").textContent = "The clip could not be loaded. Press Play clip to try again.";
+    });
+  }
   $("play").addEventListener("click", () => {
+    if (audio.error || broken) {
+      broken = false;
+      // A failed load (the server restarting, a dropped connection) stays failed: start over.
+      audio.src = state.item.audio;
+      audio.load();
+    }
     audio.currentTime = 0;
-    audio.play();
+    audio.play().catch(() => {
+      $("listen-hint").textContent = "The clip could not be played. Press Play clip to try again.";
+    });
   });
   $("answer").addEventListener("submit", submit);
   $("answer").addEventListener("input", refreshNext);
