@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from browser import browser  # noqa: F401  (the Chromium fixture, for test_browser.py)
 from multi2cap.data.manifest import write_manifest
 from multi2cap.human.store import StudyStore, open_study_db
 from multi2cap.human.study import CreatedStudy, create_study
@@ -151,6 +152,3 @@ def live_server(tmp_path: Path) -> Iterator[Callable[[Path], LiveServer]]:
     yield start
     for server in servers:
         server.stop()
-
-
-from browser import browser  # noqa: E402, F401  (the Chromium fixture, for test_browser.py)
