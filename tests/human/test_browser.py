@@ -19,6 +19,8 @@ if browser_unavailable():  # say why, rather than fail on the import below
     pytest.skip(browser_unavailable(), allow_module_level=True)
 from playwright.sync_api import expect
 
+# The 5-s default is tight on a loaded 2-core machine (a server restart, a JVM next door).
+expect.set_options(timeout=15_000)
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "human_rating_page.png"
 LISTEN_TIMEOUT_MS = 30_000
 
