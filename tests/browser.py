@@ -1,22 +1,23 @@
-"""Headless Chromium for tests of web pages: Debian's `chromium` driven by playwright.
+"""A real headless Chromium for the browser tests: Debian's `chromium`, driven by Playwright.
 
-Playwright's own browser download (`playwright install`) is never used: the browser is the
-system's `/usr/bin/chromium` (scripts/setup.sh installs it as root). Tests call
-`headless_chromium()`, which skips them with the reason when the browser or playwright is
-missing.
+Playwright's own browser download (`playwright install`) is never used: the tests run the
+system's `/usr/bin/chromium` (scripts/setup.sh installs it as root; `MULTI2CAP_CHROMIUM` names
+another). Without it, or without the `playwright` package, the tests that ask for a browser are
+skipped, saying why. `headless_chromium()` is a context manager; `browser` a module-scoped
+fixture on top of it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = os.environ.get("MULTI2CAP_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = (
     "--no-sandbox",
     "--disable-gpu",
@@ -25,21 +26,19 @@ CHROMIUM_ARGS = (
     "--disable-sync",
     "--no-first-run",
 )
-
-
-def browser_missing_reason() -> str | None:
-    """Why no browser test can run here, or None when one can."""
-    if not CHROMIUM.is_file():
-        return f"{CHROMIUM} not found: `apt-get install chromium` (scripts/setup.sh does, as root)"
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed (`pip install playwright`, part of the dev extras)"
-    return None
-
-
 FAKE_MICROPHONE_ARGS = (
     "--use-fake-device-for-media-stream",  # a synthetic microphone (a beeping tone)
     "--use-fake-ui-for-media-stream",  # grant getUserMedia without a prompt
 )
+
+
+def browser_missing_reason() -> str | None:
+    """Why no browser test can run here, or None when one can."""
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (`pip install playwright`, part of the dev extras)"
+    if not os.path.isfile(CHROMIUM):
+        return f"{CHROMIUM} not found: `apt-get install chromium` (scripts/setup.sh does, as root)"
+    return None
 
 
 @contextmanager
@@ -53,9 +52,16 @@ def headless_chromium(extra_args: tuple[str, ...] = ()) -> Iterator[Any]:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *extra_args]
+            executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args]
         )
         try:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium per test module (import this fixture into the module or a conftest)."""
+    with headless_chromium() as launched:
+        yield launched

@@ -1,7 +1,8 @@
 """Human ratings of captions (paper Figure 4): MOS with its 95 % CI and inter-rater agreement.
 
 Ratings come as a CSV with the columns `rater,item,score` (extra columns are ignored), one row per
-judgement, scores integers 1-5.
+judgement, scores integers 1-5. Rows whose optional `gold` column is 1 are attention checks (the
+`human export` of a study with gold items) and are left out.
 
 - **MOS** is the mean of the per-item mean scores (equal to the mean of all ratings when every
   rater scored every item, the paper's design). Items are the sampled units, so the 95 %
@@ -75,6 +76,8 @@ def read_ratings(path: str | os.PathLike[str]) -> list[Rating]:
             raise ValueError(f"{source}: header lacks column(s) {missing}; need {REQUIRED_COLUMNS}")
         reader.fieldnames = header
         for line, row in enumerate(reader, start=2):
+            if str(row.get("gold") or "").strip() in ("1", "true", "True"):
+                continue
             rater, item, raw = (str(row.get(c) or "").strip() for c in REQUIRED_COLUMNS)
             if not rater or not item:
                 raise ValueError(f"{source}:{line}: empty rater or item")

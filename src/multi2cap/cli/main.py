@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "caption",
     "demo",
     "serve",
+    "human",
 )
 
 
