@@ -81,7 +81,11 @@ def test_push_uploads_through_the_hub_protocol_and_loads_back(
         result = subprocess.run(
             [sys.executable, "-m", "multi2cap.cli.main", "push", str(run_best), "org/name",
              "--private", "-m", "first upload"],
-            env=_env(HF_ENDPOINT=hub.url, HF_TOKEN=token, HF_HUB_DISABLE_TELEMETRY="1"),
+            # The suite runs with HF_HUB_OFFLINE=1 (scripts/test.sh); this upload goes to the
+            # loopback hub only, so the subprocess is allowed to reach it.
+            env=_env(
+                HF_ENDPOINT=hub.url, HF_TOKEN=token, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="0"
+            ),
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
