@@ -5,17 +5,14 @@ adapter fed with g (or g_hat / a mix, `pretrain_adapter_input`). Fine-tuning and
 (`stage="finetune"`, audio only): L = L_cap with g_hat from the VFR. With `grounding=False` the
 model is the audio-only baseline: prefix = audio tokens, L = L_cap in both stages.
 
-Checkpoint folder: `config.yaml`, `trainable.safetensors` (adapter, grounding, alignment
-projections, VFR, LoRA weights), `backbones.safetensors` (only for backbones built from an inline
-config, whose random weights cannot be rebuilt otherwise), `tokenizer/` (only when the tokenizer
-is not the LLM's own). Loading reads safetensors only: nothing is unpickled.
+The checkpoint folder (`save_pretrained` / `from_pretrained`) is `multi2cap.model.checkpoint`;
+the trainer's per-step loss shares (`StepShare`, `AlignCache`) are `multi2cap.model.step_share`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,15 +21,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule
-from torch.distributed.tensor import DTensor
 from transformers import CLIPVisionConfig, PreTrainedTokenizerBase
 
 from multi2cap.media.audio import load_audio
 from multi2cap.model.adapter import GroundAdapter
 from multi2cap.model.ced import CedConfig, CedEncoder, apply_lora, load_ced
+from multi2cap.model.checkpoint import can_train, load_checkpoint, save_checkpoint
 from multi2cap.model.config import (
     STAGES,
     AudioEncoderSpec,
@@ -42,22 +38,16 @@ from multi2cap.model.config import (
 )
 from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean, segment_weights
 from multi2cap.model.hf_audio import HfAudioEncoder, build_hf_encoder
-from multi2cap.model.hub import hub_asset, resolve_checkpoint
-from multi2cap.model.llm import CaptionDecoder, build_tokenizer
+from multi2cap.model.hub import hub_asset
+from multi2cap.model.llm import CaptionDecoder
+from multi2cap.model.step_share import AlignCache, StepShare
 from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
 from multi2cap.model.vision import VisionEncoder
 
 if TYPE_CHECKING:
     from multi2cap.data.dataset import CaptionBatch
 
-CONFIG_FILE = "config.yaml"
-TRAINABLE_FILE = "trainable.safetensors"
-BACKBONES_FILE = "backbones.safetensors"
-TOKENIZER_DIR = "tokenizer"
-
 CED_PRESETS = ("tiny", "mini", "small", "base")
-OWN_PREFIXES = ("adapter.", "grounding.", "align.", "vfr.")
-"""State-dict prefixes of the modules Multi2Cap adds to the backbones (all trainable)."""
 AudioInput = str | os.PathLike[str] | np.ndarray | Tensor
 
 
@@ -69,37 +59,6 @@ class Multi2CapOutput:
     loss_cap: Tensor
     loss_align: Tensor | None
     loss_vfr: Tensor | None
-
-
-@dataclass
-class AlignCache:
-    """L_align of a whole effective batch, computed by the trainer's gradient cache
-    (`AlignmentLoss.cached_gradients`), for one micro-batch: the loss, this micro-batch's rows
-    of its gradient `(B, (K + 2) E)` and the temperature's gradient `(1,)`."""
-
-    loss: Tensor
-    grad_rows: Tensor
-    grad_scale: Tensor
-
-
-@dataclass
-class StepShare:
-    """Where a micro-batch sits in an optimizer step, so that the losses are means over the
-    step's effective batch (every micro-batch on every process) instead of the micro-batch.
-
-    With a share, `forward` returns each loss as this micro-batch's estimate of the
-    effective-batch loss: the mean of the estimates over the step's `replicas` backward passes
-    (the mean DDP and gradient accumulation take) is the effective-batch loss, in value and in
-    gradient. L_cap is a token mean over `caption_tokens`, L_vfr a clip mean over `clips`;
-    L_align is the effective batch's (`align_cache`, `align_batch: effective`) or, without a
-    cache, the micro-batch's over all processes, each padded to `align_rows` for the gather.
-    """
-
-    replicas: int
-    caption_tokens: Tensor
-    clips: Tensor
-    align_rows: int | None = None
-    align_cache: AlignCache | None = None
 
 
 @dataclass
@@ -161,13 +120,9 @@ def vision_width(spec: VisionEncoderSpec) -> int:
         return int(CLIPVisionConfig.from_pretrained(spec.source).hidden_size)
 
 
-def _can_train(name: str) -> bool:
-    """Whether parameter `name` trains in some stage: LoRA and the model's own modules."""
-    return "lora_" in name or name.startswith(OWN_PREFIXES)
-
-
 class Multi2Cap(nn.Module):
-    """The captioning model. See the module docstring for stages and the checkpoint layout.
+    """The captioning model. See the module docstring for stages, `multi2cap.model.checkpoint`
+    for the checkpoint layout.
 
     `load_vision=False` skips the CLIP tower (not needed for fine-tuning or captioning); the
     model can then not pre-train or probe. Call `set_stage` before building an optimizer or
@@ -195,7 +150,7 @@ class Multi2Cap(nn.Module):
         self.align: AlignmentLoss | None = None
         self.vfr: VisualFeatureReconstructor | None = None
         # Inline-config CLIP weights read from a checkpoint while the tower is not loaded; kept so
-        # that saving again does not lose them.
+        # that saving again does not lose them (set and read by `multi2cap.model.checkpoint`).
         self._vision_state: dict[str, Tensor] = {}
         if config.grounding:
             d_v = vision_width(config.vision)
@@ -229,7 +184,7 @@ class Multi2Cap(nn.Module):
         layer's, so the frozen bf16 layers around it see bf16 as before; under autocast the
         matmuls still run in bf16, only the master weights and optimizer state are fp32."""
         for name, param in self.named_parameters():
-            if _can_train(name) and param.dtype != torch.float32:
+            if can_train(name) and param.dtype != torch.float32:
                 param.data = param.data.float()
 
     def set_stage(self, stage: Stage) -> None:
@@ -507,45 +462,6 @@ class Multi2Cap(nn.Module):
         return [results[i] for i in range(len(waves))]
 
     # ------------------------------------------------------------------ checkpoints
-    def _backbone_prefixes(self) -> list[str]:
-        """State-dict prefixes of backbones built from inline configs (random weights)."""
-        prefixes = []
-        if self.config.audio.config is not None:
-            prefixes.append("audio_encoder.")
-        if self.config.llm.config is not None:
-            prefixes.append("decoder.model.")
-        if self.config.grounding and self.config.vision.config is not None:
-            prefixes.append("vision.")
-        return prefixes
-
-    def _split_state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """(trainable state, inline-backbone state) as they are written to disk: own modules and
-        LoRA weights; the whole of every backbone built from an inline config. Pretrained
-        backbone weights are left out (they are rebuilt from their source). Parameters sharded
-        by FSDP are gathered whole, which every process must take part in, and only those kept:
-        the frozen decoder, CLIP and CED of a real run are not all-gathered at each save."""
-        own = ("adapter.", "grounding.", "align.", "vfr.")
-        backbones = tuple(self._backbone_prefixes())
-        trainable: dict[str, Tensor] = {}
-        inline: dict[str, Tensor] = dict(self._vision_state)
-        for key, value in self.state_dict().items():
-            mine = key.startswith(own) or "lora_" in key
-            if not (mine or key.startswith(backbones)):
-                continue  # checked before gathering: a frozen pretrained backbone is never
-            if isinstance(value, DTensor):
-                value = value.full_tensor()
-            (trainable if mine else inline)[key] = value
-        return trainable, inline
-
-    def _saved_config(self) -> Multi2CapConfig:
-        """The config as written to a checkpoint: with `vision.width`, so that loading it
-        needs nothing of the CLIP tower (see `vision_width`)."""
-        if self.grounding is None:
-            return self.config
-        width = self.grounding.visual_proj.in_features
-        vision = self.config.vision.model_copy(update={"width": width})
-        return self.config.model_copy(update={"vision": vision})
-
     def save_pretrained(
         self, folder: str | os.PathLike[str], *, is_main_process: bool = True
     ) -> Path:
@@ -553,26 +469,7 @@ class Multi2Cap(nn.Module):
 
         A model sharded with FSDP is saved by calling this on every process (the weights are
         gathered) with `is_main_process` True on one of them, which alone writes."""
-        target = Path(folder)
-        trainable, inline = (_to_disk(part) for part in self._split_state())
-        if not is_main_process:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        self._saved_config().save(tmp / CONFIG_FILE)
-        save_file(trainable, str(tmp / TRAINABLE_FILE), metadata={"format": "pt"})
-        if inline:
-            save_file(inline, str(tmp / BACKBONES_FILE), metadata={"format": "pt"})
-        if self.config.llm.source is None:
-            self.decoder.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-        return target
+        return save_checkpoint(self, folder, is_main_process=is_main_process)
 
     @classmethod
     def from_pretrained(
@@ -585,37 +482,7 @@ class Multi2Cap(nn.Module):
         """Rebuild a model saved by `save_pretrained` (backbones by id/path from the config).
 
         The CLIP tower is only loaded with `load_vision=True` (pre-training, probes)."""
-        folder = resolve_checkpoint(folder)  # a folder, or a hub id `org/name` (model/hub.py)
-        config_path = folder / CONFIG_FILE
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{folder} is not a Multi2Cap checkpoint: no {CONFIG_FILE}")
-        config = Multi2CapConfig.load(config_path)
-        tok_dir = folder / TOKENIZER_DIR
-        tokenizer = build_tokenizer(config.llm, tok_dir if tok_dir.is_dir() else None)
-        model = cls(config, load_vision=load_vision, tokenizer=tokenizer)
-        state = load_file(folder / TRAINABLE_FILE)
-        if (folder / BACKBONES_FILE).is_file():
-            state.update(load_file(folder / BACKBONES_FILE))
-        if model.vision is None:
-            model._vision_state = {k: v for k, v in state.items() if k.startswith("vision.")}
-            state = {k: v for k, v in state.items() if not k.startswith("vision.")}
-        expected_trainable, expected_inline = model._split_state()
-        expected = set(expected_trainable) | (set(expected_inline) - set(model._vision_state))
-        missing = sorted(expected - set(state))
-        result = model.load_state_dict(state, strict=False)
-        if missing or result.unexpected_keys:
-            raise ValueError(
-                f"checkpoint {folder} does not match its config: missing {missing[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]}"
-            )
-        if device is not None:
-            model.to(device)
-        return model.eval()
-
-
-def _to_disk(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """CPU, contiguous copies that share no storage (safetensors refuses shared tensors)."""
-    return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in state.items()}
+        return load_checkpoint(cls, folder, load_vision=load_vision, device=device)
 
 
 @contextmanager

@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 
 from multi2cap.model.grounding import gather_rows
-from multi2cap.model.multi2cap import AlignCache
+from multi2cap.model.step_share import AlignCache
 from multi2cap.train.batches import to_device
 from multi2cap.train.sharding import is_sharded
 

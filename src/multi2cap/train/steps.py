@@ -11,6 +11,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
+from multi2cap.model.step_share import StepShare
 from multi2cap.train.batches import to_device
 from multi2cap.train.config import TrainConfig
 from multi2cap.train.gradient_cache import alignment_caches
@@ -54,8 +55,6 @@ def optimizer_steps(
     every process takes part in each gradient reduction (a process that skipped its backward
     would stall the others); it adds nothing to the gradient sum.
     """
-    from multi2cap.model.multi2cap import StepShare
-
     model.train()
     device = accelerator.device
     inner = accelerator.unwrap_model(model)
