@@ -1,11 +1,15 @@
-"""The demo's outputs: `report.md`, `captions.csv`, loss curves and a metrics chart (PNG)."""
+"""The demo's outputs: `report.md`, `results.json`, `captions.csv`, loss curves and a metrics
+chart (PNG). Tables print metrics x100 as the paper does; `results.json` keeps aac-metrics' raw
+scale (fractions) for every metric and source score."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -15,16 +19,25 @@ from multi2cap.io import atomic_write_text
 from multi2cap.metrics import PAPER_LABELS
 
 if TYPE_CHECKING:
-    from multi2cap.demo.run import DemoConfig, ModelRun
+    from multi2cap.demo.run import DemoConfig, SeedOutcome
     from multi2cap.demo.scenes import Scene
+    from multi2cap.demo.training import ModelRun
 
 N_EXAMPLES = 5
+SOURCE_KEYS = ("source_f1", "source_f1_faint")
+SOURCE_LABELS = {"source_f1": "Src-F1", "source_f1_faint": "Src-F1 faint"}
+SEED_KEYS = ("cider_d", "source_f1", "source_f1_faint")
+
+
+def _label(key: str) -> str:
+    return SOURCE_LABELS.get(key) or PAPER_LABELS.get(key, key)
 
 
 def _metric_keys(runs: list[ModelRun]) -> list[str]:
     from multi2cap.demo.run import EVAL_METRICS
 
-    return [k for k in EVAL_METRICS if all(k in r.scores for r in runs)]
+    keys = [*EVAL_METRICS, *SOURCE_KEYS]
+    return [k for k in keys if all(k in r.scores for r in runs)]
 
 
 def _cell(key: str, value: float) -> str:
@@ -34,9 +47,8 @@ def _cell(key: str, value: float) -> str:
 def results_markdown(runs: list[ModelRun]) -> str:
     """One row per system, metrics x100 as the paper prints them (vocab as a count)."""
     keys = _metric_keys(runs)
-    labels = PAPER_LABELS
     lines = [
-        "| system | " + " | ".join(labels.get(k, k) for k in keys) + " |",
+        "| system | " + " | ".join(_label(k) for k in keys) + " |",
         "|---|" + "---|" * len(keys),
     ]
     for run in runs:
@@ -86,7 +98,6 @@ def _plot_metrics(runs: list[ModelRun], path: Path) -> None:
     import numpy as np
 
     keys = [k for k in _metric_keys(runs) if k != "vocab"]
-    labels = PAPER_LABELS
     x = np.arange(len(keys))
     width = 0.8 / max(1, len(runs))
     fig, ax = plt.subplots(figsize=(8, 3.6), constrained_layout=True)
@@ -94,7 +105,7 @@ def _plot_metrics(runs: list[ModelRun], path: Path) -> None:
         values = [100 * run.scores[k] for k in keys]
         bars = ax.bar(x + i * width, values, width, label=run.name)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(x + width * (len(runs) - 1) / 2, [labels.get(k, k) for k in keys])
+    ax.set_xticks(x + width * (len(runs) - 1) / 2, [_label(k) for k in keys])
     ax.set_ylabel("score x100")
     ax.set_title("Test clips, audio only (offline metrics)")
     ax.legend(fontsize=8)
@@ -144,21 +155,111 @@ def _examples(runs: list[ModelRun], scenes: list[Scene], test_manifest: Path) ->
     ]
 
 
+def seed_summary(outcomes: list[SeedOutcome]) -> dict[str, dict[str, Any]]:
+    """Per metric of `SEED_KEYS`: each system's mean and std over the seeds, and the per-seed
+    difference multi2cap - baseline with its mean and std (raw scale)."""
+    summary: dict[str, dict[str, Any]] = {}
+    for key in SEED_KEYS:
+        per_system: dict[str, list[float]] = {}
+        for outcome in outcomes:
+            for run in outcome.runs:
+                per_system.setdefault(run.name, []).append(run.scores[key])
+        names = list(per_system)
+        entry: dict[str, Any] = {
+            name: {"mean": statistics.fmean(v), "std": _std(v), "per_seed": v}
+            for name, v in per_system.items()
+        }
+        if len(names) == 2:
+            diff = [a - b for a, b in zip(per_system[names[0]], per_system[names[1]], strict=True)]
+            entry["difference"] = {
+                "mean": statistics.fmean(diff),
+                "std": _std(diff),
+                "per_seed": diff,
+            }
+        summary[key] = entry
+    return summary
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def seeds_markdown(outcomes: list[SeedOutcome]) -> str:
+    """Mean +- std over the training seeds (x100), and the per-seed difference."""
+    summary = seed_summary(outcomes)
+    names = [run.name for run in outcomes[0].runs]
+    seeds = ", ".join(str(o.seed) for o in outcomes)
+    lines = [
+        f"| metric (x100, seeds {seeds}) | "
+        + " | ".join(names)
+        + f" | difference ({names[0]} - {names[-1]}) | per-seed difference |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    for key, entry in summary.items():
+        cells = [f"{100 * entry[n]['mean']:.1f} +- {100 * entry[n]['std']:.1f}" for n in names]
+        diff = entry.get("difference", {"mean": 0.0, "std": 0.0, "per_seed": []})
+        lines.append(
+            f"| {_label(key)} | "
+            + " | ".join(cells)
+            + f" | {100 * diff['mean']:+.1f} +- {100 * diff['std']:.1f} | "
+            + ", ".join(f"{100 * d:+.1f}" for d in diff["per_seed"])
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def write_results_json(
+    path: Path,
+    outcomes: list[SeedOutcome],
+    probe: dict[str, Any],
+    timings: dict[str, float],
+    elapsed_s: float,
+) -> Path:
+    """`results.json`: the first seed's scores per system (aac-metrics' raw scale, source scores
+    as fractions), the stage-0 tagger's, the probe, wall times and, with several seeds, their
+    summary."""
+    first = outcomes[0]
+    results: dict[str, Any] = {
+        "systems": {run.name: dict(run.scores) for run in first.runs},
+        "stage0_audio_tagger": first.tagger,
+        "probe": probe,
+        "wall_s": {**timings, "total": elapsed_s},
+        "seed": first.seed,
+    }
+    if len(outcomes) > 1:
+        results["seeds"] = {
+            "seeds": [o.seed for o in outcomes],
+            "per_seed": [
+                {
+                    "seed": o.seed,
+                    "systems": {r.name: dict(r.scores) for r in o.runs},
+                    "wall_s": o.wall_s,
+                }
+                for o in outcomes
+            ],
+            "summary": seed_summary(outcomes),
+        }
+    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+    return path
+
+
 def write_report(
     config: DemoConfig,
     scenes: list[Scene],
     manifests: dict[str, Path],
-    runs: list[ModelRun],
+    outcomes: list[SeedOutcome],
     elapsed_s: float,
     timings: dict[str, float],
     probes: str,
 ) -> Path:
     out = config.workdir
+    runs = outcomes[0].runs
     _plot_losses(runs, out / "loss_curves.png")
     _plot_metrics(runs, out / "metrics.png")
     write_captions_csv(runs, scenes, manifests["test"], out / "captions.csv")
     counts = {split: sum(s.split == split for s in scenes) for split in ("train", "val", "test")}
     vggcaps = read_manifest(manifests["pretrain"])[:3]
+    tagger = outcomes[0].tagger
     lines = [
         "# multi2cap demo report",
         "",
@@ -171,11 +272,26 @@ def write_report(
         "",
         results_markdown(runs),
         "",
-        "Both systems have the same tiny random backbones, the same data and the same budget; "
+        "Src-F1: F1 of the sources each caption names against the sources mixed into the clip "
+        "(micro-averaged over clips; names and synonyms from `sources.csv`); Src-F1 faint: the "
+        f"same on the {int(runs[0].scores.get('source_n_faint_clips', 0))} clips with a faint "
+        "source. Both systems start from the same stage-0 backbones (pretrained in this run on "
+        "the training split, each on its own modality) and have the same data and budget; "
         "`multi2cap` saw the frames during pre-training only, `audio_only_baseline` never did. "
-        "These numbers come from this run and are not comparable with the paper's (different "
-        "data, model size and scale).",
+        "The stage-0 audio tagger alone names the test clips' sources with F1 "
+        f"{100 * tagger['source_f1']:.1f} (faint subset {100 * tagger['source_f1_faint']:.1f}): "
+        "what the frozen encoder knows. Not comparable with the paper's numbers (different data, "
+        "model size and scale).",
         "",
+    ]
+    if len(outcomes) > 1:
+        lines += [
+            f"## Over {len(outcomes)} training seeds (same scenes)",
+            "",
+            seeds_markdown(outcomes),
+            "",
+        ]
+    lines += [
         "![metrics](metrics.png)",
         "",
         "![losses](loss_curves.png)",
@@ -184,7 +300,7 @@ def write_report(
         "",
         "On the pre-trained `multi2cap` checkpoint, through the learned alignment projections "
         "(definitions in docs/probes.md; CLIP-score columns need a real CLIP model and are empty "
-        "here). Tiny random backbones and small data: compare the ordering of the rows with the "
+        "here). Tiny backbones and small data: compare the ordering of the rows with the "
         "paper's, not the values.",
         "",
         probes,
@@ -214,7 +330,10 @@ def write_report(
         "",
         "## Files",
         "",
+        "- `results.json`: every score above in aac-metrics' raw scale, the probe, wall times.",
         "- `captions.csv`: every test clip, both systems' captions, references, picture, audio.",
+        "- `backbones/`: the stage-0 backbones (`audio_ced/`, `vision_clip/`, `llm/`), ordinary "
+        "folders the recipes load by path.",
         "- `runs/<system>/finetune/`: checkpoints (`multi2cap caption --checkpoint ...`), "
         "`recipe.yaml`, training logs.",
         "- `vggcaps/`: the builder's output (`vggcaps.jsonl`, `manifest.jsonl`, media).",
@@ -235,18 +354,42 @@ def print_results(
     console: Console,
     config: DemoConfig,
     scenes: list[Scene],
-    runs: list[ModelRun],
+    outcomes: list[SeedOutcome],
     report: Path,
 ) -> None:
+    runs = outcomes[0].runs
     keys = _metric_keys(runs)
-    labels = PAPER_LABELS
     table = Table(title="Test clips, captioned from audio alone (metrics x100)")
     table.add_column("system")
     for key in keys:
-        table.add_column(labels.get(key, key), justify="right")
+        table.add_column(_label(key), justify="right")
     for run in runs:
         table.add_row(run.name, *[_cell(k, run.scores[k]) for k in keys])
+    tagger = outcomes[0].tagger
+    table.add_row(
+        "[dim]stage-0 audio tagger[/dim]",
+        *["" for _ in keys[:-2]],
+        *[_cell(k, tagger[k]) for k in keys[-2:] if k in tagger],
+    )
     console.print(table)
+    if len(outcomes) > 1:
+        summary = seed_summary(outcomes)
+        seeds = Table(title=f"Over {len(outcomes)} training seeds (x100, mean +- std)")
+        seeds.add_column("metric")
+        names = [run.name for run in runs]
+        for name in names:
+            seeds.add_column(name, justify="right")
+        seeds.add_column("difference", justify="right")
+        seeds.add_column("per seed", justify="right")
+        for key, entry in summary.items():
+            diff = entry["difference"]
+            seeds.add_row(
+                _label(key),
+                *[f"{100 * entry[n]['mean']:.1f} +- {100 * entry[n]['std']:.1f}" for n in names],
+                f"{100 * diff['mean']:+.1f} +- {100 * diff['std']:.1f}",
+                ", ".join(f"{100 * d:+.1f}" for d in diff["per_seed"]),
+            )
+        console.print(seeds)
     examples = Table(title="Examples", show_lines=True)
     examples.add_column("clip")
     examples.add_column("picture / heard")

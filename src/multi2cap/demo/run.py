@@ -16,7 +16,6 @@ Every number comes from this run; nothing is tuned per run.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import hashlib
 import io
@@ -44,6 +43,8 @@ from multi2cap.demo.scenes import (
     render_scene,
     write_scene_index,
 )
+from multi2cap.demo.stage0 import Stage0Config
+from multi2cap.demo.training import Backbones, ModelRun
 from multi2cap.io import atomic_write_text
 from multi2cap.media.spectrogram_image import SpectrogramImageSettings
 
@@ -73,6 +74,8 @@ class DemoConfig:
     pretrain_epochs: int | None = None
     finetune_epochs: int | None = None
     progress: bool = True
+    seeds: int = 1
+    stage0: Stage0Config = field(default_factory=Stage0Config)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -82,21 +85,10 @@ class DemoConfig:
         self.n_test = self.n_test or (40 if small else 200)
         self.pretrain_epochs = self.pretrain_epochs or 2
         self.finetune_epochs = self.finetune_epochs or 2
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
         if self.model and not self.base_url:
             raise ValueError("--model needs --base-url (an OpenAI-compatible endpoint)")
-
-
-@dataclass
-class ModelRun:
-    """One trained system (grounded Multi2Cap or the audio-only baseline)."""
-
-    name: str
-    pretrain_dir: Path
-    finetune_dir: Path
-    checkpoint: Path
-    history: list[dict[str, Any]] = field(default_factory=list)
-    scores: dict[str, float] = field(default_factory=dict)
-    captions: dict[str, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- 1. scenes
@@ -289,212 +281,27 @@ def write_manifests(
     return paths
 
 
-# ----------------------------------------------------------------------------- 3. training
-
-
-def demo_recipe(
-    config: DemoConfig,
-    stage: str,
-    manifests: dict[str, Path],
-    init_from: Path,
-    output_dir: Path,
-) -> dict[str, Any]:
-    """The demo's training recipe (written next to each run as `recipe.yaml`)."""
-    epochs = config.pretrain_epochs if stage == "pretrain" else config.finetune_epochs
-    return {
-        "stage": stage,
-        "seed": config.seed,
-        "init_from": str(init_from),
-        "data": {
-            "train_manifest": str(manifests["pretrain" if stage == "pretrain" else "finetune"]),
-            "val_manifest": str(manifests["val"]),
-            "clip_seconds": 10.0,
-            "num_workers": 0,
-        },
-        "augment": {"enabled": True},
-        "optim": {
-            "lr": 3e-3 if stage == "pretrain" else 2e-3,
-            "batch_size": 16,
-            "micro_batch_size": 16,
-            "epochs": epochs,
-            "warmup_epochs": 0.5,
-        },
-        "eval": {
-            "every_epochs": epochs,
-            "max_items": 48 if config.quick else 96,
-            "batch_size": 16,
-            "metrics": ["bleu_4", "rouge_l", "cider_d"],
-            "best_metric": "cider_d",
-            "num_beams": 1,
-            "max_new_tokens": 30,
-        },
-        "runtime": {
-            "output_dir": str(output_dir),
-            "cpu": True,
-            "cpu_threads": 1,
-            "keep_last_checkpoints": 1,
-            "log_every_steps": 1,
-            "progress": config.progress,
-            "tensorboard": False,
-        },
-    }
-
-
-def _initial_model(
-    config: DemoConfig, manifests: dict[str, Path], grounding: bool, out: Path
-) -> Path:
-    """A tiny Multi2Cap with random backbones whose vocabulary covers every training caption
-    (VggCaps-style and reference-style), so pre-training and fine-tuning share one tokenizer."""
-    from multi2cap.model.config import Multi2CapConfig
-    from multi2cap.model.multi2cap import Multi2Cap
-
-    if (out / "config.yaml").is_file():
-        return out
-    texts = [
-        caption
-        for name in ("pretrain", "finetune")
-        for record in read_manifest(manifests[name])
-        for caption in record.captions
-    ]
-    import torch
-
-    torch.manual_seed(config.seed)
-    model_config = Multi2CapConfig.tiny(
-        texts, grounding=grounding, prompt="Describe the sound. Audio: <audio> Caption:"
-    )
-    Multi2Cap(model_config, load_vision=grounding).save_pretrained(out)
-    return out
-
-
-def train_system(
-    config: DemoConfig, manifests: dict[str, Path], name: str, grounding: bool, console: Console
-) -> ModelRun:
-    """Pre-train then fine-tune one system; returns its fine-tuned checkpoint and history."""
-    import yaml
-
-    from multi2cap.train.config import TrainConfig
-    from multi2cap.train.engine import train
-
-    root = config.workdir / "runs" / name
-    init = _initial_model(config, manifests, grounding, root / "init")
-    history: list[dict[str, Any]] = []
-    previous = init
-    dirs = {}
-    for stage in ("pretrain", "finetune"):
-        out = root / stage
-        recipe = demo_recipe(config, stage, manifests, previous, out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
-        what = (
-            "with frames: L_cap + alpha L_align + beta L_vfr"
-            if grounding and stage == "pretrain"
-            else "audio only: L_cap" + (" through g_hat" if grounding else ", no grounding")
-        )
-        console.print(f"    {name}: {stage} ({what}), {recipe['optim']['epochs']} epochs")
-        done_file = out / "demo_stage_done.json"
-        if done_file.is_file():
-            done = json.loads(done_file.read_text(encoding="utf-8"))
-            console.print("      (cached)")
-        else:
-            resume = any(out.glob("checkpoints/*"))
-            result = train(TrainConfig.model_validate(recipe), resume=resume)
-            done = {"final": str(result.final_checkpoint), "history": result.history}
-            atomic_write_text(done_file, json.dumps(done))
-        history += [{**r, "stage": stage} for r in done["history"]]
-        previous = Path(done["final"])
-        dirs[stage] = out
-    return ModelRun(
-        name=name,
-        pretrain_dir=dirs["pretrain"],
-        finetune_dir=dirs["finetune"],
-        checkpoint=previous,
-        history=history,
-    )
-
-
-SYSTEMS = (("multi2cap", True), ("audio_only_baseline", False))
-
-
-def _train_system_job(args: tuple[DemoConfig, dict[str, Path], str, bool]) -> ModelRun:
-    config, manifests, name, grounding = args
-    quiet = dataclasses.replace(config, progress=False)
-    return train_system(quiet, manifests, name, grounding, Console(quiet=True))
-
-
-def _expected_steps(config: DemoConfig, manifests: dict[str, Path]) -> int:
-    batch = 16
-    n_pre = len(read_manifest(manifests["pretrain"]))
-    n_fine = len(read_manifest(manifests["finetune"]))
-    return config.pretrain_epochs * (n_pre // batch) + config.finetune_epochs * (n_fine // batch)
-
-
-def _steps_done(root: Path) -> int:
-    done = 0
-    for stage in ("pretrain", "finetune"):
-        log_file = root / stage / "train_log.csv"
-        if log_file.is_file():
-            done += max(0, len(log_file.read_text(encoding="utf-8").splitlines()) - 1)
-    return done
-
-
-def train_systems(
-    config: DemoConfig, manifests: dict[str, Path], console: Console
-) -> list[ModelRun]:
-    """Train Multi2Cap and the audio-only baseline, side by side when two workers are allowed
-    (each process on one torch thread: tiny models gain nothing from intra-op threads, and the
-    two runs then share the machine's cores evenly)."""
-    for name, grounding in SYSTEMS:
-        _initial_model(config, manifests, grounding, config.workdir / "runs" / name / "init")
-    if config.workers < 2:
-        return [train_system(config, manifests, n, g, console) for n, g in SYSTEMS]
-    import multiprocessing
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    total = _expected_steps(config, manifests)
-    jobs = [(config, manifests, name, grounding) for name, grounding in SYSTEMS]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
-        futures = [pool.submit(_train_system_job, job) for job in jobs]
-        with Progress(
-            TextColumn("    {task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} steps"),
-            TimeRemainingColumn(),
-            disable=not config.progress,
-            console=console,
-        ) as progress:
-            tasks = {
-                name: progress.add_task(f"{name} (pre-train + fine-tune)", total=total)
-                for name, _ in SYSTEMS
-            }
-            while not all(f.done() for f in futures):
-                for name, _ in SYSTEMS:
-                    root = config.workdir / "runs" / name
-                    progress.update(tasks[name], completed=_steps_done(root))
-                time.sleep(0.5)
-        runs = [f.result() for f in futures]
-    for run in runs:
-        steps = sum(r.get("kind") == "train" for r in run.history)
-        console.print(f"    {run.name}: {steps} optimizer steps, checkpoint {run.checkpoint}")
-    return runs
-
-
 # ----------------------------------------------------------------------------- 4. evaluation
 
 
-def evaluate_systems(runs: list[ModelRun], test_manifest: Path, workers: int) -> None:
-    """Caption the test clips from audio alone and score them with the offline metrics (one warm
-    evaluator for both systems: the METEOR JVM starts once)."""
-    from multi2cap.metrics import Evaluator
+def evaluate_systems(
+    runs: list[ModelRun],
+    records: list[ManifestRecord],
+    scenes: list[Scene],
+    evaluator: Any,
+    workers: int,
+) -> None:
+    """Caption the test clips from audio alone; score them with the offline metrics and by the
+    sources they name (`source_accuracy`)."""
+    from multi2cap.demo.source_accuracy import score_sources
 
-    records = read_manifest(test_manifest)
-    with Evaluator(EVAL_METRICS) as evaluator:
-        for run in runs:
-            captions = caption_clips(run.checkpoint, [r.audio for r in records], workers)
-            run.captions = {r.id: c for r, c in zip(records, captions, strict=True)}
-            result = evaluator(captions, [r.captions for r in records])
-            run.scores = dict(result.corpus)
+    sources = load_sources()
+    for run in runs:
+        captions = caption_clips(run.checkpoint, [r.audio for r in records], workers)
+        run.captions = {r.id: c for r, c in zip(records, captions, strict=True)}
+        result = evaluator(captions, [r.captions for r in records])
+        run.scores = dict(result.corpus)
+        run.scores.update(score_sources(run.captions, scenes, sources).as_results())
 
 
 def caption_clips(checkpoint: Path, audio: list[str], workers: int) -> list[str]:
@@ -508,10 +315,29 @@ def caption_clips(checkpoint: Path, audio: list[str], workers: int) -> list[str]
     return model.caption(audio, num_beams=3, max_new_tokens=30, batch_size=16)
 
 
-def probe_grounding(run: ModelRun, test_manifest: Path, out: Path) -> str:
+def tagger_scores(backbones: Backbones, records: list[ManifestRecord], scenes: list[Scene]) -> dict:
+    """The stage-0 audio tagger alone on the test clips (threshold 0.5): what the frozen encoder
+    knows, to read the captions' source accuracy against."""
+    import json as json_
+
+    from multi2cap.demo.source_accuracy import score_sources
+    from multi2cap.demo.stage0 import audio_tagger_predictions
+
+    keys = json_.loads((backbones.audio / "sources.json").read_text(encoding="utf-8"))
+    probs = audio_tagger_predictions(backbones.audio, [r.audio for r in records])
+    by_key = {s.key: s for s in load_sources()}
+    # The tagger's decisions written as a caption naming the sources, scored like the captions.
+    named = {
+        r.id: " and ".join(by_key[keys[j]].name for j in (row > 0.5).nonzero().flatten().tolist())
+        for r, row in zip(records, probs, strict=True)
+    }
+    return score_sources(named, scenes, by_key.values()).as_results()
+
+
+def probe_grounding(run: ModelRun, test_manifest: Path, out: Path) -> tuple[str, dict[str, Any]]:
     """The paper's Table 4 and Figure 6 on the pre-trained grounded checkpoint, test clips:
     R@1/R@5 of g, g_hat, a_mean and random vectors against V_cls, attention entropies and a
-    t-SNE. Returns the fidelity table as markdown for the report."""
+    t-SNE. Returns the fidelity table as markdown for the report, and its figures."""
     from multi2cap.analysis.probes import (
         collect_probe_set,
         fidelity,
@@ -527,16 +353,77 @@ def probe_grounding(run: ModelRun, test_manifest: Path, out: Path) -> str:
     result = fidelity(probe, None)
     write_fidelity(result, out, title=f"demo: {checkpoint}")
     write_tsne(probe, out, by_category=True)
+    summary = {
+        "n": result.n,
+        "chance_r1": result.chance_r1,
+        "chance_r5": result.chance_r5,
+        "rows": {
+            r.kind: {
+                "r1": r.r1,
+                "r5": r.r5,
+                "cos_to_vcls": r.cos_to_vcls,
+                "attn_entropy": r.attn_entropy,
+            }
+            for r in result.rows
+        },
+    }
     # The table's own title becomes a sub-heading of the report's section.
-    return fidelity_markdown(result).replace("# ", "### ", 1)
+    return fidelity_markdown(result).replace("# ", "### ", 1), summary
 
 
 # ----------------------------------------------------------------------------- driver
 
 
+@dataclass
+class SeedOutcome:
+    """One training seed: both systems' scores, and the stage-0 tagger's on the test clips."""
+
+    seed: int
+    runs: list[ModelRun]
+    tagger: dict[str, float]
+    wall_s: float
+
+
+def train_and_evaluate(
+    config: DemoConfig,
+    seed: int,
+    root: Path,
+    scenes: list[Scene],
+    manifests: dict[str, Path],
+    evaluator: Any,
+    console: Console,
+    timings: dict[str, float],
+) -> SeedOutcome:
+    """Stage 0, both systems' two stages and the test evaluation for one training seed, under
+    `root` (the work folder for the first seed)."""
+    from multi2cap.demo.training import build_backbones, train_systems
+
+    started = mark = time.perf_counter()
+    backbones = build_backbones(config, seed, root / "backbones", scenes, manifests, console)
+    timings["stage 0 (backbones)"] = (now := time.perf_counter()) - mark
+    mark = now
+    console.print(
+        "    stages 1-2: Multi2Cap (frames in pre-training only) and the audio-only baseline on "
+        "the same budget, from the same stage-0 backbones."
+    )
+    runs = train_systems(config, seed, root / "runs", manifests, backbones, console)
+    timings["training (both systems)"] = (now := time.perf_counter()) - mark
+    mark = now
+    console.print(
+        "[bold]4/5 Captioning the test clips from audio alone[/bold] and scoring them "
+        "(metrics and the sources they name)."
+    )
+    records = read_manifest(manifests["test"])
+    evaluate_systems(runs, records, scenes, evaluator, config.workers)
+    tagger = tagger_scores(backbones, records, scenes)
+    timings["captioning + evaluation"] = time.perf_counter() - mark
+    return SeedOutcome(seed, runs, tagger, time.perf_counter() - started)
+
+
 def run_demo(config: DemoConfig) -> Path:
     """Run every stage; returns the path of `report.md`."""
-    from multi2cap.demo.report import print_results, write_report
+    from multi2cap.demo.report import print_results, write_report, write_results_json
+    from multi2cap.metrics import Evaluator
 
     console = Console()
     started = time.perf_counter()
@@ -559,24 +446,41 @@ def run_demo(config: DemoConfig) -> Path:
     manifests = write_manifests(config, scenes, built)
     mark = timed("VggCaps build + extraction", mark)
     console.print(
-        "[bold]3/5 Training[/bold] Multi2Cap (frames in pre-training only) and the audio-only "
-        "baseline on the same budget."
+        "[bold]3/5 Training[/bold]: stage 0 pretrains each backbone on its own modality "
+        "(training split only), then the paper's stages."
     )
-    runs = train_systems(config, manifests, console)
-    mark = timed("training (both systems)", mark)
-    console.print("[bold]4/5 Captioning the test clips from audio alone[/bold] and scoring them.")
-    evaluate_systems(runs, manifests["test"], config.workers)
-    mark = timed("captioning + evaluation", mark)
+    outcomes: list[SeedOutcome] = []
+    with Evaluator(EVAL_METRICS) as evaluator:
+        for index in range(config.seeds):
+            seed = config.seed + index
+            root = config.workdir if index == 0 else config.workdir / f"seed_{seed}"
+            if config.seeds > 1:
+                console.print(f"  [bold]training seed {seed}[/bold] ({index + 1}/{config.seeds})")
+            seed_timings = timings if index == 0 else {}
+            outcomes.append(
+                train_and_evaluate(
+                    config, seed, root, scenes, manifests, evaluator, console, seed_timings
+                )
+            )
+            if index == 0:
+                mark = time.perf_counter()
+        if config.seeds > 1:
+            timings[f"seeds {config.seed + 1}..{config.seed + config.seeds - 1}"] = (
+                time.perf_counter() - mark
+            )
+    mark = time.perf_counter()
     console.print(
         "    probing the grounding tokens of the pre-trained model (paper Table 4, Figure 6)."
     )
-    probes = probe_grounding(runs[0], manifests["test"], config.workdir / "probes")
+    probes, probe_summary = probe_grounding(
+        outcomes[0].runs[0], manifests["test"], config.workdir / "probes"
+    )
     mark = timed("probes", mark)
     console.print("[bold]5/5 Report[/bold]")
-    report = write_report(
-        config, scenes, manifests, runs, time.perf_counter() - started, timings, probes
-    )
-    print_results(console, config, scenes, runs, report)
+    elapsed = time.perf_counter() - started
+    report = write_report(config, scenes, manifests, outcomes, elapsed, timings, probes)
+    write_results_json(config.workdir / "results.json", outcomes, probe_summary, timings, elapsed)
+    print_results(console, config, scenes, outcomes, report)
     return report
 
 

@@ -452,6 +452,27 @@ def load_ced(id_or_path: str | Path, device: str | torch.device | None = None) -
     return encoder.to(device).eval() if device is not None else encoder.eval()
 
 
+def save_ced(encoder: CedEncoder, folder: str | Path) -> Path:
+    """Write a (LoRA-free) encoder as a folder that `load_ced` reads: `config.json` (model_type
+    `ced` and the `CedConfig` fields) and `model.safetensors` in our key layout, which
+    `convert_hub_state_dict` passes through unchanged."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    state = encoder.state_dict()
+    if any("lora_" in key for key in state):
+        raise ValueError("save_ced writes a plain encoder; merge or drop the LoRA weights first")
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "ced", **asdict(encoder.config)}
+    (target / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    save_file(
+        {k: v.detach().contiguous() for k, v in state.items()}, str(target / "model.safetensors")
+    )
+    return target
+
+
 # --- LoRA ----------------------------------------------------------------------------------------
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "proj", "fc1", "fc2")

@@ -1,0 +1,368 @@
+"""The demo's training: stage 0 (backbones pretrained on their own modality, `stage0`), then the
+paper's two stages for Multi2Cap and for the audio-only baseline on the same budget.
+
+Jobs run side by side in spawned processes when two workers are allowed (each on one torch
+thread: tiny models gain nothing from intra-op threads, and the jobs then share the cores
+evenly); the parent prints one progress line per job from the logs the trainers write.
+Everything reads the training split only: the tagger and vision targets are the training scenes'
+sources, the language model's text and the tokenizer's vocabulary are the training captions.
+Validation clips are used only by the trainer's end-of-stage validation (reported, never used to
+pick a checkpoint: the demo continues from `final/`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from rich.console import Console
+
+from multi2cap.data.manifest import read_manifest
+from multi2cap.demo import progress, stage0
+from multi2cap.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from multi2cap.demo.run import DemoConfig
+    from multi2cap.demo.scenes import Scene
+
+PROMPT = "Describe the sound. Audio: <audio> Caption:"
+SYSTEMS = (("multi2cap", True), ("audio_only_baseline", False))
+STAGES = ("pretrain", "finetune")
+BATCH = 16
+
+
+@dataclass(frozen=True)
+class Backbones:
+    """Folders of the stage-0 backbones (what `model.*.source` points at)."""
+
+    audio: Path
+    vision: Path
+    llm: Path
+
+
+@dataclass
+class ModelRun:
+    """One trained system (grounded Multi2Cap or the audio-only baseline)."""
+
+    name: str
+    pretrain_dir: Path
+    finetune_dir: Path
+    checkpoint: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def _run_jobs(
+    config: DemoConfig,
+    jobs: list[tuple[str, Callable[..., Any], tuple[Any, ...], list[progress.Stage]]],
+    console: Console,
+) -> list[Any]:
+    """Run `fn(*args)` for each job (name, fn, args, its logged stages) in spawned processes,
+    `config.workers` at a time, while this process prints their progress lines."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, min(len(jobs), config.workers)), mp_context=context) as pool:
+        futures: list[Future[Any]] = [pool.submit(fn, *args) for _, fn, args, _ in jobs]
+        with progress.monitor(
+            {name: stages for name, _, _, stages in jobs}, console, config.progress
+        ) as poll:
+            progress.wait(lambda: all(f.done() for f in futures), poll)
+        return [f.result() for f in futures]
+
+
+# ----------------------------------------------------------------------------- stage 0
+
+
+def _tagging_set(
+    records: list[Any], scenes: dict[str, Scene], keys: list[str], field_: str, audible: bool
+) -> stage0.TaggingSet:
+    index = {k: i for i, k in enumerate(keys)}
+    targets = torch.zeros(len(records), len(keys))
+    for row, record in enumerate(records):
+        for placed in scenes[record.id].sources:
+            if placed.audible or not audible:
+                targets[row, index[placed.key]] = 1.0
+    return stage0.TaggingSet([getattr(record, field_) for record in records], targets, keys)
+
+
+def _stage0_audio(data: stage0.TaggingSet, config: stage0.Stage0Config, out: Path) -> None:
+    torch.set_num_threads(1)
+    if stage0.finished(out) is None:
+        stage0.pretrain_audio(data, config, out)
+
+
+def _stage0_vision_llm(
+    data: stage0.TaggingSet | None,
+    texts: list[str],
+    config: stage0.Stage0Config,
+    vision_out: Path,
+    llm_out: Path,
+) -> None:
+    torch.set_num_threads(1)
+    if data is not None and stage0.finished(vision_out) is None:
+        stage0.pretrain_vision(data, config, vision_out)
+    if stage0.finished(llm_out) is None:
+        stage0.pretrain_llm(texts, PROMPT, config, llm_out)
+
+
+def training_texts(manifests: dict[str, Path]) -> list[str]:
+    """Every training caption (VggCaps-style and reference-style): the LM's corpus and the
+    tokenizer's vocabulary. Validation and test captions are not read."""
+    return [
+        caption
+        for name in ("pretrain", "finetune")
+        for record in read_manifest(manifests[name])
+        for caption in record.captions
+    ]
+
+
+def build_backbones(
+    config: DemoConfig,
+    seed: int,
+    root: Path,
+    scenes: list[Scene],
+    manifests: dict[str, Path],
+    console: Console,
+) -> Backbones:
+    """Stage 0: the audio tagger in one job, the vision tagger then the LM in the other."""
+    s0 = dataclasses.replace(config.stage0, seed=seed)
+    backbones = Backbones(audio=root / "audio_ced", vision=root / "vision_clip", llm=root / "llm")
+    by_id = {s.id: s for s in scenes}
+    records = read_manifest(manifests["finetune"])
+    keys = sorted({p.key for s in scenes if s.split == "train" for p in s.sources})
+    texts = training_texts(manifests)
+    todo = [f for f in (backbones.audio, backbones.vision, backbones.llm) if not stage0.finished(f)]
+    if not todo:
+        console.print(f"    stage 0: backbones cached in {root}")
+        return backbones
+    audio = _tagging_set(records, by_id, keys, "audio", audible=True)
+    vision = _tagging_set(records, by_id, keys, "image", audible=False)
+    n = len(records)
+    audio_stages = [
+        progress.Stage(
+            "audio tagger",
+            backbones.audio / stage0.LOG_FILE,
+            stage0.steps_total(n, s0.audio_batch, s0.audio_epochs),
+        )
+    ]
+    other_stages = [
+        progress.Stage(
+            "vision tagger",
+            backbones.vision / stage0.LOG_FILE,
+            stage0.steps_total(2 * n, s0.vision_batch, s0.vision_epochs),
+        ),
+        progress.Stage(
+            "language model",
+            backbones.llm / stage0.LOG_FILE,
+            stage0.steps_total(len(texts), s0.llm_batch, s0.llm_epochs),
+        ),
+    ]
+    console.print(
+        f"    stage 0: CED-shaped tagger on {n} training clips' sources, CLIP-shaped tagger on "
+        f"their frames, decoder LM on {len(texts)} training captions"
+    )
+    _run_jobs(
+        config,
+        [
+            ("stage 0 audio", _stage0_audio, (audio, s0, backbones.audio), audio_stages),
+            (
+                "stage 0 vision + LM",
+                _stage0_vision_llm,
+                (vision, texts, s0, backbones.vision, backbones.llm),
+                other_stages,
+            ),
+        ],
+        console,
+    )
+    return backbones
+
+
+# ----------------------------------------------------------------------------- stages 1-2
+
+
+def demo_model(backbones: Backbones, grounding: bool) -> dict[str, Any]:
+    """The recipes' `model` section: the stage-0 backbones by path, LoRA on both, tiny widths
+    for the modules the paper trains (see docs/demo.md for why these sizes)."""
+    return {
+        "audio": {
+            "source": str(backbones.audio),
+            "lora": {"r": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
+        },
+        "vision": {"source": str(backbones.vision)},
+        "llm": {
+            "source": str(backbones.llm),
+            "lora": {
+                "r": 16,
+                "alpha": 32.0,
+                "dropout": 0.0,
+                "targets": ["q_proj", "k_proj", "v_proj", "o_proj"],
+            },
+        },
+        "grounding": grounding,
+        "k": 4,
+        "d_g": 64,
+        "grounding_heads": 4,
+        "align_dim": 32,
+        "vfr_hidden": 128,
+        "prompt": PROMPT,
+        "max_caption_tokens": 32,
+        "generation": {"num_beams": 3, "max_new_tokens": 30},
+    }
+
+
+def demo_recipe(
+    config: DemoConfig,
+    seed: int,
+    stage: str,
+    manifests: dict[str, Path],
+    model: dict[str, Any] | None,
+    init_from: Path | None,
+    output_dir: Path,
+) -> dict[str, Any]:
+    """The demo's training recipe (written next to each run as `recipe.yaml`)."""
+    epochs = config.pretrain_epochs if stage == "pretrain" else config.finetune_epochs
+    recipe: dict[str, Any] = {"stage": stage, "seed": seed}
+    if model is not None:
+        recipe["model"] = model
+    if init_from is not None:
+        recipe["init_from"] = str(init_from)
+    return {
+        **recipe,
+        "data": {
+            "train_manifest": str(manifests["pretrain" if stage == "pretrain" else "finetune"]),
+            "val_manifest": str(manifests["val"]),
+            "clip_seconds": 10.0,
+            "num_workers": 0,
+        },
+        "augment": {"enabled": True},
+        "optim": {
+            "lr": 3e-3 if stage == "pretrain" else 2e-3,
+            "batch_size": BATCH,
+            "micro_batch_size": BATCH,
+            "epochs": epochs,
+            "warmup_epochs": 0.5,
+        },
+        "eval": {
+            "every_epochs": epochs,
+            "max_items": 48 if config.quick else 96,
+            "batch_size": 16,
+            "metrics": ["bleu_4", "rouge_l", "cider_d"],
+            "best_metric": "cider_d",
+            "num_beams": 1,
+            "max_new_tokens": 30,
+        },
+        "runtime": {
+            "output_dir": str(output_dir),
+            "cpu": True,
+            "cpu_threads": 1,
+            "keep_last_checkpoints": 1,
+            "log_every_steps": 1,
+            "progress": False,
+            "tensorboard": False,
+        },
+    }
+
+
+def train_system(
+    config: DemoConfig,
+    seed: int,
+    root: Path,
+    manifests: dict[str, Path],
+    backbones: Backbones,
+    name: str,
+    grounding: bool,
+) -> ModelRun:
+    """Pre-train then fine-tune one system; returns its fine-tuned checkpoint and history."""
+    import yaml
+
+    from multi2cap.train.config import TrainConfig
+    from multi2cap.train.engine import train
+
+    torch.set_num_threads(1)
+    history: list[dict[str, Any]] = []
+    previous: Path | None = None
+    dirs = {}
+    for stage in STAGES:
+        out = root / name / stage
+        model = demo_model(backbones, grounding) if previous is None else None
+        recipe = demo_recipe(config, seed, stage, manifests, model, previous, out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
+        done_file = out / "demo_stage_done.json"
+        if done_file.is_file():
+            done = json.loads(done_file.read_text(encoding="utf-8"))
+        else:
+            resume = any(out.glob("checkpoints/*"))
+            result = train(TrainConfig.model_validate(recipe), resume=resume)
+            done = {"final": str(result.final_checkpoint), "history": result.history}
+            atomic_write_text(done_file, json.dumps(done))
+        history += [{**r, "stage": stage} for r in done["history"]]
+        previous = Path(done["final"])
+        dirs[stage] = out
+    assert previous is not None
+    return ModelRun(
+        name=name,
+        pretrain_dir=dirs["pretrain"],
+        finetune_dir=dirs["finetune"],
+        checkpoint=previous,
+        history=history,
+    )
+
+
+def _stage_steps(manifest: Path, epochs: int) -> int:
+    from multi2cap.train.sampler import StepBatchSampler
+
+    n = len(read_manifest(manifest))
+    return (
+        StepBatchSampler(n, micro_batch_size=BATCH, accumulation_steps=1).steps_per_epoch * epochs
+    )
+
+
+def train_systems(
+    config: DemoConfig,
+    seed: int,
+    root: Path,
+    manifests: dict[str, Path],
+    backbones: Backbones,
+    console: Console,
+) -> list[ModelRun]:
+    """Multi2Cap and the audio-only baseline through pre-training and fine-tuning, side by side,
+    with one progress line per system."""
+    totals = {
+        "pretrain": _stage_steps(manifests["pretrain"], config.pretrain_epochs),
+        "finetune": _stage_steps(manifests["finetune"], config.finetune_epochs),
+    }
+    what = {
+        ("multi2cap", "pretrain"): "with frames: L_cap + alpha L_align + beta L_vfr",
+        ("multi2cap", "finetune"): "audio only: L_cap through g_hat",
+        ("audio_only_baseline", "pretrain"): "audio only: L_cap, no grounding",
+        ("audio_only_baseline", "finetune"): "audio only: L_cap, no grounding",
+    }
+    for name, _ in SYSTEMS:
+        console.print(
+            f"    {name}: " + "; ".join(f"{s} ({what[name, s]}), {totals[s]} steps" for s in STAGES)
+        )
+    jobs = [
+        (
+            name,
+            train_system,
+            (config, seed, root, manifests, backbones, name, grounding),
+            [progress.Stage(s, root / name / s / "train_log.csv", totals[s]) for s in STAGES],
+        )
+        for name, grounding in SYSTEMS
+    ]
+    runs: list[ModelRun] = _run_jobs(config, jobs, console)
+    for run in runs:
+        steps = sum(r.get("kind") == "train" for r in run.history)
+        console.print(f"    {run.name}: {steps} optimizer steps, checkpoint {run.checkpoint}")
+    return runs
