@@ -5,7 +5,8 @@ paper cares about (does it say what is heard?) and not only on n-gram overlap. E
 `sources.csv` is named by its noun phrase without the article ("a sea lion" -> "sea lion") and by
 the noun part of its category ("hippo grunting" -> "hippo", "playing cymbal" -> "cymbal") when
 that phrase belongs to that source alone ("chicken" is both the hen's and the rooster's: it names
-neither). Matching is whole-word, case-insensitive, allows a plural "s"/"es", and takes the longest
+neither). Matching is whole-word, case-insensitive, allows a plural "s"/"es" (unless that word is one of the sources'
+sound verbs: "a rooster crows" names no crow), and takes the longest
 phrase first, consuming its words: "a rubber duck squeaks" names the rubber duck, not a duck, and
 "a sea lion barks" names no lion.
 
@@ -54,10 +55,20 @@ def _category_noun(category: str) -> str:
     return " ".join(noun)
 
 
-def source_phrases(sources: Iterable[Source]) -> dict[tuple[str, ...], str]:
-    """Word tuples that name a source -> its key. Names win over category synonyms; a category
-    synonym shared by several sources (or equal to another source's name) is dropped."""
+@dataclass(frozen=True)
+class SourcePhrases:
+    """Word tuples that name a source -> its key, and the sound verbs ("crows", "barks") that a
+    plural ending must not turn into a name ("a rooster crows" names no crow)."""
+
+    names: dict[tuple[str, ...], str]
+    verbs: frozenset[str]
+
+
+def source_phrases(sources: Iterable[Source]) -> SourcePhrases:
+    """The phrases that name each source. Names win over category synonyms; a category synonym
+    shared by several sources (or equal to another source's name) is dropped."""
     sources = list(sources)
+    verbs = frozenset(w for s in sources for w in _words(f"{s.sound} {s.alt_sound}"))
     phrases: dict[tuple[str, ...], str] = {tuple(_words(_noun(s.name))): s.key for s in sources}
     synonyms: dict[tuple[str, ...], set[str]] = {}
     for source in sources:
@@ -67,27 +78,28 @@ def source_phrases(sources: Iterable[Source]) -> dict[tuple[str, ...], str]:
     for noun, keys in synonyms.items():
         if noun not in phrases and len(keys) == 1:
             phrases[noun] = next(iter(keys))
-    return phrases
+    return SourcePhrases(phrases, verbs)
 
 
-def _word_matches(word: str, target: str) -> bool:
-    return word == target or word in (target + "s", target + "es")
+def _word_matches(word: str, target: str, verbs: frozenset[str]) -> bool:
+    return word == target or (word in (target + "s", target + "es") and word not in verbs)
 
 
-def named_sources(caption: str, phrases: Mapping[tuple[str, ...], str]) -> set[str]:
+def named_sources(caption: str, phrases: SourcePhrases) -> set[str]:
     """Keys of the sources a caption names (longest phrase first, each word used once)."""
     words = _words(caption)
     used = [False] * len(words)
     found: set[str] = set()
-    for phrase in sorted(phrases, key=len, reverse=True):
+    for phrase in sorted(phrases.names, key=len, reverse=True):
         n = len(phrase)
         for start in range(len(words) - n + 1):
             if any(used[start : start + n]):
                 continue
             window = words[start : start + n]
             # Only the last word of a phrase may carry a plural ending ("sea lions").
-            if window[:-1] == list(phrase[:-1]) and _word_matches(window[-1], phrase[-1]):
-                found.add(phrases[phrase])
+            last = _word_matches(window[-1], phrase[-1], phrases.verbs)
+            if window[:-1] == list(phrase[:-1]) and last:
+                found.add(phrases.names[phrase])
                 used[start : start + n] = [True] * n
     return found
 

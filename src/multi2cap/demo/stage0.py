@@ -145,7 +145,7 @@ def _fit(
             optimizer.step()
             scheduler.step()
             step += 1
-            last.append(float(loss))
+            last.append(float(loss.detach()))
             log(step, last[-1])
     return float(np.mean(last)) if last else float("nan")
 
