@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from multi2cap.cli.main import app
+from multi2cap.data.manifest import read_manifest
+from multi2cap.model.config import word_vocabulary
 
 
 @pytest.mark.slow
@@ -30,9 +34,47 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path, tuxpaint_dir):
     # The builder really ran: VggCaps records for the training clips, from the offline backend.
     vggcaps = (workdir / "vggcaps" / "vggcaps.jsonl").read_text().splitlines()
     assert len(vggcaps) == 160 and '"backend": "offline"' in vggcaps[0]
-    # Both systems went through pre-training and fine-tuning, each leaving a checkpoint.
+    # Both systems went through pre-training and fine-tuning, each leaving a checkpoint, from the
+    # stage-0 backbones loaded by path.
+    backbones = workdir / "backbones"
     for system in ("multi2cap", "audio_only_baseline"):
         assert (workdir / "runs" / system / "finetune" / "final" / "config.yaml").is_file()
+        recipe = yaml.safe_load(
+            (workdir / "runs" / system / "pretrain" / "recipe.yaml").read_text()
+        )
+        assert recipe["model"]["audio"]["source"] == str(backbones / "audio_ced")
+        assert recipe["model"]["llm"]["source"] == str(backbones / "llm")
+    for name in ("audio_ced", "vision_clip", "llm"):
+        assert (backbones / name / "stage0.json").is_file()
+    # Nothing of validation or test reached stage 0: the LM's vocabulary is the training text's.
+    train_texts = [
+        c
+        for name in ("pretrain_vggcaps", "finetune_train")
+        for r in read_manifest(workdir / "manifests" / f"{name}.jsonl")
+        for c in r.captions
+    ]
+    vocab = set(json.loads((backbones / "llm" / "tokenizer.json").read_text())["model"]["vocab"])
+    held_out = {
+        w
+        for name in ("val", "test")
+        for r in read_manifest(workdir / "manifests" / f"{name}.jsonl")
+        for c in r.captions
+        for w in word_vocabulary([c])
+    }
+    assert set(word_vocabulary(train_texts)) <= vocab
+    assert (
+        held_out - set(word_vocabulary(train_texts))
+        and not (held_out - set(word_vocabulary(train_texts))) & vocab
+    )
+    # results.json: the schema of the issue, metrics in aac-metrics' raw scale.
+    results = json.loads((workdir / "results.json").read_text())
+    for system in ("multi2cap", "audio_only_baseline"):
+        scores = results["systems"][system]
+        assert {"bleu_1", "cider_d", "source_f1", "source_f1_faint"} <= set(scores)
+        assert 0.0 <= scores["bleu_1"] <= 1.0 and 0.0 <= scores["source_f1"] <= 1.0
+    assert results["probe"]["rows"]["g_hat"]["r1"] is not None
+    assert {"stage 0 (backbones)", "training (both systems)", "total"} <= set(results["wall_s"])
+    assert "Src-F1" in report
 
     # A rerun reuses every stage instead of recomputing it.
     again = CliRunner().invoke(app, args)

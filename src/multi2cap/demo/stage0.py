@@ -55,9 +55,9 @@ class Stage0Config:
     audio_width: int = 64
     audio_depth: int = 2
     audio_heads: int = 4
-    audio_epochs: int = 4
-    audio_lr: float = 3e-3
-    audio_batch: int = 32
+    audio_epochs: int = 5
+    audio_lr: float = 2e-3
+    audio_batch: int = 8
     vision_image_size: int = 64
     vision_patch: int = 8
     vision_width: int = 64
@@ -75,11 +75,14 @@ class Stage0Config:
 
 @dataclass
 class TaggingSet:
-    """Training inputs with their multi-hot targets `(N, n_sources)` over `keys`."""
+    """Training inputs with their multi-hot targets `(N, n_sources)` over `keys`; for audio,
+    optionally per time token `(N, T', n_sources)` (a source is on in the tokens its recording
+    spans after each onset: the scenes' strong labels)."""
 
     paths: list[str]
     targets: Tensor
     keys: list[str]
+    token_targets: Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -182,11 +185,16 @@ def log_mels(paths: Sequence[str], n_mels: int = 64) -> Tensor:
     return torch.stack([m[..., :width] for m in mels])
 
 
-def tag_logits(encoder: Any, head: nn.Linear, mel: Tensor) -> Tensor:
-    """Clip logits `(B, n_sources)`: per-token logits max-pooled over the time tokens."""
+def token_logits(encoder: Any, head: nn.Linear, mel: Tensor) -> Tensor:
+    """Per-token logits `(B, T', n_sources)`."""
     frames = torch.full((mel.shape[0],), mel.shape[-1])
     tokens, _mask = encoder.forward_mel(mel.float(), frames)
-    return head(tokens).amax(dim=1)
+    return head(tokens)
+
+
+def tag_logits(encoder: Any, head: nn.Linear, mel: Tensor) -> Tensor:
+    """Clip logits `(B, n_sources)`: per-token logits max-pooled over the time tokens."""
+    return token_logits(encoder, head, mel).amax(dim=1)
 
 
 def pretrain_audio(data: TaggingSet, config: Stage0Config, out: Path) -> dict[str, Any]:
@@ -213,13 +221,19 @@ def pretrain_audio(data: TaggingSet, config: Stage0Config, out: Path) -> dict[st
     head = nn.Linear(config.audio_width, len(data.keys))
     _prior_bias(head, data.targets)
 
+    patch = encoder.config.patch_size
+    n_tokens = mels.shape[-1] // patch
+
     def loss_of(index: Tensor) -> Tensor:
-        mel = mels[index].float()
-        # A random circular shift in time: onsets vary, the labels do not.
-        mel = torch.roll(mel, int(torch.randint(mel.shape[-1], (1,), generator=generator)), -1)
-        return F.binary_cross_entropy_with_logits(
-            tag_logits(encoder, head, mel), data.targets[index]
-        )
+        # A random circular shift by whole tokens: onsets vary, the labels move with them.
+        shift = int(torch.randint(n_tokens, (1,), generator=generator))
+        mel = torch.roll(mels[index, :, : n_tokens * patch].float(), shift * patch, -1)
+        logits = token_logits(encoder, head, mel)
+        loss = F.binary_cross_entropy_with_logits(logits.amax(dim=1), data.targets[index])
+        if data.token_targets is not None:
+            strong = torch.roll(data.token_targets[index, :n_tokens], shift, 1)
+            loss = loss + F.binary_cross_entropy_with_logits(logits, strong)
+        return loss
 
     total = steps_total(len(mels), config.audio_batch, config.audio_epochs)
     loss = _fit(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
+from torch import Tensor
 
 from multi2cap.data.manifest import read_manifest
 from multi2cap.demo import progress, stage0
@@ -36,6 +37,7 @@ PROMPT = "Describe the sound. Audio: <audio> Caption:"
 SYSTEMS = (("multi2cap", True), ("audio_only_baseline", False))
 STAGES = ("pretrain", "finetune")
 BATCH = 16
+CLIP_TOKENS = 62  # CED time tokens of a 10-s clip
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,27 @@ def _tagging_set(
     return stage0.TaggingSet([getattr(record, field_) for record in records], targets, keys)
 
 
+def token_targets(
+    records: list[Any], scenes: dict[str, Scene], keys: list[str], n_tokens: int
+) -> Tensor:
+    """Strong labels `(N, n_tokens, n_sources)`: a source is on in the time tokens (0.16 s each,
+    CED's 16-frame columns) that its recording spans after each of its onsets."""
+    import soundfile
+
+    from multi2cap.demo.scenes import load_sources
+
+    seconds = {s.key: soundfile.info(str(s.path)).duration for s in load_sources()}
+    index = {k: i for i, k in enumerate(keys)}
+    starts = torch.arange(n_tokens) * 0.16
+    out = torch.zeros(len(records), n_tokens, len(keys))
+    for row, record in enumerate(records):
+        for placed in scenes[record.id].sources:
+            for onset in placed.onsets_s if placed.audible else []:
+                on = (starts + 0.16 > onset) & (starts < onset + seconds[placed.key])
+                out[row, on, index[placed.key]] = 1.0
+    return out
+
+
 def _stage0_audio(data: stage0.TaggingSet, config: stage0.Stage0Config, out: Path) -> None:
     torch.set_num_threads(1)
     if stage0.finished(out) is None:
@@ -146,6 +169,7 @@ def build_backbones(
         console.print(f"    stage 0: backbones cached in {root}")
         return backbones
     audio = _tagging_set(records, by_id, keys, "audio", audible=True)
+    audio.token_targets = token_targets(records, by_id, keys, CLIP_TOKENS)
     vision = _tagging_set(records, by_id, keys, "image", audible=False)
     n = len(records)
     audio_stages = [
