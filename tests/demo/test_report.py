@@ -1,0 +1,58 @@
+"""The demo's multi-seed summary and results.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from multi2cap.demo.report import seed_summary, seeds_markdown, write_results_json
+from multi2cap.demo.run import SeedOutcome
+from multi2cap.demo.training import ModelRun
+
+
+def _outcome(seed: int, grounded: dict[str, float], baseline: dict[str, float]) -> SeedOutcome:
+    runs = []
+    for name, scores in (("multi2cap", grounded), ("audio_only_baseline", baseline)):
+        run = ModelRun(name, Path("p"), Path("f"), Path("c"))
+        run.scores = {"bleu_1": 0.5, "source_f1_faint": 0.1, **scores}
+        runs.append(run)
+    return SeedOutcome(seed, runs, {"source_f1": 0.8, "source_f1_faint": 0.6}, 10.0)
+
+
+OUTCOMES = [
+    _outcome(0, {"cider_d": 0.60, "source_f1": 0.8}, {"cider_d": 0.50, "source_f1": 0.7}),
+    _outcome(1, {"cider_d": 0.40, "source_f1": 0.6}, {"cider_d": 0.50, "source_f1": 0.7}),
+    _outcome(2, {"cider_d": 0.50, "source_f1": 0.7}, {"cider_d": 0.35, "source_f1": 0.7}),
+]
+
+
+def test_seed_summary_reports_mean_std_and_the_per_seed_difference_either_way():
+    summary = seed_summary(OUTCOMES)
+    cider = summary["cider_d"]
+    assert cider["multi2cap"]["mean"] == pytest.approx(0.5)
+    assert cider["multi2cap"]["std"] == pytest.approx(0.1)  # sample std of .6 .4 .5
+    assert cider["difference"]["per_seed"] == pytest.approx([0.1, -0.1, 0.15])
+    assert cider["difference"]["mean"] == pytest.approx(0.05)
+    assert summary["source_f1"]["audio_only_baseline"]["std"] == pytest.approx(0.0)
+    table = seeds_markdown(OUTCOMES)
+    assert "| CD | 50.0 +- 10.0 |" in table and "+10.0, -10.0, +15.0" in table
+
+
+def test_results_json_has_the_issue_schema_in_raw_scale(tmp_path):
+    path = write_results_json(
+        tmp_path / "results.json", OUTCOMES, {"n": 200, "rows": {}}, {"probes": 1.0}, 99.0
+    )
+    results = json.loads(path.read_text())
+    assert results["systems"]["multi2cap"]["cider_d"] == 0.60  # the first seed, raw scale
+    assert results["systems"]["audio_only_baseline"]["source_f1"] == 0.7
+    assert results["probe"]["n"] == 200 and results["wall_s"]["total"] == 99.0
+    assert results["stage0_audio_tagger"]["source_f1"] == 0.8
+    assert results["seeds"]["seeds"] == [0, 1, 2]
+    assert results["seeds"]["summary"]["cider_d"]["difference"]["mean"] == pytest.approx(0.05)
+
+
+def test_one_seed_writes_no_seed_summary(tmp_path):
+    path = write_results_json(tmp_path / "r.json", OUTCOMES[:1], {}, {}, 1.0)
+    assert "seeds" not in json.loads(path.read_text())
