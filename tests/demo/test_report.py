@@ -56,3 +56,15 @@ def test_results_json_has_the_issue_schema_in_raw_scale(tmp_path):
 def test_one_seed_writes_no_seed_summary(tmp_path):
     path = write_results_json(tmp_path / "r.json", OUTCOMES[:1], {}, {}, 1.0)
     assert "seeds" not in json.loads(path.read_text())
+
+
+def test_a_stage_the_trainer_stopped_early_is_not_marked_done(tmp_path):
+    from multi2cap.demo.training import finished_stage
+    from multi2cap.train.engine import TrainResult
+
+    def result(stop_reason):
+        return TrainResult(tmp_path, tmp_path / "final", None, None, None, 7, 0, stop_reason)
+
+    assert finished_stage(result(None), "multi2cap")["final"] == str(tmp_path / "final")
+    with pytest.raises(RuntimeError, match=r"stopped early \(signal SIGTERM\) at step 7"):
+        finished_stage(result("signal SIGTERM"), "multi2cap")

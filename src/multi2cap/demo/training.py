@@ -302,6 +302,19 @@ def demo_recipe(
     }
 
 
+def finished_stage(result: Any, name: str) -> dict[str, Any]:
+    """What a finished stage leaves for the next (`demo_stage_done.json`). A run the trainer
+    stopped early (Ctrl-C or SIGTERM reach the training processes too: the trainer checkpoints
+    and returns) is not finished: raise, so the next stage does not start from it and a rerun
+    resumes it from its checkpoint."""
+    if result.stop_reason is not None:
+        raise RuntimeError(
+            f"{name}: training stopped early ({result.stop_reason}) at step {result.global_step}; "
+            f"rerun the demo to resume from {result.output_dir}"
+        )
+    return {"final": str(result.final_checkpoint), "history": result.history}
+
+
 def train_system(
     config: DemoConfig,
     seed: int,
@@ -332,8 +345,7 @@ def train_system(
             done = json.loads(done_file.read_text(encoding="utf-8"))
         else:
             resume = any(out.glob("checkpoints/*"))
-            result = train(TrainConfig.model_validate(recipe), resume=resume)
-            done = {"final": str(result.final_checkpoint), "history": result.history}
+            done = finished_stage(train(TrainConfig.model_validate(recipe), resume=resume), name)
             atomic_write_text(done_file, json.dumps(done))
         history += [{**r, "stage": stage} for r in done["history"]]
         previous = Path(done["final"])
