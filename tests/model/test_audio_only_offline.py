@@ -18,7 +18,7 @@ from multi2cap_testkit import tiny, tones
 from safetensors.torch import load_file, save_file
 
 from multi2cap.assets import AssetNotFoundError
-from multi2cap.model.checkpoint import BACKBONES_FILE, CONFIG_FILE
+from multi2cap.model.config import BACKBONES_FILE, CONFIG_FILE
 from multi2cap.model.multi2cap import Multi2Cap
 
 ABSENT_CLIP = "multi2cap-tests/clip-vit-not-on-this-machine"

@@ -7,8 +7,7 @@ import torch
 from multi2cap_testkit import CAPTIONS, make_batch, tiny
 from safetensors.torch import load_file
 
-from multi2cap.model.checkpoint import BACKBONES_FILE, TRAINABLE_FILE
-from multi2cap.model.config import Multi2CapConfig
+from multi2cap.model.config import BACKBONES_FILE, TRAINABLE_FILE, Multi2CapConfig
 from multi2cap.model.multi2cap import Multi2Cap
 
 MIXED = [9600, 4000, 2500, 7000]  # samples: 0.6, 0.25, 0.16, 0.44 s

@@ -14,8 +14,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 from torch.distributed.tensor import DTensor
 
-from multi2cap.model.checkpoint import BACKBONES_FILE, TRAINABLE_FILE
-from multi2cap.model.config import Multi2CapConfig
+from multi2cap.model.config import BACKBONES_FILE, TRAINABLE_FILE, Multi2CapConfig
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.train.sharding import shard_model
 

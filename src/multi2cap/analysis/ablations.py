@@ -39,6 +39,7 @@ from multi2cap.data.dataset import CaptionDataset, collate_captions
 from multi2cap.data.manifest import read_manifest
 from multi2cap.io import atomic_write_text, write_jsonl
 from multi2cap.metrics import PAPER_LABELS, higher_is_better
+from multi2cap.model.config import CONFIG_FILE, Multi2CapConfig
 
 DEFAULT_METRICS = ("bleu_1", "bleu_4", "rouge_l", "meteor", "cider_d", "spice")
 
@@ -207,7 +208,7 @@ def train_stage(recipe: Path, overrides: list[str], out: Path, say: Log) -> Path
     from multi2cap.train.state import list_checkpoints
 
     final = out / "final"
-    if (final / "config.yaml").is_file():
+    if (final / CONFIG_FILE).is_file():
         say(f"{out.name}: already trained")
         return final
     config = load_train_config(recipe, overrides, output_dir=out)
@@ -384,12 +385,11 @@ def evaluate_checkpoints(
     """The K-sweep table from given checkpoints instead of training (K read from each config);
     results are cached in `<out>/cells/k_<K>_<hash of the checkpoint path>/result.json` like
     trained cells."""
-    from multi2cap.model.config import Multi2CapConfig
 
     say = log or (lambda _: None)
     results = []
     for i, checkpoint in enumerate(checkpoints, 1):
-        config = Multi2CapConfig.load(Path(checkpoint) / "config.yaml")
+        config = Multi2CapConfig.load(Path(checkpoint) / CONFIG_FILE)
         digest = hashlib.sha1(str(Path(checkpoint).resolve()).encode()).hexdigest()[:8]
         name = f"k_{config.k}_{digest}"
         done = out_dir / "cells" / name / RESULT_FILE

@@ -19,10 +19,9 @@ from typing import Any
 
 import yaml
 
-from multi2cap.model.config import Multi2CapConfig
+from multi2cap.model.config import CONFIG_FILE, Multi2CapConfig
 from multi2cap.provenance import WRITTEN_BY_KEY
 
-CONFIG_FILE = "config.yaml"
 SCORES_FILE = "best.json"
 RECIPE_FILE = "train_config.yaml"
 _RECIPE_PATHS = (("data", "train_manifest"), ("data", "val_manifest"), ("init_from",),

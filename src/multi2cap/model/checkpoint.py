@@ -26,17 +26,19 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
-from multi2cap.model.config import Multi2CapConfig
+from multi2cap.model.config import (
+    BACKBONES_FILE,
+    CONFIG_FILE,
+    TOKENIZER_DIR,
+    TRAINABLE_FILE,
+    Multi2CapConfig,
+)
 from multi2cap.model.hub import resolve_checkpoint
 from multi2cap.model.llm import build_tokenizer
 
 if TYPE_CHECKING:
     from multi2cap.model.multi2cap import Multi2Cap
 
-CONFIG_FILE = "config.yaml"
-TRAINABLE_FILE = "trainable.safetensors"
-BACKBONES_FILE = "backbones.safetensors"
-TOKENIZER_DIR = "tokenizer"
 
 OWN_PREFIXES = ("adapter.", "grounding.", "align.", "vfr.")
 """State-dict prefixes of the modules Multi2Cap adds to the backbones (all trainable)."""

@@ -27,6 +27,13 @@ DEFAULT_PROMPT = "Describe the sound in detail. Audio: <audio> Caption:"
 AUDIO_PLACEHOLDER = "<audio>"
 
 
+#: A checkpoint folder's files (layout: `model/checkpoint.py`), named once for the code that
+#: writes, loads, downloads and describes checkpoints.
+CONFIG_FILE = "config.yaml"
+TRAINABLE_FILE = "trainable.safetensors"
+BACKBONES_FILE = "backbones.safetensors"
+TOKENIZER_DIR = "tokenizer"
+
 #: The two training stages of the paper: pre-training with frames, audio-only fine-tuning.
 Stage = Literal["pretrain", "finetune"]
 STAGES: tuple[Stage, ...] = get_args(Stage)

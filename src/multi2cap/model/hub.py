@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from multi2cap.assets import AssetNotFoundError
+from multi2cap.model.config import CONFIG_FILE, TOKENIZER_DIR, TRAINABLE_FILE
 
 
 @contextmanager
@@ -34,9 +35,9 @@ def hub_asset(what: str, field: str, source: str) -> Iterator[None]:
 # ---------------------------------------------------------------- checkpoints by hub id
 
 CHECKPOINT_PATTERNS = (
-    "config.yaml",
+    CONFIG_FILE,
     "*.safetensors",
-    "tokenizer/*",
+    f"{TOKENIZER_DIR}/*",
     "best.json",
     "train_config.yaml",
 )
@@ -80,7 +81,7 @@ def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
             f"Multi2Cap checkpoint {text!r} is not a local folder and could not be fetched from "
             f"the hub: {reason} {hint}"
         ) from err
-    if not (folder / "config.yaml").is_file():
+    if not (folder / CONFIG_FILE).is_file():
         raise AssetNotFoundError(
             f"Multi2Cap checkpoint {text!r}: the hub snapshot at {folder} has no config.yaml "
             f"(not a Multi2Cap checkpoint, or only partly cached). {hint}"
@@ -94,7 +95,7 @@ def check_push(checkpoint: str | os.PathLike[str], repo_id: str) -> Path:
     folder = Path(checkpoint)
     if not _REPO_ID.match(repo_id) or "@" in repo_id:
         raise ValueError(f"hub repository must be `org/name`, found {repo_id!r}")
-    if not (folder / "config.yaml").is_file() or not (folder / "trainable.safetensors").is_file():
+    if not (folder / CONFIG_FILE).is_file() or not (folder / TRAINABLE_FILE).is_file():
         raise FileNotFoundError(
             f"{folder} is not a Multi2Cap checkpoint (needs config.yaml and trainable.safetensors)"
         )
@@ -120,9 +121,9 @@ def stage_hub_repo(checkpoint: str | os.PathLike[str], repo_id: str, target: Pat
     target.mkdir(parents=True, exist_ok=True)
     for file in sorted(folder.rglob("*")):
         relative = file.relative_to(folder).as_posix()
-        wanted = relative == "config.yaml" or relative == SCORES_FILE
+        wanted = relative in (CONFIG_FILE, SCORES_FILE)
         wanted |= relative.endswith(".safetensors") and "/" not in relative
-        wanted |= relative.startswith("tokenizer/")
+        wanted |= relative.startswith(f"{TOKENIZER_DIR}/")
         if file.is_file() and wanted:
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file, target / relative)
