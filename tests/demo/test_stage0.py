@@ -108,7 +108,7 @@ def test_vision_and_language_backbones_load_by_path_into_multi2cap(tmp_path):
     )
     texts = ["A dog barks.", "A cow moos.", "A dog barks and a cow moos."] * 4
     prompt = "Describe the sound. Audio: <audio> Caption:"
-    done = stage0.pretrain_llm(texts, prompt, config, tmp_path / "llm")
+    done = stage0.pretrain_llm(stage0.LmCorpus(texts), prompt, config, tmp_path / "llm")
     first, last = (
         float(r.split(",")[2])
         for r in (tmp_path / "llm" / stage0.LOG_FILE).read_text().splitlines()[1::8]
@@ -151,3 +151,50 @@ def test_vision_and_language_backbones_load_by_path_into_multi2cap(tmp_path):
     assert not any(k.startswith(("vision.", "decoder.model.")) for k in inline)
     again = Multi2Cap.from_pretrained(saved)
     assert again.caption([np.zeros(16_000, np.float32)], max_new_tokens=3)
+
+
+def test_a_tag_transcript_names_a_sounding_source_per_time_token():
+    on = torch.zeros(2, 6, 3, dtype=torch.bool)
+    on[0, 1:3, 0] = True  # source 0 in tokens 1-2
+    on[0, 2:5, 2] = True  # source 2 in tokens 2-4, overlapping source 0 in token 2
+    generator = torch.Generator().manual_seed(0)
+    tags = stage0.tag_transcripts(on, generator, noise=0.0)
+    assert tags.shape == (2, 6)
+    assert tags[0].tolist()[:2] == [3, 0] and tags[0].tolist()[3:] == [2, 2, 3]
+    assert tags[1].tolist() == [3] * 6  # nothing sounds: the quiet tag throughout
+    overlap = {int(stage0.tag_transcripts(on, generator, 0.0)[0, 2]) for _ in range(40)}
+    assert overlap == {0, 2}  # either overlapping source, drawn afresh each time
+    noisy = torch.cat([stage0.tag_transcripts(on, generator, 0.5) for _ in range(50)])
+    assert int(noisy.min()) >= 0 and int(noisy.max()) <= 3
+    assert (noisy[1::2] != 3).float().mean() > 0.2  # noise reaches quiet tokens too
+
+
+def test_the_language_model_writes_about_what_its_audio_slot_names(tmp_path):
+    """The stage-0 LM is conditioned on its clip's tag transcript: the same prompt with a dog
+    in the slot gives a dog caption, with a cow a cow caption (a plain caption LM cannot)."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    captions = ["A dog barks.", "A cow moos.", "A dog barks and a cow moos."]
+    strong = torch.zeros(3, 8, 2)
+    strong[0, 1:4, 0] = strong[1, 2:6, 1] = 1.0
+    strong[2, 0:3, 0] = strong[2, 4:8, 1] = 1.0
+    corpus = stage0.LmCorpus(
+        captions=captions * 16, keys=["dog", "cow"], token_targets=strong, clip_of=[0, 1, 2] * 16
+    )
+    config = stage0.Stage0Config(llm_width=32, llm_epochs=12, llm_batch=8, llm_tag_noise=0.0)
+    prompt = "Describe the sound. Audio: <audio> Caption:"
+    stage0.pretrain_llm(corpus, prompt, config, tmp_path / "llm")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "llm")
+    model = LlamaForCausalLM.from_pretrained(tmp_path / "llm").eval()
+    assert stage0.QUIET_TAG in tokenizer.get_vocab()
+
+    def caption(slot: list[str]) -> str:
+        text = "Describe the sound. Audio: " + " ".join(slot) + " Caption:"
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+    quiet = stage0.QUIET_TAG
+    assert caption([quiet, "dog", "dog", "dog", quiet, quiet, quiet, quiet]) == "a dog barks ."
+    assert caption([quiet, quiet, "cow", "cow", "cow", "cow", quiet, quiet]) == "a cow moos ."
+    assert "cow" in caption(["dog", "dog", "dog", quiet, "cow", "cow", "cow", "cow"])

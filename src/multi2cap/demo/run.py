@@ -425,6 +425,15 @@ def train_and_evaluate(
     return SeedOutcome(seed, runs, tagger, time.perf_counter() - started)
 
 
+def _quiet_transformers() -> None:
+    """No "Loading weights" / "Writing model shards" bars between the demo's own lines: the
+    demo loads and saves tiny models dozens of times. The variable reaches the spawned jobs."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 def run_demo(config: DemoConfig) -> Path:
     """Run every stage; returns the path of `report.md`."""
     from multi2cap.demo.report import print_results, write_report, write_results_json
@@ -432,6 +441,7 @@ def run_demo(config: DemoConfig) -> Path:
 
     console = Console()
     started = time.perf_counter()
+    _quiet_transformers()
     config.workdir.mkdir(parents=True, exist_ok=True)
     console.print(
         "[bold]multi2cap demo[/bold]: VggCaps -> Multi2Cap -> audio-only captioning, on real "

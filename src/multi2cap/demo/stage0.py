@@ -31,7 +31,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ from multi2cap.io import atomic_write_text
 DONE_FILE = "stage0.json"
 LOG_FILE = "train_log.csv"
 HEAD_FILE = "tagger_head.safetensors"
+QUIET_TAG = "tag_quiet"  # the tag transcript's word for a time token where no source sounds
+LLM_CAPTION_TOKENS = 32  # captions cut as the recipes' `max_caption_tokens` cuts them
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Stage0Config:
     audio_width: int = 64
     audio_depth: int = 2
     audio_heads: int = 4
-    audio_epochs: int = 5
+    audio_epochs: int = 8
     audio_lr: float = 2e-3
     audio_batch: int = 8
     vision_image_size: int = 64
@@ -67,10 +69,31 @@ class Stage0Config:
     vision_batch: int = 32
     llm_width: int = 64
     llm_layers: int = 2
-    llm_epochs: int = 2
+    llm_epochs: int = 6
     llm_lr: float = 3e-3
     llm_batch: int = 64
+    llm_tag_noise: float = 0.1
     seed: int = 0
+
+
+@dataclass
+class LmCorpus:
+    """The language model's training text: each caption with its clip's strong labels.
+
+    A real LLM decoder arrives knowing how to read what its context holds and write about it;
+    a tiny LM trained on captions alone never saw a context and does not learn to read the audio
+    prefix in the demo's budget (docs/demo.md measures it). So each caption is put after the
+    prompt with the audio slot filled by a *tag transcript* of its clip: one word per CED time
+    token (0.16 s), the key of a source sounding then or `QUIET_TAG`, drawn afresh each time the
+    caption is used (`tag_transcripts`). The slot has the length and the time layout of the audio
+    prefix; stages 1-2 then teach the adapter to write what the LM reads there. `clip_of[i]` is
+    caption i's row of `token_targets` `(N_clips, T', n_sources)`; without `token_targets` the
+    slot stays empty (a plain LM on the captions)."""
+
+    captions: list[str]
+    keys: list[str] = field(default_factory=list)
+    token_targets: Tensor | None = None
+    clip_of: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -350,12 +373,24 @@ def pretrain_vision(data: TaggingSet, config: Stage0Config, out: Path) -> dict[s
 # ----------------------------------------------------------------------------- language model
 
 
-def pretrain_llm(
-    texts: Sequence[str], prompt: str, config: Stage0Config, out: Path
-) -> dict[str, Any]:
-    """Train a Llama-shaped decoder from scratch as a language model on `texts` (the training
-    captions), with a word-level tokenizer over them and the prompt; save model and tokenizer
-    with `save_pretrained` (an ordinary causal-LM folder)."""
+def tag_transcripts(on: Tensor, generator: torch.Generator, noise: float) -> Tensor:
+    """One tag per time token `(B, T')` from strong labels `on (B, T', n_sources)`: a source
+    sounding in that token (drawn at random where several overlap), `n_sources` (the quiet tag)
+    where none does; with probability `noise` a token's tag is replaced by a uniformly drawn one
+    (the adapter's outputs are no clean transcript either)."""
+    n_sources = on.shape[-1]
+    draw = torch.rand(on.shape, generator=generator) * on
+    tags = torch.where(on.any(-1), draw.argmax(-1), n_sources)
+    flip = torch.rand(tags.shape, generator=generator) < noise
+    return torch.where(flip, torch.randint(n_sources + 1, tags.shape, generator=generator), tags)
+
+
+def pretrain_llm(corpus: LmCorpus, prompt: str, config: Stage0Config, out: Path) -> dict[str, Any]:
+    """Train a Llama-shaped decoder from scratch as a language model on the training captions,
+    each after the prompt with the audio slot filled by its clip's tag transcript (see
+    `LmCorpus`), with a word-level tokenizer over the captions, the prompt and the tags; the loss
+    is on the caption and its EOS. Saves model and tokenizer with `save_pretrained` (an ordinary
+    causal-LM folder)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from multi2cap.model.config import (
@@ -369,7 +404,8 @@ def pretrain_llm(
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    words = word_vocabulary([prompt.replace(AUDIO_PLACEHOLDER, " "), *texts])
+    tags = [*corpus.keys, QUIET_TAG] if corpus.token_targets is not None else []
+    words = word_vocabulary([prompt.replace(AUDIO_PLACEHOLDER, " "), *corpus.captions, *tags])
     tokenizer = word_level_tokenizer(TokenizerSpec(words=words))
     width = config.llm_width
     model = LlamaForCausalLM(
@@ -387,26 +423,39 @@ def pretrain_llm(
         )
     )
     model.train()
+    left, _, right = prompt.partition(AUDIO_PLACEHOLDER)
+    left_ids = tokenizer(left.strip())["input_ids"]  # with BOS, as `CaptionDecoder` assembles
+    right_ids = tokenizer(right.strip(), add_special_tokens=False)["input_ids"]
+    tag_ids = torch.tensor(tokenizer.convert_tokens_to_ids(tags), dtype=torch.long)
     eos = tokenizer.eos_token_id
-    encoded = [[*ids, eos] for ids in tokenizer(list(texts))["input_ids"]]
+    captions = [
+        [*ids[: LLM_CAPTION_TOKENS - 1], eos]
+        for ids in tokenizer(list(corpus.captions), add_special_tokens=False)["input_ids"]
+    ]
 
     def loss_of(index: Tensor) -> Tensor:
-        rows = [encoded[i] for i in index.tolist()]
-        width_ = max(len(r) for r in rows)
+        rows = index.tolist()
+        slots: list[list[int]] = [[] for _ in rows]
+        if corpus.token_targets is not None:
+            on = corpus.token_targets[[corpus.clip_of[i] for i in rows]] > 0
+            slots = tag_ids[tag_transcripts(on, generator, config.llm_tag_noise)].tolist()
+        contexts = [[*left_ids, *slot, *right_ids] for slot in slots]
+        width_ = max(len(c) + len(captions[i]) for c, i in zip(contexts, rows, strict=True))
         ids = torch.full((len(rows), width_), tokenizer.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width_), -100, dtype=torch.long)
         mask = torch.zeros((len(rows), width_), dtype=torch.long)
-        for b, row in enumerate(rows):
-            ids[b, : len(row)] = torch.tensor(row)
-            labels[b, : len(row)] = ids[b, : len(row)]
-            mask[b, : len(row)] = 1
+        for b, (context, i) in enumerate(zip(contexts, rows, strict=True)):
+            n, sequence = len(context), [*context, *captions[i]]
+            ids[b, : len(sequence)] = torch.tensor(sequence)
+            labels[b, n : len(sequence)] = ids[b, n : len(sequence)]
+            mask[b, : len(sequence)] = 1
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
-    total = steps_total(len(encoded), config.llm_batch, config.llm_epochs)
+    total = steps_total(len(captions), config.llm_batch, config.llm_epochs)
     loss = _fit(
         list(model.parameters()),
         loss_of,
-        len(encoded),
+        len(captions),
         config.llm_batch,
         config.llm_epochs,
         config.llm_lr,
@@ -416,4 +465,4 @@ def pretrain_llm(
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return _finish(out, started, loss=loss, steps=total, texts=len(encoded), vocab=len(words))
+    return _finish(out, started, loss=loss, steps=total, texts=len(captions), vocab=len(words))

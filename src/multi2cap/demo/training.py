@@ -100,9 +100,7 @@ def _tagging_set(
     return stage0.TaggingSet([getattr(record, field_) for record in records], targets, keys)
 
 
-def token_targets(
-    records: list[Any], scenes: dict[str, Scene], keys: list[str], n_tokens: int
-) -> Tensor:
+def token_targets(scenes: list[Scene], keys: list[str], n_tokens: int) -> Tensor:
     """Strong labels `(N, n_tokens, n_sources)`: a source is on in the time tokens (0.16 s each,
     CED's 16-frame columns) that its recording spans after each of its onsets."""
     import soundfile
@@ -112,9 +110,9 @@ def token_targets(
     seconds = {s.key: soundfile.info(str(s.path)).duration for s in load_sources()}
     index = {k: i for i, k in enumerate(keys)}
     starts = torch.arange(n_tokens) * 0.16
-    out = torch.zeros(len(records), n_tokens, len(keys))
-    for row, record in enumerate(records):
-        for placed in scenes[record.id].sources:
+    out = torch.zeros(len(scenes), n_tokens, len(keys))
+    for row, scene in enumerate(scenes):
+        for placed in scene.sources:
             for onset in placed.onsets_s if placed.audible else []:
                 on = (starts + 0.16 > onset) & (starts < onset + seconds[placed.key])
                 out[row, on, index[placed.key]] = 1.0
@@ -129,7 +127,7 @@ def _stage0_audio(data: stage0.TaggingSet, config: stage0.Stage0Config, out: Pat
 
 def _stage0_vision_llm(
     data: stage0.TaggingSet | None,
-    texts: list[str],
+    corpus: stage0.LmCorpus,
     config: stage0.Stage0Config,
     vision_out: Path,
     llm_out: Path,
@@ -138,18 +136,34 @@ def _stage0_vision_llm(
     if data is not None and stage0.finished(vision_out) is None:
         stage0.pretrain_vision(data, config, vision_out)
     if stage0.finished(llm_out) is None:
-        stage0.pretrain_llm(texts, PROMPT, config, llm_out)
+        stage0.pretrain_llm(corpus, PROMPT, config, llm_out)
 
 
-def training_texts(manifests: dict[str, Path]) -> list[str]:
-    """Every training caption (VggCaps-style and reference-style): the LM's corpus and the
-    tokenizer's vocabulary. Validation and test captions are not read."""
+def training_texts(manifests: dict[str, Path]) -> list[tuple[str, str]]:
+    """Every training caption (VggCaps-style and reference-style) with its clip id: the LM's
+    corpus and the tokenizer's vocabulary. Validation and test captions are not read."""
     return [
-        caption
+        (record.id, caption)
         for name in ("pretrain", "finetune")
         for record in read_manifest(manifests[name])
         for caption in record.captions
     ]
+
+
+def lm_corpus(
+    manifests: dict[str, Path], scenes: dict[str, Scene], keys: list[str]
+) -> stage0.LmCorpus:
+    """The stage-0 LM's corpus: the training captions with the strong labels of their clips."""
+    texts = training_texts(manifests)
+    clips = sorted({clip for clip, _ in texts})
+    row = {clip: i for i, clip in enumerate(clips)}
+    strong = token_targets([scenes[c] for c in clips], keys, CLIP_TOKENS)
+    return stage0.LmCorpus(
+        captions=[caption for _, caption in texts],
+        keys=keys,
+        token_targets=strong,
+        clip_of=[row[clip] for clip, _ in texts],
+    )
 
 
 def build_backbones(
@@ -166,13 +180,13 @@ def build_backbones(
     by_id = {s.id: s for s in scenes}
     records = read_manifest(manifests["finetune"])
     keys = sorted({p.key for s in scenes if s.split == "train" for p in s.sources})
-    texts = training_texts(manifests)
+    corpus = lm_corpus(manifests, by_id, keys)
     todo = [f for f in (backbones.audio, backbones.vision, backbones.llm) if not stage0.finished(f)]
     if not todo:
         console.print(f"    stage 0: backbones cached in {root}")
         return backbones
     audio = _tagging_set(records, by_id, keys, "audio", audible=True)
-    audio.token_targets = token_targets(records, by_id, keys, CLIP_TOKENS)
+    audio.token_targets = token_targets([by_id[r.id] for r in records], keys, CLIP_TOKENS)
     vision = _tagging_set(records, by_id, keys, "image", audible=False)
     n = len(records)
     audio_stages = [
@@ -191,12 +205,12 @@ def build_backbones(
         progress.Stage(
             "language model",
             backbones.llm / stage0.LOG_FILE,
-            stage0.steps_total(len(texts), s0.llm_batch, s0.llm_epochs),
+            stage0.steps_total(len(corpus.captions), s0.llm_batch, s0.llm_epochs),
         ),
     ]
     console.print(
         f"    stage 0: CED-shaped tagger on {n} training clips' sources, CLIP-shaped tagger on "
-        f"their frames, decoder LM on {len(texts)} training captions"
+        f"their frames, decoder LM on {len(corpus.captions)} training captions after their clips' tag transcripts"
     )
     _run_jobs(
         config,
@@ -205,7 +219,7 @@ def build_backbones(
             (
                 "stage 0 vision + LM",
                 _stage0_vision_llm,
-                (vision, texts, s0, backbones.vision, backbones.llm),
+                (vision, corpus, s0, backbones.vision, backbones.llm),
                 other_stages,
             ),
         ],
@@ -242,7 +256,7 @@ def demo_model(backbones: Backbones, grounding: bool) -> dict[str, Any]:
         "align_dim": 32,
         "vfr_hidden": 128,
         "prompt": PROMPT,
-        "max_caption_tokens": 32,
+        "max_caption_tokens": stage0.LLM_CAPTION_TOKENS,
         "generation": {"num_beams": 3, "max_new_tokens": 30},
     }
 
