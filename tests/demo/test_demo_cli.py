@@ -20,6 +20,8 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path, tuxpaint_dir):
     args = ["demo", "--quick", "--workdir", str(workdir), "--no-progress"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    # The demo's own lines only: no transformers bars from the dozens of tiny model loads.
+    assert "Loading weights" not in result.output and "it/s]" not in result.output
     report = (workdir / "report.md").read_text()
     assert "| multi2cap |" in report and "| audio_only_baseline |" in report
     assert "Semantic fidelity of the grounding tokens" in report

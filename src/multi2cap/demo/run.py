@@ -48,7 +48,7 @@ from multi2cap.demo.scenes import (
     write_scene_index,
 )
 from multi2cap.demo.stage0 import Stage0Config
-from multi2cap.demo.training import Backbones, ModelRun
+from multi2cap.demo.training import NUM_BEAMS, Backbones, ModelRun
 from multi2cap.io import atomic_write_text
 from multi2cap.media.spectrogram_image import SpectrogramImageSettings
 
@@ -89,7 +89,7 @@ class DemoConfig:
         self.n_val = self.n_val or (24 if small else 200)
         self.n_test = self.n_test or (40 if small else 200)
         self.pretrain_epochs = self.pretrain_epochs or 2
-        self.finetune_epochs = self.finetune_epochs or 2
+        self.finetune_epochs = self.finetune_epochs or 4
         if self.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
         if self.model and not self.base_url:
@@ -310,14 +310,14 @@ def evaluate_systems(
 
 
 def caption_clips(checkpoint: Path, audio: list[str], workers: int) -> list[str]:
-    """`Multi2Cap.caption` over the clips (beam 3), audio only."""
+    """`Multi2Cap.caption` over the clips (greedy, `NUM_BEAMS`), audio only."""
     import torch
 
     from multi2cap.model.multi2cap import Multi2Cap
 
     torch.set_num_threads(max(1, workers))
     model = Multi2Cap.from_pretrained(checkpoint, load_vision=False)
-    return model.caption(audio, num_beams=3, max_new_tokens=30, batch_size=16)
+    return model.caption(audio, num_beams=NUM_BEAMS, max_new_tokens=30, batch_size=16)
 
 
 def tagger_scores(backbones: Backbones, records: list[ManifestRecord], scenes: list[Scene]) -> dict:
