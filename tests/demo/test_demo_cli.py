@@ -79,9 +79,13 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path, tuxpaint_dir):
     assert "Src-F1" in report
 
     # A rerun reuses every stage instead of recomputing it.
+    stages_done = sorted(workdir.glob("runs/*/*/demo_stage_done.json"))
+    assert len(stages_done) == 4
+    stamps = [p.stat().st_mtime_ns for p in stages_done]
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "cached" in again.output
+    assert [p.stat().st_mtime_ns for p in stages_done] == stamps
 
 
 @pytest.mark.slow

@@ -68,3 +68,32 @@ def test_a_stage_the_trainer_stopped_early_is_not_marked_done(tmp_path):
     assert finished_stage(result(None), "multi2cap")["final"] == str(tmp_path / "final")
     with pytest.raises(RuntimeError, match=r"stopped early \(signal SIGTERM\) at step 7"):
         finished_stage(result("signal SIGTERM"), "multi2cap")
+
+
+def test_a_cached_training_stage_is_reused_only_for_the_same_recipe_and_backbones(tmp_path):
+    """A rerun of a newer demo, or one on retrained backbones, trains the stage again instead
+    of reporting the old checkpoint (the stage's key changes)."""
+    import json
+
+    from multi2cap.demo import stage0
+    from multi2cap.demo.training import Backbones, stage_key
+
+    backbones = Backbones(audio=tmp_path / "a", vision=tmp_path / "v", llm=tmp_path / "l")
+    config = stage0.Stage0Config()
+    for folder, part in ((backbones.audio, "audio"), (backbones.vision, "vision")):
+        folder.mkdir()
+        settings = stage0.settings(config, part)
+        (folder / stage0.DONE_FILE).write_text(json.dumps({"wall_s": 1.0, "settings": settings}))
+    backbones.llm.mkdir()
+    llm_done = backbones.llm / stage0.DONE_FILE
+    llm_done.write_text(json.dumps({"wall_s": 1.0, "settings": stage0.settings(config, "llm")}))
+    recipe = {"stage": "pretrain", "optim": {"epochs": 2}}
+    key = stage_key(recipe, backbones, "")
+    # Wall times are no part of it; the recipe, the backbones' settings and the chain are.
+    llm_done.write_text(json.dumps({"wall_s": 9.0, "settings": stage0.settings(config, "llm")}))
+    assert stage_key(recipe, backbones, "") == key
+    assert stage_key({**recipe, "optim": {"epochs": 4}}, backbones, "") != key
+    assert stage_key(recipe, backbones, "another pre-training") != key
+    retrained = stage0.settings(stage0.Stage0Config(llm_epochs=1), "llm")
+    llm_done.write_text(json.dumps({"wall_s": 1.0, "settings": retrained}))
+    assert stage_key(recipe, backbones, "") != key

@@ -195,6 +195,19 @@ def test_the_language_model_writes_about_what_its_audio_slot_names(tmp_path):
         return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
     quiet = stage0.QUIET_TAG
+    # A rerun reuses the folder only under the same settings of this trainer.
+    import dataclasses
+    import json
+
+    out = tmp_path / "llm"
+    assert stage0.finished(out, config, "llm") is not None
+    assert stage0.finished(out, dataclasses.replace(config, audio_epochs=1), "llm") is not None
+    assert stage0.finished(out, dataclasses.replace(config, llm_epochs=13), "llm") is None
+    assert stage0.finished(out, dataclasses.replace(config, seed=1), "llm") is None
+    older = json.loads((out / stage0.DONE_FILE).read_text())
+    del older["settings"]  # a folder written by the first demo design (0.2.0)
+    (out / stage0.DONE_FILE).write_text(json.dumps(older))
+    assert stage0.finished(out, config, "llm") is None and stage0.finished(out) == older
     assert caption([quiet, "dog", "dog", "dog", quiet, quiet, quiet, quiet]) == "a dog barks ."
     assert caption([quiet, quiet, "cow", "cow", "cow", "cow", quiet, quiet]) == "a cow moos ."
     assert "cow" in caption(["dog", "dog", "dog", quiet, "cow", "cow", "cow", "cow"])

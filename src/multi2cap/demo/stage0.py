@@ -27,6 +27,7 @@ its progress lines) and writes `stage0.json` last, so a finished backbone is reu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -48,11 +49,16 @@ LOG_FILE = "train_log.csv"
 HEAD_FILE = "tagger_head.safetensors"
 QUIET_TAG = "tag_quiet"  # the tag transcript's word for a time token where no source sounds
 LLM_CAPTION_TOKENS = 32  # captions cut as the recipes' `max_caption_tokens` cuts them
+# Bumped when a trainer changes what a backbone learns (2: the LM reads tag transcripts), so a
+# work folder's backbones from an older design are retrained, not reused.
+DESIGN = 2
 
 
 @dataclass
 class Stage0Config:
-    """Sizes and budgets of the three stage-0 trainers (epochs over the training split)."""
+    """Sizes and budgets of the three stage-0 trainers (epochs over the training split).
+    `llm_tag_noise`: the share of the LM's transcript tags replaced by random ones (0 reads
+    best: noise taught the LM to overlook short sources; docs/demo.md)."""
 
     audio_width: int = 64
     audio_depth: int = 2
@@ -72,7 +78,7 @@ class Stage0Config:
     llm_epochs: int = 6
     llm_lr: float = 3e-3
     llm_batch: int = 64
-    llm_tag_noise: float = 0.1
+    llm_tag_noise: float = 0.0
     seed: int = 0
 
 
@@ -176,16 +182,38 @@ def _fit(
     return float(np.mean(last)) if last else float("nan")
 
 
-def _finish(folder: Path, started: float, **summary: Any) -> dict[str, Any]:
-    done = {"wall_s": time.perf_counter() - started, **summary}
+def settings(config: Stage0Config, part: str) -> dict[str, Any]:
+    """What a trained backbone depends on: `DESIGN`, the seed and the config fields of its
+    trainer (`part`: "audio", "vision" or "llm")."""
+    fields = dataclasses.asdict(config)
+    return {
+        "design": DESIGN,
+        "seed": config.seed,
+        **{k: v for k, v in fields.items() if k.startswith(f"{part}_")},
+    }
+
+
+def _finish(
+    folder: Path, started: float, config: Stage0Config, part: str, **summary: Any
+) -> dict[str, Any]:
+    done = {"wall_s": time.perf_counter() - started, "settings": settings(config, part), **summary}
     atomic_write_text(folder / DONE_FILE, json.dumps(done, indent=2))
     return done
 
 
-def finished(folder: Path) -> dict[str, Any] | None:
-    """The summary of a finished stage-0 backbone folder, or None."""
+def finished(
+    folder: Path, config: Stage0Config | None = None, part: str | None = None
+) -> dict[str, Any] | None:
+    """The summary of a finished stage-0 backbone folder, or None; with `config` and `part`,
+    also None when the folder was trained under other settings (another design, seed or config),
+    so that a rerun retrains it instead of reusing a stale backbone."""
     path = folder / DONE_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text(encoding="utf-8"))
+    if config is not None and part is not None and done.get("settings") != settings(config, part):
+        return None
+    return done
 
 
 def steps_total(n_items: int, batch: int, epochs: int) -> int:
@@ -274,7 +302,7 @@ def pretrain_audio(data: TaggingSet, config: Stage0Config, out: Path) -> dict[st
     # The tagging head is no part of the backbone; kept to score the tagger on the test clips.
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_FILE))
     atomic_write_text(out / "sources.json", json.dumps(data.keys))
-    return _finish(out, started, loss=loss, steps=total, clips=len(mels))
+    return _finish(out, started, config, "audio", loss=loss, steps=total, clips=len(mels))
 
 
 def audio_tagger_predictions(folder: Path, paths: Sequence[str]) -> Tensor:
@@ -367,7 +395,7 @@ def pretrain_vision(data: TaggingSet, config: Stage0Config, out: Path) -> dict[s
     )
     model.eval()
     model.save_pretrained(out)
-    return _finish(out, started, loss=loss, steps=total, frames=len(data.paths))
+    return _finish(out, started, config, "vision", loss=loss, steps=total, frames=len(data.paths))
 
 
 # ----------------------------------------------------------------------------- language model
@@ -465,4 +493,6 @@ def pretrain_llm(corpus: LmCorpus, prompt: str, config: Stage0Config, out: Path)
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return _finish(out, started, loss=loss, steps=total, texts=len(captions), vocab=len(words))
+    return _finish(
+        out, started, config, "llm", loss=loss, steps=total, texts=len(captions), vocab=len(words)
+    )

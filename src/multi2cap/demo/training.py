@@ -13,8 +13,10 @@ pick a checkpoint: the demo continues from `final/`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import multiprocessing
+import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -131,15 +133,15 @@ def _stage0_taggers(
     vision_out: Path,
 ) -> None:
     torch.set_num_threads(1)
-    if stage0.finished(audio_out) is None:
+    if stage0.finished(audio_out, config, "audio") is None:
         stage0.pretrain_audio(audio, config, audio_out)
-    if stage0.finished(vision_out) is None:
+    if stage0.finished(vision_out, config, "vision") is None:
         stage0.pretrain_vision(vision, config, vision_out)
 
 
 def _stage0_llm(corpus: stage0.LmCorpus, config: stage0.Stage0Config, out: Path) -> None:
     torch.set_num_threads(1)
-    if stage0.finished(out) is None:
+    if stage0.finished(out, config, "llm") is None:
         stage0.pretrain_llm(corpus, PROMPT, config, out)
 
 
@@ -186,7 +188,8 @@ def build_backbones(
     records = read_manifest(manifests["finetune"])
     keys = sorted({p.key for s in scenes if s.split == "train" for p in s.sources})
     corpus = lm_corpus(manifests, by_id, keys)
-    todo = [f for f in (backbones.audio, backbones.vision, backbones.llm) if not stage0.finished(f)]
+    parts = ((backbones.audio, "audio"), (backbones.vision, "vision"), (backbones.llm, "llm"))
+    todo = [f for f, part in parts if stage0.finished(f, s0, part) is None]
     if not todo:
         console.print(f"    stage 0: backbones cached in {root}")
         return backbones
@@ -335,6 +338,20 @@ def finished_stage(result: Any, name: str) -> dict[str, Any]:
     return {"final": str(result.final_checkpoint), "history": result.history}
 
 
+def stage_key(recipe: dict[str, Any], backbones: Backbones, previous: str) -> str:
+    """What a finished training stage depends on, as a digest: its recipe, the settings its
+    stage-0 backbones were trained under and the previous stage's key. A cached stage whose key
+    differs (a newer demo, other backbones) is trained again."""
+    trained = [
+        (stage0.finished(folder) or {}).get("settings")
+        for folder in (backbones.audio, backbones.vision, backbones.llm)
+    ]
+    text = json.dumps(
+        {"recipe": recipe, "backbones": trained, "previous": previous}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def train_system(
     config: DemoConfig,
     seed: int,
@@ -353,6 +370,7 @@ def train_system(
     torch.set_num_threads(1)
     history: list[dict[str, Any]] = []
     previous: Path | None = None
+    key = ""
     dirs = {}
     for stage in STAGES:
         out = root / name / stage
@@ -360,12 +378,19 @@ def train_system(
         recipe = demo_recipe(config, seed, stage, manifests, model, previous, out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
+        key = stage_key(recipe, backbones, key)
         done_file = out / "demo_stage_done.json"
-        if done_file.is_file():
-            done = json.loads(done_file.read_text(encoding="utf-8"))
-        else:
+        done = json.loads(done_file.read_text(encoding="utf-8")) if done_file.is_file() else {}
+        if done.get("key") != key:
+            # Checkpoints left by another recipe or other backbones are not resumed from.
+            key_file = out / "demo_stage_key.txt"
+            if not (key_file.is_file() and key_file.read_text(encoding="utf-8") == key):
+                shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            done_file.unlink(missing_ok=True)
+            atomic_write_text(key_file, key)
             resume = any(out.glob("checkpoints/*"))
-            done = finished_stage(train(TrainConfig.model_validate(recipe), resume=resume), name)
+            result = train(TrainConfig.model_validate(recipe), resume=resume)
+            done = {**finished_stage(result, name), "key": key}
             atomic_write_text(done_file, json.dumps(done))
         history += [{**r, "stage": stage} for r in done["history"]]
         previous = Path(done["final"])
