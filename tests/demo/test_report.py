@@ -97,3 +97,25 @@ def test_a_cached_training_stage_is_reused_only_for_the_same_recipe_and_backbone
     retrained = stage0.settings(stage0.Stage0Config(llm_epochs=1), "llm")
     llm_done.write_text(json.dumps({"wall_s": 1.0, "settings": retrained}))
     assert stage_key(recipe, backbones, "") != key
+
+
+def test_the_terminal_table_fits_80_columns_with_whole_system_names():
+    import io
+
+    from rich.console import Console
+
+    from multi2cap.demo.report import print_results
+    from multi2cap.demo.scenes import Scene
+
+    out = io.StringIO()
+    console = Console(file=out, width=80, color_system=None)
+    outcome = OUTCOMES[0]
+    for run in outcome.runs:
+        run.captions = {}
+        run.scores.update({"bleu_4": 0.3, "rouge_l": 0.5, "meteor": 0.2, "vocab": 40.0})
+    print_results(console, None, [Scene("test_1", "test", "dog", [], [])], [outcome], Path("r"))
+    text = out.getvalue()
+    assert "multi2cap" in text and "audio_only_baseline" in text and "…" not in text
+    cider = next(line for line in text.splitlines() if "│ CD" in line)
+    assert "60.0" in cider and "50.0" in cider  # the row holds both systems' CIDEr-D
+    assert max(len(line) for line in text.splitlines()) <= 80

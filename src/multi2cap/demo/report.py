@@ -359,18 +359,20 @@ def print_results(
 ) -> None:
     runs = outcomes[0].runs
     keys = _metric_keys(runs)
+    # One row per metric: a column per system fits an 80-column terminal (a column per metric,
+    # as report.md has, cut the system names to "aud…").
     table = Table(title="Test clips, captioned from audio alone (metrics x100)")
-    table.add_column("system")
-    for key in keys:
-        table.add_column(_label(key), justify="right")
+    table.add_column("metric")
     for run in runs:
-        table.add_row(run.name, *[_cell(k, run.scores[k]) for k in keys])
+        table.add_column(run.name, justify="right")
+    table.add_column("[dim]stage-0 audio tagger[/dim]", justify="right")
     tagger = outcomes[0].tagger
-    table.add_row(
-        "[dim]stage-0 audio tagger[/dim]",
-        *["" for _ in keys[:-2]],
-        *[_cell(k, tagger[k]) for k in keys[-2:] if k in tagger],
-    )
+    for key in keys:
+        table.add_row(
+            _label(key),
+            *[_cell(key, run.scores[key]) for run in runs],
+            _cell(key, tagger[key]) if key in tagger else "",
+        )
     console.print(table)
     if len(outcomes) > 1:
         summary = seed_summary(outcomes)
