@@ -113,7 +113,12 @@ def test_the_terminal_table_fits_80_columns_with_whole_system_names():
     for run in outcome.runs:
         run.captions = {}
         run.scores.update({"bleu_4": 0.3, "rouge_l": 0.5, "meteor": 0.2, "vocab": 40.0})
-    print_results(console, None, [Scene("test_1", "test", "dog", [], [])], [outcome], Path("r"))
+    outcomes = [outcome, *OUTCOMES[1:]]
+    for other in outcomes[1:]:
+        for run, first in zip(other.runs, outcome.runs, strict=True):
+            run.captions, run.scores = {}, {**first.scores, **run.scores}
+    scenes = [Scene("test_1", "test", "dog", [], [])]
+    print_results(console, None, scenes, outcomes, Path("r"))  # with the seeds table
     text = out.getvalue()
     assert "multi2cap" in text and "audio_only_baseline" in text and "…" not in text
     cider = next(line for line in text.splitlines() if "│ CD" in line)

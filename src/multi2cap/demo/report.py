@@ -380,7 +380,7 @@ def print_results(
         seeds.add_column("metric")
         names = [run.name for run in runs]
         for name in names:
-            seeds.add_column(name, justify="right")
+            seeds.add_column(name, justify="right", overflow="fold")
         seeds.add_column("difference", justify="right")
         seeds.add_column("per seed", justify="right")
         for key, entry in summary.items():
@@ -396,7 +396,7 @@ def print_results(
     examples.add_column("clip")
     examples.add_column("picture / heard")
     for run in runs:
-        examples.add_column(run.name)
+        examples.add_column(run.name, overflow="fold")
     examples.add_column("a reference")
     by_id = {s.id: s for s in scenes}
     for example_id in list(runs[0].captions)[:N_EXAMPLES]:
