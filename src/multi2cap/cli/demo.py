@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import typer
@@ -43,6 +44,7 @@ def demo(
 ) -> None:
     from multi2cap.assets import AssetNotFoundError
     from multi2cap.demo.run import DemoConfig, run_demo
+    from multi2cap.demo.training import DemoStopped
 
     try:
         config = DemoConfig(
@@ -63,3 +65,6 @@ def demo(
     except (AssetNotFoundError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from err
+    except DemoStopped as err:
+        typer.secho(str(err), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(128 + signal.SIGTERM) from err

@@ -12,12 +12,16 @@ pick a checkpoint: the demo continues from `final/`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,21 +78,59 @@ class ModelRun:
 # ----------------------------------------------------------------------------- jobs
 
 
+class DemoStopped(Exception):
+    """The demo was stopped by SIGTERM while jobs ran; what they finished is kept."""
+
+
+@contextlib.contextmanager
+def _sigterm_reaches_jobs() -> Iterator[list[int]]:
+    """While jobs run, SIGTERM sent to the demo is passed on to them (a trainer then saves a
+    checkpoint and returns, so a rerun resumes it) instead of leaving them running unattended in
+    the work folder. Ctrl-C reaches them through the terminal's process group already. Yields the
+    signals received; outside the main thread it changes nothing."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_jobs(
     config: DemoConfig,
     jobs: list[tuple[str, Callable[..., Any], tuple[Any, ...], list[progress.Stage]]],
     console: Console,
 ) -> list[Any]:
     """Run `fn(*args)` for each job (name, fn, args, its logged stages) in spawned processes,
-    `config.workers` at a time, while this process prints their progress lines."""
+    `config.workers` at a time, while this process prints their progress lines. Raises
+    `DemoStopped` once the jobs have ended when SIGTERM arrived meanwhile."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max(1, min(len(jobs), config.workers)), mp_context=context) as pool:
+    workers = max(1, min(len(jobs), config.workers))
+    with (
+        _sigterm_reaches_jobs() as received,
+        ProcessPoolExecutor(workers, mp_context=context) as pool,
+    ):
         futures: list[Future[Any]] = [pool.submit(fn, *args) for _, fn, args, _ in jobs]
         with progress.monitor(
             {name: stages for name, _, _, stages in jobs}, console, config.progress
         ) as poll:
             progress.wait(lambda: all(f.done() for f in futures), poll)
-        return [f.result() for f in futures]
+    if received:
+        raise DemoStopped(
+            f"stopped by SIGTERM; finished stages are kept in {config.workdir}: "
+            "rerun the demo to resume"
+        )
+    return [f.result() for f in futures]
 
 
 # ----------------------------------------------------------------------------- stage 0
