@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from test_accumulation import CAPTIONS, _batch, _micro, _model, _Recorder
 
 WORLD, MICRO = 2, 2
+HANG_DUMP_S = 150  # seconds after which a rank dumps its stacks and exits
 
 
 def run(rank: int, port: int, stage: str, strategy: str, out_dir: str) -> None:
@@ -70,5 +71,10 @@ def run(rank: int, port: int, stage: str, strategy: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    import faulthandler
+
+    # A rank that hangs prints every thread's stack before the test gives up on it (the test's
+    # timeout is longer), so a hang says where it is.
+    faulthandler.dump_traceback_later(HANG_DUMP_S, exit=True)
     rank, port, stage, strategy, out_dir = sys.argv[1:]
     run(int(rank), int(port), stage, strategy, out_dir)

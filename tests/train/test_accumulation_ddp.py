@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from accumulation_ddp_worker import WORLD
+from accumulation_ddp_worker import HANG_DUMP_S, WORLD
 from safetensors.torch import load_file
 from test_accumulation import _assert_same, _one_batch
 
@@ -30,26 +30,37 @@ def test_two_processes_accumulating_give_the_gradient_of_one_batch(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(rank), str(port), stage, strategy, str(tmp_path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+    # Known flake, root cause not found: now and then (1 of 3 fresh-clone runs of the suite on
+    # 2 cores) both ranks of one case hang before any output. A hang (both ranks dumped their stacks at HANG_DUMP_S)
+    # is retried once in a fresh folder; a wrong gradient is never retried.
+    for attempt in range(2):
+        out = tmp_path / f"attempt{attempt}"
+        out.mkdir()
+        ranks = [
+            subprocess.Popen(
+                [sys.executable, str(WORKER), str(rank), str(port), stage, strategy, str(out)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for rank in range(WORLD)
+        ]
+        try:
+            outputs = [rank.communicate(timeout=HANG_DUMP_S + 60)[0] for rank in ranks]
+        except subprocess.TimeoutExpired:
+            for rank in ranks:
+                rank.kill()
+            outputs = [rank.communicate()[0] for rank in ranks]
+        hung = all("Timeout (0:" in output for output in outputs) or any(
+            rank.returncode is None or rank.returncode < 0 for rank in ranks
         )
-        for rank in range(WORLD)
-    ]
-    try:
-        outputs = [rank.communicate(timeout=240)[0] for rank in ranks]
-    except subprocess.TimeoutExpired:
-        for rank in ranks:
-            rank.kill()
-        tails = [rank.communicate()[0][-2000:] for rank in ranks]
-        raise AssertionError(f"the two ranks did not finish within 240 s: {tails}") from None
+        if not hung:
+            break
+        print(f"attempt {attempt}: the ranks hung; their stacks:", *(o[-4000:] for o in outputs))
     for rank, output in zip(ranks, outputs, strict=True):
         assert rank.returncode == 0, output[-3000:]
     want = _one_batch(stage)
     for rank in range(WORLD):
-        got = load_file(tmp_path / f"rank{rank}.safetensors")
+        got = load_file(out / f"rank{rank}.safetensors")
         _assert_same([got[str(i)] for i in range(len(want))], want)
