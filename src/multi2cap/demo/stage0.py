@@ -405,7 +405,7 @@ def tag_transcripts(on: Tensor, generator: torch.Generator, noise: float) -> Ten
     """One tag per time token `(B, T')` from strong labels `on (B, T', n_sources)`: a source
     sounding in that token (drawn at random where several overlap), `n_sources` (the quiet tag)
     where none does; with probability `noise` a token's tag is replaced by a uniformly drawn one
-    (the adapter's outputs are no clean transcript either)."""
+    (an ablation: the demo uses 0, see `Stage0Config`)."""
     n_sources = on.shape[-1]
     draw = torch.rand(on.shape, generator=generator) * on
     tags = torch.where(on.any(-1), draw.argmax(-1), n_sources)

@@ -229,12 +229,12 @@ def build_backbones(
     by_id = {s.id: s for s in scenes}
     records = read_manifest(manifests["finetune"])
     keys = sorted({p.key for s in scenes if s.split == "train" for p in s.sources})
-    corpus = lm_corpus(manifests, by_id, keys)
     parts = ((backbones.audio, "audio"), (backbones.vision, "vision"), (backbones.llm, "llm"))
     todo = [f for f, part in parts if stage0.finished(f, s0, part) is None]
     if not todo:
         console.print(f"    stage 0: backbones cached in {root}")
         return backbones
+    corpus = lm_corpus(manifests, by_id, keys)
     audio = _tagging_set(records, by_id, keys, "audio", audible=True)
     audio.token_targets = token_targets([by_id[r.id] for r in records], keys, CLIP_TOKENS)
     vision = _tagging_set(records, by_id, keys, "image", audible=False)
