@@ -27,7 +27,7 @@ model_app = typer.Typer(
 )
 _console = Console(stderr=True)
 
-_OUT = typer.Option(..., "--out", help="Folder for the tables (CSV + markdown) and figures.")
+_OUT = typer.Option(..., "--out", "-o", help="Folder for the tables (CSV + markdown) and figures.")
 _DEVICE = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0.")
 _BATCH = typer.Option(16, "--batch-size", min=1, help="Clips per forward pass.")
 

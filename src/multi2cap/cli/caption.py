@@ -19,15 +19,23 @@ def caption_command(
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", "-c", help="Checkpoint folder (config.yaml ...) or hub id org/name."
     ),
-    beams: int | None = typer.Option(
-        None, "--beams", min=1, help="Beam size (default: the checkpoint's config; 1 = greedy)."
+    num_beams: int | None = typer.Option(
+        None,
+        "--num-beams",
+        "--beams",
+        min=1,
+        help="Beam size (default: the checkpoint's config; 1 = greedy).",
     ),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Files per batch."),
     max_new_tokens: int | None = typer.Option(
         None, "--max-new-tokens", min=1, help="Longest caption in tokens (default: config)."
     ),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write CSV `file_name,caption,path` here (else print)."
+        None,
+        "--out",
+        "-o",
+        "--output",
+        help="Write CSV `file_name,caption,path` here (else print).",
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
 ) -> None:
@@ -60,7 +68,7 @@ def caption_command(
             model,
             collected.files,
             batch_size=batch_size,
-            num_beams=beams,
+            num_beams=num_beams,
             max_new_tokens=max_new_tokens,
             on_progress=lambda n: progress.advance(task, n),
         )

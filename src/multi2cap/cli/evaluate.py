@@ -30,7 +30,9 @@ def evaluate_command(
     metrics: str = typer.Option(
         "offline", "--metrics", "-m", help="`offline`, `paper`, `all` or keys: bleu_1,meteor,..."
     ),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write scores.json here."),
+    output: Path | None = typer.Option(
+        None, "--out", "-o", "--output", help="Write scores.json here."
+    ),
     per_item: Path | None = typer.Option(None, "--per-item", help="Write per-item CSV here."),
     skip_unavailable: bool = typer.Option(
         False, "--skip-unavailable", help="Report metrics whose assets are missing as null."

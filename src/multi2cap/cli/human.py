@@ -27,7 +27,9 @@ def _fail(error: Exception) -> None:
 def create(
     kind: str = typer.Option(..., "--kind", help="`mos` (rate captions 1-5) or `captions`."),
     manifest: Path = typer.Option(..., "--manifest", help="Manifest JSONL with the clips."),
-    out: Path = typer.Option(..., "--out", help="The study folder to create (must not exist)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="The study folder to create (must not exist)."
+    ),
     n: int = typer.Option(100, "--n", help="Items to sample (the paper: 100)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample and of the raters' orders."),
     split: str = typer.Option("test", "--split", help="Manifest split to sample from."),
@@ -132,7 +134,7 @@ def status(study: Path = typer.Argument(..., help="The study folder.")) -> None:
 @human_app.command("export")
 def export(
     study: Path = typer.Argument(..., help="The study folder."),
-    out: Path = typer.Option(..., "--out", help="Folder for the exported files."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the exported files."),
 ) -> None:
     """ratings.csv (MOS) or captions_audio.csv, captions_audio_visual.csv, references.csv."""
     from multi2cap.human.export import export_study
@@ -149,7 +151,9 @@ def export(
 def score(
     study: Path = typer.Argument(..., help="A captions study folder."),
     metrics: str = typer.Option("offline", "--metrics", "-m", help="`offline`, `paper` or keys."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write the scores as JSON."),
+    output: Path | None = typer.Option(
+        None, "--out", "-o", "--output", help="Write the scores as JSON."
+    ),
     skip_unavailable: bool = typer.Option(
         False, "--skip-unavailable", help="Report metrics whose assets are missing as null."
     ),

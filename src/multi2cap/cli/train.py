@@ -31,7 +31,7 @@ def train_command(
         False, "--resume", help="Continue from the newest checkpoint in the output folder."
     ),
     output_dir: Path | None = typer.Option(
-        None, "--output-dir", "-o", help="Run folder (overrides runtime.output_dir)."
+        None, "--out", "-o", "--output-dir", help="Run folder (overrides runtime.output_dir)."
     ),
 ) -> None:
     """Parse, validate, run and summarise; expected errors exit 2 without a traceback."""

@@ -33,7 +33,7 @@ VIDEOS = typer.Option(
 CATEGORIES = typer.Option(
     None, "--categories", help="VGGSound's header-less CSV, or a CSV with header id,category."
 )
-OUT = typer.Option(..., "--out", help="Output folder (resumable: rerun the same command).")
+OUT = typer.Option(..., "--out", "-o", help="Output folder (resumable: rerun the same command).")
 BACKEND = typer.Option("openai", "--backend", help="openai | openai-batch | offline (not an LLM).")
 BASE_URL = typer.Option(
     None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."
