@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from multi2cap.cli.errors import bad_input
+from multi2cap.cli.vocabulary import metrics_help
 
 
 def evaluate_command(
@@ -27,9 +28,7 @@ def evaluate_command(
         help="CSV wide `id,caption_1..caption_N`, CSV long `id,caption`, JSONL or a .json array "
         "of {id, captions}.",
     ),
-    metrics: str = typer.Option(
-        "offline", "--metrics", "-m", help="`offline`, `paper`, `all` or keys: bleu_1,meteor,..."
-    ),
+    metrics: str = typer.Option("offline", "--metrics", "-m", help=metrics_help()),
     output: Path | None = typer.Option(
         None, "--out", "-o", "--output", help="Write scores.json here."
     ),

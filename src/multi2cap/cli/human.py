@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from multi2cap.cli.vocabulary import metrics_help
+from multi2cap.human.store import StudyKind
+
 human_app = typer.Typer(
     help="Human evaluation: the MOS study (Figure 4) and two-stage human captions (Human rows).",
     no_args_is_help=True,
@@ -25,7 +28,9 @@ def _fail(error: Exception) -> None:
 
 @human_app.command("create")
 def create(
-    kind: str = typer.Option(..., "--kind", help="`mos` (rate captions 1-5) or `captions`."),
+    kind: StudyKind = typer.Option(
+        ..., "--kind", help="Study: mos = rate captions 1-5, captions = raters write captions."
+    ),
     manifest: Path = typer.Option(..., "--manifest", help="Manifest JSONL with the clips."),
     out: Path = typer.Option(
         ..., "--out", "-o", help="The study folder to create (must not exist)."
@@ -51,13 +56,11 @@ def create(
     from multi2cap.human.study import create_study
     from multi2cap.human.study import rater_names as make_names
 
-    if kind not in ("mos", "captions"):
-        _fail(ValueError(f"--kind must be mos or captions, found {kind!r}"))
     try:
-        names = make_names(raters, rater_names, kind)  # type: ignore[arg-type]
+        names = make_names(raters, rater_names, kind)
         with _err.status("sampling items and copying media"):
             study = create_study(
-                kind,  # type: ignore[arg-type]
+                kind,
                 manifest,
                 out,
                 n=n,
@@ -150,7 +153,7 @@ def export(
 @human_app.command("score")
 def score(
     study: Path = typer.Argument(..., help="A captions study folder."),
-    metrics: str = typer.Option("offline", "--metrics", "-m", help="`offline`, `paper` or keys."),
+    metrics: str = typer.Option("offline", "--metrics", "-m", help=metrics_help()),
     output: Path | None = typer.Option(
         None, "--out", "-o", "--output", help="Write the scores as JSON."
     ),

@@ -9,12 +9,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from multi2cap.media.spectrogram_image import SpectrogramImageSettings
-from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings
+from multi2cap.media.spectrogram_image import FrequencyAxis, SpectrogramImageSettings
+from multi2cap.vggcaps.backends import (
+    BackendConfigError,
+    ImageDetail,
+    MaxTokensParam,
+    OpenAISettings,
+)
 from multi2cap.vggcaps.catalog import CatalogError
 from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
 from multi2cap.vggcaps.pipeline import build_vggcaps
-from multi2cap.vggcaps.records import BatchSettings, BuildConfig, BuildSummary
+from multi2cap.vggcaps.records import BackendName, BatchSettings, BuildConfig, BuildSummary
 from multi2cap.vggcaps.split import parse_shard
 from multi2cap.vggcaps.store import StoreWriteError
 
@@ -34,7 +39,9 @@ CATEGORIES = typer.Option(
     None, "--categories", help="VGGSound's header-less CSV, or a CSV with header id,category."
 )
 OUT = typer.Option(..., "--out", "-o", help="Output folder (resumable: rerun the same command).")
-BACKEND = typer.Option("openai", "--backend", help="openai | openai-batch | offline (not an LLM).")
+BACKEND = typer.Option(
+    "openai", "--backend", help="LLM backend (`offline` is a rule-based stand-in, not an LLM)."
+)
 BASE_URL = typer.Option(
     None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."
 )
@@ -52,11 +59,13 @@ MAX_RETRIES = typer.Option(
     6, "--max-retries", min=0, help="Retries per request (429/5xx/timeouts)."
 )
 CONTENT_RETRIES = typer.Option(2, "--content-retries", min=0, help="Re-asks per rejected output.")
-DETAIL = typer.Option("low", "--image-detail", help="low | high | auto.")
+DETAIL = typer.Option("low", "--image-detail", help="OpenAI's image detail level.")
 TEMPERATURE = typer.Option(None, "--temperature", help="Omitted from requests unless set.")
 MAX_TOKENS = typer.Option(300, "--max-tokens", help="Reply length cap.")
 MAX_TOKENS_PARAM = typer.Option(
-    "max_tokens", "--max-tokens-param", help="max_tokens, or max_completion_tokens for o-series."
+    "max_tokens",
+    "--max-tokens-param",
+    help="Request field of the reply cap (o-series models: max_completion_tokens).",
 )
 PRICE_IN = typer.Option(GPT4O_INPUT_PER_M, "--price-input", help="$ per 1M input tokens.")
 PRICE_OUT = typer.Option(GPT4O_OUTPUT_PER_M, "--price-output", help="$ per 1M output tokens.")
@@ -72,17 +81,17 @@ TEST_FRACTION = typer.Option(0.01, "--test-fraction", help="Share of clips in th
 NO_PROGRESS = typer.Option(False, "--no-progress", help="Hide the progress bar.")
 SPEC_SIZE = typer.Option("800x400", "--spectrogram-size", help="Spectrogram image WIDTHxHEIGHT.")
 COLORMAP = typer.Option("magma", "--colormap", help="Matplotlib colour map of the spectrogram.")
-FREQ_AXIS = typer.Option("mel", "--frequency-axis", help="mel | linear.")
+FREQ_AXIS = typer.Option("mel", "--frequency-axis", help="Frequency axis of the spectrogram image.")
 
 
-def _spectrogram(size: str, colormap: str, axis: str) -> SpectrogramImageSettings:
+def _spectrogram(size: str, colormap: str, axis: FrequencyAxis) -> SpectrogramImageSettings:
     try:
         width, height = (int(v) for v in size.lower().split("x"))
         return SpectrogramImageSettings(
             width=width,
             height=height,
             colormap=colormap,
-            frequency_axis=axis,  # type: ignore[arg-type]
+            frequency_axis=axis,
         )
     except ValueError as err:
         raise typer.BadParameter(f"spectrogram settings: {err}") from err
@@ -173,7 +182,7 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
 
 def _common(
     out: Path,
-    backend: str,
+    backend: BackendName,
     base_url: str | None,
     model: str,
     api_key_env: str,
@@ -183,10 +192,10 @@ def _common(
     timeout: float,
     max_retries: int,
     content_retries: int,
-    image_detail: str,
+    image_detail: ImageDetail,
     temperature: float | None,
     max_tokens: int,
-    max_tokens_param: str,
+    max_tokens_param: MaxTokensParam,
     price_input: float,
     price_output: float,
     prompt_version: str,
@@ -224,7 +233,7 @@ def build(
     videos: Path = VIDEOS,
     categories: Path = CATEGORIES,
     out: Path = OUT,
-    backend: str = BACKEND,
+    backend: BackendName = BACKEND,
     base_url: str | None = BASE_URL,
     model: str = MODEL,
     api_key_env: str = KEY_ENV,
@@ -234,10 +243,10 @@ def build(
     timeout: float = TIMEOUT,
     max_retries: int = MAX_RETRIES,
     content_retries: int = CONTENT_RETRIES,
-    image_detail: str = DETAIL,
+    image_detail: ImageDetail = DETAIL,
     temperature: float | None = TEMPERATURE,
     max_tokens: int = MAX_TOKENS,
-    max_tokens_param: str = MAX_TOKENS_PARAM,
+    max_tokens_param: MaxTokensParam = MAX_TOKENS_PARAM,
     price_input: float = PRICE_IN,
     price_output: float = PRICE_OUT,
     prompt_version: str = PROMPT_VERSION,
@@ -250,7 +259,7 @@ def build(
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate cost and time; call nothing."),
     spectrogram_size: str = SPEC_SIZE,
     colormap: str = COLORMAP,
-    frequency_axis: str = FREQ_AXIS,
+    frequency_axis: FrequencyAxis = FREQ_AXIS,
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Extract, caption (stage 1 + 2), post-process, split and export; rerun to resume."""
@@ -299,7 +308,7 @@ def extract(
     workers: int | None = WORKERS,
     spectrogram_size: str = SPEC_SIZE,
     colormap: str = COLORMAP,
-    frequency_axis: str = FREQ_AXIS,
+    frequency_axis: FrequencyAxis = FREQ_AXIS,
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Write each clip's frame (JPEG), 16-kHz audio (FLAC) and mel-spectrogram image (PNG)."""
@@ -323,7 +332,7 @@ def extract(
 @sub.command("caption")
 def caption(
     out: Path = OUT,
-    backend: str = BACKEND,
+    backend: BackendName = BACKEND,
     base_url: str | None = BASE_URL,
     model: str = MODEL,
     api_key_env: str = KEY_ENV,
@@ -333,10 +342,10 @@ def caption(
     timeout: float = TIMEOUT,
     max_retries: int = MAX_RETRIES,
     content_retries: int = CONTENT_RETRIES,
-    image_detail: str = DETAIL,
+    image_detail: ImageDetail = DETAIL,
     temperature: float | None = TEMPERATURE,
     max_tokens: int = MAX_TOKENS,
-    max_tokens_param: str = MAX_TOKENS_PARAM,
+    max_tokens_param: MaxTokensParam = MAX_TOKENS_PARAM,
     price_input: float = PRICE_IN,
     price_output: float = PRICE_OUT,
     prompt_version: str = PROMPT_VERSION,

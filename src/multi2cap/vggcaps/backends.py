@@ -24,7 +24,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import soundfile
 from PIL import Image
@@ -55,6 +55,10 @@ class RequestFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+ImageDetail = Literal["low", "high", "auto"]
+MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
 
 
 class BackendConfigError(ValueError):
@@ -89,8 +93,8 @@ class OpenAISettings:
     tpm: float | None = None
     temperature: float | None = None
     max_tokens: int | None = 300
-    max_tokens_param: str = "max_tokens"
-    image_detail: str = "low"
+    max_tokens_param: MaxTokensParam = "max_tokens"
+    image_detail: ImageDetail = "low"
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm"):
