@@ -3,7 +3,8 @@
 Routes: `POST /v1/captions` (multipart `file`, repeatable, + `num_beams`, `max_new_tokens`),
 `POST /v1/audio/transcriptions` (OpenAI's shape: multipart `file` + `model`, reply
 `{"text": caption}`, so the `openai` SDK works as a client), `GET /healthz` (batching counters),
-`GET /v1/model` (what is loaded), `GET /` (the page) with `/static/app.js` and `/static/style.css`,
+`GET /v1/model` (what is loaded, and the decoding `limits` this server accepts: the page takes its
+beam and token bounds from there, so it never offers what the server refuses), `GET /` (the page) with `/static/app.js` and `/static/style.css`,
 and the OpenAPI docs at `/docs` (FastAPI's Swagger UI page, its JS/CSS vendored in
 `page/swagger-ui/`, see SOURCE.txt there) and `/openapi.json`. Limits: `serve/limits.py`; batching:
 `serve/batcher.py`. Every page asset is served from the package (no CDN: works offline), under a
@@ -211,8 +212,13 @@ def create_app(
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
         """What is loaded: backbones, K, stage, decoding defaults, recorded validation scores,
-        and this server's batching and limits."""
-        return {"id": model_id, **(summary or {}), "server": settings.model_dump()}
+        this server's batching and limits, and the decoding options' accepted ranges."""
+        return {
+            "id": model_id,
+            **(summary or {}),
+            "server": settings.model_dump(),
+            "limits": {"num_beams": [1, beam_cap], "max_new_tokens": [1, token_cap]},
+        }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
