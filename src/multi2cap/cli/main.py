@@ -51,6 +51,9 @@ def _root(
     ),
 ) -> None:
     """VggCaps dataset builder, Multi2Cap training and captioning, AAC metrics and analyses."""
+    from multi2cap.quiet import hide_weight_loading_bars
+
+    hide_weight_loading_bars()  # once for every command (see multi2cap.quiet)
 
 
 for _name in COMMAND_MODULES:
