@@ -377,7 +377,7 @@ def bench_captioning(model: Any, settings: Settings, device: torch.device) -> di
         synchronize(device)
         start = time.perf_counter()
         with autocast(device):
-            texts = model.caption(waves, batch_size=batch_size)
+            texts = model.caption(waves, sampling_rate=16000, batch_size=batch_size)
         synchronize(device)
         return time.perf_counter() - start, texts
 

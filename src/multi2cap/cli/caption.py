@@ -3,6 +3,7 @@ printing only; the work is in `multi2cap.model.inference`)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -12,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from multi2cap.cli.errors import EXIT_ITEMS_FAILED, bad_input
+from multi2cap.model.caption_files import CaptionFormat
 
 
 def caption_command(
@@ -35,7 +37,15 @@ def caption_command(
         "--out",
         "-o",
         "--output",
-        help="Write CSV `file_name,caption,path` here (else print).",
+        help="Write the captions here, in the format its extension names (.csv, .json, .jsonl) "
+        "or --format (else print a table).",
+    ),
+    fmt: CaptionFormat | None = typer.Option(
+        None,
+        "--format",
+        help="csv: file_name,caption,path; json: an array of those objects; jsonl: one per "
+        "line; dcase: the DCASE submission CSV file_name,caption_predicted. Without --out, "
+        "printed in this format.",
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
 ) -> None:
@@ -45,7 +55,14 @@ def caption_command(
     (and written to `<output stem>.failures.jsonl`), and the exit code is 1 when any failed.
     """
     from multi2cap.fsnames import printable
-    from multi2cap.model.inference import caption_files, collect_audio_files, write_captions
+    from multi2cap.model.caption_files import caption_format, format_captions, write_captions
+
+    try:  # before torch loads: a wrong name fails at once, not after the captioning
+        if output is not None or fmt is not None:
+            fmt = caption_format(output, fmt)
+    except ValueError as error:
+        bad_input(str(error))
+    from multi2cap.model.inference import caption_files, collect_audio_files
     from multi2cap.model.multi2cap import Multi2Cap
 
     console = Console()
@@ -76,10 +93,15 @@ def caption_command(
     results = collected.problems + results
     failed = [r for r in results if r.error is not None]
     if output is not None:
-        failures = write_captions(results, output)
-        console.print(escape(f"wrote {len(results) - len(failed)} captions to {printable(output)}"))
+        failures = write_captions(results, output, fmt)
+        console.print(
+            escape(f"wrote {len(results) - len(failed)} captions ({fmt}) to {printable(output)}")
+        )
         if failures is not None:
             err.print(escape(f"failures listed in {printable(failures)}"))
+    elif fmt is not None:  # a caption file on stdout, nothing else there (pipes, redirects)
+        sys.stdout.write(format_captions(results, fmt))
+        sys.stdout.flush()
     else:
         table = Table("file", "caption")
         for item in results:

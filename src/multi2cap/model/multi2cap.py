@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule
 from transformers import CLIPVisionConfig, PreTrainedTokenizerBase
 
-from multi2cap.media.audio import load_audio
+from multi2cap.media.audio import SAMPLE_RATE, load_audio, resample
 from multi2cap.model.adapter import GroundAdapter
 from multi2cap.model.ced import CedConfig, CedEncoder, apply_lora, load_ced
 from multi2cap.model.checkpoint import can_train, load_checkpoint, save_checkpoint
@@ -419,6 +420,7 @@ class Multi2Cap(nn.Module):
         waves_or_paths: AudioInput | Sequence[AudioInput],
         lengths: Sequence[int] | Tensor | None = None,
         *,
+        sampling_rate: int | None = None,
         num_beams: int | None = None,
         max_new_tokens: int | None = None,
         length_penalty: float | None = None,
@@ -428,11 +430,14 @@ class Multi2Cap(nn.Module):
         """Captions from audio alone, one per input, in input order.
 
         Inputs: a file path, a 1-D waveform, a sequence of either, or a `(B, n)` batch with
-        `lengths` in samples (16 kHz). Files are read with `multi2cap.media.audio.load_audio`;
-        any length works (CED encodes long audio in chunks). Decoding options default to
+        `lengths` in samples. Waveforms are at `sampling_rate` Hz and resampled to the model's
+        16 kHz (`multi2cap.media.audio.resample`); without `sampling_rate` they are read as
+        16 kHz with a warning, since a 44.1-kHz array read as 16 kHz gives wrong captions
+        without any error. Files are read with `multi2cap.media.audio.load_audio` at their own
+        rate. Any length works (CED encodes long audio in chunks). Decoding options default to
         `config.generation`; inputs are batched by length to limit padding.
         """
-        waves = _as_waves(waves_or_paths, lengths)
+        waves = _as_waves(waves_or_paths, lengths, sampling_rate)
         gen = self.config.generation
         options = dict(
             num_beams=num_beams if num_beams is not None else gen.num_beams,
@@ -522,10 +527,15 @@ def _iter_inputs(
 
 
 def _as_waves(
-    waves_or_paths: AudioInput | Sequence[AudioInput], lengths: Sequence[int] | Tensor | None
+    waves_or_paths: AudioInput | Sequence[AudioInput],
+    lengths: Sequence[int] | Tensor | None,
+    sampling_rate: int | None = None,
 ) -> list[Tensor]:
-    """1-D float32 16-kHz waveforms, cut to `lengths` when given."""
-    waves = []
+    """1-D float32 16-kHz waveforms: files decoded, arrays cut to `lengths` (samples at
+    `sampling_rate`) and resampled from `sampling_rate` (see `Multi2Cap.caption`)."""
+    if sampling_rate is not None and (isinstance(sampling_rate, bool) or sampling_rate <= 0):
+        raise ValueError(f"sampling_rate must be a positive number of Hz, got {sampling_rate!r}")
+    waves, from_file = [], []
     for item in _iter_inputs(waves_or_paths):
         if isinstance(item, str | os.PathLike):
             waves.append(torch.from_numpy(load_audio(item)))
@@ -534,6 +544,7 @@ def _as_waves(
             if wave.ndim != 1:
                 raise ValueError(f"expected 1-D waveforms, got shape {tuple(wave.shape)}")
             waves.append(wave)
+        from_file.append(isinstance(item, str | os.PathLike))
     if lengths is not None:
         lens = [int(n) for n in lengths]
         if len(lens) != len(waves):
@@ -541,4 +552,23 @@ def _as_waves(
         waves = [w[:n] for w, n in zip(waves, lens, strict=True)]
     if not waves:
         raise ValueError("no audio to caption")
+    if not all(from_file):
+        if sampling_rate is None:
+            warnings.warn(
+                f"caption() got waveforms without sampling_rate: read as {SAMPLE_RATE} Hz; pass "
+                "sampling_rate=<their rate> (they are resampled)",
+                UserWarning,
+                stacklevel=4,  # the caller of caption (_as_waves, caption, torch.no_grad's wrapper)
+            )
+        elif sampling_rate != SAMPLE_RATE:
+            waves = [
+                w if file else _resampled(w, sampling_rate)
+                for w, file in zip(waves, from_file, strict=True)
+            ]
     return waves
+
+
+def _resampled(wave: Tensor, sampling_rate: int) -> Tensor:
+    """`wave` at `sampling_rate` Hz as 16 kHz (on its device)."""
+    data = resample(wave.detach().cpu().numpy(), sampling_rate, SAMPLE_RATE)
+    return torch.from_numpy(data).to(wave.device)

@@ -91,6 +91,7 @@ def create_app(
     def caption_fn(waves: list[np.ndarray], options: DecodeOptions) -> list[str]:
         return model.caption(
             waves,
+            sampling_rate=SAMPLE_RATE,  # read_clip's rate
             num_beams=options.num_beams,
             max_new_tokens=options.max_new_tokens,
             batch_size=settings.max_batch,
