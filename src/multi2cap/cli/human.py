@@ -196,8 +196,11 @@ def score(
     _out.print("vocab is a count, not x100; the paper's BL column is read as BLEU-1.")
     for reason in result.skipped:
         _err.print(f"[yellow]skipped:[/yellow] {reason}")
+    grouped: dict[str, list[str]] = {}  # each missing asset's explanation once
     for key, reason in result.unavailable.items():
-        _err.print(f"[yellow]{key} unavailable:[/yellow] {reason}")
+        grouped.setdefault(reason, []).append(key)
+    for reason, keys in grouped.items():
+        _err.print(f"[yellow]{', '.join(keys)} unavailable:[/yellow] {reason}")
     if output is not None:
         atomic_write_text(output, json.dumps(result.to_json(), indent=2) + "\n")
         _out.print(f"raw scores written to {output}")
