@@ -2,7 +2,8 @@
 
 Routes: `POST /v1/captions` (multipart `file`, repeatable, + `num_beams`, `max_new_tokens`),
 `POST /v1/audio/transcriptions` (OpenAI's shape: multipart `file` + `model`, reply
-`{"text": caption}`, so the `openai` SDK works as a client), `GET /healthz` (batching counters),
+`{"text": caption}`, so the `openai` SDK works as a client; its errors in OpenAI's shape, see
+`serve/openai_errors.py`), `GET /healthz` (batching counters),
 `GET /v1/model` (what is loaded, and the decoding `limits` this server accepts: the page takes its
 beam and token bounds from there, so it never offers what the server refuses), `GET /` (the page) with `/static/app.js` and `/static/style.css`,
 and the OpenAPI docs at `/docs` (FastAPI's Swagger UI page, its JS/CSS vendored in
@@ -39,6 +40,7 @@ from multi2cap.serve.limits import (
     read_clip,
     staged_upload,
 )
+from multi2cap.serve.openai_errors import install_openai_errors
 
 # The only files served from the package (the request names a key, never a path).
 _ASSETS = {
@@ -127,6 +129,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.batcher = batcher
+    install_openai_errors(app)  # /v1/audio/...: errors as {"error": {"message", "type", ...}}
 
     app.add_middleware(
         BodyLimit,
