@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from multi2cap.demo.report import seed_summary, seeds_markdown, write_results_json
-from multi2cap.demo.run import SeedOutcome
-from multi2cap.demo.training import ModelRun
+from multi2cap.demo.training import ModelRun, SeedOutcome
 
 
 def _outcome(seed: int, grounded: dict[str, float], baseline: dict[str, float]) -> SeedOutcome:

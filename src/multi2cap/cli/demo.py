@@ -45,7 +45,8 @@ def demo(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
 ) -> None:
     from multi2cap.assets import AssetNotFoundError
-    from multi2cap.demo.run import DemoConfig, run_demo
+    from multi2cap.demo.config import DemoConfig
+    from multi2cap.demo.run import run_demo
     from multi2cap.demo.training import DemoStopped
 
     try:

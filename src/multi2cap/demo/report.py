@@ -15,13 +15,14 @@ from rich.console import Console
 from rich.table import Table
 
 from multi2cap.data.manifest import read_manifest
+from multi2cap.demo.config import EVAL_METRICS
 from multi2cap.io import atomic_write_text
 from multi2cap.metrics import PAPER_LABELS
 
 if TYPE_CHECKING:
-    from multi2cap.demo.run import DemoConfig, SeedOutcome
+    from multi2cap.demo.config import DemoConfig
     from multi2cap.demo.scenes import Scene
-    from multi2cap.demo.training import ModelRun
+    from multi2cap.demo.training import ModelRun, SeedOutcome
 
 N_EXAMPLES = 5
 SOURCE_KEYS = ("source_f1", "source_f1_faint")
@@ -34,8 +35,6 @@ def _label(key: str) -> str:
 
 
 def _metric_keys(runs: list[ModelRun]) -> list[str]:
-    from multi2cap.demo.run import EVAL_METRICS
-
     keys = [*EVAL_METRICS, *SOURCE_KEYS]
     return [k for k in keys if all(k in r.scores for r in runs)]
 

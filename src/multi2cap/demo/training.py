@@ -36,7 +36,7 @@ from multi2cap.demo import progress, stage0
 from multi2cap.io import atomic_write_text
 
 if TYPE_CHECKING:
-    from multi2cap.demo.run import DemoConfig
+    from multi2cap.demo.config import DemoConfig
     from multi2cap.demo.scenes import Scene
 
 PROMPT = "Describe the sound. Audio: <audio> Caption:"
@@ -73,6 +73,16 @@ class ModelRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
     captions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SeedOutcome:
+    """One training seed: both systems' scores, and the stage-0 tagger's on the test clips."""
+
+    seed: int
+    runs: list[ModelRun]
+    tagger: dict[str, float]
+    wall_s: float
 
 
 # ----------------------------------------------------------------------------- jobs

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,17 +34,33 @@ from multi2cap.model.config import (
     TRAINABLE_FILE,
     Multi2CapConfig,
 )
-from multi2cap.model.hub import resolve_checkpoint
+from multi2cap.model.hub import folder_problem, resolve_checkpoint
 from multi2cap.model.llm import build_tokenizer
-
-if TYPE_CHECKING:
-    from multi2cap.model.multi2cap import Multi2Cap
-
 
 OWN_PREFIXES = ("adapter.", "grounding.", "align.", "vfr.")
 """State-dict prefixes of the modules Multi2Cap adds to the backbones (all trainable)."""
 
-ModelT = TypeVar("ModelT", bound="Multi2Cap")
+
+class Checkpointable(Protocol):
+    """What saving and loading need of a model: `Multi2Cap` is one. Named here, so that this
+    module, which `multi2cap.model.multi2cap` imports, imports nothing of it (no import circle)."""
+
+    config: Multi2CapConfig
+    grounding: Any  # None, or a module with `visual_proj` (its `in_features`: the CLIP width)
+    vision: Any  # None while the CLIP tower is not loaded
+    decoder: Any  # with the `tokenizer` saved beside an inline-config decoder
+    _vision_state: dict[str, Tensor]  # an unloaded inline CLIP's weights, kept for saving
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = ...) -> Any: ...
+
+    def to(self, device: Any) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+
+ModelT = TypeVar("ModelT", bound=Checkpointable)
 
 
 def can_train(name: str) -> bool:
@@ -64,7 +81,7 @@ def _backbone_prefixes(config: Multi2CapConfig) -> list[str]:
     return prefixes
 
 
-def _split_state(model: Multi2Cap) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def _split_state(model: Checkpointable) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(trainable state, inline-backbone state) as they are written to disk: own modules and
     LoRA weights; the whole of every backbone built from an inline config. Pretrained
     backbone weights are left out (they are rebuilt from their source). Parameters sharded
@@ -83,7 +100,7 @@ def _split_state(model: Multi2Cap) -> tuple[dict[str, Tensor], dict[str, Tensor]
     return trainable, inline
 
 
-def _saved_config(model: Multi2Cap) -> Multi2CapConfig:
+def _saved_config(model: Checkpointable) -> Multi2CapConfig:
     """The config as written to a checkpoint: with `vision.width`, so that loading it
     needs nothing of the CLIP tower (see `multi2cap.model.multi2cap.vision_width`)."""
     if model.grounding is None:
@@ -94,7 +111,7 @@ def _saved_config(model: Multi2Cap) -> Multi2CapConfig:
 
 
 def save_checkpoint(
-    model: Multi2Cap, folder: str | os.PathLike[str], *, is_main_process: bool = True
+    model: Checkpointable, folder: str | os.PathLike[str], *, is_main_process: bool = True
 ) -> Path:
     """Write `model`'s checkpoint folder atomically: a temporary sibling renamed into place, so
     an existing checkpoint is replaced only once the new one is complete.
@@ -124,7 +141,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    cls: type[ModelT],
+    cls: Callable[..., ModelT],
     folder: str | os.PathLike[str],
     *,
     load_vision: bool = False,
@@ -136,6 +153,8 @@ def load_checkpoint(
     `load_vision=True`; without it, an inline CLIP's saved weights are kept on the model so that
     saving it again does not lose them. Returned in eval mode."""
     folder = resolve_checkpoint(folder)  # a folder, or a hub id `org/name` (model/hub.py)
+    if problem := folder_problem(folder):
+        raise FileNotFoundError(problem)
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder} is not a Multi2Cap checkpoint: no {CONFIG_FILE}")
@@ -160,7 +179,8 @@ def load_checkpoint(
         )
     if device is not None:
         model.to(device)
-    return model.eval()
+    model.eval()
+    return model
 
 
 def _to_disk(state: dict[str, Tensor]) -> dict[str, Tensor]:
