@@ -172,3 +172,15 @@ def test_waveforms_are_read_at_their_sampling_rate(tuxpaint_dir: Path) -> None:
     assert record[0].filename == __file__  # it points at the caller's line
     with pytest.raises(ValueError, match="sampling_rate must be a positive number of Hz"):
         model.caption(at_16k, sampling_rate=0)
+
+
+def test_a_missing_checkpoint_folder_is_said_not_to_exist(tmp_path: Path, clips: Path) -> None:
+    """Not "no config.yaml": the folder is not there (or is a file), and the message says so."""
+    missing = tmp_path / "runs" / "best"
+    result = run_cli("caption", str(clips), "-c", str(missing))
+    assert result.returncode == 2
+    assert f"checkpoint folder {missing} does not exist" in result.stderr
+    assert "config.yaml" not in result.stderr
+    a_file = next(clips.iterdir())
+    with pytest.raises(FileNotFoundError, match="is a file, not a checkpoint folder"):
+        Multi2Cap.from_pretrained(a_file)
