@@ -28,11 +28,13 @@ from pathlib import Path
 
 import torch
 
+from multi2cap.recipes import RECIPES_DIR
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_gpu  # the real-size architecture: one definition
 from bench_train_cpu import stamp_manifest
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "tiny_pretrain.yaml"
+RECIPE = RECIPES_DIR / "tiny_pretrain.yaml"
 GIB = 1024**3
 
 
