@@ -6,7 +6,9 @@ judgement, scores integers 1-5. Rows whose optional `gold` column is 1 are atten
 
 - **MOS** is the mean of the per-item mean scores (equal to the mean of all ratings when every
   rater scored every item, the paper's design). Items are the sampled units, so the 95 %
-  confidence interval is Student's t over the item means: MOS +- t(0.975, I-1) sd / sqrt(I).
+  confidence interval is Student's t over the item means: MOS +- t(0.975, I-1) sd / sqrt(I),
+  truncated to the 1-5 scale (no mean can lie outside it; with few items or a MOS near an end
+  the t interval would, e.g. 4.0 +- 2.15 over 3 items) and marked `ci_truncated` when it was.
 - **Agreement** is Krippendorff's alpha (Krippendorff 2004, *Content Analysis*, ch. 11; the
   coincidence-matrix computation of Krippendorff 2011, "Computing Krippendorff's alpha
   reliability") with the ordinal difference function, the right one for a 1-5 opinion scale; it
@@ -48,17 +50,26 @@ class MosSummary:
     n_items: int
     n_raters: int
     mos: float
-    ci_low: float
+    ci_low: float  # the interval, within SCORE_RANGE
     ci_high: float
     item_means: list[float]
     score_counts: dict[int, int]
     alpha_ordinal: float
     alpha_interval: float
     rater_means: dict[str, float] = field(default_factory=dict)
+    ci_half_width: float = float("nan")  # Student's t half-width, before truncation
+    ci_truncated: bool = False  # the t interval reached past 1 or 5 and was cut there
 
-    @property
-    def ci_half_width(self) -> float:
-        return (self.ci_high - self.ci_low) / 2
+    def interval_text(self) -> str:
+        """ "MOS 4.12 ± 0.10 (95 % CI [4.02, 4.22])", or with a truncated interval its bounds
+        only ("± h" would reach outside the scale)."""
+        bounds = f"[{self.ci_low:.2f}, {self.ci_high:.2f}]"
+        if self.ci_truncated:
+            low, high = SCORE_RANGE
+            return (
+                f"MOS {self.mos:.2f} (95 % CI {bounds}, Student's t cut at the {low}-{high} scale)"
+            )
+        return f"MOS {self.mos:.2f} ± {self.ci_half_width:.2f} (95 % CI {bounds})"
 
 
 def read_ratings(path: str | os.PathLike[str]) -> list[Rating]:
@@ -155,13 +166,19 @@ def summarize_ratings(ratings: Sequence[Rating], confidence: float = 0.95) -> Mo
         half = float("nan")
     counts = Counter(r.score for r in ratings)
     units = list(by_item.values())
+    low, high = mos - half, mos + half  # NaN with one item: no interval
+    truncated = low < SCORE_RANGE[0] or high > SCORE_RANGE[1]
+    if truncated:
+        low, high = max(low, SCORE_RANGE[0]), min(high, SCORE_RANGE[1])
     return MosSummary(
         n_ratings=len(ratings),
         n_items=len(by_item),
         n_raters=len(by_rater),
         mos=mos,
-        ci_low=mos - half,
-        ci_high=mos + half,
+        ci_low=low,
+        ci_high=high,
+        ci_half_width=half,
+        ci_truncated=truncated,
         item_means=[float(m) for m in item_means],
         score_counts={s: counts.get(s, 0) for s in range(SCORE_RANGE[0], SCORE_RANGE[1] + 1)},
         alpha_ordinal=krippendorff_alpha(units, "ordinal"),
@@ -176,8 +193,7 @@ def mos_markdown(summary: MosSummary, figure: Mapping[str, str] | None = None) -
         "## Figure 4: human ratings (MOS)",
         "",
         f"- Ratings: {summary.n_ratings} from {summary.n_raters} raters on {summary.n_items} items.",
-        f"- **MOS {summary.mos:.2f} ± {summary.ci_half_width:.2f}** (95 % CI "
-        f"[{summary.ci_low:.2f}, {summary.ci_high:.2f}], Student's t over the per-item means).",
+        f"- **{summary.interval_text()}**, Student's t over the per-item means.",
         f"- Inter-rater agreement: Krippendorff's alpha (ordinal) = {summary.alpha_ordinal:.3f}; "
         f"(interval) = {summary.alpha_interval:.3f}. 1 = perfect agreement, 0 = chance.",
         "",
