@@ -174,6 +174,7 @@ def test_every_choice_is_listed_in_help() -> None:
         "<mel|linear>",
     ):
         assert choices in build
+    assert "Prompt version shipped with the package (v1)" in " ".join(build.split())
     for path in (("evaluate",), ("human", "score"), ("analyze", "model", "grid")):
         text = " ".join(_help(path).split())
         for name in METRIC_SETS:

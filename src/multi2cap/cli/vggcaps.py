@@ -19,6 +19,7 @@ from multi2cap.vggcaps.backends import (
 from multi2cap.vggcaps.catalog import CatalogError
 from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
 from multi2cap.vggcaps.pipeline import build_vggcaps
+from multi2cap.vggcaps.prompts import prompt_versions
 from multi2cap.vggcaps.records import BackendName, BatchSettings, BuildConfig, BuildSummary
 from multi2cap.vggcaps.split import parse_shard
 from multi2cap.vggcaps.store import StoreWriteError
@@ -70,7 +71,9 @@ MAX_TOKENS_PARAM = typer.Option(
 PRICE_IN = typer.Option(GPT4O_INPUT_PER_M, "--price-input", help="$ per 1M input tokens.")
 PRICE_OUT = typer.Option(GPT4O_OUTPUT_PER_M, "--price-output", help="$ per 1M output tokens.")
 PROMPT_VERSION = typer.Option(
-    "v1", "--prompt-version", help="Prompt folder shipped with the package."
+    "v1",
+    "--prompt-version",
+    help=f"Prompt version shipped with the package ({', '.join(prompt_versions())}).",
 )
 SHARD = typer.Option("0/1", "--shard", help="i/N: this machine's share, by stable hash of the id.")
 LIMIT = typer.Option(None, "--limit", min=1, help="At most N clips (in id order).")
