@@ -1,7 +1,7 @@
 """Recipes ship inside the package (a wheel install has them): `--config pretrain_vggcaps` by
 name, or a path; a packaged recipe's relative paths are the user's project folder's, never the
-installed package's. scripts/check_wheel.sh loads one by name from an installed wheel. (The readings the recipes
-follow are checked in tests/train/test_recipes.py on main.)"""
+installed package's. scripts/check_wheel.sh loads one by name from an installed wheel. (The
+readings the recipes follow are checked in tests/train/test_recipes.py.)"""
 
 from __future__ import annotations
 
