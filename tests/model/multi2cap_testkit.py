@@ -93,3 +93,25 @@ def local_backbone_config(folders: dict[str, Path], **overrides) -> Multi2CapCon
         tree[role].update(source=str(folder), config=None)
     tree["llm"].update(family=None, tokenizer=None)
     return Multi2CapConfig.model_validate(tree)
+
+
+def move_machine(source: Path, target: Path) -> Path:
+    """Copy `source` (a folder holding `models/<backbones>` and checkpoint folders whose
+    config.yaml names them by absolute path) to `target` as if saved there, then move the copy
+    away: returns the new location (`target`), where the checkpoints still name the backbones
+    at the removed copy's paths, as on a machine they were copied to."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(source, target.with_name(target.name + "-origin"))
+    origin = target.with_name(target.name + "-origin")
+    for config_file in origin.glob("*/config.yaml"):
+        config = yaml.safe_load(config_file.read_text())
+        for role, name in BACKBONE_FOLDERS.items():
+            if config[role].get("source"):
+                config[role]["source"] = str(origin / "models" / name)
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.move(origin, target)
+    assert not origin.exists()
+    return target

@@ -20,6 +20,7 @@ import yaml
 from multi2cap_testkit import (
     BACKBONE_FOLDERS,
     local_backbone_config,
+    move_machine,
     save_local_backbones,
     tones,
 )
@@ -52,23 +53,10 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 
 @pytest.fixture
 def moved(saved: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, Path, list[str]]:
-    """A copy of machine A's folder moved to `<tmp>/machine_b/{models, ckpt}`; the original
-    backbone paths recorded in its config.yaml no longer exist. Returns (checkpoint, models
-    folder, captions on machine A)."""
+    """Machine A's folder copied to `<tmp>/machine_b`; the backbone paths recorded in its
+    config.yaml no longer exist. Returns (checkpoint, models folder, captions on machine A)."""
     source, captions = saved
-    original = tmp_path / "machine_a"
-    shutil.copytree(source, original)
-    config = yaml.safe_load((original / "ckpt" / CONFIG_FILE).read_text())
-    config.update(
-        {
-            role: {**config[role], "source": str(original / "models" / name)}
-            for role, name in BACKBONE_FOLDERS.items()
-        }
-    )  # fmt: skip  (the copy's own paths, as if saved here)
-    (original / "ckpt" / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-    target = tmp_path / "machine_b"
-    shutil.move(original, target)
-    assert not original.exists()
+    target = move_machine(source, tmp_path / "machine_b")
     return target / "ckpt", target / "models", captions
 
 
@@ -215,3 +203,56 @@ def test_missing_backbones_and_bad_backbone_options_exit_2(
             app, ["caption", str(clip), "-c", str(checkpoint), "--backbone", bad]
         )
         assert result.exit_code == 2 and expected in result.output, result.output
+
+
+def test_analyze_model_takes_backbone_overrides(
+    moved: tuple[Path, Path, list[str]],
+    tmp_path: Path,
+    tuxpaint_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stamp_manifests import write_stamp_manifest
+
+    _no_env(monkeypatch)
+    checkpoint, models, _ = moved
+    manifest = write_stamp_manifest(tuxpaint_dir, tmp_path / "clips.jsonl")
+    runner = CliRunner(env={"COLUMNS": "400"})
+    command = ["analyze", "model", "tsne", str(checkpoint), str(manifest), "--out",
+               str(tmp_path / "tsne")]  # fmt: skip
+    refused = runner.invoke(app, command)
+    assert refused.exit_code == 2 and "3 backbones of checkpoint" in refused.output
+    assert "--backbone vision=DIR" in refused.output  # probes load the CLIP tower
+    overrides = [arg for role, name in BACKBONE_FOLDERS.items()
+                 for arg in ("--backbone", f"{role}={models / name}")]  # fmt: skip
+    result = runner.invoke(app, [*command, *overrides])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tsne" / "tsne.csv").is_file()
+
+
+def test_serve_takes_backbone_overrides_and_shows_names_only(
+    moved: tuple[Path, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    _no_env(monkeypatch)
+    checkpoint, models, captions = moved
+    runner = CliRunner(env={"COLUMNS": "400"})
+    refused = runner.invoke(app, ["serve", "-c", str(checkpoint)])
+    assert refused.exit_code == 2 and "--backbone audio=DIR" in refused.output
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    overrides = ["--backbone", f"audio={models / 'ced-tiny'}",
+                 "--backbone", f"llm={models / 'llm-tiny'}"]  # fmt: skip
+    result = runner.invoke(app, ["serve", "-c", str(checkpoint), *overrides])
+    assert result.exit_code == 0, result.output
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, WAVES[0].numpy(), 16000, subtype="FLOAT")
+    with TestClient(served[0]) as client:
+        info = client.get("/v1/model")
+        reply = client.post(
+            "/v1/captions", files={"file": ("tone.wav", clip.read_bytes())}, data={"num_beams": 2}
+        )
+    assert info.json()["backbones"] == BACKBONE_FOLDERS
+    assert str(tmp_path) not in info.text
+    assert reply.status_code == 200 and reply.json()["captions"][0]["caption"] == captions[0]
