@@ -28,10 +28,11 @@ from typer.testing import CliRunner
 
 from multi2cap.assets import AssetNotFoundError
 from multi2cap.cli.main import app
-from multi2cap.model.backbones import BACKBONES_ENV
 from multi2cap.model.config import CONFIG_FILE
 from multi2cap.model.hub import stage_hub_repo
 from multi2cap.model.multi2cap import Multi2Cap
+
+BACKBONES_ENV = "MULTI2CAP_BACKBONES"  # spelled out: the documented name
 
 WAVES = list(tones(3, seconds=0.6))
 

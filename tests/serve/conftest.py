@@ -8,6 +8,7 @@ from pathlib import Path
 import huggingface_hub.constants as hf_constants
 import pytest
 import torch
+import yaml
 from multi2cap_testkit import local_backbone_config, save_local_backbones, tiny, tones
 
 from multi2cap.model.multi2cap import Multi2Cap
@@ -59,12 +60,12 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
     torch.set_num_threads(threads)
     recipe = TrainConfig.model_validate(
         {"stage": "finetune", "init_from": str(run / "pretrain" / "best"),
-         "init_backbones": {"llm": str(folders["llm"])},
          "model": {role: {"source": str(folder)} for role, folder in folders.items()},
          "data": {"train_manifest": str(run / "data" / "train.jsonl")},
          "runtime": {"output_dir": str(run)}}
-    )  # fmt: skip
-    (run / "train_config.yaml").write_text(recipe.to_yaml())
+    ).model_dump(mode="json")  # fmt: skip
+    recipe["init_backbones"] = {"llm": str(folders["llm"])}
+    (run / "train_config.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     return run, captions
 
 

@@ -12,10 +12,11 @@ import yaml
 from multi2cap_testkit import local_backbone_config, move_machine, save_local_backbones
 
 from multi2cap.assets import AssetNotFoundError
-from multi2cap.model.backbones import BACKBONES_ENV
 from multi2cap.model.config import CONFIG_FILE
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.train import ConfigError, load_train_config, train
+
+BACKBONES_ENV = "MULTI2CAP_BACKBONES"  # spelled out: the documented name
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FAST = ["optim.batch_size=4", "optim.micro_batch_size=2", "optim.epochs=1",
