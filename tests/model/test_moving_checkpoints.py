@@ -160,6 +160,10 @@ def test_bundled_backbones_travel_with_the_checkpoint_folder(
         "./backbones/llm/llm-tiny"
     )
     assert Multi2Cap.from_pretrained(elsewhere).caption(WAVES, num_beams=2) == captions
+    # Pushed again, a bundled checkpoint carries its backbones along without being told to.
+    again = stage_hub_repo(elsewhere, "org/again", tmp_path / "again")
+    assert (again / "backbones" / "llm" / "llm-tiny" / "model.safetensors").is_file()
+    assert Multi2Cap.from_pretrained(again).caption(WAVES, num_beams=2) == captions
 
 
 def test_caption_cli_takes_backbone_overrides(

@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from multi2cap.assets import AssetNotFoundError
 from multi2cap.model.config import (
@@ -83,6 +83,7 @@ def used_roles(config: Multi2CapConfig) -> tuple[BackboneRole, ...]:
 
 
 def backbone_spec(config: Multi2CapConfig, role: BackboneRole) -> BackboneSpec:
+    """The config section of `role` (`config.audio`, `config.vision` or `config.llm`)."""
     spec: BackboneSpec = getattr(config, role)
     return spec
 
@@ -114,14 +115,16 @@ def parse_backbone_overrides(
         role, sep, value = item.partition("=")
         role = role.strip()
         if not sep or not value.strip():
-            raise ValueError(f"{option} {item!r}: expected ROLE=DIR with ROLE one of {ROLES}")
+            raise ValueError(
+                f"{option} {item!r}: expected ROLE=DIR with ROLE one of {', '.join(ROLES)}"
+            )
         if role not in ROLES:
             raise ValueError(
                 f"{option} {item!r}: unknown role {role!r} (roles: {', '.join(ROLES)})"
             )
         if role in result:
             raise ValueError(f"{option}: role {role!r} given twice")
-        result[role] = value.strip()  # type: ignore[index]
+        result[cast(BackboneRole, role)] = value.strip()
     return result
 
 
@@ -145,7 +148,7 @@ def check_overrides(
                 f"backbone override {role!r}: the {role} backbone of {where} has random weights "
                 "from an inline config, stored in the checkpoint: there is no folder to override"
             )
-        checked[role] = os.fspath(value)  # type: ignore[index]
+        checked[cast(BackboneRole, role)] = os.fspath(value)
     return checked
 
 

@@ -164,20 +164,22 @@ def plan_pushed_backbones(
         if role in mapped:
             updates[role] = spec.model_copy(update={"source": mapped[role]})
             continue
-        if not is_local_path(spec.source) and role not in located:
+        override = located.get(role)
+        if override is None and not is_local_path(spec.source):
+            continue  # a hub id stays
+        if override is not None and not is_local_path(override):
+            updates[role] = spec.model_copy(update={"source": override})  # a hub id given here
             continue
         inside = (
-            spec.source.startswith("./")
+            override is None
+            and spec.source.startswith("./")
             and os.path.commonpath([os.path.abspath(folder / spec.source), root]) == root
         )
         if not (bundle or inside):
-            refused.append((role, spec.source))
+            refused.append((role, override or spec.source))
             continue
-        source = locate_backbone(role, spec.source, folder, located.get(role), where=where)
-        if not is_local_path(source):  # an override naming a hub id
-            updates[role] = spec.model_copy(update={"source": source})
-            continue
-        if inside and role not in located:
+        source = locate_backbone(role, spec.source, folder, override, where=where)
+        if inside:  # already bundled: carried along at the same place
             relative = Path(os.path.relpath(source, root)).as_posix()
         else:
             relative = f"{BUNDLE_DIR}/{role}/{backbone_name(source)}"
