@@ -92,7 +92,8 @@ class AblationSpec:
     `overrides` (dotted `key=value`, see `multi2cap.train.load_train_config`) apply to both
     stages, e.g. the data manifests; `finetune_recipe` None = pre-training only, evaluating its
     final checkpoint. `metrics` are evaluated with unavailable ones recorded, not fatal.
-    `num_beams` / `max_new_tokens` None = the model's generation defaults."""
+    `num_beams` / `max_new_tokens` None = the model's generation defaults. `backbones`: where
+    given checkpoints' backbones are on this machine (`Multi2Cap.from_pretrained`)."""
 
     eval_manifest: Path
     pretrain_recipe: Path | None = None
@@ -104,6 +105,7 @@ class AblationSpec:
     max_new_tokens: int | None = None
     batch_size: int = 8
     device: str = "cpu"
+    backbones: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -230,7 +232,7 @@ def caption_metrics(
     records = [r for r in read_manifest(spec.eval_manifest) if r.captions]
     if not records:
         raise ValueError(f"{spec.eval_manifest}: no record with reference captions to evaluate")
-    model = Multi2Cap.from_pretrained(checkpoint, device=spec.device)
+    model = Multi2Cap.from_pretrained(checkpoint, device=spec.device, backbones=spec.backbones)
     loader = DataLoader(
         CaptionDataset(records, train=False),
         batch_size=spec.batch_size,
@@ -264,7 +266,7 @@ def caption_metrics(
 class CostSettings:
     """Where and how `measure_cost` times and counts: one clip of `seconds` (cropped or
     zero-padded), `warmup` untimed then `runs` timed captioning calls (greedy, at most
-    `max_new_tokens`; None = the model's default)."""
+    `max_new_tokens`; None = the model's default). `backbones` as in `AblationSpec`."""
 
     probe_manifest: Path
     seconds: float = 10.0
@@ -273,6 +275,7 @@ class CostSettings:
     max_new_tokens: int | None = None
     device: str = "cpu"
     batch_size: int = 16
+    backbones: dict[str, str] = field(default_factory=dict)
 
 
 def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
@@ -294,7 +297,7 @@ def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
     )
 
     records = read_manifest(settings.probe_manifest)
-    model = load_probe_model(checkpoint, device=settings.device)
+    model = load_probe_model(checkpoint, device=settings.device, backbones=settings.backbones)
     probe = collect_probe_set(model, records, batch_size=settings.batch_size)
     ranks = retrieval_ranks(probe.shared["g_hat"], probe.shared["v_cls"][:, 0])
 

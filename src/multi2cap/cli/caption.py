@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from multi2cap.cli.backbone_option import BACKBONE_OPTION, backbone_overrides
 from multi2cap.cli.errors import EXIT_ITEMS_FAILED, bad_input
 
 
@@ -30,6 +31,7 @@ def caption_command(
         None, "--output", "-o", help="Write CSV `file_name,caption,path` here (else print)."
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Caption audio from sound alone (no image needed), with a Multi2Cap checkpoint.
 
@@ -46,7 +48,8 @@ def caption_command(
     if not collected.files:
         bad_input("; ".join(p.error or "" for p in collected.problems) or "no input files")
     try:
-        model = Multi2Cap.from_pretrained(checkpoint, device=device)
+        backbones = backbone_overrides(backbone)
+        model = Multi2Cap.from_pretrained(checkpoint, device=device, backbones=backbones)
     except (FileNotFoundError, ValueError, OSError) as error:
         bad_input(str(error))
 

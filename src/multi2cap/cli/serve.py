@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from multi2cap.cli.backbone_option import BACKBONE_OPTION, backbone_overrides
 from multi2cap.cli.errors import bad_input
 
 
@@ -45,6 +46,7 @@ def serve_command(
         600.0, "--max-duration-s", min=0.1, help="Longest clip accepted (s)."
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Serve a checkpoint: POST /v1/captions, the OpenAI-style /v1/audio/transcriptions, a
     page to try it at /, docs at /docs."""
@@ -62,8 +64,9 @@ def serve_command(
         max_duration_s=max_duration_s,
     )
     try:
+        backbones = backbone_overrides(backbone)
         folder = resolve_checkpoint(checkpoint)
-        model = Multi2Cap.from_pretrained(folder, device=device)
+        model = Multi2Cap.from_pretrained(folder, device=device, backbones=backbones)
         summary = checkpoint_summary(folder)
     except (FileNotFoundError, ValueError, OSError) as error:
         bad_input(str(error))
@@ -91,26 +94,40 @@ def push_command(
         None, "--to-folder", help="Write what would be uploaded here instead of uploading."
     ),
     message: str = typer.Option("Upload Multi2Cap checkpoint", "--message", "-m"),
+    bundle: bool = typer.Option(
+        False,
+        "--bundle-backbones",
+        help="Copy every backbone named by a local folder into the repository (backbones/ROLE/"
+        "NAME/, safetensors and config/tokenizer files), so the repo id alone loads it.",
+    ),
+    map_backbone: list[str] | None = typer.Option(
+        None,
+        "--map-backbone",
+        metavar="ROLE=ORG/NAME",
+        help="Publish a local backbone as the hub id it came from (repeatable); ROLE is one of "
+        "audio, vision, llm.",
+    ),
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Upload a checkpoint to the Hugging Face hub with a generated model card (token from
-    HF_TOKEN or `hf auth login`; HF_ENDPOINT picks another hub)."""
-    from multi2cap.model.card import local_sources
-    from multi2cap.model.hub import check_push, push_checkpoint, stage_hub_repo
+    HF_TOKEN or `hf auth login`; HF_ENDPOINT picks another hub). A backbone named by a folder of
+    this machine is refused unless it is bundled (--bundle-backbones) or mapped to its hub id
+    (--map-backbone)."""
+    from multi2cap.model.backbones import parse_backbone_overrides
+    from multi2cap.model.hub import push_checkpoint, stage_hub_repo
 
     console = Console()
-    err = Console(stderr=True)
     try:
-        check_push(checkpoint, repo_id)
-        for source in local_sources(checkpoint):
-            err.print(
-                f"[yellow]warning:[/yellow] backbone {source!r} is a local path: others cannot "
-                "load this checkpoint until it names a hub id."
-            )
+        options = dict(
+            bundle=bundle,
+            hub_ids=parse_backbone_overrides(map_backbone or [], "--map-backbone"),
+            overrides=backbone_overrides(backbone),
+        )
         if to_folder is not None:
-            stage_hub_repo(checkpoint, repo_id, to_folder)
+            stage_hub_repo(checkpoint, repo_id, to_folder, **options)
             console.print(f"wrote the repository contents for {repo_id} to {to_folder}")
             return
-        url = push_checkpoint(checkpoint, repo_id, private=private, message=message)
+        url = push_checkpoint(checkpoint, repo_id, private=private, message=message, **options)
     except (FileNotFoundError, ValueError, OSError) as error:
         bad_input(str(error))
     console.print(f"pushed {checkpoint} to {url}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,11 +478,18 @@ class Multi2Cap(nn.Module):
         *,
         load_vision: bool = False,
         device: str | torch.device | None = None,
+        backbones: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> Multi2Cap:
         """Rebuild a model saved by `save_pretrained` (backbones by id/path from the config).
 
-        The CLIP tower is only loaded with `load_vision=True` (pre-training, probes)."""
-        return load_checkpoint(cls, folder, load_vision=load_vision, device=device)
+        `backbones` points a role (`audio`, `vision`, `llm`) at a folder or hub id of its
+        backbone on this machine, for a checkpoint saved elsewhere: `{"llm": "/models/llm"}`.
+        Without it, `$MULTI2CAP_BACKBONES` is searched by folder name for a stored path that is
+        absent here (`multi2cap.model.backbones`). The CLIP tower is only loaded with
+        `load_vision=True` (pre-training, probes)."""
+        return load_checkpoint(
+            cls, folder, load_vision=load_vision, device=device, backbones=backbones
+        )
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from multi2cap.io import atomic_write_text
 from multi2cap.metrics import higher_is_better
+from multi2cap.model.backbones import BackboneRole
 from multi2cap.model.config import Stage
 from multi2cap.provenance import WRITTEN_BY_KEY, provenance
 
@@ -165,11 +166,18 @@ class RuntimeConfig(_Section):
 class TrainConfig(_Section):
     """A complete training recipe. `model` is the `Multi2CapConfig` section (fields of that class,
     plus `preset: tiny` to start from `Multi2CapConfig.tiny()`); `init_from` is a checkpoint folder
-    whose weights start fine-tuning (its model config is used, `model` entries override it)."""
+    whose weights start fine-tuning (its model config is used, `model` entries override it);
+    `init_backbones` points its backbones at folders of this machine when it was saved elsewhere."""
 
     stage: Stage = "pretrain"
     seed: int = 0
     init_from: str | None = None
+    init_backbones: dict[BackboneRole, str] = Field(
+        default_factory=dict,
+        description="where the backbones of `init_from` (and of a resumed run's checkpoints) "
+        "are on this machine, for a checkpoint saved elsewhere: {role: folder or hub id}, role "
+        "audio, vision or llm (see Multi2Cap.from_pretrained's `backbones`)",
+    )
     model: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -259,7 +267,8 @@ def load_train_config(
 ) -> TrainConfig:
     """Read a recipe, apply overrides, validate.
 
-    Relative paths in the file (manifests, `init_from`, `runtime.output_dir`) are taken from the
+    Relative paths in the file (manifests, `init_from`, `init_backbones` folders,
+    `runtime.output_dir`) are taken from the
     file's folder, so a recipe means the same wherever it is run from; paths given as overrides
     are relative to the current directory. `output_dir` (the CLI's `--output-dir`) wins over
     `runtime.output_dir`.
@@ -301,6 +310,13 @@ def _resolve_paths(tree: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(node, dict) and isinstance(node.get(field_path[-1]), str):
             value = Path(node[field_path[-1]]).expanduser()
             node[field_path[-1]] = str(value if value.is_absolute() else base / value)
+    init = result.get("init_backbones")
+    if isinstance(init, dict):  # folders relative to the recipe; hub ids kept
+        for role, source in init.items():
+            if not isinstance(source, str) or Path(source).expanduser().is_absolute():
+                continue
+            if source.startswith(("./", "../")) or (base / source).exists():
+                init[role] = str(base / source)
     return result
 
 

@@ -320,17 +320,28 @@ def _build_model(
     model_cls: Any,
 ) -> Any:
     """Model to train: the resumed checkpoint's, else `init_from`'s (with the recipe's loss and
-    decoding fields applied), else one built from `model` (`preset: tiny` builds the tiny model
+    decoding fields applied; both with their backbones found through `init_backbones`), else
+    one built from `model` (`preset: tiny` builds the tiny model
     with a vocabulary over the manifests' captions). The CLIP tower is loaded only to pre-train."""
     from multi2cap.model.config import Multi2CapConfig
 
     load_vision = config.stage == "pretrain"
+    backbones = config.init_backbones
     if resume_from is not None:
-        return model_cls.from_pretrained(resume_from / ckpt.MODEL_DIR, load_vision=load_vision)
+        return model_cls.from_pretrained(
+            resume_from / ckpt.MODEL_DIR, load_vision=load_vision, backbones=backbones
+        )
     section = dict(config.model)
     preset = section.pop("preset", None)
+    if backbones and config.init_from is None:
+        raise ConfigError(
+            "init_backbones: applies to the init_from checkpoint (or a resumed run's), and "
+            "init_from is not set; a new model takes its backbones from model.<role>.source"
+        )
     if config.init_from is not None:
-        model = model_cls.from_pretrained(config.init_from, load_vision=load_vision)
+        model = model_cls.from_pretrained(
+            config.init_from, load_vision=load_vision, backbones=backbones
+        )
         fixed = sorted(set(section) - _RUNTIME_MODEL_FIELDS)
         if fixed:
             raise ConfigError(
