@@ -279,11 +279,21 @@ def test_mace_is_clap_sim_times_one_minus_03_fer(
         assert result.settings["mace_method"] == method
 
 
-def test_mace_needs_the_fense_checker(clap_folders: dict[str, Path], monkeypatch: Any) -> None:
+def test_mace_needs_the_fense_checker(
+    tmp_path: Path, clap_folders: dict[str, Path], monkeypatch: Any
+) -> None:
     monkeypatch.delenv("MULTI2CAP_FENSE_ECHECKER", raising=False)
     folder = str(clap_folders["unfused"])
     with pytest.raises(MetricUnavailableError, match=r"mace.*FENSE error detector"):
         evaluate(["a"], [["a"]], metrics="mace", tokenize=False, clap_model=folder)
+    # An echecker whose base BERT cannot be loaded: MACE is unavailable with it, not penalty-free.
+    result = evaluate(
+        ["a dog", "rain"], [["a dog"], ["rain"]], metrics="mace,clap_sim", tokenize=False,
+        clap_model=folder, mace_method="text", echecker=str(_echecker(tmp_path, False)),
+        echecker_bert=str(tmp_path / "no-bert"), skip_unavailable=True,
+    )  # fmt: skip
+    assert "could not be loaded" in result.unavailable["mace"]
+    assert list(result.corpus) == ["clap_sim[unfused]"]
     assert mace([0.0, 1.0], text_sim=[0.5, 0.5], audio_sim=None, method="text") == [0.5, 0.35]
     with pytest.raises(ValueError, match="needs the combined CLAP"):
         mace([0.0], text_sim=[0.5], audio_sim=None)

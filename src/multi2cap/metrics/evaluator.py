@@ -357,9 +357,12 @@ class Evaluator:
             self.settings["sbert_model"] = self._sbert_path
         self._clap: ClapMetrics | None = None
         if "clap" in self._needed:
-            a = self.assets
-            self._clap = ClapMetrics(a.clap_model, a.mace_method, device=a.device,
-                                     allow_network=a.allow_network)  # fmt: skip
+            self._clap = ClapMetrics(
+                self.assets.clap_model,
+                self.assets.mace_method,
+                device=self.assets.device,
+                allow_network=self.assets.allow_network,
+            )
             self.settings.update(self._clap.settings)
         self._meteor = MeteorScorer(java=self.assets.java) if "meteor" in self._needed else None
         self._sbert: Any = None
@@ -400,9 +403,9 @@ class Evaluator:
         not cached) makes its metrics unavailable: an error, or with `skip_unavailable` a reason.
         """
         loaders = (
-            ("fer", self._error_detector, ("fer", "fense", "spider_fl"), ECHECKER_BERT_ENV),
+            ("fer", self._error_detector, ("fer", "fense", "spider_fl", "mace"), ECHECKER_BERT_ENV),
             ("sbert_sim", self._sbert_scorer, ("sbert_sim", "fense"), SBERT_MODEL_ENV),
-            ("clap", lambda: self._clap.scorer(), CLAP_KEYS, CLAP_MODEL_ENV),  # type: ignore[union-attr]
+            ("clap", lambda: self._clap and self._clap.scorer(), CLAP_KEYS, CLAP_MODEL_ENV),
         )
         for part, load, dependents, env in loaders:
             if part not in needed:
