@@ -126,6 +126,8 @@ def test_waveforms_are_resampled_to_the_clap_rate(clap_folder: Path, clips: list
     (expected,) = reranker.caption_waves(model, [wave], [clap_wave])
     assert from_array.caption == expected.caption
     assert from_array.score == pytest.approx(expected.score, abs=1e-6)
+    (from_tensor,) = reranker.caption(model, torch.from_numpy(wave))
+    assert from_tensor.caption == expected.caption
 
 
 def test_sampled_candidates_are_seeded_and_deduplicated(

@@ -127,6 +127,7 @@ class ClapScorer:
         long_audio: LongAudio = "model",
         crop_seed: int = 0,
     ) -> None:
+        import torch
         import transformers as tf
 
         if long_audio not in LONG_AUDIO:
@@ -143,7 +144,9 @@ class ClapScorer:
                 raise ValueError(
                     f"{self.source} is a {config.model_type!r} model, not a CLAP (`ClapModel`)"
                 )
-            self.model = tf.ClapModel.from_pretrained(self.source, local_files_only=local)
+            self.model = tf.ClapModel.from_pretrained(
+                self.source, local_files_only=local, dtype=torch.float32
+            )
             self.tokenizer = tf.AutoTokenizer.from_pretrained(self.source, local_files_only=local)
             self.feature_extractor = tf.AutoFeatureExtractor.from_pretrained(
                 self.source, local_files_only=local

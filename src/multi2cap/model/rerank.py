@@ -237,10 +237,9 @@ class ClapReranker:
         max_new_tokens: int | None = None,
     ) -> list[RerankedCaption]:
         """Re-ranked captions of files (read at 16 kHz for the captioner and at the CLAP's rate
-        for the CLAP) or 1-D 16-kHz waveforms, one per input, in input order."""
-        single = isinstance(inputs, str | os.PathLike) or (
-            isinstance(inputs, np.ndarray) and inputs.ndim == 1
-        )
+        for the CLAP) or 1-D 16-kHz waveforms (numpy or CPU tensors), one per input, in input
+        order."""
+        single = isinstance(inputs, str | os.PathLike) or getattr(inputs, "ndim", None) == 1
         items = [inputs] if single else list(inputs)  # type: ignore[list-item, arg-type]
         if not items:
             raise ValueError("no audio to caption")
