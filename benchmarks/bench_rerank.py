@@ -11,8 +11,8 @@ procedure, at the same number of candidates N, on the same clips, in one run.
   embedded at **audio batch size 1** (its comment: batching "will harm" the scores through zero
   padding), the N x clips captions in text batches of 512, and the highest dot product wins.
   SLAM-AAC runs its own HTS-AT CLAP at 32 kHz; here both sides use the same `--clap-model`, so
-  only the procedure differs. Its decodes re-read the audio each pass, as its separate inference
-  runs do.
+  only the procedure differs (and the scorer embeds each distinct caption once on both sides).
+  Its decodes re-read the audio each pass, as its separate inference runs do.
 
 Both sides include audio decoding. Default: a demo-sized Multi2Cap with random weights (the
 vocabulary and decoding of `bench_serve.py`) and a tiny random CLAP, so it runs anywhere; pass
