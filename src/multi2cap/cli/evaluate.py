@@ -3,6 +3,7 @@ the work is in `multi2cap.metrics`)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -11,6 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from multi2cap.cli.errors import bad_input
+from multi2cap.metrics.clap import CLAP_MODEL_ENV, MACE_METHODS
+
+MaceMethod = StrEnum("MaceMethod", {name: name for name in MACE_METHODS})
 
 
 def evaluate_command(
@@ -53,7 +57,24 @@ def evaluate_command(
     echecker_bert: str | None = typer.Option(
         None, "--echecker-bert", help="Echecker base BERT folder (env MULTI2CAP_FENSE_BERT)."
     ),
-    device: str = typer.Option("cpu", "--device", help="torch device for SBERT / echecker."),
+    clap_model: str | None = typer.Option(
+        None,
+        "--clap-model",
+        help="transformers CLAP (folder or cached hub id) for clap_sim, clap_sim_audio, mace "
+        f"(env {CLAP_MODEL_ENV}).",
+    ),
+    audio_dir: Path | None = typer.Option(
+        None,
+        "--audio-dir",
+        help="Folder of the clips, each at <audio-dir>/<id> (clap_sim_audio; mace unless "
+        "--mace-method text).",
+    ),
+    mace_method: MaceMethod = typer.Option(
+        "combined",
+        "--mace-method",
+        help="Which CLAP-sim MACE uses: combined (mean of text and audio), text, audio.",
+    ),
+    device: str = typer.Option("cpu", "--device", help="torch device for SBERT/echecker/CLAP."),
     allow_network: bool = typer.Option(
         False, "--allow-network", help="Let Hugging Face download models that are not cached."
     ),
@@ -84,6 +105,7 @@ def evaluate_command(
                 + escape(", ".join(repr(key) for key in empty[:10]))
                 + (" ..." if len(empty) > 10 else "")
             )
+        audio_paths = _audio_paths(audio_dir, ids)
         with err.status(f"Scoring {len(ids)} items (METEOR's JVM takes 10-30 s to start)"):
             result = evaluate(
                 candidates,
@@ -98,6 +120,9 @@ def evaluate_command(
                 echecker_bert=echecker_bert,
                 device=device,
                 allow_network=allow_network,
+                clap_model=clap_model,
+                mace_method=mace_method.value,
+                audio_paths=audio_paths,
             )
     except (CaptionFileError, MetricUnavailableError, ValueError) as error:
         bad_input(str(error))
@@ -133,6 +158,22 @@ def evaluate_command(
     if per_item is not None:
         write_per_item(per_item, ids, result)
         console.print(f"per-item scores written to {per_item}")
+
+
+def _audio_paths(audio_dir: Path | None, ids: list[str]) -> list[str] | None:
+    """`<audio_dir>/<id>` for every id, or a bad-input exit naming the clips that are missing."""
+    if audio_dir is None:
+        return None
+    if not audio_dir.is_dir():
+        bad_input(f"--audio-dir {audio_dir}: not a folder")
+    paths = [audio_dir / key for key in ids]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" ... ({len(missing)} in all)" if len(missing) > 5 else ""
+        )
+        bad_input(f"--audio-dir {audio_dir}: no audio file for {len(missing)} item(s): {shown}")
+    return [str(p) for p in paths]
 
 
 def register(app: typer.Typer) -> None:

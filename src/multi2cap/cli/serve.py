@@ -10,7 +10,9 @@ import typer
 from rich.console import Console
 
 from multi2cap.cli.backbone_option import BACKBONE_OPTION, backbone_overrides
+from multi2cap.cli.caption import Rerank, clap_reranker
 from multi2cap.cli.errors import bad_input
+from multi2cap.metrics.clap import CLAP_MODEL_ENV
 
 
 def is_loopback(host: str) -> bool:
@@ -47,6 +49,21 @@ def serve_command(
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
     backbone: list[str] | None = BACKBONE_OPTION,
+    rerank: Rerank = typer.Option(
+        "none",
+        "--rerank",
+        help="`none` or `clap`: every caption is a CLAP model's choice among --candidates "
+        "hypotheses of one beam search.",
+    ),
+    clap_model: str | None = typer.Option(
+        None, "--clap-model", help=f"CLAP model for --rerank clap (env {CLAP_MODEL_ENV})."
+    ),
+    candidates: int | None = typer.Option(
+        None, "--candidates", min=1, help="Beam hypotheses per clip for --rerank (default 8)."
+    ),
+    sampled: int | None = typer.Option(
+        None, "--sampled", min=0, help="Sampled candidates added per clip for --rerank (default 0)."
+    ),
 ) -> None:
     """Serve a checkpoint: POST /v1/captions, the OpenAI-style /v1/audio/transcriptions, a
     page to try it at /, docs at /docs."""
@@ -56,6 +73,11 @@ def serve_command(
     from multi2cap.serve.limits import ServeSettings
 
     err = Console(stderr=True)
+    if rerank.value == "none" and (clap_model, candidates, sampled) != (None, None, None):
+        bad_input("--clap-model, --candidates and --sampled apply with --rerank clap only")
+    reranker = None
+    if rerank.value == "clap":
+        reranker = clap_reranker(clap_model, candidates, sampled, None, device)
     settings = ServeSettings(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
@@ -81,7 +103,9 @@ def serve_command(
     from multi2cap.serve.app import create_app
 
     model_id = checkpoint if not Path(checkpoint).exists() else Path(checkpoint).resolve().name
-    app = create_app(model, model_id=model_id, summary=summary, settings=settings)
+    app = create_app(
+        model, model_id=model_id, summary=summary, settings=settings, reranker=reranker
+    )
     err.print(f"serving {model_id} on http://{host}:{port} (page at /, API docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 

@@ -25,6 +25,7 @@ from multi2cap.metrics import combined
 from multi2cap.metrics._ngrams import build_ngram_table
 from multi2cap.metrics.bleu import bleu
 from multi2cap.metrics.cider import cider_d
+from multi2cap.metrics.clap import CLAP_KEYS, CLAP_MODEL_ENV, ClapMetrics, resolve_clap_model
 from multi2cap.metrics.meteor import MeteorScorer
 from multi2cap.metrics.resources import (
     ECHECKER_BASE_SHA256,
@@ -56,6 +57,9 @@ METRIC_KEYS = (
     "sbert_sim",
     "fense",
     "vocab",
+    "clap_sim",
+    "clap_sim_audio",
+    "mace",
 )
 #: The abbreviations the paper's tables use for each metric key (Table 2, Table 9).
 PAPER_LABELS = {
@@ -90,6 +94,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "sbert_sim": True,
     "fense": True,
     "vocab": True,
+    "clap_sim": True,
+    "clap_sim_audio": True,
+    "mace": True,
     "val_loss": False,
 }
 
@@ -132,6 +139,9 @@ _DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "spider": ("cider_d", "spice"),
     "spider_fl": ("cider_d", "spice", "fer"),
     "fense": ("sbert_sim", "fer"),
+    "clap_sim": ("clap",),
+    "clap_sim_audio": ("clap",),
+    "mace": ("clap", "fer"),
 }
 #: Metrics whose value needs at least two items (CIDEr-D's IDF is 0 on one item).
 _NEEDS_TWO_ITEMS = frozenset(("cider_d", "spider", "spider_fl"))
@@ -164,8 +174,10 @@ def resolve_metrics(metrics: str | Sequence[str]) -> tuple[str, ...]:
 class MetricAssets:
     """External assets (each `None` = environment variable, then default; see resources.py).
 
-    `device` runs the SBERT and echecker models; `allow_network` lets Hugging Face fetch a model
-    that is not cached (never needed when the assets are local folders).
+    `device` runs the SBERT, echecker and CLAP models; `allow_network` lets Hugging Face fetch a
+    model that is not cached (never needed when the assets are local folders). `clap_model`:
+    the CLAP of `clap_sim`, `clap_sim_audio`, `mace`; `mace_method`: `combined`, `text`, `audio`
+    (see `multi2cap.metrics.clap`).
     """
 
     java: str | None = None
@@ -175,6 +187,8 @@ class MetricAssets:
     echecker_bert: str | None = None
     device: str = "cpu"
     allow_network: bool = False
+    clap_model: str | None = None
+    mace_method: str = "combined"
 
 
 @dataclass
@@ -221,6 +235,8 @@ def _asset_problems(assets: MetricAssets) -> dict[str, str | None]:
         or check(lambda: resolve_sbert_model(assets.sbert_model)),
         "echecker": check(package("torch", "transformers"))
         or check(lambda: resolve_echecker(assets.echecker)),
+        "clap": check(package("torch", "transformers"))
+        or check(lambda: resolve_clap_model(assets.clap_model, allow_network=assets.allow_network)),
     }
 
 
@@ -229,6 +245,7 @@ _METRIC_ASSETS: dict[str, tuple[str, ...]] = {
     "spice": ("java", "coco_jars", "spice_lib"),
     "fer": ("echecker",),
     "sbert_sim": ("sbert",),
+    "clap": ("clap",),
 }
 
 
@@ -338,6 +355,15 @@ class Evaluator:
                 self.sbert_key = f"sbert_sim[{label}]"
                 self.fense_key = f"fense[{label}]"
             self.settings["sbert_model"] = self._sbert_path
+        self._clap: ClapMetrics | None = None
+        if "clap" in self._needed:
+            self._clap = ClapMetrics(
+                self.assets.clap_model,
+                self.assets.mace_method,
+                device=self.assets.device,
+                allow_network=self.assets.allow_network,
+            )
+            self.settings.update(self._clap.settings)
         self._meteor = MeteorScorer(java=self.assets.java) if "meteor" in self._needed else None
         self._sbert: Any = None
         self._echecker: Any = None
@@ -377,8 +403,9 @@ class Evaluator:
         not cached) makes its metrics unavailable: an error, or with `skip_unavailable` a reason.
         """
         loaders = (
-            ("fer", self._error_detector, ("fer", "fense", "spider_fl"), ECHECKER_BERT_ENV),
+            ("fer", self._error_detector, ("fer", "fense", "spider_fl", "mace"), ECHECKER_BERT_ENV),
             ("sbert_sim", self._sbert_scorer, ("sbert_sim", "fense"), SBERT_MODEL_ENV),
+            ("clap", lambda: self._clap and self._clap.scorer(), CLAP_KEYS, CLAP_MODEL_ENV),
         )
         for part, load, dependents, env in loaders:
             if part not in needed:
@@ -396,17 +423,30 @@ class Evaluator:
                 unavailable.update({k: reason for k in dependents if k in self.metrics})
 
     def __call__(
-        self, candidates: Sequence[str], mult_references: Sequence[Sequence[str]]
+        self,
+        candidates: Sequence[str],
+        mult_references: Sequence[Sequence[str]],
+        audio_paths: Sequence[str | os.PathLike[str]] | None = None,
     ) -> EvalResult:
-        return self.evaluate(candidates, mult_references)
+        return self.evaluate(candidates, mult_references, audio_paths)
 
     def evaluate(
-        self, candidates: Sequence[str], mult_references: Sequence[Sequence[str]]
+        self,
+        candidates: Sequence[str],
+        mult_references: Sequence[Sequence[str]],
+        audio_paths: Sequence[str | os.PathLike[str]] | None = None,
     ) -> EvalResult:
-        """Score `candidates[i]` against `mult_references[i]` (one or more references each)."""
+        """Score `candidates[i]` against `mult_references[i]` (one or more references each);
+        `audio_paths[i]` is item i's audio, for `clap_sim_audio` and `mace`."""
         _check_inputs(candidates, mult_references)
         unavailable = dict(self.unavailable)
         needed = set(self._needed)
+        if self._clap is not None:
+            keys = [k for k in self.metrics if k not in unavailable]
+            short = self._clap.missing_audio(keys, audio_paths, len(candidates))
+            if short and not self.skip_unavailable:
+                raise MetricUnavailableError("; ".join(f"{k}: {r}" for k, r in short.items()))
+            unavailable.update(short)
         if len(candidates) < 2:
             short = [k for k in self.metrics if k in _NEEDS_TWO_ITEMS and k not in unavailable]
             if short:
@@ -453,6 +493,11 @@ class Evaluator:
         if "sbert_sim" in per_item and "fer" in per_item:
             per_item["fense"] = combined.fluency_penalized(per_item["sbert_sim"], per_item["fer"])
             corpus["fense"] = _mean(per_item["fense"])
+        if "clap" in needed and self._clap is not None:
+            keys = [k for k in self.metrics if k not in unavailable]
+            fer = per_item.get("fer")
+            for key, values in self._clap.score(keys, cands, mrefs, audio_paths, fer).items():
+                corpus[key], per_item[key] = _mean(values), values
         settings = dict(self.settings)  # after the lazy model loads, which record theirs
         if tokenizer is not None:
             settings["tokenizer"] = tokenizer
@@ -489,6 +534,7 @@ class Evaluator:
     ) -> EvalResult:
         """Keep the requested metrics, under their reported keys."""
         rename = {"sbert_sim": self.sbert_key, "fense": self.fense_key}
+        rename.update(self._clap.keys if self._clap is not None else {})
         out_corpus = {}
         out_items = {}
         for key in self.metrics:
@@ -507,6 +553,8 @@ class Evaluator:
             self._meteor = None
         self._sbert = None
         self._echecker = None
+        if self._clap is not None:
+            self._clap.close()
 
     def __enter__(self) -> Evaluator:
         return self
@@ -550,6 +598,7 @@ def evaluate(
     metrics: str | Sequence[str] = "offline",
     tokenize: bool = True,
     skip_unavailable: bool = False,
+    audio_paths: Sequence[str | os.PathLike[str]] | None = None,
     **assets: Any,
 ) -> EvalResult:
     """Score a caption set once (see `Evaluator` to keep the JVM and models warm across calls).
@@ -558,4 +607,4 @@ def evaluate(
     or keys. `assets`: fields of `MetricAssets` (java, spice_lib, sbert_model, echecker, ...).
     """
     with Evaluator(metrics, tokenize=tokenize, skip_unavailable=skip_unavailable, **assets) as ev:
-        return ev.evaluate(candidates, mult_references)
+        return ev.evaluate(candidates, mult_references, audio_paths)

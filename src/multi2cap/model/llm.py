@@ -11,8 +11,11 @@ would hide the EOS target so the model never learns to stop).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -102,6 +105,40 @@ def build_tokenizer(spec: LlmSpec, tokenizer_dir: Path | None = None) -> PreTrai
             return AutoTokenizer.from_pretrained(spec.source)
     assert spec.tokenizer is not None
     return word_level_tokenizer(spec.tokenizer)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Ancestral sampling settings for `CaptionDecoder.generate` (candidates for re-ranking).
+
+    `temperature` divides the logits, `top_p` keeps the smallest set of tokens whose
+    probability reaches it (1.0 = all). `seed` seeds torch's generator for the call (the
+    global generator is restored after it), so a call with the same batch gives the same
+    samples; the draws of one prefix depend on the other prefixes of its batch."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError(
+                f"sampling needs temperature > 0 and 0 < top_p <= 1, found "
+                f"temperature={self.temperature}, top_p={self.top_p}"
+            )
+
+
+@contextmanager
+def _seeded(sampling: Sampling | None) -> Iterator[None]:
+    """torch's generators seeded with `sampling.seed` inside the block, restored after; nothing
+    changes without sampling."""
+    if sampling is None:
+        yield
+        return
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(sampling.seed)
+        yield
 
 
 @dataclass
@@ -235,8 +272,14 @@ class CaptionDecoder(nn.Module):
         max_new_tokens: int,
         length_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
+        num_return_sequences: int = 1,
+        sampling: Sampling | None = None,
     ) -> list[str]:
         """Greedy (`num_beams=1`) or beam-search captions for a batch of prefixes.
+
+        `num_return_sequences` (<= `num_beams`) captions per prefix come back grouped by prefix,
+        each group best beam first: `B * num_return_sequences` strings. With `sampling`, the
+        captions are drawn instead (`num_beams` is then ignored; see `Sampling`).
 
         Decoding uses exactly these settings: the backbone's own `generation_config` (sampling,
         repetition penalty, extra stop ids of chat checkpoints) is set aside during the call.
@@ -249,11 +292,26 @@ class CaptionDecoder(nn.Module):
         inputs = self.assemble(prefix, prefix_mask)
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
+        if sampling is None and not 1 <= num_return_sequences <= num_beams:
+            raise ValueError(
+                f"num_return_sequences must be 1..num_beams ({num_beams}), "
+                f"found {num_return_sequences}"
+            )
+        search: dict[str, Any] = (
+            dict(do_sample=False, num_beams=num_beams, length_penalty=length_penalty)
+            if sampling is None
+            else dict(
+                do_sample=True,
+                num_beams=1,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=0,  # top_p alone decides (GenerationConfig's default top_k is 50)
+            )
+        )
         settings = GenerationConfig(
-            do_sample=False,
-            num_beams=num_beams,
+            **search,
+            num_return_sequences=num_return_sequences,
             max_new_tokens=max_new_tokens,
-            length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size,
             repetition_penalty=1.0,
             eos_token_id=eos,
@@ -262,7 +320,7 @@ class CaptionDecoder(nn.Module):
         backbone_settings = self.model.generation_config
         self.model.generation_config = settings
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _seeded(sampling):
                 # The n-gram block applying to generated tokens only is what we want.
                 warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size`")
                 out = self.model.generate(

@@ -39,7 +39,7 @@ from multi2cap.model.config import (
 from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean, segment_weights
 from multi2cap.model.hf_audio import HfAudioEncoder, build_hf_encoder
 from multi2cap.model.hub import hub_asset
-from multi2cap.model.llm import CaptionDecoder
+from multi2cap.model.llm import CaptionDecoder, Sampling
 from multi2cap.model.step_share import AlignCache, StepShare
 from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
 from multi2cap.model.vision import VisionEncoder
@@ -432,6 +432,38 @@ class Multi2Cap(nn.Module):
         any length works (CED encodes long audio in chunks). Decoding options default to
         `config.generation`; inputs are batched by length to limit padding.
         """
+        candidates = self.caption_candidates(
+            waves_or_paths,
+            lengths,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            batch_size=batch_size,
+        )
+        return [group[0] for group in candidates]
+
+    @torch.no_grad()
+    def caption_candidates(
+        self,
+        waves_or_paths: AudioInput | Sequence[AudioInput],
+        lengths: Sequence[int] | Tensor | None = None,
+        *,
+        num_return_sequences: int = 1,
+        num_beams: int | None = None,
+        max_new_tokens: int | None = None,
+        length_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        sampled: int = 0,
+        sampling: Sampling | None = None,
+        batch_size: int = 8,
+    ) -> list[list[str]]:
+        """Several captions per input (inputs and options as in `caption`), in input order.
+
+        Each group holds the `num_return_sequences` best hypotheses of **one** beam search
+        (`num_beams` >= `num_return_sequences`; best first, so `group[0]` is `caption`'s
+        caption), then `sampled` captions drawn with `sampling` (default `Sampling()`) from the
+        same prefixes. Duplicates are kept: the caller decides what a duplicate means."""
         waves = _as_waves(waves_or_paths, lengths)
         gen = self.config.generation
         options = dict(
@@ -445,7 +477,7 @@ class Multi2Cap(nn.Module):
             ),
         )
         order = sorted(range(len(waves)), key=lambda i: -waves[i].shape[0])
-        results: dict[int, str] = {}
+        results: dict[int, list[str]] = {}
         with _eval_mode(self), _whole_root(self):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
@@ -457,8 +489,22 @@ class Multi2Cap(nn.Module):
                 if self.vfr is not None:
                     ground = self.vfr(tokens, segment_weights(mask, self.config.k))
                 prefix, prefix_mask = self.adapter(tokens, mask, ground)
-                texts = self.decoder.generate(prefix, prefix_mask, **options)
-                results.update(zip(idx, texts, strict=True))
+                beams = self.decoder.generate(
+                    prefix, prefix_mask, **options, num_return_sequences=num_return_sequences
+                )
+                n = num_return_sequences
+                for j, i in enumerate(idx):
+                    results[i] = beams[j * n : (j + 1) * n]
+                if sampled > 0:
+                    drawn = self.decoder.generate(
+                        prefix,
+                        prefix_mask,
+                        **options,
+                        num_return_sequences=sampled,
+                        sampling=sampling or Sampling(),
+                    )
+                    for j, i in enumerate(idx):
+                        results[i] += drawn[j * sampled : (j + 1) * sampled]
         return [results[i] for i in range(len(waves))]
 
     # ------------------------------------------------------------------ checkpoints
