@@ -84,6 +84,12 @@ class BuildConfig:
         unknown = set(self.steps) - set(STEPS)
         if unknown:
             raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
+        # checked here, not at the split step: that runs after every request was paid for
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise ValueError(
+                "--test-fraction / test_fraction must be in [0, 1] (0: no test split, 1: all "
+                f"test), found {self.test_fraction!r}"
+            )
 
 
 @dataclass
@@ -170,11 +176,16 @@ class VggCapsRecord(TypedDict):
 VGGCAPS_COLUMNS: tuple[str, ...] = tuple(VggCapsRecord.__annotations__)
 
 
-class Rejection(TypedDict):
-    """One output that post-processing rejected, and why."""
-
+class _RejectionBase(TypedDict):
     output: str | None
     reason: str
+
+
+class Rejection(_RejectionBase, total=False):
+    """One output that post-processing rejected, and why: `output` is its first 4,096
+    characters, `output_chars` its full length."""
+
+    output_chars: int
 
 
 class _FailureBase(TypedDict):
