@@ -117,6 +117,8 @@ def build_vggcaps(config: BuildConfig) -> BuildSummary:
     `FolderLockedError`), and torn last lines left by a killed run are cut off first."""
     start = time.monotonic()
     summary = BuildSummary(out=str(config.out))
+    if not config.dry_run and "caption" in config.steps and config.backend != "offline":
+        config.openai.api_key()  # a missing or unusable key stops the build before any work
     clips: list[Clip] = []
     ids: set[str] | None = None
     store = Store(config.out)
