@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from multi2cap.fsnames import printable
 from multi2cap.media.spectrogram_image import SpectrogramImageSettings
 from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings
 from multi2cap.vggcaps.catalog import CatalogError
@@ -20,7 +22,7 @@ from multi2cap.vggcaps.store import StoreWriteError
 from multi2cap.vggcaps.transport import DEFAULT_MAX_REPLY_BYTES
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # paths stay whole, copyable
 
 sub = typer.Typer(
     help="Build a VggCaps-style dataset: extract media, caption with a vision LLM (two stages), "
@@ -129,7 +131,7 @@ def _run(config_args: dict, steps: tuple[str, ...], dry_run: bool = False) -> No
         FileNotFoundError,
         StoreWriteError,
     ) as err:
-        err_console.print(f"[red]error:[/red] {err}")
+        err_console.print(f"[red]error:[/red] {escape(printable(err))}")
         raise typer.Exit(2) from None
     _print_summary(summary, dry_run)
     raise typer.Exit(summary.exit_code)

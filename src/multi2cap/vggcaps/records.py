@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict, get_args
 
+from multi2cap.fsnames import printable
 from multi2cap.vggcaps.backends import OpenAISettings
 from multi2cap.vggcaps.catalog import ClipSpec
 from multi2cap.vggcaps.cost import Estimate, Prices
@@ -79,6 +80,13 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if printable(self.out) != str(self.out):
+            raise ValueError(
+                f"--out {printable(self.out)}: the output folder's name is not UTF-8 (shown "
+                "with \\xNN escapes); its paths go into manifest.jsonl as text and to "
+                "decoders that need UTF-8: pick or rename a folder with a UTF-8 name (video "
+                "folders may have any name)"
+            )
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         unknown = set(self.steps) - set(STEPS)
