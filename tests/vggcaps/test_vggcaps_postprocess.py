@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import random
+import re
+import time
+from collections.abc import Callable
+
 import pytest
 
 from multi2cap.vggcaps import postprocess as pp
@@ -77,3 +82,93 @@ def test_postprocess_cleans_then_accepts_or_rejects_per_stage() -> None:
     assert pp.postprocess(visual, "dog barking", 1).reason.startswith("refers to visual")
     assert pp.postprocess(visual, "dog barking", 2).caption == visual
     assert pp.postprocess(None, "x", 2).reason == "empty output"
+
+
+# ------------------------------------------------------------------ linear on hostile input
+
+
+def _collapse_quadratic(sentence: str, longest: int = 6) -> str:
+    """The first `_collapse_repeated_ngrams` (deleting in place), kept as the oracle."""
+    words = sentence.split(" ")
+    keys = [re.sub(r"\W", "", w).lower() for w in words]
+    changed = True
+    while changed:
+        changed = False
+        for n in range(min(longest, len(words) // 2), 0, -1):
+            i = 0
+            while i + 2 * n <= len(words):
+                if all(keys[i : i + n]) and keys[i : i + n] == keys[i + n : i + 2 * n]:
+                    del words[i + n : i + 2 * n], keys[i + n : i + 2 * n]
+                    changed = True
+                else:
+                    i += 1
+    return " ".join(words)
+
+
+def _random_caption(rng: random.Random) -> str:
+    """A caption-like word sequence with stutters: phrases of 1-7 words said 2-4 times."""
+    vocab = "a dog barks loudly the engine roars , rain falls on tin roof . birds sing -- A Dog"
+    words = [rng.choice(vocab.split()) for _ in range(rng.randint(0, 40))]
+    for _ in range(rng.randint(0, 4)):
+        at, length = rng.randint(0, len(words)), rng.randint(1, 7)
+        words[at:at] = words[at : at + length] * rng.randint(1, 3)
+    return " ".join(words)
+
+
+def test_the_linear_collapse_equals_the_first_one_on_captions() -> None:
+    rng = random.Random(26)
+    for _ in range(1000):
+        text = _random_caption(rng)
+        assert pp._collapse_repeated_ngrams(text) == _collapse_quadratic(text), text
+
+
+def _cpu_seconds(work: Callable[[], object]) -> float:
+    """Least CPU time of three runs (CPU, not wall time: other processes do not count)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        work()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def _growth(work: Callable[[str], object], make: Callable[[int], str], n: int) -> float:
+    """CPU time of `work` on `make(8 n)` over its time on `make(n)`: about 8 when linear, 64
+    when quadratic."""
+    small, large = make(n), make(8 * n)
+    return _cpu_seconds(lambda: work(large)) / max(_cpu_seconds(lambda: work(small)), 1e-4)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda n: "la " * n, id="one word"),
+        pytest.param(lambda n: "the la " * (n // 2), id="two words"),
+        pytest.param(lambda n: "a b c d e f " * (n // 6), id="six words"),
+    ],
+)
+def test_the_repeated_phrase_collapse_is_linear(make: Callable[[int], str]) -> None:
+    # a reply looping to the cap; the first collapse took 3.55 s on 1 MB, 38-50x the time for
+    # 8x the words at these sizes (25k -> 200k words)
+    ratio = _growth(pp._collapse_repeated_ngrams, make, 25_000)
+    assert ratio < 20, f"8x the words took {ratio:.1f}x the CPU time"
+
+
+def test_stripping_wrappers_is_linear_over_a_run_of_spaces() -> None:
+    # the prefix pattern backtracked over the spaces after '>': 4.9 s for 8,000 of them
+    ratio = _growth(pp.clean, lambda n: ">" + " " * n + "A dog barks.", 500)
+    assert ratio < 20, f"8x the text took {ratio:.1f}x the CPU time"
+
+
+def test_a_one_megabyte_loop_cut_at_the_token_cap_is_rejected() -> None:
+    looping = "A dog barks in the yard. " + "la " * 333_000  # ~1 MB
+    outcome = pp.postprocess(looping, "dog barking", 1, cut_at_token_cap=True)
+    assert outcome.caption is None and outcome.reason is not None
+    assert outcome.reason.startswith("cut off at the token cap while repeating itself")
+    # not cut at the cap: the same loop is cleaned as before (and stays a rejection elsewhere)
+    assert pp.postprocess("A dog barks in the yard. la la la la la", "x", 1).caption == (
+        "A dog barks in the yard. la."
+    )
+    # a stutter in a caption cut at the cap is no loop
+    stutter = pp.postprocess("A dog barks barks in the sunny yard", "x", 1, cut_at_token_cap=True)
+    assert stutter.caption == "A dog barks in the sunny yard."

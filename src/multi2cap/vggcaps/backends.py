@@ -2,7 +2,9 @@
 
 - `OpenAIChatBackend`: Chat Completions through `openai.AsyncOpenAI` with the SDK's own retries
   switched off (`max_retries=0`) so the retry loop here is visible (progress bar), testable, and
-  honours `Retry-After`; requests/min and tokens/min limits; a per-request timeout. The body is
+  honours `Retry-After`; requests/min and tokens/min limits; a deadline on each whole request
+  (connect, first byte and body) and a cap on the bytes read (`multi2cap.vggcaps.transport`),
+  so an endpoint that trickles or floods costs one failed try, not the build. The body is
   posted with the SDK's documented raw `client.post` (same endpoint, auth, errors and timeouts as
   `chat.completions.create`) because the typed path re-walks every base64 image per request and
   cost about half of our per-request CPU.
@@ -24,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import soundfile
 from PIL import Image
@@ -32,6 +34,12 @@ from PIL import Image
 from multi2cap.vggcaps.cost import CHARS_PER_TOKEN, image_tokens
 from multi2cap.vggcaps.descriptors import describe_audio, describe_image
 from multi2cap.vggcaps.offline import offline_stage1, offline_stage2
+from multi2cap.vggcaps.transport import (
+    DEFAULT_MAX_REPLY_BYTES,
+    ReplyTooLarge,
+    capped_http_client,
+    check_base_url,
+)
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 # answers that would be the same for every clip: the build stops with the reason
@@ -47,6 +55,12 @@ ABSURD_FLOOR = 20_000
 UNREACHABLE_AFTER = 8
 log = logging.getLogger(__name__)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# what an API key may hold: printable ASCII without spaces (it travels in an HTTP header)
+KEY_CHARS = re.compile(r"[\x21-\x7e]+")
+ImageDetail = Literal["low", "high", "auto"]
+MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
+IMAGE_DETAILS: tuple[ImageDetail, ...] = get_args(ImageDetail)
+MAX_TOKENS_PARAMS: tuple[MaxTokensParam, ...] = get_args(MaxTokensParam)
 
 
 class RequestFailed(Exception):
@@ -67,13 +81,18 @@ class OpenAISettings:
     """Endpoint and request settings shared by the `openai` and `openai-batch` backends.
 
     `api_key_env` names the environment variable holding the key (the key itself is never a
-    setting). `timeout_s` bounds one HTTP request; `max_retries` counts retries after the first
-    try; backoff doubles from `backoff_base_s` up to `backoff_max_s` with jitter, unless the server
+    setting). `timeout_s` bounds one whole HTTP request (connect, first byte and the whole body,
+    however slowly the endpoint sends it); `max_reply_bytes` caps the bytes read from one reply
+    (more is a failed try, retried like a malformed reply); `max_retries` counts retries after
+    the first try; backoff doubles from `backoff_base_s` up to `backoff_max_s` with jitter, unless the server
     sends `Retry-After`, which is honoured up to `max_retry_after_s`. `rpm`/`tpm` are
     requests/tokens per minute (None: unlimited); a request takes its estimated tokens from the
     tokens/min bucket before it is sent and is settled with the reported usage afterwards.
     `temperature` and `max_tokens` are omitted from the request when None; `max_tokens_param` is
     `max_completion_tokens` for o-series models. `image_detail` is OpenAI's `low|high|auto`.
+
+    Every value is checked here, when the settings are made, so a bad option stops the build
+    before anything is extracted or paid for (a `ValueError` naming the option and the value).
     """
 
     model: str = "gpt-4o"
@@ -89,10 +108,12 @@ class OpenAISettings:
     tpm: float | None = None
     temperature: float | None = None
     max_tokens: int | None = 300
-    max_tokens_param: str = "max_tokens"
-    image_detail: str = "low"
+    max_tokens_param: MaxTokensParam = "max_tokens"
+    image_detail: ImageDetail = "low"
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
 
     def __post_init__(self) -> None:
+        self._check_values()
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -111,12 +132,62 @@ class OpenAISettings:
                 "`export OPENAI_API_KEY=...`, and pass the variable's name"
             )
 
+    def _check_values(self) -> None:
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError(
+                f"--timeout / timeout_s must be a positive number of seconds, found "
+                f"{self.timeout_s!r}"
+            )
+        if self.max_tokens is not None and not self.max_tokens >= 1:
+            raise ValueError(
+                f"--max-tokens / max_tokens must be at least 1, found {self.max_tokens!r}"
+            )
+        if self.temperature is not None and not (
+            math.isfinite(self.temperature) and self.temperature >= 0
+        ):
+            raise ValueError(
+                f"--temperature / temperature must be 0 or more, found {self.temperature!r}"
+            )
+        if self.image_detail not in IMAGE_DETAILS:
+            raise ValueError(
+                f"--image-detail / image_detail must be one of {', '.join(IMAGE_DETAILS)}, "
+                f"found {self.image_detail!r}"
+            )
+        if self.max_tokens_param not in MAX_TOKENS_PARAMS:
+            raise ValueError(
+                f"--max-tokens-param / max_tokens_param must be one of "
+                f"{', '.join(MAX_TOKENS_PARAMS)}, found {self.max_tokens_param!r}"
+            )
+        if not self.max_reply_bytes >= 1024:
+            raise ValueError(
+                f"--max-reply-bytes / max_reply_bytes must be at least 1024, found "
+                f"{self.max_reply_bytes!r}"
+            )
+        if self.base_url is not None:
+            check_base_url(self.base_url)
+
     def api_key(self) -> str:
+        """The key from the variable named by `api_key_env`. A key that could not be sent in an
+        HTTP header (a trailing CR/LF from a pasted file, a space, non-ASCII characters) is
+        refused here, naming the variable and never showing the value: sent, it read as
+        "server not reachable" or failed every clip as a malformed response."""
         key = os.environ.get(self.api_key_env)
         if not key:
             raise BackendConfigError(
                 f"environment variable {self.api_key_env} is not set; export the API key there "
                 "(local servers accept any value, e.g. EMPTY)"
+            )
+        if not KEY_CHARS.fullmatch(key):
+            if key != key.strip():
+                found = "starts or ends with whitespace or a line break (CR/LF)"
+            elif not key.isascii():
+                found = "holds non-ASCII characters"
+            else:
+                found = "holds spaces or control characters"
+            raise BackendConfigError(
+                f"the API key in environment variable {self.api_key_env} {found} (value not "
+                "shown); an API key is printable ASCII without spaces: export it again, e.g. "
+                f"`export {self.api_key_env}=\"$(tr -d '\\r\\n' < keyfile)\"`"
             )
         return key
 
@@ -137,12 +208,14 @@ class StageRequest:
 
 @dataclass(frozen=True)
 class Completion:
-    """The model's text (None when it sent no content) and token usage."""
+    """The model's text (None when it sent no content), token usage, and why the model stopped
+    (`finish_reason`: `stop`, `length` when it hit the token cap, None when not sent)."""
 
     text: str | None
     prompt_tokens: int
     completion_tokens: int
     refusal: str | None = None
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -222,11 +295,13 @@ def parse_chat_response(payload: Any) -> Completion:
     usage = payload.get("usage") or {}
     if not isinstance(usage, dict):
         raise ValueError("usage is not an object")
+    finish_reason = choices[0].get("finish_reason")
     return Completion(
         text=_content_text(message.get("content")),
         prompt_tokens=_token_count(usage, "prompt_tokens"),
         completion_tokens=_token_count(usage, "completion_tokens"),
         refusal=refusal,
+        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
     )
 
 
@@ -399,6 +474,7 @@ class OpenAIChatBackend:
             base_url=self.settings.base_url,
             max_retries=0,
             timeout=self.settings.timeout_s,
+            http_client=capped_http_client(self.settings.max_reply_bytes),
         )
         self._slots = asyncio.Semaphore(max(1, self.settings.concurrency))
         self._rpm = RateLimiter(self.settings.rpm)
@@ -428,9 +504,11 @@ class OpenAIChatBackend:
                 self.stats.in_flight += 1
                 self.stats.requests += 1
                 try:
-                    payload = await self._client.post(
-                        "/chat/completions", cast_to=object, body=body
-                    )
+                    # the SDK's timeout bounds each phase and read; this bounds the whole try
+                    async with asyncio.timeout(self.settings.timeout_s):
+                        payload = await self._client.post(
+                            "/chat/completions", cast_to=object, body=body
+                        )
                     self._answered = True
                     completion = guard.check(parse_chat_response(payload), self.stats)
                     self._tpm.settle(
@@ -450,12 +528,15 @@ class OpenAIChatBackend:
                     reason = f"HTTP {status} from the endpoint"
                     retryable = status in RETRYABLE_STATUS or status >= 500
                     delay = retry_after_seconds(err.response.headers) if retryable else None
-                except openai.APITimeoutError:
+                except (openai.APITimeoutError, TimeoutError):
                     reason, retryable, delay = (
                         f"timed out after {self.settings.timeout_s:g} s",
                         True,
                         None,
                     )
+                except ReplyTooLarge as err:
+                    self._answered = True
+                    reason, retryable, delay = err.reason, True, None
                 except openai.APIConnectionError as err:
                     self._refused += not self._answered
                     if self._refused >= UNREACHABLE_AFTER:

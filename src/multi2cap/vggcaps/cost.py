@@ -24,6 +24,15 @@ class Prices:
     output_per_m: float = GPT4O_OUTPUT_PER_M
     batch_discount: float = BATCH_DISCOUNT
 
+    def __post_init__(self) -> None:
+        for name, what in (
+            ("--price-input / input_per_m", self.input_per_m),
+            ("--price-output / output_per_m", self.output_per_m),
+            ("batch_discount", self.batch_discount),
+        ):
+            if not (math.isfinite(what) and what >= 0):
+                raise ValueError(f"{name} must be a number >= 0, found {what!r}")
+
     def cost(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
         factor = self.batch_discount if batch else 1.0
         return (
