@@ -176,6 +176,18 @@ def main() -> None:
         looping = "A dog barks in the yard. " + "la " * 333_000
         seconds = cpu_seconds(lambda: postprocess.postprocess(looping, "dog barking", 1))
         print(f"post-processing a 1-MB looping reply: {seconds:.2f} CPU s")
+        # growth for 8x the input: about 8 when linear, 64 when quadratic (the review's
+        # collapse: 38-50x; a run of spaces after '>' backtracked in the prefix pattern)
+        for name, make, n in (
+            ("one looping word", lambda k: "la " * k, 25_000),
+            ("a six-word loop", lambda k: "a b c d e f " * (k // 6), 25_000),
+            ("spaces after '>'", lambda k: ">" + " " * k + "A dog barks.", 500),
+        ):
+            small, large = make(n), make(8 * n)
+            grow = cpu_seconds(lambda t=large: postprocess.clean(t)) / max(
+                cpu_seconds(lambda t=small: postprocess.clean(t)), 1e-4
+            )
+            print(f"post-processing growth for 8x the input ({name}): {grow:.1f}x CPU time")
     if "huge" in args.only:
         result = attack(["huge"], 2, args, max_retries=1)
         report(f"a {args.huge_mb:g}-MB reply among 2 clips", result)
