@@ -83,6 +83,8 @@ def _handler(hub: LoopbackHub) -> type[BaseHTTPRequestHandler]:
         def _send_json(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
+            if status == 404:
+                self.send_header("X-Error-Code", "RepoNotFound")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -160,7 +160,12 @@ def _hf_snapshot(
             return
         except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as err:
             raise DownloadError(f"{address} not found on the hub: {_first_line(err)}") from err
-        except (HfHubHTTPError, OSError) as err:
+        except HfHubHTTPError as err:
+            status = err.response.status_code if err.response is not None else None
+            if status in (401, 403, 404):  # the hub answers 401 for a repo it does not know
+                raise DownloadError(f"{address} not found on the hub: {_first_line(err)}") from err
+            last = _first_line(err)
+        except OSError as err:
             last = _first_line(err)
         except Exception as err:  # httpx's transport errors (connection reset, timeouts)
             if type(err).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore"):
