@@ -57,10 +57,13 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch", reason="needs torch")
     transformers = pytest.importorskip("transformers", reason="needs transformers")
     folder = tmp_path_factory.mktemp("tiny-bert")
-    (folder / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n"
-    )
-    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    # transformers 5 takes the vocabulary itself (`vocab_file=` is silently ignored: every
+    # word would become [UNK]).
+    tokenizer = transformers.BertTokenizer(vocab={t: i for i, t in enumerate(tokens)})
+    assert tokenizer("a dog")["input_ids"] == [2, 5, 6, 3]
+    tokenizer.save_pretrained(folder)
     config = transformers.BertConfig(
         vocab_size=len(WORDS) + 5,
         hidden_size=32,
