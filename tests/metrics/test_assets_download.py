@@ -23,6 +23,7 @@ from asset_servers import FENSE_DIR, MAVEN_DIR, StaticServer, fake_jar, static_s
 from loopback_hub import LoopbackHub, loopback_hub
 from typer.testing import CliRunner
 
+from multi2cap.assets import AssetNotFoundError, java_executable
 from multi2cap.cli.main import app
 from multi2cap.download import DownloadError, Retry, fetch
 from multi2cap.metrics import evaluate, metric_availability
@@ -56,6 +57,13 @@ def _env(assets: Path, **extra: str) -> dict[str, str]:
         "COLUMNS": "400",
         **extra,
     }
+
+
+def _java() -> str | None:
+    try:
+        return str(java_executable())
+    except AssetNotFoundError:
+        return None
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -106,6 +114,7 @@ def servers(tiny_sbert: Path, tiny_bert: Path, echecker_ckpt: Path) -> Iterator[
 def test_all_in_one_command_resumes_refuses_a_bad_checksum_and_is_found(
     servers: Servers, tmp_path: Path, tiny_sbert: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    java = _java()
     """`assets download all` through the three layouts: SPICE's models jar is cut after 100 kB
     and resumed; the FENSE file served is not the paper's checkpoint, so its sha256 is refused and
     nothing of FENSE is installed; SBERT comes through the hub API. Exit 1 lists the failure."""
@@ -147,6 +156,10 @@ def test_all_in_one_command_resumes_refuses_a_bad_checksum_and_is_found(
     assert availability["sbert_sim"] is None
     assert "assets download fense" in availability["fense"]
     assert spice_lib_dir() == lib
+    if java is not None:  # SPICE starts with the installed jars on its class path (stand-ins:
+        # no CoreNLP classes in them, so it stops at the first one)
+        with pytest.raises(RuntimeError, match=r"SPICE failed .*edu[./]stanford[./]nlp"):
+            evaluate(["a dog", "rain"], [["a dog barks"], ["rain falls"]], metrics="spice")
     cands, mrefs = ["a dog barks", "rain falls on the roof"], [["a dog"], ["rain on a roof"]]
     result = evaluate(cands, mrefs, metrics="sbert_sim", tokenize=False)
     from sentence_transformers import SentenceTransformer
