@@ -133,6 +133,7 @@ def test_all_in_one_command_resumes_refuses_a_bad_checksum_and_is_found(
 
     lib = assets / "spice" / "lib"
     assert sorted(p.name for p in lib.iterdir()) == sorted(CORENLP_360_JARS)  # no .part
+    assert not (assets / "spice" / ".staging").exists()
     assert (lib / CORENLP_360_JARS[1]).read_bytes() == files.files[MODELS_JAR]
     sbert = assets / "sbert" / PAPER_SBERT_MODEL.replace("/", "--")
     assert (sbert / "model.safetensors").read_bytes() == (
@@ -235,6 +236,8 @@ def test_the_hub_side_names_its_address_and_respects_offline_mode(
     servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub = servers.hub
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    assert Sources().hub == hub.url  # HF_ENDPOINT when --hf-endpoint is not given
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(DownloadError, match="HF_HUB_OFFLINE"):
         install_sbert(tmp_path, Sources(hf_endpoint=hub.url), FAST)

@@ -58,6 +58,15 @@ def download(
     """Download metric assets once: resumable, verified, never half-installed."""
     from rich.console import Console
     from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     from multi2cap.download import DownloadError, Retry
     from multi2cap.metrics.install import ASSETS, Installed, Sources, install
@@ -80,13 +89,28 @@ def download(
             where = escape(", ".join(str(p) for p in outcome.paths))
             console.print(f"[green]{escape(label)} installed:[/green] {where}", soft_wrap=True)
 
-    with err.status(f"Downloading {', '.join(chosen)} into {root}"):
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(url: str, done: int, total: int | None) -> None:
+            if url not in tasks:
+                tasks[url] = bars.add_task(url.rsplit("/", 1)[-1], total=total)
+            bars.update(tasks[url], completed=done, total=total)
+
         results = install(
             chosen,
             root=root,
             sources=sources,
             retry=Retry(attempts=retries),
             force=force,
+            progress=progress,
             report=report,
         )
     failed = [name for name, outcome in results.items() if isinstance(outcome, DownloadError)]

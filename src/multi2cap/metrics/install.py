@@ -17,6 +17,7 @@ never see half an asset. Nothing here runs unless the user asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -78,6 +79,13 @@ def _staging(root: Path, asset: str) -> Path:
     return folder
 
 
+def _drop_if_empty(folder: Path) -> None:
+    """Remove a staging folder once everything in it has moved into place (one that is not
+    empty keeps a partial download for the next run to resume)."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def _move_into_place(staged: Path, final: Path) -> None:
     """Rename a verified file or folder to its final name (replacing an older copy)."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +122,7 @@ def install_spice(
         fetch(url, staging / name, ("sha1", sha1), retry, progress)
     for name, final in zip(CORENLP_360_JARS, finals, strict=True):
         _move_into_place(staging / name, final)
+    _drop_if_empty(staging)
     return Installed("spice", finals)
 
 
@@ -195,6 +204,7 @@ def install_sbert(
     if not (staged / "config.json").is_file():
         raise DownloadError(f"{sources.hub}/{PAPER_SBERT_MODEL}: the snapshot has no config.json")
     _move_into_place(staged, final)
+    _drop_if_empty(staged.parent)
     return Installed("sbert", [final])
 
 
@@ -235,6 +245,7 @@ def install_fense(
         _hf_snapshot(model_type, bert_staged, BERT_CONFIG_FILES, sources, retry)
         _move_into_place(bert_staged, bert_final)
     _move_into_place(staged, final)
+    _drop_if_empty(staging)
     return Installed("fense", [final, bert_final])
 
 
