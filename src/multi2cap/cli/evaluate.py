@@ -3,6 +3,7 @@ the work is in `multi2cap.metrics`)."""
 
 from __future__ import annotations
 
+import warnings
 from enum import StrEnum
 from pathlib import Path
 
@@ -32,7 +33,11 @@ def evaluate_command(
         "of {id, captions}.",
     ),
     metrics: str = typer.Option(
-        "offline", "--metrics", "-m", help="`offline`, `paper`, `all` or keys: bleu_1,meteor,..."
+        "offline",
+        "--metrics",
+        "-m",
+        help="A set (offline, paper, default, dcase2020, dcase2023, dcase2024, bleu, all) or "
+        "keys: bleu_1,meteor,... (docs/metrics.md lists them).",
     ),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write scores.json here."),
     per_item: Path | None = typer.Option(None, "--per-item", help="Write per-item CSV here."),
@@ -57,6 +62,11 @@ def evaluate_command(
     echecker_bert: str | None = typer.Option(
         None, "--echecker-bert", help="Echecker base BERT folder (env MULTI2CAP_FENSE_BERT)."
     ),
+    bert_score_model: str | None = typer.Option(
+        None,
+        "--bert-score-model",
+        help="BERTScore encoder folder (env MULTI2CAP_BERT_SCORE_MODEL; default roberta-large).",
+    ),
     clap_model: str | None = typer.Option(
         None,
         "--clap-model",
@@ -74,13 +84,15 @@ def evaluate_command(
         "--mace-method",
         help="Which CLAP-sim MACE uses: combined (mean of text and audio), text, audio.",
     ),
-    device: str = typer.Option("cpu", "--device", help="torch device for SBERT/echecker/CLAP."),
+    device: str = typer.Option(
+        "cpu", "--device", help="torch device for SBERT / echecker / BERTScore / CLAP."
+    ),
     allow_network: bool = typer.Option(
         False, "--allow-network", help="Let Hugging Face download models that are not cached."
     ),
 ) -> None:
     """Score predicted captions against references (BLEU, ROUGE-L, METEOR, CIDEr-D, ...)."""
-    from multi2cap.metrics import MetricUnavailableError, evaluate
+    from multi2cap.metrics import MetricUnavailableError, MetricWarning, evaluate
     from multi2cap.metrics.files import (
         CaptionFileError,
         align,
@@ -106,7 +118,12 @@ def evaluate_command(
                 + (" ..." if len(empty) > 10 else "")
             )
         audio_paths = _audio_paths(audio_dir, ids)
-        with err.status(f"Scoring {len(ids)} items (METEOR's JVM takes 10-30 s to start)"):
+        with (
+            err.status(f"Scoring {len(ids)} items (METEOR's JVM takes 10-30 s to start)"),
+            warnings.catch_warnings(),
+        ):
+            # A metric left out (one item) is listed below with its reason: no Python warning.
+            warnings.simplefilter("ignore", MetricWarning)
             result = evaluate(
                 candidates,
                 mult_references,
@@ -118,11 +135,12 @@ def evaluate_command(
                 sbert_model=sbert_model,
                 echecker=echecker,
                 echecker_bert=echecker_bert,
-                device=device,
-                allow_network=allow_network,
+                bert_score_model=bert_score_model,
                 clap_model=clap_model,
                 mace_method=mace_method.value,
                 audio_paths=audio_paths,
+                device=device,
+                allow_network=allow_network,
             )
     except (CaptionFileError, MetricUnavailableError, ValueError) as error:
         bad_input(str(error))
@@ -134,15 +152,17 @@ def evaluate_command(
     table.add_column("metric")
     table.add_column("score x100", justify="right")
     for key, value in result.corpus.items():
-        if key == "vocab":
-            table.add_row("vocab (count, not x100)", f"{value:.0f}")
+        if key.startswith("vocab.ratio"):
+            table.add_row(f"{key} (ratio, not x100)", f"{value:.3f}")
+        elif key.startswith("vocab"):
+            table.add_row(f"{key} (words, not x100)", f"{value:.1f}".removesuffix(".0"))
         else:
             table.add_row(key, f"{100 * value:.2f}")
     for key in result.unavailable:
         table.add_row(key, "[yellow]unavailable[/yellow]")
     console.print(table)
-    for key, reason in result.unavailable.items():
-        err.print(f"[yellow]{key} unavailable:[/yellow] {reason}")
+    for keys, reason in result.unavailable_grouped():  # each missing asset explained once
+        err.print(f"[yellow]{', '.join(keys)} unavailable:[/yellow] {escape(reason)}")
     if output is not None:
         write_scores(
             output,

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "info",
     "data",
     "evaluate",
+    "assets",
     "vggcaps",
     "analyze",
     "analyze_model",
