@@ -88,19 +88,35 @@ def test_bf16_decoder_tracks_the_fp32_losses() -> None:
 
 
 def test_auto_dtype_is_fp32_on_cpu_and_bf16_with_a_bf16_gpu(monkeypatch) -> None:
-    assert llm.resolve_llm_dtype("auto") == (
+    assert llm.resolve_llm_dtype("auto", "cuda") == (
         torch.bfloat16 if llm._cuda_has_bf16() else torch.float32
     )
     assert Multi2CapConfig.tiny(CAPTIONS).llm.dtype == "auto"
-    if not torch.cuda.is_available():
-        assert llm.resolve_llm_dtype("auto") == torch.float32
-        model = Multi2Cap(Multi2CapConfig.tiny(CAPTIONS))
-        assert model.decoder.embed_dtype == torch.float32
-    monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: True)
-    assert llm.resolve_llm_dtype("auto") == torch.bfloat16
-    assert llm.resolve_llm_dtype("float32") == torch.float32  # explicit dtypes win
+    assert llm.resolve_llm_dtype("auto") == torch.float32  # built on the CPU
     model = Multi2Cap(Multi2CapConfig.tiny(CAPTIONS))
+    assert model.decoder.embed_dtype == torch.float32
+    monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: True)  # a machine with a bf16 GPU
+    assert llm.resolve_llm_dtype("auto", "cuda:0") == torch.bfloat16
+    assert llm.resolve_llm_dtype("auto", torch.device("cpu")) == torch.float32
+    assert llm.resolve_llm_dtype("float32", "cuda") == torch.float32  # explicit dtypes win
+    assert llm.resolve_llm_dtype("bfloat16", "cpu") == torch.bfloat16
+    model = Multi2Cap(Multi2CapConfig.tiny(CAPTIONS), device="cuda")  # resolved, not moved
     assert model.decoder.embed_dtype == torch.bfloat16
     assert {p.dtype for p in model.trainable_parameters()} == {torch.float32}
     monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: False)
-    assert llm.resolve_llm_dtype("auto") == torch.float32
+    assert llm.resolve_llm_dtype("auto", "cuda") == torch.float32
+
+
+def test_auto_dtype_follows_the_device_a_checkpoint_is_loaded_on(tmp_path, monkeypatch) -> None:
+    """`multi2cap caption --device cpu` on a GPU machine: the decoder loads in fp32 (before,
+    `auto` looked only at whether a bf16 GPU was present, and gave bf16 on the CPU, where
+    bf16 matmuls are slow)."""
+    Multi2Cap(Multi2CapConfig.tiny(CAPTIONS), load_vision=False).save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: True)
+    on_cpu = Multi2Cap.from_pretrained(tmp_path / "m", device="cpu")
+    assert on_cpu.decoder.embed_dtype == torch.float32
+    assert Multi2Cap.from_pretrained(tmp_path / "m").decoder.embed_dtype == torch.float32
+    # for a GPU (not moved here, this machine may have none) the same checkpoint is bf16
+    for_gpu = Multi2Cap.from_pretrained(tmp_path / "m", device="cuda", move=False)
+    assert for_gpu.decoder.embed_dtype == torch.bfloat16
+    assert next(for_gpu.parameters()).device.type == "cpu"

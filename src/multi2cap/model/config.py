@@ -138,8 +138,8 @@ class LlmSpec(_Strict):
     """Causal LM decoder: hub id / local path (its own tokenizer), or an inline config of one of
     the families below with random weights and a `tokenizer` spec.
 
-    `dtype` is the frozen decoder's weight dtype; `auto` (default) is bfloat16 when a CUDA
-    device with bf16 support is present and float32 otherwise (`llm.resolve_llm_dtype`).
+    `dtype` is the frozen decoder's weight dtype; `auto` (default) is bfloat16 when the model
+    runs on a CUDA device with bf16 support and float32 otherwise (`llm.resolve_llm_dtype`).
     Trainable weights (LoRA included) are float32 whatever it is."""
 
     source: str | None = "meta-llama/Llama-3.2-3B"
