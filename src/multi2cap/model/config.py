@@ -161,10 +161,15 @@ class LlmSpec(_Strict):
 
 
 class GenerationSpec(_Strict):
-    """Decoding defaults for `Multi2Cap.caption` (beam search when `num_beams` > 1)."""
+    """Decoding defaults for `Multi2Cap.caption` (beam search when `num_beams` > 1).
+
+    `max_new_tokens` defaults to the model's `max_caption_tokens` (set by `Multi2CapConfig`
+    when a config leaves it out): decoding can then emit any caption training kept, EOS
+    included, in the decoder's own tokens (before, 50, below the 96 that training keeps).
+    Decoding stops at EOS, so the budget costs nothing on captions that end sooner."""
 
     num_beams: int = Field(4, ge=1)
-    max_new_tokens: int = Field(50, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = Field(0, ge=0)
 
@@ -195,6 +200,21 @@ class Multi2CapConfig(_Strict):
     prompt: str = DEFAULT_PROMPT
     max_caption_tokens: int = Field(96, ge=1)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_what_training_keeps(cls, data: Any) -> Any:
+        """A `generation.max_new_tokens` left out follows `max_caption_tokens`."""
+        if not isinstance(data, dict) or "max_caption_tokens" not in data:
+            return data
+        generation = data.get("generation")
+        if isinstance(generation, GenerationSpec):
+            if "max_new_tokens" in generation.model_fields_set:
+                return data
+            generation = generation.model_dump(exclude_unset=True)
+        generation = dict(generation or {})
+        generation.setdefault("max_new_tokens", data["max_caption_tokens"])
+        return {**data, "generation": generation}
 
     @model_validator(mode="after")
     def _check(self) -> Multi2CapConfig:
