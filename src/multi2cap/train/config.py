@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from multi2cap.data.dataset import EpochUnit
 from multi2cap.io import atomic_write_text
 from multi2cap.metrics import higher_is_better
 from multi2cap.model.config import Stage
@@ -43,6 +44,12 @@ class DataConfig(_Section):
         None, gt=0, description="CLIP input side in pixels; None: the vision encoder's own"
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device")
+    epoch_unit: EpochUnit = Field(
+        "caption",
+        description="what an epoch covers: caption (every (clip, caption) row once, the rows "
+        "the paper's Table 1 counts) or clip (every clip once, with one of its captions drawn "
+        "at random)",
+    )
 
 
 class AugmentConfig(_Section):
