@@ -109,7 +109,12 @@ class EvalConfig(_Section):
     best_metric: str = "cider_d"
     best_mode: Literal["max", "min", "auto"] = "auto"
     num_beams: int = Field(3, gt=0)
-    max_new_tokens: int = Field(30, gt=0)
+    max_new_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="decoding budget in the decoder's tokens; None: the model's "
+        "generation.max_new_tokens (by default its max_caption_tokens, what training keeps)",
+    )
     select_path: Literal["trained", "audio_only"] = Field(
         "trained",
         description="pre-training: select the best checkpoint on the path it trains (g from the "
@@ -177,6 +182,12 @@ class TrainConfig(_Section):
     stage: Stage = "pretrain"
     seed: int = 0
     init_from: str | None = None
+    warn_without_init_from: bool = Field(
+        True,
+        description="warn when fine-tuning a model with grounding that no init_from "
+        "pre-trained: its VFR is random, so g_hat carries no visual knowledge (false for smoke "
+        "tests that fine-tune a fresh model on purpose)",
+    )
     model: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
