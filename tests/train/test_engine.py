@@ -98,6 +98,7 @@ def test_caption_epochs_count_caption_rows_and_the_plan_is_logged(
 ) -> None:
     # `data.epoch_unit: caption`: 8 clips x 2 captions + the broken clip's one caption = 17
     # items, in steps of 3: 6 steps, the last completed with 1 item from the epoch's start.
+    # The run's decoding budget is set below its longest caption on purpose.
     caplog.set_level(logging.INFO, logger="multi2cap.train")
     config = load_train_config(
         CONFIGS / "tiny_finetune.yaml",
@@ -109,6 +110,7 @@ def test_caption_epochs_count_caption_rows_and_the_plan_is_logged(
             "optim.epochs=1",
             "augment.enabled=false",
             "data.epoch_unit=caption",
+            "eval.max_new_tokens=2",
         ],
         output_dir=tmp_path,
     )
@@ -120,6 +122,11 @@ def test_caption_epochs_count_caption_rows_and_the_plan_is_logged(
     ) in caplog.text
     # an unreadable item is logged under its clip's id
     assert {s["id"] for s in read_jsonl(tmp_path / "skipped.jsonl")} == {"broken_clip"}
+    # the longest training caption is measured in the decoder's tokens, and a decoding budget
+    # below it is reported (the tiny model's generation default, 24, covers it)
+    assert "longest training caption: 5 decoder tokens with EOS" in caplog.text
+    assert "eval.max_new_tokens is 2, below the 5 tokens" in caplog.text
+    assert "model.generation.max_new_tokens is" not in caplog.text
 
 
 def test_lr_follows_warmup_then_cosine(stamp_manifests: Path, tmp_path: Path) -> None:
