@@ -25,13 +25,14 @@ class StepVotes:
     processes found unreadable in it: two more entries of the step's one all-reduce of
     caption tokens and clips, so that agreeing on them costs no collective of its own.
 
-    On CUDA they are copied to pinned host memory as soon as that all-reduce is queued and
-    `read` waits on an event recorded after the copy, so reading them at the end of the step
-    waits for nothing the step computed (that work was queued after the event)."""
+    On CUDA (`to_host`, when several processes will read them) they are copied to pinned host
+    memory as soon as that all-reduce is queued and `read` waits on an event recorded after the
+    copy, so reading them at the end of the step waits for nothing the step computed (that work
+    was queued after the event)."""
 
-    def __init__(self, values: torch.Tensor) -> None:
+    def __init__(self, values: torch.Tensor, to_host: bool = True) -> None:
         self._event: torch.cuda.Event | None = None
-        if values.device.type == "cuda":
+        if to_host and values.device.type == "cuda":
             host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             host.copy_(values, non_blocking=True)
             self._event = torch.cuda.Event()
@@ -126,7 +127,7 @@ def optimizer_steps(
             totals = totals.pin_memory().to(device, non_blocking=True)
         if accelerator.num_processes > 1:  # the step's one small all-reduce
             totals = accelerator.reduce(totals, "sum")
-        step_votes = StepVotes(totals[2:])
+        step_votes = StepVotes(totals[2:], to_host=accelerator.num_processes > 1)
         totals = totals[:2].clamp_min(1.0)  # caption tokens, clips: read on the device
         caches: list[Any] = [None] * len(runs)
         states: list[Any] = [None] * len(runs)
