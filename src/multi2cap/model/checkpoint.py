@@ -140,6 +140,7 @@ def load_checkpoint(
     load_vision: bool = False,
     device: str | torch.device | None = None,
     backbones: Mapping[str, str | os.PathLike[str]] | None = None,
+    move: bool = True,
 ) -> ModelT:
     """Build a `cls` (Multi2Cap or a subclass) from a folder written by `save_checkpoint`, or a
     hub id `org/name`: backbones by id/path from the config, found on this machine by
@@ -147,7 +148,8 @@ def load_checkpoint(
     saved weights, refusing a folder whose weights do not match its config. The CLIP tower is
     only loaded with `load_vision=True`; without it, an inline CLIP's saved weights are kept on
     the model so that saving it again does not lose them. The model's `config` names the
-    backbones where they were found. Returned in eval mode."""
+    backbones where they were found. `llm.dtype: auto` resolves for `device`, where the model is
+    moved unless `move=False`. Returned in eval mode."""
     folder = resolve_checkpoint(folder)  # a folder, or a hub id `org/name` (model/hub.py)
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
@@ -157,7 +159,7 @@ def load_checkpoint(
     )
     tok_dir = folder / TOKENIZER_DIR
     tokenizer = build_tokenizer(config.llm, tok_dir if tok_dir.is_dir() else None)
-    model = cls(config, load_vision=load_vision, tokenizer=tokenizer)
+    model = cls(config, load_vision=load_vision, tokenizer=tokenizer, device=device)
     state = load_file(folder / TRAINABLE_FILE)
     if (folder / BACKBONES_FILE).is_file():
         state.update(load_file(folder / BACKBONES_FILE))
@@ -173,7 +175,7 @@ def load_checkpoint(
             f"checkpoint {folder} does not match its config: missing {missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
-    if device is not None:
+    if device is not None and move:
         model.to(device)
     return model.eval()
 

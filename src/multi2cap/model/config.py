@@ -8,6 +8,7 @@ rebuilt from it (trainable modules, LoRA, randomly initialised backbones) sit ne
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,9 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from multi2cap.io import atomic_write_text
 from multi2cap.provenance import WRITTEN_BY_KEY, check_written_by, provenance
 
+log = logging.getLogger("multi2cap.model")
+
 AdapterInput = Literal["g", "g_hat", "mix"]
 LlmDtype = Literal["auto", "float32", "bfloat16", "float16"]
 LlmFamily = Literal["llama", "qwen2", "qwen3", "mistral"]
+VClsReading = Literal["post_layernorm", "pre_layernorm"]
 
 DEFAULT_PROMPT = "Describe the sound in detail. Audio: <audio> Caption:"
 AUDIO_PLACEHOLDER = "<audio>"
@@ -103,12 +107,18 @@ class VisionEncoderSpec(_Strict):
 
     `width`: the tower's hidden width (V's last dimension), written by `save_pretrained`, so
     that a checkpoint sizes its grounding without reading anything of the tower (audio-only
-    captioning works where the CLIP files are absent). None: read from the tower's config."""
+    captioning works where the CLIP files are absent). None: read from the tower's config.
+
+    `v_cls`: which CLS vector is V_cls (L_align's visual target, the probes' gallery keys):
+    `post_layernorm` (default), CLIP's pooled output, the vector CLIP's own image embedding
+    projects; or `pre_layernorm`, the raw first token of the last hidden state (what
+    checkpoints saved before the choice existed used). docs/model.md gives the evidence."""
 
     source: str | None = "openai/clip-vit-large-patch14"
     config: dict[str, Any] | None = None
     feature_cache: str | None = None
     width: int | None = Field(None, ge=1)
+    v_cls: VClsReading = "post_layernorm"
 
     @model_validator(mode="after")
     def _one_source(self) -> VisionEncoderSpec:
@@ -128,8 +138,8 @@ class LlmSpec(_Strict):
     """Causal LM decoder: hub id / local path (its own tokenizer), or an inline config of one of
     the families below with random weights and a `tokenizer` spec.
 
-    `dtype` is the frozen decoder's weight dtype; `auto` (default) is bfloat16 when a CUDA
-    device with bf16 support is present and float32 otherwise (`llm.resolve_llm_dtype`).
+    `dtype` is the frozen decoder's weight dtype; `auto` (default) is bfloat16 when the model
+    runs on a CUDA device with bf16 support and float32 otherwise (`llm.resolve_llm_dtype`).
     Trainable weights (LoRA included) are float32 whatever it is."""
 
     source: str | None = "meta-llama/Llama-3.2-3B"
@@ -151,10 +161,15 @@ class LlmSpec(_Strict):
 
 
 class GenerationSpec(_Strict):
-    """Decoding defaults for `Multi2Cap.caption` (beam search when `num_beams` > 1)."""
+    """Decoding defaults for `Multi2Cap.caption` (beam search when `num_beams` > 1).
+
+    `max_new_tokens` defaults to the model's `max_caption_tokens` (set by `Multi2CapConfig`
+    when a config leaves it out): decoding can then emit any caption training kept, EOS
+    included, in the decoder's own tokens (before, 50, below the 96 that training keeps).
+    Decoding stops at EOS, so the budget costs nothing on captions that end sooner."""
 
     num_beams: int = Field(4, ge=1)
-    max_new_tokens: int = Field(50, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = Field(0, ge=0)
 
@@ -186,6 +201,21 @@ class Multi2CapConfig(_Strict):
     max_caption_tokens: int = Field(96, ge=1)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_what_training_keeps(cls, data: Any) -> Any:
+        """A `generation.max_new_tokens` left out follows `max_caption_tokens`."""
+        if not isinstance(data, dict) or "max_caption_tokens" not in data:
+            return data
+        generation = data.get("generation")
+        if isinstance(generation, GenerationSpec):
+            if "max_new_tokens" in generation.model_fields_set:
+                return data
+            generation = generation.model_dump(exclude_unset=True)
+        generation = dict(generation or {})
+        generation.setdefault("max_new_tokens", data["max_caption_tokens"])
+        return {**data, "generation": generation}
+
     @model_validator(mode="after")
     def _check(self) -> Multi2CapConfig:
         if self.d_g % self.grounding_heads:
@@ -212,6 +242,7 @@ class Multi2CapConfig(_Strict):
         tree = yaml.safe_load(text) or {}
         if isinstance(tree, dict):
             check_written_by(tree.pop(WRITTEN_BY_KEY, None), source)
+            tree = _saved_before_v_cls(tree, source)
         return cls.model_validate(tree)
 
     @classmethod
@@ -289,6 +320,25 @@ class Multi2CapConfig(_Strict):
         )
         fields.update(overrides)
         return cls(**fields)
+
+
+_told_pre_layernorm: set[str] = set()
+
+
+def _saved_before_v_cls(tree: dict[str, Any], source: str) -> dict[str, Any]:
+    """A saved config without `vision.v_cls` predates the choice: its model was trained on the
+    CLS before CLIP's post-LayerNorm, so it keeps `pre_layernorm` (said once per file)."""
+    vision = tree.get("vision")
+    if isinstance(vision, dict) and "v_cls" not in vision:
+        if tree.get("grounding", True) and source not in _told_pre_layernorm:
+            _told_pre_layernorm.add(source)
+            log.warning(
+                "%s has no vision.v_cls (saved before it existed): V_cls is read before CLIP's "
+                "post-LayerNorm, as that model was trained (vision.v_cls: pre_layernorm)",
+                source,
+            )
+        tree = {**tree, "vision": {**vision, "v_cls": "pre_layernorm"}}
+    return tree
 
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")

@@ -74,20 +74,24 @@ def _cuda_has_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def resolve_llm_dtype(name: LlmDtype) -> torch.dtype:
-    """The decoder's weight dtype for `llm.dtype`. `auto`: bfloat16 on a machine with a
-    bf16-capable CUDA device (half the memory of a 3-8B decoder, autocast runs in bf16 there
-    anyway), float32 otherwise (CPU bf16 matmuls are slow and gain nothing). Resolved when the
-    model is built, so one checkpoint (which keeps `auto`) loads in bf16 on a GPU machine and
-    in fp32 on a laptop."""
+def resolve_llm_dtype(name: LlmDtype, device: str | torch.device | None = None) -> torch.dtype:
+    """The decoder's weight dtype for `llm.dtype` on `device`, the device the model runs on
+    (None: torch's default device, where it is built: the CPU unless a `with torch.device(..)`
+    block says otherwise). `auto`: bfloat16 on a bf16-capable CUDA device (half the memory of
+    a 3-8B decoder, autocast runs in bf16 there anyway), float32 elsewhere (CPU bf16 matmuls
+    are slow and gain nothing), so `multi2cap caption --device cpu` loads fp32 on a GPU machine
+    too. Resolved when the model is built, so one checkpoint (which keeps `auto`) loads in
+    bf16 for a GPU and in fp32 for a CPU."""
     if name == "auto":
-        return torch.bfloat16 if _cuda_has_bf16() else torch.float32
+        target = torch.device(device) if device is not None else torch.get_default_device()
+        return torch.bfloat16 if target.type == "cuda" and _cuda_has_bf16() else torch.float32
     return _DTYPES[name]
 
 
-def build_causal_lm(spec: LlmSpec) -> PreTrainedModel:
-    """Pretrained weights from `spec.source`, or random weights from the inline config."""
-    dtype = resolve_llm_dtype(spec.dtype)
+def build_causal_lm(spec: LlmSpec, device: str | torch.device | None = None) -> PreTrainedModel:
+    """Pretrained weights from `spec.source`, or random weights from the inline config, in the
+    dtype `llm.dtype` gives for `device` (`resolve_llm_dtype`)."""
+    dtype = resolve_llm_dtype(spec.dtype, device)
     if spec.source is not None:
         with hub_asset("LLM", "llm.source", spec.source):
             return AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype)
@@ -151,7 +155,8 @@ class DecoderInputs:
 
 
 class CaptionDecoder(nn.Module):
-    """A causal LM (frozen, LoRA-tuned when enabled) with the prompt/prefix/caption assembly."""
+    """A causal LM (frozen, LoRA-tuned when enabled) with the prompt/prefix/caption assembly.
+    `device`: the device it will run on, for `llm.dtype: auto` (`resolve_llm_dtype`)."""
 
     def __init__(
         self,
@@ -159,10 +164,11 @@ class CaptionDecoder(nn.Module):
         prompt: str,
         max_caption_tokens: int,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
-        self.model = build_causal_lm(spec)
+        self.model = build_causal_lm(spec, device)
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(spec)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer of {spec.source or spec.family!r} has no EOS token")

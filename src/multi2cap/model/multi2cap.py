@@ -126,7 +126,9 @@ class Multi2Cap(nn.Module):
 
     `load_vision=False` skips the CLIP tower (not needed for fine-tuning or captioning); the
     model can then not pre-train or probe. Call `set_stage` before building an optimizer or
-    wrapping the model for DDP/FSDP: it decides which parameters train.
+    wrapping the model for DDP/FSDP: it decides which parameters train. `device` is the device
+    the model will run on, against which `llm.dtype: auto` resolves (None: the default device
+    it is built on); the model is built on the default device, move it with `.to`.
     """
 
     def __init__(
@@ -135,13 +137,14 @@ class Multi2Cap(nn.Module):
         *,
         load_vision: bool = True,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.audio_encoder = build_audio_encoder(config.audio)
         d_a = self.audio_encoder.output_dim
         self.decoder = CaptionDecoder(
-            config.llm, config.prompt, config.max_caption_tokens, tokenizer=tokenizer
+            config.llm, config.prompt, config.max_caption_tokens, tokenizer=tokenizer, device=device
         )
         d_g = config.d_g if config.grounding else None
         self.adapter = GroundAdapter(d_a, self.decoder.hidden_size, d_g)
@@ -525,6 +528,7 @@ class Multi2Cap(nn.Module):
         load_vision: bool = False,
         device: str | torch.device | None = None,
         backbones: Mapping[str, str | os.PathLike[str]] | None = None,
+        move: bool = True,
     ) -> Multi2Cap:
         """Rebuild a model saved by `save_pretrained` (backbones by id/path from the config).
 
@@ -532,9 +536,11 @@ class Multi2Cap(nn.Module):
         backbone on this machine, for a checkpoint saved elsewhere: `{"llm": "/models/llm"}`.
         Without it, `$MULTI2CAP_BACKBONES` is searched by folder name for a stored path that is
         absent here (`multi2cap.model.backbones`). The CLIP tower is only loaded with
-        `load_vision=True` (pre-training, probes)."""
+        `load_vision=True` (pre-training, probes). `device`: where the model runs; `llm.dtype:
+        auto` resolves against it, and the model is moved there unless `move=False` (the trainer
+        places the model itself, after FSDP sharding)."""
         return load_checkpoint(
-            cls, folder, load_vision=load_vision, device=device, backbones=backbones
+            cls, folder, load_vision=load_vision, device=device, backbones=backbones, move=move
         )
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from multi2cap.data.dataset import EpochUnit
 from multi2cap.io import atomic_write_text
 from multi2cap.metrics import higher_is_better
 from multi2cap.model.backbones import BackboneRole
@@ -44,6 +45,12 @@ class DataConfig(_Section):
         None, gt=0, description="CLIP input side in pixels; None: the vision encoder's own"
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device")
+    epoch_unit: EpochUnit = Field(
+        "caption",
+        description="what an epoch covers: caption (every (clip, caption) row once, the rows "
+        "the paper's Table 1 counts) or clip (every clip once, with one of its captions drawn "
+        "at random)",
+    )
 
 
 class AugmentConfig(_Section):
@@ -103,7 +110,12 @@ class EvalConfig(_Section):
     best_metric: str = "cider_d"
     best_mode: Literal["max", "min", "auto"] = "auto"
     num_beams: int = Field(3, gt=0)
-    max_new_tokens: int = Field(30, gt=0)
+    max_new_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="decoding budget in the decoder's tokens; None: the model's "
+        "generation.max_new_tokens (by default its max_caption_tokens, what training keeps)",
+    )
     select_path: Literal["trained", "audio_only"] = Field(
         "trained",
         description="pre-training: select the best checkpoint on the path it trains (g from the "
@@ -177,6 +189,12 @@ class TrainConfig(_Section):
         description="where the backbones of `init_from` (and of a resumed run's checkpoints) "
         "are on this machine, for a checkpoint saved elsewhere: {role: folder or hub id}, role "
         "audio, vision or llm (see Multi2Cap.from_pretrained's `backbones`)",
+    )
+    warn_without_init_from: bool = Field(
+        True,
+        description="warn when fine-tuning a model with grounding that no init_from "
+        "pre-trained: its VFR is random, so g_hat carries no visual knowledge (false for smoke "
+        "tests that fine-tune a fresh model on purpose)",
     )
     model: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
