@@ -112,20 +112,21 @@ def test_captions_export_and_score(stamp_manifest: Path, tmp_path: Path, open_di
             state = db("answer", rater, state["item"]["key"], stage, caption, 1.0)["state"]
     exported = tmp_path / "export"
     _invoke("human", "export", study, "--out", exported)
-    references = read_references(exported / "references.csv")
+    references = read_references(exported / "references.jsonl")
     assert references == refs
+    assert read_references(exported / "references.csv") == refs  # no id needs escaping here
     combined = list(csv.DictReader((exported / "captions_audio.csv").read_text().splitlines()))
     assert len(combined) == 6 and {r["rater"] for r in combined} == {"r01", "r02"}
-    for stage_file in ("captions_audio.csv", "captions_audio_visual.csv"):
+    for stage_file in ("captions_audio.jsonl", "captions_audio_visual.jsonl"):
         predictions = read_predictions(exported / "raters" / "r01" / stage_file)
         assert set(predictions) == set(references)
     # Each rater's file feeds `multi2cap evaluate` as is.
     _invoke(
         "evaluate",
         "-p",
-        exported / "raters" / "r02" / "captions_audio_visual.csv",
+        exported / "raters" / "r02" / "captions_audio_visual.jsonl",
         "-r",
-        exported / "references.csv",
+        exported / "references.jsonl",
         "-m",
         "bleu_1,rouge_l",
     )
@@ -165,4 +166,4 @@ def test_a_study_of_another_schema_is_refused_clearly(make_study) -> None:
     for command in (["status", str(study.path)], ["export", str(study.path), "--out", "x"]):
         result = runner.invoke(app, ["human", *command], env={"COLUMNS": "250"})
         assert result.exit_code == 2, result.output
-        assert "has schema 0, this multi2cap reads 1" in " ".join(result.output.split())
+        assert "has schema 0, this multi2cap reads 2" in " ".join(result.output.split())
