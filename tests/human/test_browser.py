@@ -150,7 +150,7 @@ def test_mos_study_two_raters_resume_and_sigkill(
     expect(rows).to_have_count(2)
     expect(rows.nth(0)).to_contain_text("alice")
     expect(rows.nth(0)).to_contain_text("5 / 5")
-    expect(page.locator("#mos-value")).to_contain_text("from 10 ratings of 5 items")
+    expect(page.locator("#summary-lines")).to_contain_text("from 10 ratings of 5 items")
     with page.expect_download() as download:
         page.get_by_role("link", name="Download the export (zip)").click()
     assert download.value.suggested_filename == "export.zip"

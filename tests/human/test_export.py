@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from multi2cap.cli.main import app
 from multi2cap.data.manifest import read_manifest, write_manifest
-from multi2cap.human.export import spreadsheet_safe
 
 runner = CliRunner()
 EVIL = '=HYPERLINK("http://evil.example","click")'
@@ -44,6 +43,8 @@ def _unescape(cell: str) -> str:
     ],
 )
 def test_spreadsheet_safe_is_reversible(text: str, shown: str) -> None:
+    from multi2cap.human.export import spreadsheet_safe
+
     assert spreadsheet_safe(text) == shown
     assert _unescape(shown) == text
     assert spreadsheet_safe(-1.5) == -1.5 and spreadsheet_safe(3) == 3  # numbers stay numbers
@@ -74,7 +75,7 @@ def test_captions_export_neutralises_formulas_and_evaluate_reads_the_raters_word
     hostile_manifest: Path, tmp_path: Path, open_direct
 ) -> None:
     study = tmp_path / "cap"
-    _invoke("human", "create", "--kind", "captions", "--manifest", hostile_manifest, "-o", study,
+    _invoke("human", "create", "--kind", "captions", "--manifest", hostile_manifest, "--out", study,
             "--n", "5", "--raters", "1", "--no-listen-check")  # fmt: skip
     db = open_direct(study)
     rater = db.rater("r01")
@@ -91,7 +92,7 @@ def test_captions_export_neutralises_formulas_and_evaluate_reads_the_raters_word
             "state"
         ]
     out = tmp_path / "export"
-    _invoke("human", "export", study, "-o", out)
+    _invoke("human", "export", study, "--out", out)
 
     # For people: no cell of any CSV starts a formula.
     for path in out.rglob("*.csv"):
@@ -130,7 +131,7 @@ def test_ratings_export_neutralises_ids_and_analyze_reads_them_exactly(
     hostile_manifest: Path, tmp_path: Path, open_direct
 ) -> None:
     study = tmp_path / "mos"
-    _invoke("human", "create", "--kind", "mos", "--manifest", hostile_manifest, "-o", study,
+    _invoke("human", "create", "--kind", "mos", "--manifest", hostile_manifest, "--out", study,
             "--n", "5", "--raters", "2", "--no-listen-check")  # fmt: skip
     db = open_direct(study)
     for name, score in (("r01", 4), ("r02", 5)):
@@ -139,7 +140,7 @@ def test_ratings_export_neutralises_ids_and_analyze_reads_them_exactly(
         while not state["done"]:
             state = db("answer", rater, state["item"]["key"], 0, score, 1.0)["state"]
     out = tmp_path / "export"
-    _invoke("human", "export", study, "-o", out)
+    _invoke("human", "export", study, "--out", out)
     rows = _csv_rows(out / "ratings.csv")
     assert {r["item"] for r in rows} == {"'" + i for i in IDS.values()}
     assert {r["score"] for r in rows} == {"4", "5"}  # numbers untouched

@@ -15,9 +15,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from multi2cap.human.links import served_base_url
-from multi2cap.human.server import prepare_links
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -74,6 +71,8 @@ def test_links_made_for_another_port_refuse_to_start(make_study) -> None:
 
 
 def test_serve_base_url_rewrites_links_and_foreign_links_are_refused(make_study) -> None:
+    from multi2cap.human.server import prepare_links
+
     study = make_study("mos", n=2, raters=["ann", "bob"])
     tokens = {name: link.rsplit("/", 1)[1] for name, link in study.links.items()}
     public, rewritten = prepare_links(study.path, "127.0.0.1", 8090, "https://study.example.org/")
@@ -90,6 +89,8 @@ def test_serve_base_url_rewrites_links_and_foreign_links_are_refused(make_study)
 
 
 def test_served_base_url_rules() -> None:
+    from multi2cap.human.links import served_base_url
+
     assert served_base_url(None, "127.0.0.1", 8081) == ("http://127.0.0.1:8081", True)
     assert served_base_url(None, "::1", 8081) == ("http://[::1]:8081", True)
     with pytest.raises(ValueError, match="pass --base-url"):
