@@ -352,6 +352,11 @@ def test_ab_study_sides_randomised_in_chromium(
             expect(page.locator("#progress")).to_have_text(f"{number + 1} / 3")
     page.wait_for_selector("#done:not([hidden])")
     context.close()
+    context, page = _open_admin(browser, (study.path / "admin_link.txt").read_text().strip())
+    expect(page.locator("#summary-lines")).to_contain_text(
+        "sysA 2 (66.7 %), sysB 0 (0.0 %), tie 1 (33.3 %) of 3 judgements"
+    )
+    context.close()
     out = tmp_path / "export"
     result = CliRunner().invoke(app, ["human", "export", str(study.path), "--out", str(out)],
                                 env={"COLUMNS": "250"})  # fmt: skip

@@ -216,6 +216,13 @@ def test_ab_sides_are_randomised_per_rater_and_undone_in_export(
             else:
                 choice = "A" if first.startswith("jsonl") else "B"
             state = db("answer", rater, state["item"]["key"], 0, choice, 1.0)["state"]
+    # An A/B answer is A, B or tie, nothing else.
+    from multi2cap.human.store import StudyError
+
+    for bad in ("C", 4, None):
+        with pytest.raises(StudyError, match="choice must be one of A, B, tie") as err:
+            db("answer", db.rater("alice"), "0" * 16, 0, bad, 2.0)
+        assert err.value.status == 422
     # Sides: balanced per rater (7 items: 3 or 4 shown with B's caption first), recorded, and
     # not the same for every rater.
     swapped = {
