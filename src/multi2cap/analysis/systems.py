@@ -12,8 +12,8 @@ studies, docs/human.md "Comparing systems").
   differences, not normal ones). Clips whose difference is exactly 0 carry no evidence of
   direction and are dropped before ranking (Wilcoxon's own treatment, `zero_method="wilcox"`;
   their number is reported), as the A/B test drops ties. The p-value is exact for up to 50 clips
-  without tied differences, else the normal approximation with the tie correction (scipy's
-  `method="auto"`). The mean difference is reported with a paired-t 95 % interval as the effect
+  without tied differences; with ties, an exhaustive permutation test up to 13 clips and the
+  normal approximation with the tie correction above (scipy's `method="auto"`). The mean difference is reported with a paired-t 95 % interval as the effect
   size. With more than two systems every pair is tested and Holm's adjustment of the p-values is
   given beside the raw ones.
 - **A/B preference**: each judgement prefers system A, system B or neither (a tie). Shares are
