@@ -176,13 +176,13 @@ def prepare(
             reason = f"{package.distribution} is not installed: `{package.install_hint}`"
             results.append(PrepareResult(package, target, "missing", reason))
             continue
+        if is_ready(package, target):
+            results.append(PrepareResult(package, target, "ready", config_lines=lines))
+            continue
         absent = [m for m in package.requires if importlib.util.find_spec(m) is None]
         if absent:
             reason = f"converting {package.distribution} needs `pip install {' '.join(absent)}`"
             results.append(PrepareResult(package, target, "missing", reason))
-            continue
-        if is_ready(package, target):
-            results.append(PrepareResult(package, target, "ready", config_lines=lines))
             continue
         if on_start is not None:
             on_start(package)
