@@ -60,9 +60,7 @@ def trained(smollm2_dir: Path, batch: dict) -> tuple[Multi2Cap, list[float]]:
     torch.manual_seed(0)
     model = Multi2Cap(_config(smollm2_dir), load_vision=False)
     model.set_stage("finetune")
-    adapter = list(model.adapter.parameters())
-    lora = [p for p in model.trainable_parameters() if all(p is not q for q in adapter)]
-    optimizer = torch.optim.AdamW([{"params": lora, "lr": 3e-3}, {"params": adapter, "lr": 1e-2}])
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
     model.train()
     losses = []
     for _ in range(MAX_STEPS):

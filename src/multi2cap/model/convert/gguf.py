@@ -96,8 +96,8 @@ def convert_gguf(
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConversionError(f"{path}: transformers could not read it: {reason}") from err
     gguf_model.eval()
-    probe = _probe_ids(tokenizer)
-    expected = _greedy(gguf_model, probe, probe_tokens)
+    probe = probe_ids(tokenizer)
+    expected = greedy_ids(gguf_model, probe, probe_tokens)
 
     config = copy.deepcopy(gguf_model.config)
     if hasattr(config, "quantization_config"):
@@ -116,10 +116,10 @@ def convert_gguf(
         tokenizer.save_pretrained(tmp)
         del fresh
         saved_tokenizer = AutoTokenizer.from_pretrained(tmp)
-        if _probe_ids(saved_tokenizer) != probe:
+        if probe_ids(saved_tokenizer) != probe:
             raise ConversionError(f"{path}: the saved tokenizer does not tokenise like the GGUF's")
         saved = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch_dtype).eval()
-        got = _greedy(saved, probe, probe_tokens)
+        got = greedy_ids(saved, probe, probe_tokens)
         if got != expected:
             raise ConversionError(
                 f"{path}: the saved folder generates {got} where the GGUF model generates "
@@ -143,7 +143,7 @@ def convert_gguf(
     return GgufConversion(Path(out_dir), architecture, parameters, expected, text)
 
 
-def _probe_ids(tokenizer: Any) -> list[int]:
+def probe_ids(tokenizer: Any) -> list[int]:
     """The probe prompt's ids: through the chat template (with the assistant's header) when the
     tokenizer has one, else as plain text with the tokenizer's special tokens."""
     if getattr(tokenizer, "chat_template", None):
@@ -159,7 +159,7 @@ def _probe_ids(tokenizer: Any) -> list[int]:
 
 
 @torch.no_grad()
-def _greedy(model: Any, prompt: list[int], new_tokens: int) -> list[int]:
+def greedy_ids(model: Any, prompt: list[int], new_tokens: int) -> list[int]:
     """`new_tokens` greedy tokens after `prompt` (no early stop, no sampling settings of the
     checkpoint), as a list of ids."""
     from transformers import GenerationConfig
