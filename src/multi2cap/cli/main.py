@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "analyze_model",
     "train",
     "caption",
+    "backbones",
     "demo",
     "serve",
     "human",

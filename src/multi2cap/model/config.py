@@ -26,6 +26,10 @@ AdapterInput = Literal["g", "g_hat", "mix"]
 LlmDtype = Literal["auto", "float32", "bfloat16", "float16"]
 LlmFamily = Literal["llama", "qwen2", "qwen3", "mistral"]
 VClsReading = Literal["post_layernorm", "pre_layernorm"]
+#: How the decoder's input is laid out around the prefix (`multi2cap.model.prompt`): `plain`
+#: text, or the tokenizer's `chat` template (prompt in the user turn, caption as the answer).
+PromptFormat = Literal["plain", "chat"]
+PROMPT_FORMATS: tuple[PromptFormat, ...] = get_args(PromptFormat)
 
 DEFAULT_PROMPT = "Describe the sound in detail. Audio: <audio> Caption:"
 AUDIO_PLACEHOLDER = "<audio>"
@@ -140,7 +144,15 @@ class LlmSpec(_Strict):
 
     `dtype` is the frozen decoder's weight dtype; `auto` (default) is bfloat16 when the model
     runs on a CUDA device with bf16 support and float32 otherwise (`llm.resolve_llm_dtype`).
-    Trainable weights (LoRA included) are float32 whatever it is."""
+    Trainable weights (LoRA included) are float32 whatever it is.
+
+    `prompt_format` (`multi2cap.model.prompt`): `plain` (default, what every checkpoint before
+    it used) puts BOS, the prompt text, the prefix and the caption + EOS one after the other;
+    `chat` wraps them in the tokenizer's chat template, the way an instruct model was tuned: the
+    prompt with the audio slot in the user turn, the caption as the assistant's answer, closed by
+    the template's end-of-turn token(s), which decoding stops at. `system_prompt` (chat only):
+    a system turn with this text; None leaves the template's own default (SmolLM2's and Qwen's
+    templates add one, Llama 3's none)."""
 
     source: str | None = "meta-llama/Llama-3.2-3B"
     family: LlmFamily | None = None
@@ -150,6 +162,8 @@ class LlmSpec(_Strict):
     lora: LoraSpec = Field(
         default_factory=lambda: LoraSpec(targets=["q_proj", "k_proj", "v_proj", "o_proj"])
     )
+    prompt_format: PromptFormat = "plain"
+    system_prompt: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> LlmSpec:
@@ -157,6 +171,11 @@ class LlmSpec(_Strict):
             raise ValueError("llm: give exactly one of `source` and `config`")
         if self.config is not None and (self.family is None or self.tokenizer is None):
             raise ValueError("llm: an inline `config` needs `family` and `tokenizer`")
+        if self.system_prompt is not None and self.prompt_format != "chat":
+            raise ValueError(
+                "llm.system_prompt is only used with llm.prompt_format: chat "
+                f"(found prompt_format {self.prompt_format!r})"
+            )
         return self
 
 

@@ -1,11 +1,14 @@
 """The LLM decoder: any HF causal LM with LoRA, fed `prompt + prefix + caption` as embeddings.
 
 Sequence layout per sample (no padding inside a sample):
-`[left prompt ids (with BOS if the tokenizer adds one)] [prefix tokens] [right prompt ids]
-[caption ids] [EOS]`, where the prompt is split at `<audio>` (no placeholder: the prefix follows
-the whole prompt). Training pads on the right, generation on the left; attention masks and labels
-come from lengths, never from the pad id (Llama 3 / Qwen use EOS as pad, and masking by pad id
-would hide the EOS target so the model never learns to stop).
+`[left ids] [prefix tokens] [right ids] [caption ids] [end ids]`, where the ids around the prefix
+and after the caption come from `multi2cap.model.prompt` (`llm.prompt_format`): in `plain`
+format the prompt split at `<audio>` (BOS if the tokenizer adds one) and EOS; in `chat` format
+the tokenizer's chat template, the caption as the assistant's answer and its end-of-turn
+token(s). Labels cover the caption and the end ids. Training pads on the right, generation on
+the left; attention masks and labels come from lengths, never from the pad id (Llama 3 / Qwen /
+SmolLM2 use EOS as pad, and masking by pad id would hide the EOS target so the model never
+learns to stop).
 """
 
 from __future__ import annotations
@@ -36,14 +39,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from multi2cap.model.config import (
-    AUDIO_PLACEHOLDER,
-    SPECIAL_TOKENS,
-    LlmDtype,
-    LlmSpec,
-    TokenizerSpec,
-)
+from multi2cap.model.config import SPECIAL_TOKENS, LlmDtype, LlmSpec, TokenizerSpec
 from multi2cap.model.hub import hub_asset
+from multi2cap.model.prompt import PromptLayout, prompt_layout
 
 IGNORE_INDEX = -100
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -170,8 +168,13 @@ class CaptionDecoder(nn.Module):
         self.spec = spec
         self.model = build_causal_lm(spec, device)
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(spec)
-        if self.tokenizer.eos_token_id is None:
-            raise ValueError(f"tokenizer of {spec.source or spec.family!r} has no EOS token")
+        self.layout: PromptLayout = prompt_layout(
+            self.tokenizer,
+            prompt,
+            spec.prompt_format,
+            spec.system_prompt,
+            name=repr(spec.source or spec.family),
+        )
         self.max_caption_tokens = max_caption_tokens
         self.model.requires_grad_(False)
         if spec.lora.enabled:
@@ -185,17 +188,9 @@ class CaptionDecoder(nn.Module):
             inject_adapter_in_model(lora, self.model)
             for name, param in self.model.named_parameters():
                 param.requires_grad_("lora_" in name)
-        left, _, right = (
-            prompt.partition(AUDIO_PLACEHOLDER) if AUDIO_PLACEHOLDER in prompt else (prompt, "", "")
-        )
-        self.register_buffer("left_ids", self._ids(left.strip(), special=True), persistent=False)
-        self.register_buffer("right_ids", self._ids(right.strip(), special=False), persistent=False)
-
-    def _ids(self, text: str, special: bool) -> Tensor:
-        ids = (
-            self.tokenizer(text, add_special_tokens=special)["input_ids"] if text or special else []
-        )
-        return torch.tensor(ids, dtype=torch.long)
+        for buffer in ("left", "right", "end"):
+            ids = torch.tensor(getattr(self.layout, buffer), dtype=torch.long)
+            self.register_buffer(f"{buffer}_ids", ids, persistent=False)
 
     @property
     def hidden_size(self) -> int:
@@ -209,13 +204,12 @@ class CaptionDecoder(nn.Module):
         return [name for name, _ in self.model.named_parameters() if "lora_" in name]
 
     def caption_ids(self, captions: list[str]) -> list[Tensor]:
-        """Caption token ids + EOS, truncated to `max_caption_tokens` (EOS always kept)."""
-        eos = self.tokenizer.eos_token_id
+        """Caption token ids + the end ids (EOS, or the chat template's end of turn), truncated
+        to `max_caption_tokens` in all (the end ids always kept)."""
+        end = self.layout.end
+        keep = max(self.max_caption_tokens - len(end), 0)
         encoded = self.tokenizer(captions, add_special_tokens=False)["input_ids"]
-        return [
-            torch.tensor([*ids[: self.max_caption_tokens - 1], eos], dtype=torch.long)
-            for ids in encoded
-        ]
+        return [torch.tensor([*ids[:keep], *end], dtype=torch.long) for ids in encoded]
 
     def assemble(
         self, prefix: Tensor, prefix_mask: Tensor, captions: list[str] | None = None
@@ -258,7 +252,7 @@ class CaptionDecoder(nn.Module):
         return DecoderInputs(embeds, mask, labels)
 
     def loss(self, prefix: Tensor, prefix_mask: Tensor, captions: list[str]) -> Tensor:
-        """Token-mean cross-entropy of caption + EOS given prompt and prefix (L_cap)."""
+        """Token-mean cross-entropy of caption + end ids given prompt and prefix (L_cap)."""
         inputs = self.assemble(prefix, prefix_mask, captions)
         out = self.model(
             inputs_embeds=inputs.embeds,
@@ -289,7 +283,8 @@ class CaptionDecoder(nn.Module):
 
         Decoding uses exactly these settings: the backbone's own `generation_config` (sampling,
         repetition penalty, extra stop ids of chat checkpoints) is set aside during the call.
-        Generation stops at the tokenizer's EOS, the token captions were trained to end with.
+        Generation stops at the token captions were trained to end with: the tokenizer's EOS, or
+        in chat format the template's end-of-turn token (and EOS).
         When FSDP shards the LLM's layers, every process keeps stepping until all have finished
         (`synced_gpus`), because each step gathers the layers' weights from all of them.
         `no_repeat_ngram_size` constrains the generated tokens only, not the prompt.
@@ -297,7 +292,6 @@ class CaptionDecoder(nn.Module):
         them), so no caption comes back empty (`NoEmptyStart`)."""
         inputs = self.assemble(prefix, prefix_mask)
         pad = self.tokenizer.pad_token_id
-        eos = self.tokenizer.eos_token_id
         if sampling is None and not 1 <= num_return_sequences <= num_beams:
             raise ValueError(
                 f"num_return_sequences must be 1..num_beams ({num_beams}), "
@@ -314,14 +308,15 @@ class CaptionDecoder(nn.Module):
                 top_k=0,  # top_p alone decides (GenerationConfig's default top_k is 50)
             )
         )
+        stop = self.layout.stop
         settings = GenerationConfig(
             **search,
             num_return_sequences=num_return_sequences,
             max_new_tokens=max_new_tokens,
             no_repeat_ngram_size=no_repeat_ngram_size,
             repetition_penalty=1.0,
-            eos_token_id=eos,
-            pad_token_id=pad if pad is not None else eos,
+            eos_token_id=stop if len(stop) > 1 else stop[0],
+            pad_token_id=pad if pad is not None else stop[0],
         )
         backbone_settings = self.model.generation_config
         self.model.generation_config = settings
