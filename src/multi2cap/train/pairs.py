@@ -24,10 +24,10 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 
 from multi2cap.data.manifest import ManifestRecord
 from multi2cap.io import append_jsonl, atomic_write_text, read_jsonl, write_jsonl
+from multi2cap.metrics import MetricUnavailableError
 from multi2cap.metrics.candidates import score_candidates
 from multi2cap.train.batches import Skipped
 from multi2cap.train.config import ConfigError, TrainConfig
@@ -48,6 +49,8 @@ CANDIDATES = "candidates.jsonl"
 CANDIDATES_META = "candidates_meta.json"
 PAIRS = "pairs.jsonl"
 PAIRS_SUMMARY = "pairs_summary.json"
+
+T = TypeVar("T")
 
 
 def folder(config: TrainConfig) -> Path:
@@ -122,19 +125,21 @@ def generate_candidates(
     out = folder(config)
     path, meta = out / CANDIDATES, out / CANDIDATES_META
     main = accelerator.is_main_process
-    done: list[dict[str, Any]] = []
-    if main:
+
+    def start() -> list[dict[str, Any]]:
+        """The complete chunks to keep (main process), the file rewritten to them."""
         out.mkdir(parents=True, exist_ok=True)
+        kept: list[dict[str, Any]] = []
         if resume and meta.is_file():
-            saved = json.loads(meta.read_text(encoding="utf-8"))
-            _same_settings(saved, settings, meta)
-            done = read_candidates(path)
+            _same_settings(json.loads(meta.read_text(encoding="utf-8")), settings, meta)
+            kept = read_candidates(path)
         elif path.exists():
             log.warning("not resuming: the candidates in %s are decoded again", path)
-        write_jsonl(path, done)  # drops a torn chunk, or empties the file
+        write_jsonl(path, kept)  # drops a torn chunk, or empties the file
         atomic_write_text(meta, json.dumps(settings, indent=1))
-    if accelerator.num_processes > 1:
-        done = broadcast_object_list([done])[0]
+        return kept
+
+    done: list[dict[str, Any]] = on_main(accelerator, start)
     finished = {line["id"] for line in done}
     order = [i for i in clip_order(len(records), config) if records[i].id not in finished]
     cand = config.preference.candidates
@@ -208,6 +213,22 @@ def _decode_chunk(
     return sorted(lines, key=lambda line: order[line["id"]])
 
 
+def on_main(accelerator: Accelerator, work: Callable[[], T]) -> T:
+    """`work()` on the main process, its result (or its `ConfigError`, raised on every process,
+    so that none is left waiting in a collective) broadcast to the others."""
+    result: list[Any] = [None, None]
+    if accelerator.is_main_process:
+        try:
+            result = [work(), None]
+        except ConfigError as err:
+            result = [None, str(err)]
+    if accelerator.num_processes > 1:
+        result = broadcast_object_list(result)
+    if result[1] is not None:
+        raise ConfigError(result[1])
+    return result[0]
+
+
 def _same_settings(saved: dict[str, Any], settings: dict[str, Any], where: Path) -> None:
     changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if changed:
@@ -255,12 +276,8 @@ def select_pairs(
             audio_paths=[r.audio for r in records],
             clap_model=p.clap_model,
         )
-    except Exception as err:  # a missing asset names itself; say which option chose it
-        from multi2cap.metrics import MetricUnavailableError
-
-        if isinstance(err, MetricUnavailableError | OSError):
-            raise ConfigError(f"preference.scorer {p.scorer}: {err}") from err
-        raise
+    except (MetricUnavailableError, OSError) as err:  # the asset named, and the option
+        raise ConfigError(f"preference.scorer {p.scorer}: {err}") from err
     pairs: list[tuple[float, Pair]] = []
     for record, group, values in zip(records, groups, scores, strict=True):
         if not group:

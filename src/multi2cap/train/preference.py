@@ -338,12 +338,9 @@ def _pairs(
         found = prefdata.generate_candidates(
             model, records, config, accelerator, candidates, clips, resume
         )
-        selected: list[Any] = [None, None]
-        if accelerator.is_main_process:
-            selected = list(prefdata.select_pairs(records, found, config))
-        if accelerator.num_processes > 1:
-            selected = broadcast_object_list(selected)
-        chosen, counts = selected
+        chosen, counts = prefdata.on_main(
+            accelerator, lambda: prefdata.select_pairs(records, found, config)
+        )
         pairs = prefdata.reference_logprobs(model, chosen, index, clips, config, accelerator)
         if accelerator.is_main_process:
             summary = {"settings": settings, **counts, "pairs_with_logprobs": len(pairs)}
