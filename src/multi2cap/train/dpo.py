@@ -35,7 +35,6 @@ from torch.utils.data import DataLoader
 
 from multi2cap.train.batches import to_device
 from multi2cap.train.preference_config import PreferenceConfig, PreferencePart
-from multi2cap.train.sharding import set_gradient_sync
 
 #: What the preference stage logs per optimizer step (`train_log.csv`), means over the effective
 #: batch: the loss, its two terms, the implicit reward margin z and the fraction of pairs with
@@ -198,7 +197,6 @@ def preference_steps(
                     run = stand_in
                 if run is not None:
                     run = to_device(run, device)
-                    set_gradient_sync(policy, accelerator.sync_gradients)
                     with accelerator.autocast():
                         captions = list(zip(run["chosen"], run["rejected"], strict=True))
                         logp, tokens = policy(run["audio"], run["audio_lengths"], captions)

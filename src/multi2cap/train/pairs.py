@@ -287,6 +287,8 @@ def select_pairs(
         gap = values[best] - values[worst]
         if p.chosen_from == "references":
             chosen, chosen_source, chosen_score = record.captions[0], "reference", math.nan
+            if chosen == group[worst]:  # the model already says it word for word
+                continue
         elif gap > p.margin:
             chosen, chosen_source, chosen_score = group[best], sources[best], values[best]
         else:
