@@ -40,6 +40,12 @@ def demo(
     ),
     model: str | None = typer.Option(None, help="Vision LLM name at --base-url."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Variable holding the API key."),
+    preference: bool = typer.Option(
+        False,
+        "--preference",
+        help="After fine-tuning, tune both systems on preference pairs of their own candidates "
+        "(stage preference, DPO) and report source F1 and CIDEr-D before vs after.",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
 ) -> None:
     from multi2cap.assets import AssetNotFoundError
@@ -60,6 +66,7 @@ def demo(
             model=model,
             api_key_env=api_key_env,
             progress=not no_progress,
+            preference=preference,
         )
         run_demo(config)
     except (AssetNotFoundError, ValueError) as err:

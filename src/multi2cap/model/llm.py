@@ -262,6 +262,27 @@ class CaptionDecoder(nn.Module):
         )
         return out.loss
 
+    def sequence_logprobs(
+        self, prefix: Tensor, prefix_mask: Tensor, captions: list[str]
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher-forced log-probability of each caption given prompt and prefix: the sum over
+        its tokens and EOS (the tokens L_cap trains, truncated alike) of log p(token | before),
+        float32 `(B,)`, and their counts `(B,)` long. What DPO compares between the policy and
+        the reference model; log-softmax is taken on the caption positions only."""
+        inputs = self.assemble(prefix, prefix_mask, captions)
+        assert inputs.labels is not None
+        logits = self.model(
+            inputs_embeds=inputs.embeds, attention_mask=inputs.attention_mask, use_cache=False
+        ).logits
+        targets = inputs.labels[:, 1:]
+        rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
+        picked = torch.log_softmax(logits[:, :-1][rows, cols].float(), dim=-1)
+        token_logp = picked.gather(1, targets[rows, cols].unsqueeze(1)).squeeze(1)
+        batch = targets.shape[0]
+        total = token_logp.new_zeros(batch).index_add(0, rows, token_logp)
+        counts = torch.bincount(rows, minlength=batch)
+        return total, counts
+
     @torch.no_grad()
     def generate(
         self,

@@ -248,6 +248,15 @@ class Multi2Cap(nn.Module):
         with torch.set_grad_enabled(needs_grad):
             return self.audio_encoder(audio.to(self.device), lengths.to(self.device))
 
+    def audio_prefix(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The decoder's prefix `(B, P, D)` and mask from audio alone (g_hat from the VFR, as
+        fine-tuning and captioning use it): what the captions are conditioned on."""
+        tokens, mask = self.encode_audio(audio, lengths)
+        ground = None
+        if self.vfr is not None:
+            ground = self.vfr(tokens, segment_weights(mask, self.config.k))
+        return self.adapter(tokens, mask, ground)
+
     def caption_tokens(self, captions: Sequence[str]) -> int:
         """Tokens L_cap averages over for `captions` (caption + EOS, truncated as in training)."""
         return sum(len(ids) for ids in self.decoder.caption_ids(list(captions)))
@@ -487,11 +496,7 @@ class Multi2Cap(nn.Module):
                 chunk = [waves[i] for i in idx]
                 audio = nn.utils.rnn.pad_sequence(chunk, batch_first=True)
                 lens = torch.tensor([w.shape[0] for w in chunk])
-                tokens, mask = self.encode_audio(audio, lens)
-                ground = None
-                if self.vfr is not None:
-                    ground = self.vfr(tokens, segment_weights(mask, self.config.k))
-                prefix, prefix_mask = self.adapter(tokens, mask, ground)
+                prefix, prefix_mask = self.audio_prefix(audio, lens)
                 beams = self.decoder.generate(
                     prefix, prefix_mask, **options, num_return_sequences=num_return_sequences
                 )

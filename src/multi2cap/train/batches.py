@@ -103,13 +103,15 @@ def collate(items: list[Any]) -> dict[str, Any]:
     return {**batch, "skipped": skipped}
 
 
-def step_loader(dataset: Any, batch_sampler: Any, config: TrainConfig) -> DataLoader:
+def step_loader(
+    dataset: Any, batch_sampler: Any, config: TrainConfig, collate_fn: Any = collate
+) -> DataLoader:
     # A private generator keeps DataLoader from drawing its worker seed from the global RNG,
     # which would otherwise shift dropout randomness between a run and its resumption.
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         num_workers=config.data.num_workers,
         generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=False,

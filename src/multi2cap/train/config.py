@@ -23,8 +23,12 @@ from multi2cap.data.dataset import EpochUnit
 from multi2cap.io import atomic_write_text
 from multi2cap.metrics import higher_is_better
 from multi2cap.model.backbones import BackboneRole
-from multi2cap.model.config import Stage
 from multi2cap.provenance import WRITTEN_BY_KEY, provenance
+from multi2cap.train.preference_config import PreferenceConfig
+
+#: What a recipe trains: the paper's two stages (`multi2cap.model.config.Stage`), and preference
+#: tuning of a fine-tuned model (DPO on its own candidates, `multi2cap.train.preference`).
+TrainStage = Literal["pretrain", "finetune", "preference"]
 
 
 class ConfigError(ValueError):
@@ -179,9 +183,10 @@ class TrainConfig(_Section):
     """A complete training recipe. `model` is the `Multi2CapConfig` section (fields of that class,
     plus `preset: tiny` to start from `Multi2CapConfig.tiny()`); `init_from` is a checkpoint folder
     whose weights start fine-tuning (its model config is used, `model` entries override it);
-    `init_backbones` points its backbones at folders of this machine when it was saved elsewhere."""
+    `init_backbones` points its backbones at folders of this machine when it was saved elsewhere;
+    `preference` configures `stage: preference` (ignored by the other stages)."""
 
-    stage: Stage = "pretrain"
+    stage: TrainStage = "pretrain"
     seed: int = 0
     init_from: str | None = None
     init_backbones: dict[BackboneRole, str] = Field(
@@ -202,6 +207,7 @@ class TrainConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

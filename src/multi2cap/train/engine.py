@@ -86,6 +86,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
 def _train(config: TrainConfig, resume: bool) -> TrainResult:
     from multi2cap.model.multi2cap import Multi2Cap
 
+    if config.stage == "preference":
+        raise ConfigError("stage preference runs through multi2cap.train.train")
+
     partial = PartialState(cpu=config.runtime.cpu)
     accumulation = config.accumulation_steps(partial.num_processes)
     accelerator = Accelerator(

@@ -124,7 +124,8 @@ class Validator:
             collate_fn=collate,
             num_workers=cfg.data.num_workers if records else 0,
         )
-        was_training = inner.training
+        was_training, stage = inner.training, inner.stage
+        trainable = [p.requires_grad for p in inner.parameters()]  # the stage's, or narrower
         inner.eval()
         part: dict[str, Any] = {
             "n_items": 0,
@@ -152,7 +153,9 @@ class Validator:
                 if real:
                     part["n_items"] += n
                     part["references"] += batch["references"]
-        inner.set_stage(cfg.stage)
+        inner.set_stage(stage)
+        for param, flag in zip(inner.parameters(), trainable, strict=True):
+            param.requires_grad_(flag)
         inner.train(was_training)
         return part
 
