@@ -11,15 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from multi2cap.fsnames import printable
+from multi2cap.llm_client.settings import BackendConfigError
+from multi2cap.llm_client.transport import DEFAULT_MAX_REPLY_BYTES
 from multi2cap.media.spectrogram_image import SpectrogramImageSettings
-from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings
+from multi2cap.vggcaps.backends import OpenAISettings
 from multi2cap.vggcaps.catalog import CatalogError
 from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
 from multi2cap.vggcaps.pipeline import build_vggcaps
 from multi2cap.vggcaps.records import BatchSettings, BuildConfig, BuildSummary
 from multi2cap.vggcaps.split import parse_shard
 from multi2cap.vggcaps.store import StoreWriteError
-from multi2cap.vggcaps.transport import DEFAULT_MAX_REPLY_BYTES
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # paths stay whole, copyable
