@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from multi2cap.fsnames import printable
+from multi2cap.llm_client.prices import dollars
 from multi2cap.llm_client.settings import BackendConfigError
 from multi2cap.llm_client.transport import DEFAULT_MAX_REPLY_BYTES
 from multi2cap.media.spectrogram_image import SpectrogramImageSettings
@@ -138,10 +139,6 @@ def _run(config_args: dict, steps: tuple[str, ...], dry_run: bool = False) -> No
     raise typer.Exit(summary.exit_code)
 
 
-def _dollars(amount: float) -> str:
-    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
-
-
 def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
     table = Table(title="VggCaps dry run" if dry_run else "VggCaps build", show_header=False)
     table.add_column("")
@@ -156,7 +153,7 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
             ("requests", f"{est.requests:,}"),
             ("prompt tokens", f"{est.prompt_tokens:,}"),
             ("completion tokens", f"{est.completion_tokens:,}"),
-            ("cost", _dollars(est.cost_usd)),
+            ("cost", dollars(est.cost_usd)),
             ("time", f"{est.hours:.1f} h" if est.hours >= 1 else f"{est.hours * 60:.1f} min"),
         ]
     else:
@@ -170,7 +167,7 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
             ("prompt version", summary.prompt_version),
             ("requests / retries", f"{summary.requests} / {summary.retries}"),
             ("tokens in / out", f"{summary.prompt_tokens:,} / {summary.completion_tokens:,}"),
-            ("cost", _dollars(summary.cost_usd)),
+            ("cost", dollars(summary.cost_usd)),
             ("time", f"{summary.elapsed_s:.1f} s"),
         ]
     for name, value in rows:

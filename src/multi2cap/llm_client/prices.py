@@ -41,3 +41,8 @@ class Prices:
             * (prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m)
             / 1e6
         )
+
+
+def dollars(amount: float) -> str:
+    """An amount as printed in estimates and summaries: cents from $1, else four decimals."""
+    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from multi2cap.llm_client.transport import DEFAULT_MAX_REPLY_BYTES, check_base_url
 
@@ -112,6 +112,16 @@ class ChatSettings:
             )
         if self.base_url is not None:
             check_base_url(self.base_url)
+
+    def sampling_fields(self) -> dict[str, Any]:
+        """The request-body fields these settings add to every request: `temperature` and the
+        token cap (under `max_tokens_param`), each left out when None."""
+        fields: dict[str, Any] = {}
+        if self.temperature is not None:
+            fields["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            fields[self.max_tokens_param] = self.max_tokens
+        return fields
 
     def api_key(self) -> str:
         """The key from the variable named by `api_key_env`. A key that could not be sent in an

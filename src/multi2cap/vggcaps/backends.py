@@ -157,10 +157,7 @@ def chat_body(request: StageRequest, settings: OpenAISettings) -> dict[str, Any]
             }
         ],
     }
-    if settings.temperature is not None:
-        body["temperature"] = settings.temperature
-    if settings.max_tokens is not None:
-        body[settings.max_tokens_param] = settings.max_tokens
+    body.update(settings.sampling_fields())
     return body
 
 
