@@ -25,6 +25,7 @@ from multi2cap.metrics import combined
 from multi2cap.metrics._ngrams import build_ngram_table
 from multi2cap.metrics.bleu import bleu
 from multi2cap.metrics.cider import cider_d
+from multi2cap.metrics.clair_a import JUDGE_METRICS, ClairAConfig, ClairAJudge, judge_ready
 from multi2cap.metrics.clap import CLAP_KEYS, CLAP_MODEL_ENV, ClapMetrics, resolve_clap_model
 from multi2cap.metrics.meteor import MeteorScorer
 from multi2cap.metrics.resources import (
@@ -60,6 +61,7 @@ METRIC_KEYS = (
     "clap_sim",
     "clap_sim_audio",
     "mace",
+    "clair_a",
 )
 #: The abbreviations the paper's tables use for each metric key (Table 2, Table 9).
 PAPER_LABELS = {
@@ -97,6 +99,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "clap_sim": True,
     "clap_sim_audio": True,
     "mace": True,
+    "clair_a": True,
     "val_loss": False,
 }
 
@@ -132,7 +135,8 @@ METRIC_SETS: dict[str, tuple[str, ...]] = {
         "sbert_sim",
         "fense",
     ),
-    "all": METRIC_KEYS,
+    # Every metric that runs here without paying a judge (clair_a is asked for by name).
+    "all": tuple(k for k in METRIC_KEYS if k not in JUDGE_METRICS),
 }
 #: What each metric is computed from (the metric itself, or the metrics it combines).
 _DEPENDENCIES: dict[str, tuple[str, ...]] = {
@@ -142,6 +146,7 @@ _DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "clap_sim": ("clap",),
     "clap_sim_audio": ("clap",),
     "mace": ("clap", "fer"),
+    "clair_a": ("judge",),
 }
 #: Metrics whose value needs at least two items (CIDEr-D's IDF is 0 on one item).
 _NEEDS_TWO_ITEMS = frozenset(("cider_d", "spider", "spider_fl"))
@@ -177,7 +182,8 @@ class MetricAssets:
     `device` runs the SBERT, echecker and CLAP models; `allow_network` lets Hugging Face fetch a
     model that is not cached (never needed when the assets are local folders). `clap_model`:
     the CLAP of `clap_sim`, `clap_sim_audio`, `mace`; `mace_method`: `combined`, `text`, `audio`
-    (see `multi2cap.metrics.clap`).
+    (see `multi2cap.metrics.clap`). `clair_a`: the judge of the `clair_a` metric
+    (`multi2cap.metrics.clair_a.ClairAConfig`).
     """
 
     java: str | None = None
@@ -189,17 +195,21 @@ class MetricAssets:
     allow_network: bool = False
     clap_model: str | None = None
     mace_method: str = "combined"
+    clair_a: ClairAConfig | None = None
 
 
 @dataclass
 class EvalResult:
     """Raw scores: `corpus[key]`, `per_item[key][i]` (absent for `vocab`, a corpus count),
-    `unavailable[key]` = why a requested metric was skipped, `settings` = what produced them."""
+    `unavailable[key]` = why a requested metric was skipped, `settings` = what produced them,
+    `details[key][i]` = what a metric says of item i beside its value (`clair_a`: the judge's
+    score, reason, or why the item failed)."""
 
     corpus: dict[str, float]
     per_item: dict[str, list[float]]
     unavailable: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _asset_problems(assets: MetricAssets) -> dict[str, str | None]:
@@ -237,6 +247,7 @@ def _asset_problems(assets: MetricAssets) -> dict[str, str | None]:
         or check(lambda: resolve_echecker(assets.echecker)),
         "clap": check(package("torch", "transformers"))
         or check(lambda: resolve_clap_model(assets.clap_model, allow_network=assets.allow_network)),
+        "judge": check(lambda: judge_ready(assets.clair_a)),
     }
 
 
@@ -246,6 +257,7 @@ _METRIC_ASSETS: dict[str, tuple[str, ...]] = {
     "fer": ("echecker",),
     "sbert_sim": ("sbert",),
     "clap": ("clap",),
+    "judge": ("judge",),
 }
 
 
@@ -344,6 +356,10 @@ class Evaluator:
             if key not in self.unavailable
             for part in _DEPENDENCIES.get(key, (key,))
         }
+        self._clair_a: ClairAJudge | None = None
+        if "judge" in self._needed and self.assets.clair_a is not None:
+            self._clair_a = _clair_a_judge(self.assets.clair_a, problems)
+            self._needed.update(self._clair_a.tie_break_parts)
         self.settings: dict[str, Any] = {"metrics": list(self.metrics), "tokenize": tokenize}
         self.sbert_key = "sbert_sim"
         self.fense_key = "fense"
@@ -498,10 +514,18 @@ class Evaluator:
             fer = per_item.get("fer")
             for key, values in self._clap.score(keys, cands, mrefs, audio_paths, fer).items():
                 corpus[key], per_item[key] = _mean(values), values
+        details: dict[str, list[dict[str, Any]]] = {}
         settings = dict(self.settings)  # after the lazy model loads, which record theirs
+        if "judge" in needed and self._clair_a is not None:
+            judged = self._clair_a.score(candidates, mult_references, per_item)
+            settings["clair_a"], details["clair_a"] = judged.settings, judged.details
+            if judged.corpus is None:
+                unavailable["clair_a"] = f"no item was judged: {judged.details[0]['error']}"
+            else:
+                corpus["clair_a"], per_item["clair_a"] = judged.corpus, judged.per_item
         if tokenizer is not None:
             settings["tokenizer"] = tokenizer
-        return self._select(corpus, per_item, unavailable, settings)
+        return self._select(corpus, per_item, unavailable, settings, details)
 
     def _score_lexical(
         self,
@@ -531,6 +555,7 @@ class Evaluator:
         per_item: dict[str, list[float]],
         unavailable: dict[str, str],
         settings: dict[str, Any],
+        details: dict[str, list[dict[str, Any]]],
     ) -> EvalResult:
         """Keep the requested metrics, under their reported keys."""
         rename = {"sbert_sim": self.sbert_key, "fense": self.fense_key}
@@ -544,7 +569,7 @@ class Evaluator:
             out_corpus[name] = corpus[key]
             if key in per_item:
                 out_items[name] = per_item[key]
-        return EvalResult(out_corpus, out_items, unavailable, settings)
+        return EvalResult(out_corpus, out_items, unavailable, settings, details)
 
     def close(self) -> None:
         """Stop the METEOR JVM and drop the models (idempotent)."""
@@ -566,6 +591,13 @@ class Evaluator:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _clair_a_judge(config: ClairAConfig, problems: dict[str, str | None]) -> ClairAJudge:
+    """The judge, with its tie-break left out (and why) when its models are missing here."""
+    key = config.tie_break
+    missing = None if key == "none" else _availability([key], problems)[key]
+    return ClairAJudge(config, tie_break_missing=missing)
 
 
 def _check_inputs(candidates: Sequence[str], mult_references: Sequence[Sequence[str]]) -> None:
