@@ -145,6 +145,12 @@ def test_the_score_is_the_verdict_with_a_1e4_tie_break(server: LoopbackServer, t
     assert "fense was not computed" in alone.settings["tie_break_missing"]
     no_tie = _config(server, tmp_path, tie_break="none")
     assert ClairAJudge(no_tie).score(CANDS, MREFS, {"fense": fense}).per_item == alone.per_item
+    # the authors' code's reading: the SBERT cosine before the fluency penalty
+    sbert = [0.9, 0.6, 0.2]
+    code = ClairAJudge(_config(server, tmp_path, tie_break="sbert_sim"))
+    assert code.tie_break_parts == ("sbert_sim",)
+    got = code.score(CANDS, MREFS, {"fense": fense, "sbert_sim": sbert}).per_item
+    assert got == pytest.approx([(1 - EPS) * _llm(i) / 100 + EPS * sbert[i] for i in range(3)])
 
 
 @pytest.mark.parametrize("fault", ["bad-json", "out-of-range", "float-score", "extra-key", "cut"])

@@ -381,7 +381,7 @@ class ClairAJudge:
         reasks: int,
     ) -> ClairAScores:
         tie_break, missing = self.tie_break, self.tie_break_missing
-        tie_key = {"fense": "fense", "sbert_sim": "sbert_sim"}.get(tie_break)
+        tie_key = None if tie_break == "none" else tie_break
         tie_values = per_item.get(tie_key) if tie_key else None
         if tie_key and tie_values is None:
             tie_break, missing = "none", f"{tie_key} was not computed for these items"
