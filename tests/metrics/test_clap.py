@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from tiny_echecker import echecker_checkpoint
 from typer.testing import CliRunner
 
 from multi2cap.assets import AssetNotFoundError
@@ -231,29 +232,6 @@ def test_clap_metrics_without_model_or_audio_are_unavailable(
                  audio_paths=_clips(tmp_path, 1))  # fmt: skip
 
 
-def _echecker(folder: Path, error: bool) -> Path:
-    """An echecker checkpoint around a tiny random BERT whose error head always says `error`."""
-    from multi2cap.metrics.neural import _FlatClassifier
-
-    bert = folder / "bert"
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "barks", "rain", "falls"]
-    bert.mkdir(parents=True, exist_ok=True)
-    (bert / "vocab.txt").write_text("\n".join(words) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
-    config = transformers.BertConfig(
-        vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=16, max_position_embeddings=64,
-    )  # fmt: skip
-    config.save_pretrained(bert)
-    model = _FlatClassifier(config, 6)
-    with torch.no_grad():
-        model.clf.weight.zero_()
-        model.clf.bias.fill_(10.0 if error else -10.0)
-    path = folder / f"echecker_{error}.ckpt"
-    torch.save({"model_type": str(bert), "num_classes": 6, "state_dict": model.state_dict()}, path)
-    return path
-
-
 @pytest.mark.parametrize("method", ["combined", "text", "audio"])
 def test_mace_is_clap_sim_times_one_minus_03_fer(
     method: str, tmp_path: Path, clap_folders: dict[str, Path]
@@ -270,7 +248,7 @@ def test_mace_is_clap_sim_times_one_minus_03_fer(
         "combined": [(t + a) / 2 for t, a in zip(text, audio_sim, strict=True)],
     }[method]
     for error, factor in ((False, 1.0), (True, 0.7)):
-        checker = str(_echecker(tmp_path, error))
+        checker = str(echecker_checkpoint(tmp_path, error))
         result = evaluate(cands, mrefs, metrics="mace,fer", echecker=checker, **common)
         assert result.per_item["fer"] == [float(error)] * 2
         assert result.per_item["mace[unfused]"] == pytest.approx(
@@ -289,7 +267,7 @@ def test_mace_needs_the_fense_checker(
     # An echecker whose base BERT cannot be loaded: MACE is unavailable with it, not penalty-free.
     result = evaluate(
         ["a dog", "rain"], [["a dog"], ["rain"]], metrics="mace,clap_sim", tokenize=False,
-        clap_model=folder, mace_method="text", echecker=str(_echecker(tmp_path, False)),
+        clap_model=folder, mace_method="text", echecker=str(echecker_checkpoint(tmp_path, False)),
         echecker_bert=str(tmp_path / "no-bert"), skip_unavailable=True,
     )  # fmt: skip
     assert "could not be loaded" in result.unavailable["mace"]

@@ -205,7 +205,10 @@ def test_caption_file_type_errors_say_what_was_found(tmp_path: Path) -> None:
     with pytest.raises(CaptionFileError, match=r"p\.jsonl:1: `caption`: expected str, found list"):
         read_predictions(predictions)
     predictions.write_text('{"name": "a", "caption": "a dog"}\n')
-    with pytest.raises(CaptionFileError, match=r"an `id` field, found keys \['caption', 'name'\]"):
+    with pytest.raises(
+        CaptionFileError,
+        match=r"an `id` \(or `file_name`\) field, found keys \['caption', 'name'\]",
+    ):
         read_predictions(predictions)
     references = tmp_path / "r.jsonl"
     references.write_text('{"id": "a", "captions": "a dog"}\n')

@@ -18,6 +18,10 @@ Content-Length (junk that post-processing rejects), "huge-chunked" the same with
 read stops it), "endless" a chunked body that never ends, "gzip" a gzip-compressed answer sent
 although the client asked for none; "loop" is a reply that loops ("la la la ...") until the
 token cap (`finish_reason: length`).
+`state.answer` replaces how a chat request is answered (default `answer_chat`, the VggCaps
+stages); the transport faults above (429, 500, timeout, malformed, the hostile ones) stay the
+server's, so another client (the CLAIR-A judge, `tests/metrics/judge_loopback.py`) meets the same
+endpoint.
 It also implements the Batch API surface (`/v1/files`, `/v1/files/{id}/content`, `/v1/batches`,
 `/v1/batches/{id}`).
 
@@ -39,6 +43,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -73,6 +78,7 @@ class ServerState:
     hold_at: int | None = None
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    answer: Callable[[ServerState, dict[str, Any], str | None], tuple[int, Any]] | None = None
 
     def arrive(self) -> int:
         """Count one chat request; returns its number (from 1)."""
@@ -83,6 +89,10 @@ class ServerState:
     def next_fault(self) -> str | None:
         with self.lock:
             return self.faults.popleft() if self.faults else None
+
+    def reply(self, body: dict[str, Any], fault: str | None) -> tuple[int, Any]:
+        """(status, JSON body) for one chat request, by `answer` (default `answer_chat`)."""
+        return (self.answer or answer_chat)(self, body, fault)
 
 
 def stage1_reply(category: str) -> str:
@@ -212,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The hostile answers (see the module docstring); the connection closes after each."""
         self.close_connection = True
         pause = self.state.trickle_s
-        payload = json.dumps(answer_chat(self.state, body, fault)[1]).encode()
+        payload = json.dumps(self.state.reply(body, fault)[1]).encode()
         head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
         if fault == "trickle":
             self._raw(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload, pause)
@@ -303,13 +313,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, {"error": {"message": "boom"}})
         elif fault == "timeout":
             time.sleep(self.state.timeout_sleep_s)
-            self._send(200, answer_chat(self.state, body, None)[1])
+            self._send(200, self.state.reply(body, None)[1])
         elif fault == "malformed":
             self._send(200, b'{"id": "chatcmpl-x", "choices": [')
         elif fault in HOSTILE:
             self._hostile(fault, body)
         else:
-            status, payload = answer_chat(self.state, body, fault)
+            status, payload = self.state.reply(body, fault)
             self._send(status, payload)
 
     def _upload(self, raw: bytes) -> None:
@@ -361,7 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
                 outputs.append({"id": "r", "error": None, "response": {"status_code": 200}})
                 outputs.append("}{ not json")
                 continue
-            status, payload = answer_chat(self.state, request["body"], fault)
+            status, payload = self.state.reply(request["body"], fault)
             outputs.append(
                 {
                     "id": "r",

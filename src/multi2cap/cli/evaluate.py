@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from multi2cap.cli.errors import bad_input
+from multi2cap.cli import judge_options as judge
+from multi2cap.cli.errors import EXIT_ITEMS_FAILED, bad_input
 from multi2cap.metrics.clap import CLAP_MODEL_ENV, MACE_METHODS
 
 MaceMethod = StrEnum("MaceMethod", {name: name for name in MACE_METHODS})
@@ -90,9 +91,31 @@ def evaluate_command(
     allow_network: bool = typer.Option(
         False, "--allow-network", help="Let Hugging Face download models that are not cached."
     ),
+    judge_model: str | None = judge.JUDGE_MODEL,
+    base_url: str | None = judge.BASE_URL,
+    api_key_env: str = judge.KEY_ENV,
+    concurrency: int = judge.CONCURRENCY,
+    rpm: float | None = judge.RPM,
+    tpm: float | None = judge.TPM,
+    timeout: float = judge.TIMEOUT,
+    max_retries: int = judge.MAX_RETRIES,
+    max_tokens: int = judge.MAX_TOKENS,
+    max_tokens_param: judge.MaxTokensParamChoice = judge.MAX_TOKENS_PARAM,
+    temperature: float = judge.TEMPERATURE,
+    response_format: judge.ResponseFormatChoice = judge.RESPONSE_FORMAT,
+    content_retries: int = judge.CONTENT_RETRIES,
+    tie_break: judge.TieBreakChoice = judge.TIE_BREAK,
+    judge_cache: Path | None = judge.JUDGE_CACHE,
+    price_input: float | None = judge.PRICE_IN,
+    price_output: float | None = judge.PRICE_OUT,
+    reasons: Path | None = judge.REASONS,
+    confirm_above: int = judge.CONFIRM_ABOVE,
+    yes: bool = judge.YES,
+    dry_run: bool = judge.DRY_RUN,
 ) -> None:
     """Score predicted captions against references (BLEU, ROUGE-L, METEOR, CIDEr-D, ...)."""
-    from multi2cap.metrics import MetricUnavailableError, MetricWarning, evaluate
+    from multi2cap.metrics import MetricUnavailableError, MetricWarning, evaluate, resolve_metrics
+    from multi2cap.metrics.clair_a import ClairAJudge
     from multi2cap.metrics.files import (
         CaptionFileError,
         align,
@@ -100,6 +123,7 @@ def evaluate_command(
         read_predictions,
         read_references,
         scores_document,
+        write_details,
         write_per_item,
         write_scores,
     )
@@ -118,10 +142,35 @@ def evaluate_command(
                 + (" ..." if len(empty) > 10 else "")
             )
         audio_paths = _audio_paths(audio_dir, ids)
-        with (
-            err.status(f"Scoring {len(ids)} items (METEOR's JVM takes 10-30 s to start)"),
-            warnings.catch_warnings(),
-        ):
+        status = err.status(f"Scoring {len(ids)} items (METEOR's JVM takes 10-30 s to start)")
+        clair_a = None
+        if judge_model is not None and "clair_a" in resolve_metrics(metrics):
+            clair_a = judge.judge_config(
+                judge_model=judge_model, base_url=base_url, api_key_env=api_key_env,
+                concurrency=concurrency, rpm=rpm, tpm=tpm, timeout=timeout,
+                max_retries=max_retries, max_tokens=max_tokens,
+                max_tokens_param=max_tokens_param.value, temperature=temperature,
+                response_format=response_format.value, content_retries=content_retries,
+                tie_break=tie_break.value, judge_cache=judge_cache, price_input=price_input,
+                price_output=price_output, confirm_above=confirm_above, yes=yes,
+                progress=lambda done, total: status.update(
+                    f"clair_a: {done}/{total} verdicts received"
+                ),
+            )  # fmt: skip
+            estimate = ClairAJudge(clair_a).estimate(candidates, mult_references)
+            judge.print_estimate(err, estimate)
+            if dry_run:
+                raise typer.Exit(0)
+            if estimate.requests > confirm_above and not yes:
+                bad_input(
+                    f"clair_a would send {estimate.requests:,} judge requests, more than "
+                    f"--confirm-above {confirm_above}: pass --yes to go ahead"
+                )
+        elif dry_run:
+            bad_input("--dry-run estimates the clair_a judge: request clair_a and --judge-model")
+        elif judge_model is not None:
+            err.print("[yellow]warning:[/yellow] --judge-model is for clair_a, not requested")
+        with status, warnings.catch_warnings():
             # A metric left out (one item) is listed below with its reason: no Python warning.
             warnings.simplefilter("ignore", MetricWarning)
             result = evaluate(
@@ -141,6 +190,7 @@ def evaluate_command(
                 audio_paths=audio_paths,
                 device=device,
                 allow_network=allow_network,
+                clair_a=clair_a,
             )
     except (CaptionFileError, MetricUnavailableError, ValueError) as error:
         bad_input(str(error))
@@ -178,6 +228,19 @@ def evaluate_command(
     if per_item is not None:
         write_per_item(per_item, ids, result)
         console.print(f"per-item scores written to {per_item}")
+    if "clair_a" in result.settings:
+        judge.print_summary(err, result.settings["clair_a"])
+        where = judge.reasons_path(reasons, output)
+        if where is not None and "clair_a" in result.details:
+            write_details(where, ids, result, "clair_a")
+            console.print(f"clair_a scores and reasons written to {where}")
+        failed = result.settings["clair_a"]["failed"]
+        if failed:
+            err.print(
+                f"[yellow]clair_a: {failed} of {len(ids)} items have no verdict[/yellow] "
+                + (f"(reasons in {where})" if where is not None else "(pass --reasons FILE)")
+            )
+            raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
 def _audio_paths(audio_dir: Path | None, ids: list[str]) -> list[str] | None:

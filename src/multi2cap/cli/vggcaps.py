@@ -11,15 +11,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from multi2cap.fsnames import printable
+from multi2cap.llm_client.prices import dollars
+from multi2cap.llm_client.settings import BackendConfigError
+from multi2cap.llm_client.transport import DEFAULT_MAX_REPLY_BYTES
 from multi2cap.media.spectrogram_image import SpectrogramImageSettings
-from multi2cap.vggcaps.backends import BackendConfigError, OpenAISettings
+from multi2cap.vggcaps.backends import OpenAISettings
 from multi2cap.vggcaps.catalog import CatalogError
 from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
 from multi2cap.vggcaps.pipeline import build_vggcaps
 from multi2cap.vggcaps.records import BatchSettings, BuildConfig, BuildSummary
 from multi2cap.vggcaps.split import parse_shard
 from multi2cap.vggcaps.store import StoreWriteError
-from multi2cap.vggcaps.transport import DEFAULT_MAX_REPLY_BYTES
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # paths stay whole, copyable
@@ -137,10 +139,6 @@ def _run(config_args: dict, steps: tuple[str, ...], dry_run: bool = False) -> No
     raise typer.Exit(summary.exit_code)
 
 
-def _dollars(amount: float) -> str:
-    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
-
-
 def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
     table = Table(title="VggCaps dry run" if dry_run else "VggCaps build", show_header=False)
     table.add_column("")
@@ -155,7 +153,7 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
             ("requests", f"{est.requests:,}"),
             ("prompt tokens", f"{est.prompt_tokens:,}"),
             ("completion tokens", f"{est.completion_tokens:,}"),
-            ("cost", _dollars(est.cost_usd)),
+            ("cost", dollars(est.cost_usd)),
             ("time", f"{est.hours:.1f} h" if est.hours >= 1 else f"{est.hours * 60:.1f} min"),
         ]
     else:
@@ -169,7 +167,7 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
             ("prompt version", summary.prompt_version),
             ("requests / retries", f"{summary.requests} / {summary.retries}"),
             ("tokens in / out", f"{summary.prompt_tokens:,} / {summary.completion_tokens:,}"),
-            ("cost", _dollars(summary.cost_usd)),
+            ("cost", dollars(summary.cost_usd)),
             ("time", f"{summary.elapsed_s:.1f} s"),
         ]
     for name, value in rows:

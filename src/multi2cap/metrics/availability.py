@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from multi2cap.assets import AssetNotFoundError, java_executable
+from multi2cap.metrics.clair_a import ClairAConfig, judge_ready
 from multi2cap.metrics.clap import resolve_clap_model
 from multi2cap.metrics.resources import (
     coco_jars,
@@ -38,7 +39,8 @@ class MetricAssets:
     `bert_score_layer` is the hidden layer BERTScore reads (`hidden_states[layer]`, -1 = last);
     `bert_score_idf` weights tokens by their IDF over the references (off, as in aac-metrics).
     `clap_model`: the CLAP of `clap_sim`, `clap_sim_audio`, `mace`; `mace_method`: `combined`,
-    `text`, `audio` (see `multi2cap.metrics.clap`).
+    `text`, `audio` (see `multi2cap.metrics.clap`). `clair_a`: the judge of the `clair_a` metric
+    (`multi2cap.metrics.clair_a.ClairAConfig`).
     """
 
     java: str | None = None
@@ -51,6 +53,7 @@ class MetricAssets:
     bert_score_idf: bool = False
     clap_model: str | None = None
     mace_method: str = "combined"
+    clair_a: ClairAConfig | None = None
     device: str = "cpu"
     allow_network: bool = False
 
@@ -64,6 +67,7 @@ METRIC_ASSETS: dict[str, tuple[str, ...]] = {
     "sbert_sim": ("sbert",),
     "bert_score": ("bert_score",),
     "clap": ("clap",),
+    "judge": ("judge",),
 }
 
 
@@ -104,6 +108,7 @@ def asset_problems(assets: MetricAssets) -> dict[str, str | None]:
         or check(lambda: resolve_bert_score_model(assets.bert_score_model)),
         "clap": check(package("torch", "transformers"))
         or check(lambda: resolve_clap_model(assets.clap_model, allow_network=assets.allow_network)),
+        "judge": check(lambda: judge_ready(assets.clair_a)),
     }
 
 

@@ -14,8 +14,7 @@ import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,13 +26,13 @@ from multi2cap.metrics._ngrams import build_ngram_table
 from multi2cap.metrics.availability import (
     MetricAssets,
     asset_problems,
-    group_by_reason,
     metric_availability,
     missing_reasons,
     unavailable_message,
 )
 from multi2cap.metrics.bleu import bleu
 from multi2cap.metrics.cider import cider_d
+from multi2cap.metrics.clair_a import ClairAConfig, ClairAJudge
 from multi2cap.metrics.clap import CLAP_KEYS, CLAP_MODEL_ENV, ClapMetrics
 from multi2cap.metrics.inputs import (
     Preprocess,
@@ -54,6 +53,7 @@ from multi2cap.metrics.resources import (
     resolve_echecker,
     resolve_sbert_model,
 )
+from multi2cap.metrics.result import ONE_ITEM_REASON, EvalResult, MetricWarning
 from multi2cap.metrics.rouge import rouge_l
 from multi2cap.metrics.sets import (
     BLEU_KEYS,
@@ -88,52 +88,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Why CIDEr-D (and SPIDEr, SPIDEr-FL, SPIDEr-max) get no value on one item.
-ONE_ITEM_REASON = (
-    "needs at least 2 items: CIDEr-D's IDF over one item is log(1) = 0, so it has no "
-    "meaningful value (aac-metrics raises, pycocoevalcap reports 0.0)"
-)
-
-
-class MetricWarning(UserWarning):
-    """A requested metric was left out of the result (its reason is in `unavailable`)."""
-
-
-@dataclass
-class EvalResult:
-    """Raw scores: `corpus[key]`, `per_item[key][i]` (absent for the `vocab*` counts),
-    `unavailable[key]` = why a requested metric was left out, `settings` = what produced them.
-
-    Unpacks as aac-metrics' result does: `corpus, per_item = evaluate(...)` (also `result[0]`,
-    `result[1]`). `unavailable_reasons[key]` lists each distinct reason; `unavailable_grouped()`
-    names each reason once with every metric it stops.
-    """
-
-    corpus: dict[str, float]
-    per_item: dict[str, list[float]]
-    unavailable: dict[str, str] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-    unavailable_reasons: dict[str, list[str]] = field(default_factory=dict)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter((self.corpus, self.per_item))
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TypeError(
-                f"EvalResult indices are 0 (corpus) and 1 (per_item), found {index!r}: use "
-                "result.corpus[key] for a score"
-            )
-        return (self.corpus, self.per_item)[index]
-
-    def unavailable_grouped(self) -> list[tuple[list[str], str]]:
-        """[(metrics, reason)]: each reason once, with every requested metric it stops."""
-        reasons = self.unavailable_reasons or {k: [v] for k, v in self.unavailable.items()}
-        return group_by_reason(reasons)
 
 
 def _model_label(path: str) -> str:
@@ -203,6 +157,10 @@ class Evaluator:
             if key not in self.unavailable_reasons
             for part in DEPENDENCIES.get(key, (key,))
         }
+        self._clair_a: ClairAJudge | None = None
+        if "judge" in self._needed and self.assets.clair_a is not None:
+            self._clair_a = _clair_a_judge(self.assets.clair_a, problems)
+            self._needed.update(self._clair_a.tie_break_parts)
         tokenize_setting = self.tokenize if isinstance(self.tokenize, bool) else "custom"
         self.settings: dict[str, Any] = {
             "metrics": list(self.metrics),
@@ -396,10 +354,20 @@ class Evaluator:
             fer = per_item.get("fer")
             for key, values in self._clap.score(keys, cands, mrefs, audio_paths, fer).items():
                 corpus[key], per_item[key] = _mean(values), values
+        details: dict[str, list[dict[str, Any]]] = {}
         settings = dict(self.settings)  # after the lazy model loads, which record theirs
+        if "judge" in needed and self._clair_a is not None and candidates is not None:
+            judged = self._clair_a.score(candidates, mult_references, per_item)
+            settings["clair_a"], details["clair_a"] = judged.settings, judged.details
+            if judged.corpus is None:
+                reasons.setdefault("clair_a", []).append(
+                    f"no item was judged: {judged.details[0]['error']}"
+                )
+            else:
+                corpus["clair_a"], per_item["clair_a"] = judged.corpus, judged.per_item
         if tokenizer is not None:
             settings["tokenizer"] = tokenizer
-        return self._select(corpus, per_item, reasons, settings)
+        return self._select(corpus, per_item, reasons, settings, details)
 
     def _preprocess(
         self,
@@ -533,6 +501,7 @@ class Evaluator:
         per_item: dict[str, list[float]],
         reasons: dict[str, list[str]],
         settings: dict[str, Any],
+        details: dict[str, list[dict[str, Any]]],
     ) -> EvalResult:
         """Keep the requested metrics' outputs, under their reported keys."""
         rename = {"sbert_sim": self.sbert_key, "fense": self.fense_key}
@@ -553,7 +522,7 @@ class Evaluator:
                     out_items[name] = per_item[output]
         kept = {k: v for k, v in reasons.items() if k in self.metrics}
         unavailable = {k: "; ".join(v) for k, v in kept.items()}
-        return EvalResult(out_corpus, out_items, unavailable, settings, kept)
+        return EvalResult(out_corpus, out_items, unavailable, settings, kept, details)
 
     def close(self) -> None:
         """Stop the METEOR JVM and drop the models (idempotent)."""
@@ -576,6 +545,13 @@ class Evaluator:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _clair_a_judge(config: ClairAConfig, problems: dict[str, str | None]) -> ClairAJudge:
+    """The judge, with its tie-break left out (and why) when its models are missing here."""
+    key = config.tie_break
+    missing = None if key == "none" else "; ".join(missing_reasons([key], problems)[key]) or None
+    return ClairAJudge(config, tie_break_missing=missing)
 
 
 def evaluate(

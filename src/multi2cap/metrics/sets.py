@@ -36,6 +36,8 @@ METRIC_KEYS = (
     "clap_sim",
     "clap_sim_audio",
     "mace",
+    # CLAIR-A: an LLM judge through an OpenAI-compatible endpoint (paid requests: in no set)
+    "clair_a",
 )
 #: The keys a metric writes into the results, when they are not just its own key (aac-metrics'
 #: output names: `vocab.*`, `bert_score.*`, and SPIDEr-max's `*_max` of the best candidate).
@@ -54,6 +56,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
 OUTPUT_KEYS = tuple(o for k in METRIC_KEYS for o in OUTPUTS.get(k, (k,)))
 #: Metrics that score several candidates per item (`mult_candidates`), never in a set.
 MULTI_CANDIDATE = frozenset({"spider_max"})
+#: Metrics that send paid requests to an LLM judge, never in a set: asked for by name.
+JUDGE_METRICS = frozenset({"clair_a"})
 
 #: The abbreviations the paper's tables use for each metric key (Table 2, Table 9); keys the
 #: paper does not report use aac-metrics' names.
@@ -95,6 +99,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "clap_sim": True,
     "clap_sim_audio": True,
     "mace": True,
+    "clair_a": True,
     "val_loss": False,
 }
 
@@ -126,6 +131,7 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "clap_sim": ("clap",),
     "clap_sim_audio": ("clap",),
     "mace": ("clap", "fer"),
+    "clair_a": ("judge",),
 }
 #: Metrics whose value needs at least two items (CIDEr-D's IDF is 0 on one item).
 NEEDS_TWO_ITEMS = frozenset(("cider_d", "spider", "spider_fl", "spider_max"))
@@ -144,8 +150,9 @@ METRIC_SETS: dict[str, tuple[str, ...]] = {
     "dcase2024": ("meteor", *_SPIDER, "spider_fl", "fer", "sbert_sim", "fense", "vocab"),
     # BLEU-1..4 (aac-metrics' `bleu` is BLEU-4 alone; users typing `bleu` mean all four).
     "bleu": BLEU_KEYS,
-    # Every metric of one candidate per item (SPIDEr-max needs several: request it by name).
-    "all": tuple(k for k in METRIC_KEYS if k not in MULTI_CANDIDATE),
+    # Every metric of one candidate per item that runs without paying a judge (SPIDEr-max needs
+    # several candidates, clair_a sends paid requests: request them by name).
+    "all": tuple(k for k in METRIC_KEYS if k not in MULTI_CANDIDATE | JUDGE_METRICS),
 }
 
 

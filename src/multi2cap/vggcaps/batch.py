@@ -24,17 +24,9 @@ from typing import Any
 
 import openai
 
-from multi2cap.vggcaps.backends import (
-    BackendConfigError,
-    Completion,
-    OpenAISettings,
-    RunStats,
-    StageRequest,
-    chat_body,
-    parse_chat_response,
-    redact,
-    usage_guard,
-)
+from multi2cap.llm_client.chat import Completion, RunStats, parse_chat_response, redact
+from multi2cap.llm_client.settings import BackendConfigError
+from multi2cap.vggcaps.backends import OpenAISettings, StageRequest, chat_body, usage_guard
 from multi2cap.vggcaps.caption import StageAttempts, account, stage_request
 from multi2cap.vggcaps.progress import StageProgress
 from multi2cap.vggcaps.records import BatchSettings, BuildConfig, Identity, failure_record

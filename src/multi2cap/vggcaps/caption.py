@@ -14,15 +14,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from multi2cap.vggcaps.backends import (
-    Backend,
-    Completion,
-    OfflineBackend,
-    OpenAIChatBackend,
-    RequestFailed,
-    RunStats,
-    StageRequest,
-)
+from multi2cap.llm_client.chat import Completion, RequestFailed, RunStats
+from multi2cap.vggcaps.backends import Backend, OfflineBackend, OpenAIChatBackend, StageRequest
 from multi2cap.vggcaps.cost import Prices
 from multi2cap.vggcaps.extract import run_extraction
 from multi2cap.vggcaps.postprocess import postprocess

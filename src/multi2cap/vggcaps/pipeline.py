@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from multi2cap.io import atomic_write_text
-from multi2cap.vggcaps.backends import RunStats
+from multi2cap.llm_client.chat import RunStats
 from multi2cap.vggcaps.batch import caption_with_batches
 from multi2cap.vggcaps.caption import caption_async, make_backend, pending_captions
 from multi2cap.vggcaps.cost import Estimate, estimate_build, image_tokens

@@ -1,7 +1,8 @@
-"""The HTTP side of the `openai` backend: the endpoint URL check, and a cap on the bytes read.
+"""The HTTP side of the chat client: the endpoint URL check, and a cap on the bytes read.
 
 `check_base_url` refuses a `--base-url` that is no http(s) URL with a host when the settings are
-made, before anything is paid for (it used to surface as 8 refused connections).
+made, before anything is paid for (in the VggCaps builder it used to surface as 8 refused
+connections).
 
 The SDK reads a reply whole before it returns, with no size limit, so an endpoint sending 20 MB
 (or a body that never ends) held 1.2 GB of memory in one build and fed post-processing a 20-MB
@@ -19,8 +20,8 @@ hooks:
 `ReplyTooLarge` is not an `httpx` error, so the SDK passes it through unwrapped.
 
 How long a request may take is bounded elsewhere, by `asyncio.timeout` around the whole call in
-`OpenAIChatBackend.complete`: httpx's timeouts bound each phase and each read on its own, so a
-reply trickling one byte a second never trips them.
+`multi2cap.llm_client.chat.ChatClient.post`: httpx's timeouts bound each phase and each read on
+its own, so a reply trickling one byte a second never trips them.
 """
 
 from __future__ import annotations
