@@ -92,6 +92,7 @@ def evaluate_command(
     ),
 ) -> None:
     """Score predicted captions against references (BLEU, ROUGE-L, METEOR, CIDEr-D, ...)."""
+    from multi2cap.io import check_output
     from multi2cap.metrics import MetricUnavailableError, MetricWarning, evaluate
     from multi2cap.metrics.files import (
         CaptionFileError,
@@ -106,6 +107,9 @@ def evaluate_command(
 
     console = Console()
     err = Console(stderr=True)
+    for path, option in ((output, "--output"), (per_item, "--per-item")):
+        if path is not None:
+            check_output(path, "file", option)  # before the metrics load (minutes)
     try:
         predicted = read_predictions(predictions)
         ids, candidates, mult_references = align(predicted, read_references(references))

@@ -48,9 +48,11 @@ def create(
     """Sample the items, copy their media, create study.sqlite, links.csv and the admin link."""
     from multi2cap.human.study import create_study
     from multi2cap.human.study import rater_names as make_names
+    from multi2cap.io import check_output
 
     if kind not in ("mos", "captions"):
         _fail(ValueError(f"--kind must be mos or captions, found {kind!r}"))
+    check_output(out, "folder", "--out")
     try:
         names = make_names(raters, rater_names, kind)  # type: ignore[arg-type]
         with _err.status("sampling items and copying media"):
@@ -136,7 +138,9 @@ def export(
 ) -> None:
     """ratings.csv (MOS) or captions_audio.csv, captions_audio_visual.csv, references.csv."""
     from multi2cap.human.export import export_study
+    from multi2cap.io import check_output
 
+    check_output(out, "folder", "--out")
     try:
         files = export_study(study, out)
     except (FileNotFoundError, ValueError) as error:
@@ -158,9 +162,12 @@ def score(
     import json
 
     from multi2cap.human.score import PAPER_HUMAN_ROWS, STAGE_LABELS, score_study
-    from multi2cap.io import atomic_write_text
+    from multi2cap.io import atomic_write_text, check_output
     from multi2cap.metrics import MetricUnavailableError
     from multi2cap.metrics.evaluator import PAPER_LABELS
+
+    if output is not None:
+        check_output(output, "file", "--output")
 
     try:
         with _err.status("scoring the raters' captions (METEOR's JVM takes 10-30 s to start)"):

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from multi2cap.human.store import GOLD_MAX_SCORE, StudyStore, open_study_db
-from multi2cap.io import atomic_write_text
+from multi2cap.io import atomic_write_text, make_folder
 
 RATINGS_COLUMNS = (
     "rater",
@@ -70,7 +70,7 @@ def export_study(study: str | Path, out: str | Path) -> list[Path]:
     finally:
         conn.close()
     target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
+    make_folder(target)
     files = [target / "study.json"]
     atomic_write_text(files[0], json.dumps(store.settings, indent=2, ensure_ascii=False) + "\n")
     if store.kind == "mos":
