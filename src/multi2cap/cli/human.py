@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from multi2cap.cli.connection_options import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS
+
 human_app = typer.Typer(
     help="Human evaluation: the MOS study (Figure 4) and two-stage human captions (Human rows).",
     no_args_is_help=True,
@@ -86,16 +88,25 @@ def serve(
     study: Path = typer.Argument(..., help="The study folder."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback default)."),
     port: int = typer.Option(8080, "--port", help="TCP port."),
+    header_timeout_s: float = HEADER_TIMEOUT,
+    body_timeout_s: float = BODY_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Serve the raters' pages and the admin page (Ctrl-C stops; answers are already saved)."""
     from multi2cap.human.server import exposure_warning, serve_study
+    from multi2cap.webserver import ConnectionLimits
 
     warning = exposure_warning(host)
     if warning:
         _err.print(f"[yellow]warning:[/yellow] {warning}")
     _err.print(f"serving {study} on http://{host}:{port} (links: {study / 'links.csv'})")
     try:
-        serve_study(study, host, port)
+        limits = ConnectionLimits(
+            header_timeout_s=header_timeout_s,
+            body_timeout_s=body_timeout_s,
+            max_connections=max_connections,
+        )
+        serve_study(study, host, port, limits)
     except (FileNotFoundError, ValueError) as error:
         _fail(error)
 

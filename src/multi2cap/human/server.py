@@ -10,6 +10,8 @@ import ipaddress
 import logging
 from pathlib import Path
 
+from multi2cap.webserver import ConnectionLimits, uvicorn_options
+
 log = logging.getLogger(__name__)
 LOOPBACK_NAMES = frozenset(("localhost", "127.0.0.1", "::1"))
 
@@ -33,8 +35,13 @@ def exposure_warning(host: str) -> str | None:
     )
 
 
-def serve_study(study: str | Path, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve `study` until interrupted (blocking)."""
+def serve_study(
+    study: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    limits: ConnectionLimits | None = None,
+) -> None:
+    """Serve `study` until interrupted (blocking), under `limits` (`multi2cap.webserver`)."""
     import uvicorn
 
     from multi2cap.human.app import create_app
@@ -49,4 +56,5 @@ def serve_study(study: str | Path, host: str = "127.0.0.1", port: int = 8080) ->
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
         server_header=False,
+        **uvicorn_options(limits),
     )
