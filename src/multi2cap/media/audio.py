@@ -247,14 +247,14 @@ class _SeekOvershoot(Exception):
 
 
 def _pyav_blocks(
-    path: Path, container: Any, stream: Any, first: int, count: int | None, seek: bool
+    path: Path, container: Any, stream: Any, sr: int, first: int, count: int | None, seek: bool
 ) -> Iterator[np.ndarray]:
-    """The window `[first, first + count)` (samples at the stream's rate, media timeline) as
-    blocks, one per decoded frame: a stream starting after `first` gets zeros in front to stay
-    aligned; with `seek`, raises `_SeekOvershoot` before the first block if the seek passed it."""
+    """The window `[first, first + count)` (samples at rate `sr`, media timeline) as blocks,
+    one per decoded frame: a stream starting after `first` gets zeros in front (in blocks: its
+    first timestamp may be anything) to stay aligned; with `seek`, raises `_SeekOvershoot`
+    before the first block if the seek passed the start."""
     import av
 
-    sr = int(stream.codec_context.sample_rate)
     base = media_origin_s(container)
     # Sample-format conversion only, to packed float: PyAV 18's `to_ndarray` of a planar frame
     # of 8 or 9 channels crashes the process (a 7.1 upload would kill the server).
@@ -271,7 +271,10 @@ def _pyav_blocks(
                     if seek:
                         raise _SeekOvershoot
                     gap = position - first if end is None else min(position, end) - first
-                    yield np.zeros((frame.layout.nb_channels, gap), dtype=np.float32)
+                    channels = frame.layout.nb_channels
+                    step = max(1, BLOCK_SAMPLES // channels)
+                    for done in range(0, gap, step):
+                        yield np.zeros((channels, min(step, gap - done)), dtype=np.float32)
             for packed in to_float.resample(frame):
                 n = packed.samples
                 lo = max(first - position, 0)
@@ -304,7 +307,7 @@ def _pyav_decoder(path: Path, start_s: float, duration_s: float | None) -> Itera
                 seconds = None
             info = AudioInfo(sr, int(stream.codec_context.channels or 1), seconds)
             first, count = _pcm_window(sr, start_s, duration_s)
-            blocks = _pyav_blocks(path, container, stream, first, count, seek)
+            blocks = _pyav_blocks(path, container, stream, sr, first, count, seek)
             try:
                 head = next(blocks, None)
             except _SeekOvershoot:
