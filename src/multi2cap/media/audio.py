@@ -308,11 +308,13 @@ def _pyav_decoder(path: Path, start_s: float, duration_s: float | None) -> Itera
             info = AudioInfo(sr, int(stream.codec_context.channels or 1), seconds)
             first, count = _pcm_window(sr, start_s, duration_s)
             blocks = _pyav_blocks(path, container, stream, sr, first, count, seek)
-            try:
-                head = next(blocks, None)
-            except _SeekOvershoot:
-                continue  # the demuxer's seek is imprecise here (e.g. MPEG-TS): from the start
-            yield _Decoder(info, _chain(head, blocks))
+            if seek:  # one frame is decoded to see where the seek landed
+                try:
+                    head = next(blocks, None)
+                except _SeekOvershoot:
+                    continue  # the demuxer's seek is imprecise here (e.g. MPEG-TS): from 0
+                blocks = _chain(head, blocks)
+            yield _Decoder(info, blocks)
             return
 
 
@@ -327,7 +329,8 @@ def _open_decoder(
     path: Path, start_s: float, duration_s: float | None, limits: DecodeLimits
 ) -> Iterator[_Decoder]:
     """The decoder for `path` (soundfile, or PyAV for containers and whatever libsndfile
-    refuses to open), its header checked against `limits` before any block is decoded."""
+    refuses to open), its header checked against `limits` before any block is decoded (but
+    one frame, for a window that PyAV reaches by seeking)."""
     soundfile_error = None
     if path.suffix.lower() not in _CONTAINER_SUFFIXES:
         try:
