@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+from media_helpers import write_silent_flac
 from multi2cap_testkit import tiny
 from typer.testing import CliRunner
 
@@ -33,6 +34,7 @@ def test_caption_folder_to_csv_with_a_broken_file(tmp_path: Path, tuxpaint_dir: 
     for source, target in zip(sounds, targets, strict=True):
         shutil.copy(source, target)
     (clips / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    write_silent_flac(clips / "fast.flac", 655_350, 1, 1.0)  # a rate only a crafted file has
     output = tmp_path / "out" / "captions.csv"
 
     result = CliRunner(env={"COLUMNS": "400"}).invoke(
@@ -42,7 +44,7 @@ def test_caption_folder_to_csv_with_a_broken_file(tmp_path: Path, tuxpaint_dir: 
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    assert "1 of 4 inputs could not be captioned" in result.output
+    assert "2 of 5 inputs could not be captioned" in result.output
 
     with output.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -53,8 +55,11 @@ def test_caption_folder_to_csv_with_a_broken_file(tmp_path: Path, tuxpaint_dir: 
     assert [r["caption"] for r in rows] == expected
     assert all(r["caption"] for r in rows)
     failures = [json.loads(line) for line in (output.parent / "captions.failures.jsonl").open()]
-    assert [f["path"] for f in failures] == [str(clips / "broken.wav")]
+    assert [f["path"] for f in failures] == [str(clips / "broken.wav"), str(clips / "fast.flac")]
     assert "broken.wav" in failures[0]["error"]
+    assert failures[1]["error"] == (
+        f"{clips / 'fast.flac'}: sample rate 655350 Hz is above the 384000 Hz accepted"
+    )
 
 
 def test_caption_prints_a_table_and_rejects_a_bad_checkpoint(

@@ -29,7 +29,9 @@ def dataset(
 ) -> None:
     """Table 1, readability and lexical diversity, word clouds and MOS for caption manifests."""
     from multi2cap.analysis.dataset_report import write_dataset_report
+    from multi2cap.io import check_output
 
+    check_output(out, "folder", "--out")
     try:
         with _console.status("analysing captions"):
             report = write_dataset_report(

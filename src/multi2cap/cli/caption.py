@@ -71,6 +71,7 @@ def caption_command(
     (and written to `<output stem>.failures.jsonl`), and the exit code is 1 when any failed.
     """
     from multi2cap.fsnames import printable
+    from multi2cap.io import check_output
     from multi2cap.model.inference import caption_files, collect_audio_files, write_captions
     from multi2cap.model.multi2cap import Multi2Cap
 
@@ -80,6 +81,8 @@ def caption_command(
         bad_input("--clap-model, --candidates and --sampled apply with --rerank clap only")
     if rerank.value == "none" and rerank_scores:
         bad_input("--rerank-scores needs --rerank clap")
+    if output is not None:
+        check_output(output, "file", "--output")  # before the model loads
     collected = collect_audio_files(inputs)
     if not collected.files:
         bad_input("; ".join(p.error or "" for p in collected.problems) or "no input files")

@@ -114,6 +114,7 @@ def evaluate_command(
     dry_run: bool = judge.DRY_RUN,
 ) -> None:
     """Score predicted captions against references (BLEU, ROUGE-L, METEOR, CIDEr-D, ...)."""
+    from multi2cap.io import check_output
     from multi2cap.metrics import MetricUnavailableError, MetricWarning, evaluate, resolve_metrics
     from multi2cap.metrics.clair_a import ClairAJudge
     from multi2cap.metrics.files import (
@@ -130,6 +131,9 @@ def evaluate_command(
 
     console = Console()
     err = Console(stderr=True)
+    for path, option in ((output, "--output"), (per_item, "--per-item")):
+        if path is not None:
+            check_output(path, "file", option)  # before the metrics load (minutes)
     try:
         predicted = read_predictions(predictions)
         ids, candidates, mult_references = align(predicted, read_references(references))

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from multi2cap.cli.connection_options import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS
 from multi2cap.human.store import StudyKind
 
 human_app = typer.Typer(
@@ -74,7 +75,9 @@ def create(
     from multi2cap.human.study import create_study
     from multi2cap.human.study import rater_names as make_names
     from multi2cap.human.systems import parse_system
+    from multi2cap.io import check_output
 
+    check_output(out, "folder", "--out")
     try:
         systems: dict[str, Path] = {}
         for spec in system:
@@ -125,12 +128,16 @@ def serve(
         "admin_link.txt are rewritten for it. Default: the study's --base-url, else "
         "http://HOST:PORT.",
     ),
+    header_timeout_s: float = HEADER_TIMEOUT,
+    body_timeout_s: float = BODY_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Serve the raters' pages and the admin page (Ctrl-C stops; answers are already saved).
 
     The links in links.csv and admin_link.txt are made to reach this server (rewritten for its
     address), or the server refuses to start when they cannot (docs/human.md)."""
     from multi2cap.human.server import exposure_warning, prepare_links, serve_study
+    from multi2cap.webserver import ConnectionLimits
 
     warning = exposure_warning(host)
     if warning:
@@ -142,7 +149,12 @@ def serve(
         elif rewritten is None:
             _err.print(f"[yellow]warning:[/yellow] {study / 'links.csv'} is missing: no links")
         _err.print(f"serving {study} on http://{host}:{port} (links: {study / 'links.csv'})")
-        serve_study(study, host, port)
+        limits = ConnectionLimits(
+            header_timeout_s=header_timeout_s,
+            body_timeout_s=body_timeout_s,
+            max_connections=max_connections,
+        )
+        serve_study(study, host, port, limits)
     except (FileNotFoundError, ValueError) as error:
         _fail(error)
 
@@ -188,7 +200,9 @@ def export(
     import json
 
     from multi2cap.human.export import export_study
+    from multi2cap.io import check_output
 
+    check_output(out, "folder", "--out")
     try:
         files = export_study(study, out)
     except (FileNotFoundError, ValueError) as error:
@@ -302,9 +316,12 @@ def score(
     import json
 
     from multi2cap.human.score import PAPER_HUMAN_ROWS, STAGE_LABELS, score_study
-    from multi2cap.io import atomic_write_text
+    from multi2cap.io import atomic_write_text, check_output
     from multi2cap.metrics import MetricUnavailableError
     from multi2cap.metrics.evaluator import PAPER_LABELS
+
+    if output is not None:
+        check_output(output, "file", "--output")
 
     try:
         with _err.status("scoring the raters' captions (METEOR's JVM takes 10-30 s to start)"):

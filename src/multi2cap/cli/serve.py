@@ -11,6 +11,7 @@ from rich.console import Console
 
 from multi2cap.cli.backbone_option import BACKBONE_OPTION, backbone_overrides
 from multi2cap.cli.caption import Rerank, clap_reranker
+from multi2cap.cli.connection_options import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS
 from multi2cap.cli.errors import bad_input
 from multi2cap.metrics.clap import CLAP_MODEL_ENV
 
@@ -47,6 +48,9 @@ def serve_command(
     max_duration_s: float = typer.Option(
         600.0, "--max-duration-s", min=0.1, help="Longest clip accepted (s)."
     ),
+    header_timeout_s: float = HEADER_TIMEOUT,
+    body_timeout_s: float = BODY_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
     backbone: list[str] | None = BACKBONE_OPTION,
     rerank: Rerank = typer.Option(
@@ -101,13 +105,21 @@ def serve_command(
     import uvicorn
 
     from multi2cap.serve.app import create_app
+    from multi2cap.webserver import ConnectionLimits, uvicorn_options
 
     model_id = checkpoint if not Path(checkpoint).exists() else Path(checkpoint).resolve().name
     app = create_app(
         model, model_id=model_id, summary=summary, settings=settings, reranker=reranker
     )
     err.print(f"serving {model_id} on http://{host}:{port} (page at /, API docs at /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    limits = ConnectionLimits(
+        header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
+        max_connections=max_connections,
+    )
+    uvicorn.run(
+        app, host=host, port=port, log_level="info", access_log=False, **uvicorn_options(limits)
+    )
 
 
 def push_command(

@@ -51,7 +51,7 @@ from typing import Any
 
 from multi2cap.human.store import StudyStore, gold_failed, open_study_db
 from multi2cap.human.summary import ab_sides, preferred_label, study_summary
-from multi2cap.io import atomic_write_text, write_jsonl
+from multi2cap.io import atomic_write_text, make_folder, write_jsonl
 
 RATINGS_COLUMNS = (
     "rater",
@@ -129,7 +129,7 @@ def export_study(study: str | Path, out: str | Path) -> list[Path]:
     finally:
         conn.close()
     target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
+    make_folder(target)
     files = [target / "study.json"]
     atomic_write_text(files[0], json.dumps(store.settings, indent=2, ensure_ascii=False) + "\n")
     if store.kind == "captions":

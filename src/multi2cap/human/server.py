@@ -12,6 +12,7 @@ from pathlib import Path
 
 from multi2cap.human.links import is_loopback, relink, served_base_url
 from multi2cap.human.store import StudyStore, open_study_db
+from multi2cap.webserver import ConnectionLimits, uvicorn_options
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,13 @@ def prepare_links(
     return public, (True if relink(Path(study), public, digests, admin) else None)
 
 
-def serve_study(study: str | Path, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve `study` until interrupted (blocking)."""
+def serve_study(
+    study: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    limits: ConnectionLimits | None = None,
+) -> None:
+    """Serve `study` until interrupted (blocking), under `limits` (`multi2cap.webserver`)."""
     import uvicorn
 
     from multi2cap.human.app import create_app
@@ -64,4 +70,5 @@ def serve_study(study: str | Path, host: str = "127.0.0.1", port: int = 8080) ->
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
         server_header=False,
+        **uvicorn_options(limits),
     )

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from multi2cap.fsnames import printable
 from multi2cap.human.security import match_token, new_token, token_digest
 
 StudyKind = Literal["mos", "captions", "system-mos", "ab"]
@@ -162,14 +163,50 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
     return conn
 
 
+class StudyDatabaseError(ValueError):
+    """`study.sqlite` is damaged or no SQLite database at all (SQLite's own error names no
+    file); the CLI exits 2 with this message (bad input, README)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            f"{printable(path)}: not a readable study database ({problem}); restore the file "
+            "from a backup (docs/human.md), or move it away and create the study again"
+        )
+        self.path = path
+
+
+# SQLite's primary result codes for a damaged file and for a file that is no database.
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
 def open_study_db(study: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
-    """Connect to `STUDY/study.sqlite`, with a clear error when the folder is not a study; a
-    schema-1 study is first brought to the current schema (`migrate`)."""
+    """Connect to `STUDY/study.sqlite`, with a clear error when the folder is not a study
+    (`FileNotFoundError`) or its database is damaged (`StudyDatabaseError`: SQLite's
+    `quick_check` runs first, a linear scan that takes milliseconds on a study's few MB); a
+    schema-1 study is then brought to the current schema (`migrate`)."""
     path = Path(study) / DB_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{study} is not a study folder (no {DB_NAME}); run `human create`")
+    _check_integrity(path)
     migrate(path)
     return connect(path, readonly=readonly)
+
+
+def _check_integrity(path: Path) -> None:
+    """`StudyDatabaseError` naming `path` when SQLite finds it damaged or no database."""
+    conn = None
+    try:
+        conn = connect(path, readonly=True)
+        verdict = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+    except sqlite3.DatabaseError as err:
+        if getattr(err, "sqlite_errorcode", 0) & 0xFF not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            raise
+        raise StudyDatabaseError(path, str(err)) from err
+    finally:
+        if conn is not None:
+            conn.close()
+    if verdict != "ok":
+        raise StudyDatabaseError(path, f"integrity check: {verdict}")
 
 
 #: Schema 1 -> 2: columns with defaults only, so every schema-1 row reads as it did.

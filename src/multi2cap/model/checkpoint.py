@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.distributed.tensor import DTensor
@@ -36,6 +37,7 @@ from multi2cap.model.config import (
     CONFIG_FILE,
     TOKENIZER_DIR,
     TRAINABLE_FILE,
+    CheckpointFileError,
     Multi2CapConfig,
 )
 from multi2cap.model.hub import resolve_checkpoint
@@ -160,9 +162,9 @@ def load_checkpoint(
     tok_dir = folder / TOKENIZER_DIR
     tokenizer = build_tokenizer(config.llm, tok_dir if tok_dir.is_dir() else None)
     model = cls(config, load_vision=load_vision, tokenizer=tokenizer, device=device)
-    state = load_file(folder / TRAINABLE_FILE)
+    state = read_weights(folder / TRAINABLE_FILE)
     if (folder / BACKBONES_FILE).is_file():
-        state.update(load_file(folder / BACKBONES_FILE))
+        state.update(read_weights(folder / BACKBONES_FILE))
     if model.vision is None:
         model._vision_state = {k: v for k, v in state.items() if k.startswith("vision.")}
         state = {k: v for k, v in state.items() if not k.startswith("vision.")}
@@ -178,6 +180,18 @@ def load_checkpoint(
     if device is not None and move:
         model.to(device)
     return model.eval()
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; `CheckpointFileError` naming it when it is missing,
+    truncated or not safetensors at all (the reader's own error names no file)."""
+    if not path.is_file():
+        raise CheckpointFileError(path, "file not found: the checkpoint folder is incomplete")
+    try:
+        return load_file(path)
+    except SafetensorError as err:
+        problem = f"not a readable safetensors file ({err}): truncated or damaged, copy it again"
+        raise CheckpointFileError(path, problem) from err
 
 
 def _to_disk(state: dict[str, Tensor]) -> dict[str, Tensor]:

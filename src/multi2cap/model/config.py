@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from multi2cap.fsnames import printable
 from multi2cap.io import atomic_write_text
 from multi2cap.provenance import WRITTEN_BY_KEY, check_written_by, provenance
 
@@ -41,6 +42,39 @@ CONFIG_FILE = "config.yaml"
 TRAINABLE_FILE = "trainable.safetensors"
 BACKBONES_FILE = "backbones.safetensors"
 TOKENIZER_DIR = "tokenizer"
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file that cannot be used as it is (a `config.yaml` that is no YAML or no
+    Multi2Cap config, truncated or garbage `*.safetensors`): `path` names it, the message says
+    what was found. The CLI exits 2 with it (bad input, README)."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{printable(path)}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        return (type(self), (self.path, self.problem))
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: what was wrong and where (1-based line and column)."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
+def validation_problem(error: ValidationError, shown: int = 3) -> str:
+    """The first `shown` problems of a pydantic error in one line, each with its field."""
+    parts = []
+    for item in error.errors()[:shown]:
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        parts.append(f"{field}: {item['msg']}")
+    more = len(error.errors()) - shown
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
 
 #: The two training stages of the paper: pre-training with frames, audio-only fine-tuning.
 Stage = Literal["pretrain", "finetune"]
@@ -266,7 +300,17 @@ class Multi2CapConfig(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> Multi2CapConfig:
-        return cls.from_yaml(Path(path).read_text(encoding="utf-8"), source=str(path))
+        """The config in file `path`; `CheckpointFileError` naming it when it is not UTF-8,
+        not YAML, or not a valid Multi2Cap config."""
+        try:
+            return cls.from_yaml(Path(path).read_text(encoding="utf-8"), source=str(path))
+        except UnicodeDecodeError as err:
+            raise CheckpointFileError(path, f"not UTF-8 text ({err.reason})") from err
+        except yaml.YAMLError as err:
+            raise CheckpointFileError(path, f"not valid YAML: {yaml_problem(err)}") from err
+        except ValidationError as err:
+            problem = f"not a valid Multi2Cap config: {validation_problem(err)}"
+            raise CheckpointFileError(path, problem) from err
 
     # ---------------------------------------------------------------- tiny
     @classmethod

@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from multi2cap.media.audio import SAMPLE_RATE, load_audio
+from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.model.rerank import ClapReranker
 from multi2cap.serve.batcher import DecodeOptions, DynamicBatcher, QueueFullError
@@ -168,12 +168,12 @@ def create_app(
 
     def load(upload: UploadFile, name: str) -> Any:
         """The clip at 16 kHz, and at the CLAP's rate when re-ranking (read from the file)."""
+        limits = settings.decode_limits
         with staged_upload(upload.file, upload.filename, app.state.work_dir) as path:
-            wave = read_clip(path, name, settings.max_duration_s)
+            wave = read_clip(path, name, limits)
             if reranker is None:
                 return wave
-            rate = reranker.scorer.sampling_rate
-            return wave, load_audio(path, rate, duration_s=settings.max_duration_s + 1.0)
+            return wave, read_clip(path, name, limits, reranker.scorer.sampling_rate)
 
     async def caption_uploads(
         uploads: list[UploadFile], options: DecodeOptions, scores: bool = False

@@ -33,14 +33,14 @@ import fcntl
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from multi2cap.fsnames import printable
-from multi2cap.io import append_jsonl, read_jsonl
+from multi2cap.io import OutputPathError, append_jsonl, read_jsonl
+from multi2cap.io import writing as io_writing
 
 STAGE_FILES = {
     "extract": "extract.jsonl",
@@ -60,29 +60,20 @@ def stage_key(clip_id: str, stage: int, prompt_version: str, backend: str, model
 OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
-class StoreWriteError(OSError):
+class StoreWriteError(OutputPathError):
     """Writing to the output folder failed (a work file, a clip's media, a final file); `path`
     names the file. What was written before is kept. The CLI exits 2 with this message: the
     folder cannot be used as it is (README's exit codes)."""
 
-    def __init__(self, path: Path, cause: OSError) -> None:
-        super().__init__(
-            f"could not write {printable(path)} ({type(cause).__name__}: {cause}); the build "
-            "stopped, everything written before is kept: free the disk or fix the folder and "
-            "rerun"
-        )
-        self.path = path
+    advice = (
+        "the build stopped, everything written before is kept: free the disk or fix the folder "
+        "and rerun"
+    )
 
 
-@contextmanager
-def writing(path: Path) -> Iterator[None]:
+def writing(path: Path) -> AbstractContextManager[None]:
     """Raise an `OSError` of the block as a `StoreWriteError` naming `path`."""
-    try:
-        yield
-    except StoreWriteError:
-        raise
-    except OSError as err:
-        raise StoreWriteError(path, err) from err
+    return io_writing(path, StoreWriteError)
 
 
 class FolderLockedError(ValueError):
