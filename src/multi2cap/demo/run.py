@@ -349,8 +349,8 @@ def probe_grounding(run: ModelRun, test_manifest: Path, out: Path) -> tuple[str,
         fidelity_markdown,
         load_probe_model,
         write_fidelity,
-        write_tsne,
     )
+    from multi2cap.analysis.tsne import write_tsne
 
     checkpoint = run.pretrain_dir / "final"
     model = load_probe_model(checkpoint)

@@ -71,12 +71,12 @@ def _backbone(source: str | None, config: dict[str, Any] | None) -> str:
 def checkpoint_summary(folder: Path) -> dict[str, Any]:
     """Backbones, K, grounding, generation defaults, the stage and recipe (when the run folder
     has one) and the recorded validation scores (when `best.json` exists) of a checkpoint."""
-    config = Multi2CapConfig.load(folder / CONFIG_FILE)
+    config = Multi2CapConfig.load_saved(folder / CONFIG_FILE)
     backbones = {
         "audio": _backbone(config.audio.source, config.audio.config),
         "llm": _backbone(config.llm.source, config.llm.config),
     }
-    if config.grounding:
+    if config.grounding.enabled:
         backbones["vision"] = _backbone(config.vision.source, config.vision.config)
     recipe_path = find_recipe(folder)
     recipe = public_recipe(recipe_path) if recipe_path is not None else None
@@ -87,8 +87,9 @@ def checkpoint_summary(folder: Path) -> dict[str, Any]:
     return {
         "written_by": raw.get(WRITTEN_BY_KEY),
         "backbones": backbones,
-        "grounding": config.grounding,
-        "k": config.k if config.grounding else None,
+        "grounding": config.grounding.enabled,
+        "grounding_pool": config.grounding.pool if config.grounding.enabled else None,
+        "k": config.k if config.grounding.enabled else None,
         "stage": recipe.get("stage") if recipe else None,
         "generation": config.generation.model_dump(),
         "validation": validation,
@@ -98,11 +99,18 @@ def checkpoint_summary(folder: Path) -> dict[str, Any]:
 
 def local_sources(folder: Path) -> list[str]:
     """Backbone sources of the checkpoint that name local paths (others cannot load them)."""
-    config = Multi2CapConfig.load(folder / CONFIG_FILE)
+    config = Multi2CapConfig.load_saved(folder / CONFIG_FILE)
     sources = [config.audio.source, config.llm.source]
-    if config.grounding:
+    if config.grounding.enabled:
         sources.append(config.vision.source)
     return [s for s in sources if s and (s.startswith(("/", ".", "~")) or Path(s).exists())]
+
+
+def _grounding_text(summary: dict[str, Any]) -> str:
+    if not summary["grounding"]:
+        return "none (audio-only baseline)"
+    pool = summary.get("grounding_pool")
+    return f"K = {summary['k']}" + (f", pooled over {pool}" if pool else "")
 
 
 def model_card(repo_id: str, summary: dict[str, Any]) -> str:
@@ -125,7 +133,7 @@ def model_card(repo_id: str, summary: dict[str, Any]) -> str:
         "|---|---|",
         *(f"| {part} | `{source}` |" for part, source in summary["backbones"].items()),
         "",
-        f"Grounding tokens: {'K = ' + str(summary['k']) if summary['grounding'] else 'none (audio-only baseline)'}. "
+        f"Grounding tokens: {_grounding_text(summary)}. "
         f"Decoding defaults: {_inline(summary['generation'])}.",
         "",
         f"Written by: {_inline(summary['written_by'] or {})}.",

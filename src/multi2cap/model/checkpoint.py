@@ -59,7 +59,7 @@ def _backbone_prefixes(config: Multi2CapConfig) -> list[str]:
         prefixes.append("audio_encoder.")
     if config.llm.config is not None:
         prefixes.append("decoder.model.")
-    if config.grounding and config.vision.config is not None:
+    if config.grounding.enabled and config.vision.config is not None:
         prefixes.append("vision.")
     return prefixes
 
@@ -139,7 +139,7 @@ def load_checkpoint(
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder} is not a Multi2Cap checkpoint: no {CONFIG_FILE}")
-    config = Multi2CapConfig.load(config_path)
+    config = Multi2CapConfig.load_saved(config_path)
     tok_dir = folder / TOKENIZER_DIR
     tokenizer = build_tokenizer(config.llm, tok_dir if tok_dir.is_dir() else None)
     model = cls(config, load_vision=load_vision, tokenizer=tokenizer)

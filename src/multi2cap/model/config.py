@@ -8,7 +8,9 @@ rebuilt from it (trainable modules, LoRA, randomly initialised backbones) sit ne
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -20,6 +22,15 @@ from multi2cap.io import atomic_write_text
 from multi2cap.provenance import WRITTEN_BY_KEY, check_written_by, provenance
 
 AdapterInput = Literal["g", "g_hat", "mix"]
+#: How the AV-grounding makes its K tokens (docs/model.md, "Readings of the paper"): `space`,
+#: the frame's patches query the audio and the patch grid is pooled to sqrt(K) x sqrt(K);
+#: `time`, the audio steps query the patches and are pooled into K time segments.
+GroundingPool = Literal["space", "time"]
+GROUNDING_POOLS: tuple[GroundingPool, ...] = get_args(GroundingPool)
+#: How L_vfr reduces ||g - g_hat||^2 (`optim.vfr_reduction`, `multi2cap.model.vfr.vfr_loss`):
+#: `sum`, Eq. 3's squared norm per clip (mean over clips); `mean`, over the K x d_g elements too.
+VfrReduction = Literal["sum", "mean"]
+VFR_REDUCTIONS: tuple[VfrReduction, ...] = get_args(VfrReduction)
 LlmDtype = Literal["auto", "float32", "bfloat16", "float16"]
 LlmFamily = Literal["llama", "qwen2", "qwen3", "mistral"]
 
@@ -150,6 +161,20 @@ class LlmSpec(_Strict):
         return self
 
 
+class GroundingSpec(_Strict):
+    """The AV-grounding and its VFR. `enabled: false` is the audio-only baseline (no CLIP, no g,
+    no L_align, no L_vfr). `pool` picks the reading of section 4.2 (`GroundingPool`); `space` is
+    the paper's ("spatially grounded", K = 1, 4, 16, 64, ~256 = square grids of CLIP's patch
+    map). A YAML boolean (`grounding: true`) is read as `enabled`. The object is truthy when
+    enabled, so `if config.grounding:` reads as it did when the field was a boolean."""
+
+    enabled: bool = True
+    pool: GroundingPool = "space"
+
+    def __bool__(self) -> bool:
+        return self.enabled
+
+
 class GenerationSpec(_Strict):
     """Decoding defaults for `Multi2Cap.caption` (beam search when `num_beams` > 1)."""
 
@@ -162,7 +187,8 @@ class GenerationSpec(_Strict):
 class Multi2CapConfig(_Strict):
     """The whole model. Widths: `d_g` grounding width, `align_dim` InfoNCE shared space.
 
-    `grounding=False` is the audio-only baseline (no CLIP, no g, no L_align, no L_vfr).
+    `grounding` is a `GroundingSpec` (`grounding: false` is the audio-only baseline: no CLIP, no
+    g, no L_align, no L_vfr; `grounding.pool` the reading of the grounding, `space` or `time`).
     `pretrain_adapter_input` picks what feeds the Ground Adapter in pre-training: `g` (paper),
     `g_hat`, or `mix` (each sample takes g_hat with probability `mix_prob`).
     """
@@ -170,7 +196,7 @@ class Multi2CapConfig(_Strict):
     audio: AudioEncoderSpec = Field(default_factory=AudioEncoderSpec)
     vision: VisionEncoderSpec = Field(default_factory=VisionEncoderSpec)
     llm: LlmSpec = Field(default_factory=LlmSpec)
-    grounding: bool = True
+    grounding: GroundingSpec = Field(default_factory=GroundingSpec)
     k: int = Field(4, ge=1)
     d_g: int = Field(1024, ge=1)
     grounding_heads: int = Field(8, ge=1)
@@ -186,8 +212,22 @@ class Multi2CapConfig(_Strict):
     max_caption_tokens: int = Field(96, ge=1)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _grounding_flag(cls, data: Any) -> Any:
+        """`grounding: true|false` (every config before `grounding.pool`) = `enabled`."""
+        if isinstance(data, dict) and isinstance(data.get("grounding"), bool):
+            return {**data, "grounding": {"enabled": data["grounding"]}}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> Multi2CapConfig:
+        if self.grounding.enabled and self.grounding.pool == "space" and not is_square(self.k):
+            raise ValueError(
+                f"k ({self.k}) must be a perfect square under grounding.pool: space (the patch "
+                "grid is pooled to sqrt(K) x sqrt(K) tokens): use 1, 4, 16, 64, 256, ... or "
+                "grounding.pool: time"
+            )
         if self.d_g % self.grounding_heads:
             raise ValueError(
                 f"d_g ({self.d_g}) must be divisible by grounding_heads ({self.grounding_heads})"
@@ -218,13 +258,36 @@ class Multi2CapConfig(_Strict):
     def load(cls, path: str | Path) -> Multi2CapConfig:
         return cls.from_yaml(Path(path).read_text(encoding="utf-8"), source=str(path))
 
+    @classmethod
+    def load_saved(cls, path: str | Path) -> Multi2CapConfig:
+        """A checkpoint's `config.yaml`. One written before `grounding.pool` existed was trained
+        with time pooling: it loads as `pool: time`, with a warning (once per file and process),
+        whereas a new config without the field gets the default `space`."""
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if isinstance(tree, dict):
+            check_written_by(tree.pop(WRITTEN_BY_KEY, None), str(path))
+            grounding = tree.get("grounding", True)
+            if isinstance(grounding, bool):
+                grounding = {"enabled": grounding}
+            if isinstance(grounding, dict) and "pool" not in grounding:
+                grounding = {**grounding, "pool": "time"}
+                if grounding.get("enabled", True):
+                    warnings.warn(
+                        f"{path}: saved before `grounding.pool` existed; loaded as "
+                        "`grounding.pool: time`, the reading it was trained with",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+            tree = {**tree, "grounding": grounding}
+        return cls.model_validate(tree)
+
     # ---------------------------------------------------------------- tiny
     @classmethod
     def tiny(
         cls,
         texts: Iterable[str] = (),
         *,
-        grounding: bool = True,
+        grounding: bool | GroundingSpec | dict[str, Any] = True,
         k: int = 4,
         llm_family: LlmFamily = "llama",
         prompt: str = DEFAULT_PROMPT,
@@ -232,7 +295,8 @@ class Multi2CapConfig(_Strict):
     ) -> Multi2CapConfig:
         """A CPU-sized model with random backbones (CED tiny-shaped but 2 layers of width 32,
         CLIP 32 px, a 2-layer decoder of width 64) and a word-level tokenizer whose vocabulary
-        covers `texts` and the prompt. For tests, the demo and quick experiments."""
+        covers `texts` and the prompt. For tests, the demo and quick experiments. CLIP's 4 x 4
+        patch grid admits K = 1, 4 or 16 under `grounding.pool: space`."""
         words = word_vocabulary([prompt.replace(AUDIO_PLACEHOLDER, " "), *texts])
         llm_config = dict(
             vocab_size=len(words) + len(SPECIAL_TOKENS),
@@ -293,6 +357,11 @@ class Multi2CapConfig(_Strict):
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 _WORD_RE = re.compile(r"\w+|[^\w\s]+")
+
+
+def is_square(n: int) -> bool:
+    """Whether `n` >= 1 is a perfect square (the K of `grounding.pool: space`)."""
+    return n >= 1 and math.isqrt(n) ** 2 == n
 
 
 def word_vocabulary(texts: Iterable[str]) -> list[str]:
