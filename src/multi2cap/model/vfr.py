@@ -34,7 +34,7 @@ from multi2cap.model.grounding import segment_weights
 class VisualFeatureReconstructor(nn.Module):
     """`(B, T, d_a)` audio tokens with their mask -> `(B, K, d_g)` g_hat (see the module
     docstring for the two `pool` readings). Under `time` the state dict is the MLP alone, as
-    before the option; `space` adds `queries (K, d_a)` and the `key` projection."""
+    before the option; `space` adds `queries (K, d_a)` and the `key` projection (no bias)."""
 
     def __init__(
         self, d_audio: int, hidden: int, d_g: int, *, k: int = 4, pool: GroundingPool = "space"
@@ -47,7 +47,8 @@ class VisualFeatureReconstructor(nn.Module):
         )
         if pool == "space":
             self.queries = nn.Parameter(torch.randn(k, d_audio) / math.sqrt(d_audio))
-            self.key = nn.Linear(d_audio, d_audio)
+            # No bias: it would add the same score to every step of a query (softmax-invariant).
+            self.key = nn.Linear(d_audio, d_audio, bias=False)
 
     def pooling_weights(self, audio: Tensor, mask: Tensor) -> Tensor:
         """`(B, K, T)` averaging weights over the valid steps of `audio (B, T, d_a)`,
