@@ -177,7 +177,7 @@ def test_space_needs_a_square_k_time_does_not() -> None:
 def test_space_vfr_reconstructs_each_region_from_its_own_query() -> None:
     torch.manual_seed(0)
     vfr = VisualFeatureReconstructor(d_audio=6, hidden=12, d_g=8, k=4)
-    assert {"queries", "key.weight"} <= set(vfr.state_dict())
+    assert {"queries", "key.weight", "regions"} <= set(vfr.state_dict())
     audio, mask = torch.randn(2, 7, 6), torch.ones(2, 7, dtype=torch.bool)
     weights = vfr.pooling_weights(audio, mask)
     assert weights.shape == (2, 4, 7)

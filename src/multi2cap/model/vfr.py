@@ -11,7 +11,9 @@ grounding width, so g_hat_k reconstructs g_k. How the K averages are taken follo
   valid audio tokens (one softmax over time per region, padding masked, no value projection:
   the average stays in the audio space the MLP reads), which is what the grounding itself does
   with the region's patches as queries, the patches replaced by what the VFR learns of a region
-  from sound alone. The K regions share the MLP; only their queries differ.
+  from sound alone; a learned region embedding e_k is added to the pooled vector, so that the
+  shared MLP knows which region it reconstructs even where the queries pool alike (short clips
+  have a few audio tokens to share among K regions).
 
 L_vfr (Eq. 3) towards the detached g, so the reconstruction never pulls g towards audio:
 `vfr_loss` with `reduction` `sum` (the paper's squared norm ||g - g_hat||^2 per clip over its
@@ -34,7 +36,8 @@ from multi2cap.model.grounding import segment_weights
 class VisualFeatureReconstructor(nn.Module):
     """`(B, T, d_a)` audio tokens with their mask -> `(B, K, d_g)` g_hat (see the module
     docstring for the two `pool` readings). Under `time` the state dict is the MLP alone, as
-    before the option; `space` adds `queries (K, d_a)` and the `key` projection (no bias)."""
+    before the option; `space` adds `queries (K, d_a)`, the `key` projection (no bias) and the
+    region embeddings `regions (K, d_a)`."""
 
     def __init__(
         self, d_audio: int, hidden: int, d_g: int, *, k: int = 4, pool: GroundingPool = "space"
@@ -49,6 +52,7 @@ class VisualFeatureReconstructor(nn.Module):
             self.queries = nn.Parameter(torch.randn(k, d_audio) / math.sqrt(d_audio))
             # No bias: it would add the same score to every step of a query (softmax-invariant).
             self.key = nn.Linear(d_audio, d_audio, bias=False)
+            self.regions = nn.Parameter(torch.randn(k, d_audio))
 
     def pooling_weights(self, audio: Tensor, mask: Tensor) -> Tensor:
         """`(B, K, T)` averaging weights over the valid steps of `audio (B, T, d_a)`,
@@ -63,8 +67,10 @@ class VisualFeatureReconstructor(nn.Module):
 
     def forward(self, audio: Tensor, mask: Tensor) -> Tensor:
         """`audio (B, T, d_a)`, `mask (B, T)` True=valid -> g_hat `(B, K, d_g)`."""
-        weights = self.pooling_weights(audio, mask)
-        return self.mlp(torch.bmm(weights.to(audio.dtype), audio))
+        pooled = torch.bmm(self.pooling_weights(audio, mask).to(audio.dtype), audio)
+        if self.pool == "space":
+            pooled = pooled + self.regions.to(pooled.dtype)
+        return self.mlp(pooled)
 
 
 def vfr_loss(g_hat: Tensor, g: Tensor, reduction: VfrReduction = "sum") -> Tensor:
