@@ -505,6 +505,7 @@ def fidelity_markdown(result: FidelityResult, title: str = "") -> str:
             f"CLIP score = 100·max(cos, 0) with the category prompt '{s['clip_prompt']}' "
             f"({s['clip_model']}, {s['clip_clips']} clips with a category)"
         )
+    own = _OWN_ATTENTION.get(str(s.get("grounding_pool")), "")
     text = [
         f"# Semantic fidelity of the grounding tokens{': ' + title if title else ''}",
         "",
@@ -512,7 +513,7 @@ def fidelity_markdown(result: FidelityResult, title: str = "") -> str:
         f"{s['n_patches']} patches. R@k in % (chance R@1 "
         f"{result.chance_r1:.1f}, R@5 {result.chance_r5:.1f}); cos to V_cls in the L_align space "
         f"(mean over tokens); {clip_text}; attention entropy normalised to [0, 1]. "
-        f"The model's own grounding attention ({_OWN_ATTENTION.get(s.get('grounding_pool'), '')}) has entropy "
+        f"The model's own grounding attention ({own}) has entropy "
         f"{result.grounding_entropy:.3f}. Definitions: docs/probes.md.",
         "",
         _markdown_with_digits(columns, body),

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multi2cap.model.config import GroundingPool
+from multi2cap.model.config import GroundingPool, is_square
 
 
 def segment_weights(mask: Tensor, k: int) -> Tensor:
@@ -86,7 +86,7 @@ class AVGrounding(nn.Module):
         pool: GroundingPool = "space",
     ) -> None:
         super().__init__()
-        if pool == "space" and math.isqrt(k) ** 2 != k:
+        if pool == "space" and not is_square(k):
             raise ValueError(f"AVGrounding(pool='space'): K must be a perfect square, got {k}")
         self.k = k
         self.pool: GroundingPool = pool
