@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,30 @@ def read_jsonl(
             if is_last and skip_torn_tail and not line.endswith("\n"):
                 return
             raise ValueError(f"{target}:{number}: malformed JSON line ({err.msg})") from err
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary sibling of the folder `path` to fill; when the block ends without
+    error it is renamed to `path` (an existing folder there is replaced only then), otherwise it
+    is removed. So a folder at `path` is always a whole one: a crash or a kill leaves at most a
+    hidden `.NAME.tmp-PID` sibling, which the next write to `path` by that process id clears."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(target.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

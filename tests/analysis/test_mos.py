@@ -58,7 +58,10 @@ def test_summary_mos_ci_and_counts_by_hand() -> None:
     ]
     summary = summarize_ratings(ratings)
     assert summary.mos == pytest.approx(4.0)
-    assert summary.ci_half_width == pytest.approx(4.302653 * 0.5, rel=1e-6)
+    # The t interval 4.0 +- 2.1513 reaches 6.15: cut to the scale, [1.85, 5.0].
+    assert summary.ci_low == pytest.approx(4.0 - 4.302653 * 0.5, rel=1e-6)
+    assert summary.ci_high == 5.0 and summary.ci_cut
+    assert summary.headline() == "MOS 4.00 (95 % CI [1.85, 5.00], cut to the 1-5 scale)"
     assert summary.score_counts == {1: 0, 2: 0, 3: 2, 4: 2, 5: 2}
     assert (summary.n_items, summary.n_raters, summary.n_ratings) == (3, 2, 6)
     assert summary.rater_means == {"r1": 4.0, "r2": 4.0}

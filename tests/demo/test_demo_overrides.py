@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from multi2cap.demo import preference
 from multi2cap.demo.run import DemoConfig
 from multi2cap.demo.training import Backbones, demo_model, demo_recipe, system_recipe
 from multi2cap.model.config import Multi2CapConfig
@@ -33,6 +34,17 @@ def test_overrides_reach_the_grounded_recipes(tmp_path: Path) -> None:
     # architecture is fixed), the optimisation settings apply.
     fine = system_recipe(_recipe(config, "finetune", tmp_path), SETS)
     assert "model" not in fine and fine["optim"]["vfr_reduction"] == "mean"
+    # The preference stage (`--preference`) starts from the fine-tuned checkpoint: the same.
+    manifests = {k: tmp_path / f"{k}.jsonl" for k in ("pretrain", "finetune", "val")}
+    base = _recipe(config, "finetune", tmp_path)
+    tuned = system_recipe(
+        preference.preference_recipe(
+            0, manifests, tmp_path / "fine", tmp_path / "p", base, quick=True
+        ),
+        SETS,
+    )
+    assert "model" not in tuned
+    assert TrainConfig.model_validate(tuned).optim.vfr_reduction == "mean"
     # Without overrides the recipes are the paper's readings: space pooling, Eq. 3's sum.
     plain = TrainConfig.model_validate(_recipe(DemoConfig(workdir=tmp_path), "pretrain", tmp_path))
     assert plain.optim.vfr_reduction == "sum"

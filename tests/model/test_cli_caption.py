@@ -126,3 +126,30 @@ def test_caption_every_input_is_captioned_or_reported(tmp_path: Path, tuxpaint_d
 def test_unique_keys_are_the_shortest_distinct_suffixes() -> None:
     paths = [Path("/d/x/a/b.wav"), Path("/d/y/a/b.wav"), Path("/d/x/c.wav"), Path("/e/b.ogg")]
     assert unique_keys(paths) == ["x/a/b.wav", "y/a/b.wav", "c.wav", "b.ogg"]
+
+
+def test_caption_on_the_cpu_of_a_gpu_machine_loads_the_decoder_in_fp32(
+    tmp_path: Path, tuxpaint_dir: Path, monkeypatch
+) -> None:
+    """`llm.dtype: auto` resolves for `--device`: fp32 on the CPU even where a bf16 GPU is
+    present (before, the GPU's presence alone gave bf16, slow on the CPU)."""
+    import torch
+
+    from multi2cap.model import llm
+
+    checkpoint = tiny().save_pretrained(tmp_path / "ckpt")
+    monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: True)  # as on a machine with a bf16 GPU
+    dtypes = []
+    caption = Multi2Cap.caption
+
+    def recording(self: Multi2Cap, *args, **kwargs):  # type: ignore[no-untyped-def]
+        dtypes.append(self.decoder.embed_dtype)
+        return caption(self, *args, **kwargs)
+
+    monkeypatch.setattr(Multi2Cap, "caption", recording)
+    sound = _short_sounds(tuxpaint_dir, 1)[0]
+    result = CliRunner().invoke(
+        app, ["caption", str(sound), "--checkpoint", str(checkpoint), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    assert dtypes == [torch.float32]

@@ -5,11 +5,12 @@ old checkpoints load as `time`, `space` pools the patch grid read from the visio
 from __future__ import annotations
 
 import json
-import warnings
+import logging
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from multi2cap_testkit import CAPTIONS, make_batch, tiny
 from pydantic import ValidationError
 
@@ -41,37 +42,57 @@ def _assert_is_the_reference(got: dict) -> None:
     assert got["captions"] == ref["captions"]
 
 
+def _the_model_before_the_options() -> Multi2Cap:
+    """The reference's model under today's config: `grounding.pool: time`, and V_cls read before
+    CLIP's post-LayerNorm (`vision.v_cls: pre_layernorm`, the only reading at 66fa6aa)."""
+    config = Multi2CapConfig.tiny(CAPTIONS, grounding={"pool": "time"})
+    vision = config.vision.model_copy(update={"v_cls": "pre_layernorm"})
+    return Multi2Cap(config.model_copy(update={"vision": vision}))
+
+
 def test_time_reading_reproduces_the_model_before_the_option_bit_for_bit() -> None:
     torch.manual_seed(0)
-    model = tiny(grounding={"pool": "time"})
-    _assert_is_the_reference(_outputs(model))
+    _assert_is_the_reference(_outputs(_the_model_before_the_options()))
 
 
 def test_a_checkpoint_without_the_field_loads_as_time_says_so_once_and_matches(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The weights of a time model under the `config.yaml` that main wrote for them
-    (`grounding: true`, no `pool`): loaded as time with one warning, outputs as on main."""
+    (`grounding: true`, no `pool`, no `vision.v_cls`): loaded as time (and pre-LayerNorm V_cls)
+    with one warning each, outputs as on main."""
     torch.manual_seed(0)
-    folder = tiny(grounding={"pool": "time"}).save_pretrained(tmp_path / "old")
+    folder = _the_model_before_the_options().save_pretrained(tmp_path / "old")
     (folder / CONFIG_FILE).write_text((DATA / "legacy_time_config.yaml").read_text())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
+    with caplog.at_level(logging.WARNING, logger="multi2cap.model"):
         loaded = Multi2Cap.from_pretrained(folder, load_vision=True)
         again = Multi2Cap.from_pretrained(folder)
-    said = [str(w.message) for w in caught if "grounding.pool" in str(w.message)]
+    said = [r.getMessage() for r in caplog.records if "grounding.pool" in r.getMessage()]
     assert len(said) == 1 and "loaded as `grounding.pool: time`" in said[0]
+    assert sum("no vision.v_cls" in r.getMessage() for r in caplog.records) == 1
     assert loaded.config.grounding.pool == again.config.grounding.pool == "time"
+    assert loaded.config.vision.v_cls == "pre_layernorm"
     _assert_is_the_reference(_outputs(loaded.train()))
-    # A config written now records the field and loads silently; a new config without it is
-    # `space` (the default), only saved checkpoints fall back to time.
+    # A config written now records the fields and loads silently; a new config without them
+    # gets the defaults (`space`), only saved checkpoints fall back to what they were trained on.
     loaded.save_pretrained(tmp_path / "resaved")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert Multi2CapConfig.load_saved(tmp_path / "resaved" / CONFIG_FILE).grounding.pool == (
-            "time"
-        )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="multi2cap.model"):
+        resaved = Multi2CapConfig.load(tmp_path / "resaved" / CONFIG_FILE)
+    assert resaved.grounding.pool == "time" and resaved.vision.v_cls == "pre_layernorm"
+    assert not caplog.records
     assert Multi2CapConfig.model_validate({"grounding": True}).grounding.pool == "space"
+    assert Multi2CapConfig.from_yaml("k: 16").grounding.pool == "space"  # no section, defaults
+
+
+def test_an_old_audio_only_checkpoint_loads_silently(caplog: pytest.LogCaptureFixture) -> None:
+    """`grounding: false` saved before both fields: filled (they are unused), nothing said."""
+    tree = yaml.safe_load((DATA / "legacy_time_config.yaml").read_text())
+    tree["grounding"] = False
+    with caplog.at_level(logging.WARNING, logger="multi2cap.model"):
+        config = Multi2CapConfig.from_yaml(yaml.safe_dump(tree), source="audio-only/config.yaml")
+    assert not config.grounding and config.grounding.pool == "time"
+    assert not caplog.records
 
 
 @pytest.mark.parametrize("k", [1, 4, 16])

@@ -328,8 +328,16 @@ def test_missing_backbones_name_the_config_field_and_the_fix(tmp_path) -> None:
     config = Multi2CapConfig.tiny(CAPTIONS)
     missing = str(tmp_path / "no-such-model")
     llm = config.llm.model_copy(update={"source": missing, "config": None, "tokenizer": None})
-    with pytest.raises(AssetNotFoundError, match=r"llm\.source.*hf download"):
+    # A local folder: the fix is a folder (`hf download /a/local/path` would make no sense).
+    with pytest.raises(AssetNotFoundError, match=r"local folder .*llm\.source.*--backbone llm=DIR"):
         Multi2Cap(config.model_copy(update={"llm": llm}))
+    with pytest.raises(AssetNotFoundError) as info:
+        Multi2Cap(config.model_copy(update={"llm": llm}))
+    assert "hf download" not in str(info.value)
+    # A hub id that is not cached (offline): download it once.
+    hub_llm = llm.model_copy(update={"source": "multi2cap-tests/no-such-llm"})
+    with pytest.raises(AssetNotFoundError, match=r"llm\.source.*hf download multi2cap-tests"):
+        Multi2Cap(config.model_copy(update={"llm": hub_llm}))
     vision = config.vision.model_copy(update={"source": missing, "config": None})
     with pytest.raises(AssetNotFoundError, match=r"vision\.source"):
         Multi2Cap(config.model_copy(update={"vision": vision}))

@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.model.rerank import ClapReranker
 from multi2cap.serve.app import create_app
 from multi2cap.serve.limits import ServeSettings
 
@@ -31,6 +32,7 @@ def live_server(
     work_dir: Path,
     model_id: str = "tiny",
     summary: dict | None = None,
+    reranker: ClapReranker | None = None,
 ) -> Iterator[LiveServer]:
     """uvicorn serving `create_app(model)` on 127.0.0.1 (a free port) in a thread."""
     app = create_app(
@@ -39,6 +41,7 @@ def live_server(
         summary=summary or {"backbones": {}},
         settings=settings,
         work_dir=work_dir,
+        reranker=reranker,
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -110,6 +111,42 @@ def test_unreadable_clip_is_skipped_and_logged(stamp_manifests: Path, tmp_path: 
     assert [s["id"] for s in skipped] == ["broken_clip"]
     assert result.skipped_clips == 1
     assert all(math.isfinite(x) for x in result.train_losses)
+
+
+def test_caption_epochs_count_caption_rows_and_the_plan_is_logged(
+    stamp_manifests: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `data.epoch_unit: caption`: 8 clips x 2 captions + the broken clip's one caption = 17
+    # items, in steps of 3: 6 steps, the last completed with 1 item from the epoch's start.
+    # The run's decoding budget is set below its longest caption on purpose.
+    caplog.set_level(logging.INFO, logger="multi2cap.train")
+    config = load_train_config(
+        CONFIGS / "tiny_finetune.yaml",
+        [
+            f"data.train_manifest={stamp_manifests / 'corrupt.jsonl'}",
+            *FAST,
+            "optim.batch_size=3",
+            "optim.micro_batch_size=1",
+            "optim.epochs=1",
+            "augment.enabled=false",
+            "data.epoch_unit=caption",
+            "eval.max_new_tokens=2",
+        ],
+        output_dir=tmp_path,
+    )
+    result = train(config)
+    assert result.global_step == 6
+    assert (
+        "17 captions per epoch, 3 per optimizer step: 6 steps per epoch x 1 epochs = 6 steps, "
+        "12 of warm-up; each epoch's last step completed with 1 of the epoch's first items"
+    ) in caplog.text
+    # an unreadable item is logged under its clip's id
+    assert {s["id"] for s in read_jsonl(tmp_path / "skipped.jsonl")} == {"broken_clip"}
+    # the longest training caption is measured in the decoder's tokens, and a decoding budget
+    # below it is reported (the tiny model's generation default, 24, covers it)
+    assert "longest training caption: 5 decoder tokens with EOS" in caplog.text
+    assert "eval.max_new_tokens is 2, below the 5 tokens" in caplog.text
+    assert "model.generation.max_new_tokens is" not in caplog.text
 
 
 def test_lr_follows_warmup_then_cosine(stamp_manifests: Path, tmp_path: Path) -> None:

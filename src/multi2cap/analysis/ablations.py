@@ -79,7 +79,8 @@ class AblationSpec:
     `overrides` (dotted `key=value`, see `multi2cap.train.load_train_config`) apply to both
     stages, e.g. the data manifests; `finetune_recipe` None = pre-training only, evaluating its
     final checkpoint. `metrics` are evaluated with unavailable ones recorded, not fatal.
-    `num_beams` / `max_new_tokens` None = the model's generation defaults."""
+    `num_beams` / `max_new_tokens` None = the model's generation defaults. `backbones`: where
+    given checkpoints' backbones are on this machine (`Multi2Cap.from_pretrained`)."""
 
     eval_manifest: Path
     pretrain_recipe: Path | None = None
@@ -91,6 +92,7 @@ class AblationSpec:
     max_new_tokens: int | None = None
     batch_size: int = 8
     device: str = "cpu"
+    backbones: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -217,7 +219,7 @@ def caption_metrics(
     records = [r for r in read_manifest(spec.eval_manifest) if r.captions]
     if not records:
         raise ValueError(f"{spec.eval_manifest}: no record with reference captions to evaluate")
-    model = Multi2Cap.from_pretrained(checkpoint, device=spec.device)
+    model = Multi2Cap.from_pretrained(checkpoint, device=spec.device, backbones=spec.backbones)
     loader = DataLoader(
         CaptionDataset(records, train=False),
         batch_size=spec.batch_size,

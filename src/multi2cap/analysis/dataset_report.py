@@ -444,7 +444,7 @@ def write_dataset_report(
             report.mos.item_means,
             report.mos.mos,
             (report.mos.ci_low, report.mos.ci_high),
-            f"MOS {report.mos.mos:.2f} ± {report.mos.ci_half_width:.2f} (95 % CI)",
+            report.mos.headline(),
             out / "figure4",
         )
         figure4 = {"png": "figure4.png"}

@@ -20,7 +20,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,8 @@ def flops_slope(ks: Sequence[int], gflops: Sequence[float]) -> float | None:
 class CostSettings:
     """Where and how `measure_cost` times and counts: one clip of `seconds` (cropped or
     zero-padded), `warmup` untimed then `runs` timed captioning calls (greedy, at most
-    `max_new_tokens`; None = the model's default)."""
+    `max_new_tokens`; None = the model's default). `backbones`: where the checkpoint's
+    backbones are on this machine (`Multi2Cap.from_pretrained`)."""
 
     probe_manifest: Path
     seconds: float = 10.0
@@ -118,6 +119,7 @@ class CostSettings:
     max_new_tokens: int | None = None
     device: str = "cpu"
     batch_size: int = 16
+    backbones: dict[str, str] = field(default_factory=dict)
 
 
 def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
@@ -141,7 +143,7 @@ def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
     )
 
     records = read_manifest(settings.probe_manifest)
-    model = load_probe_model(checkpoint, device=settings.device)
+    model = load_probe_model(checkpoint, device=settings.device, backbones=settings.backbones)
     probe = collect_probe_set(model, records, batch_size=settings.batch_size)
     ranks = retrieval_ranks(probe.shared["g_hat"], probe.shared["v_cls"][:, 0])
 
@@ -246,7 +248,7 @@ def evaluate_checkpoints(
     say = log or (lambda _: None)
     results = []
     for i, checkpoint in enumerate(checkpoints, 1):
-        config = Multi2CapConfig.load_saved(Path(checkpoint) / CONFIG_FILE)
+        config = Multi2CapConfig.load(Path(checkpoint) / CONFIG_FILE)
         digest = hashlib.sha1(str(Path(checkpoint).resolve()).encode()).hexdigest()[:8]
         name = f"k_{config.k}_{digest}"
         done = out_dir / "cells" / name / RESULT_FILE

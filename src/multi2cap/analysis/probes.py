@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,13 +105,20 @@ class ProbeSet:
         return len(self.ids)
 
 
-def load_probe_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Any:
-    """A Multi2Cap checkpoint with its CLIP tower, ready to probe (eval mode).
+def load_probe_model(
+    checkpoint: str | Path,
+    device: str | torch.device = "cpu",
+    backbones: Mapping[str, str] | None = None,
+) -> Any:
+    """A Multi2Cap checkpoint with its CLIP tower, ready to probe (eval mode); `backbones` as
+    in `Multi2Cap.from_pretrained`.
 
     Raises ValueError for the audio-only baseline, which has no grounding tokens."""
     from multi2cap.model.multi2cap import Multi2Cap
 
-    model = Multi2Cap.from_pretrained(checkpoint, load_vision=True, device=device)
+    model = Multi2Cap.from_pretrained(
+        checkpoint, load_vision=True, device=device, backbones=backbones
+    )
     if not model.config.grounding:
         raise ValueError(
             f"{checkpoint} is an audio-only baseline (grounding: false): no g to probe"

@@ -44,8 +44,7 @@ def dataset(
         )
     if report.mos is not None:
         _console.print(
-            f"MOS {report.mos.mos:.2f} ± {report.mos.ci_half_width:.2f} (95 % CI), "
-            f"Krippendorff's alpha (ordinal) {report.mos.alpha_ordinal:.3f}"
+            f"{report.mos.headline()}, Krippendorff's alpha (ordinal) {report.mos.alpha_ordinal:.3f}"
         )
     _console.print(f"wrote {len(report.files)} files to {report.out_dir} (see report.md)")
 

@@ -19,6 +19,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from multi2cap.cli.backbone_option import BACKBONE_OPTION, backbone_overrides
 from multi2cap.cli.errors import bad_input
 
 model_app = typer.Typer(
@@ -64,13 +65,21 @@ def _records(manifest: Path) -> list[Any]:
     return records
 
 
-def _probe_set(checkpoint: Path, manifest: Path, batch_size: int, seed: int, device: str) -> Any:
+def _probe_set(
+    checkpoint: Path,
+    manifest: Path,
+    batch_size: int,
+    seed: int,
+    device: str,
+    backbone: list[str] | None,
+) -> Any:
     from rich.progress import Progress
 
     from multi2cap.analysis.probes import collect_probe_set, load_probe_model
 
+    backbones = backbone_overrides(backbone)
     records = _records(manifest)
-    model = load_probe_model(checkpoint, device=device)
+    model = load_probe_model(checkpoint, device=device, backbones=backbones)
     with Progress(console=_console, transient=True) as progress:
         task = progress.add_task("embedding clips", total=len(records))
         return collect_probe_set(
@@ -100,6 +109,7 @@ def fidelity_command(
     seed: int = typer.Option(0, "--seed", help="Seeds the random vectors and the CLIP folds."),
     batch_size: int = _BATCH,
     device: str = _DEVICE,
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Table 4: R@1/R@5 against V_cls, CLIP score and attention entropy of g, g_hat, a_mean and
     random vectors."""
@@ -108,7 +118,7 @@ def fidelity_command(
     if "{category}" not in prompt:
         bad_input("--prompt must contain {category}")
     with _expected_errors():
-        probe = _probe_set(checkpoint, manifest, batch_size, seed, device)
+        probe = _probe_set(checkpoint, manifest, batch_size, seed, device, backbone)
         clip = ClipJointSpace(clip_model, device=device) if clip_model else None
         result = fidelity(probe, clip, prompt=prompt, ridge_alpha=ridge_alpha, seed=seed)
         files = write_fidelity(result, out, title=str(checkpoint))
@@ -130,12 +140,13 @@ def tsne_command(
     seed: int = typer.Option(0, "--seed", help="Seeds t-SNE and the random vectors."),
     batch_size: int = _BATCH,
     device: str = _DEVICE,
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Figure 6: t-SNE of g, g_hat, a_mean, random vectors and V_cls in the L_align space."""
     from multi2cap.analysis.tsne import write_tsne
 
     with _expected_errors():
-        probe = _probe_set(checkpoint, manifest, batch_size, seed, device)
+        probe = _probe_set(checkpoint, manifest, batch_size, seed, device, backbone)
         with _console.status("t-SNE"):
             files = write_tsne(
                 probe, out, by_category=by_category, seed=seed, perplexity=perplexity
@@ -240,6 +251,7 @@ def k_sweep_command(
     latency_runs: int = typer.Option(5, "--latency-runs", min=1, help="Timed runs (median)."),
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs before timing."),
     device: str = _DEVICE,
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Table 5: caption metrics, V-CLS R@1, FLOPs (with the slope per grounding token beside
     the paper's) and latency per K (trained or given)."""
@@ -259,6 +271,9 @@ def k_sweep_command(
                 "perfect square (1, 4, 16, 64, 256, ...: a sqrt(K) x sqrt(K) pooling of the "
                 "patch grid); --pool time takes any K"
             )
+        backbones = backbone_overrides(backbone)
+        if backbones and not checkpoint:
+            raise ValueError("--backbone applies to given --checkpoint folders only")
         cost = ks.CostSettings(
             probe_manifest=probe_manifest,
             seconds=cost_seconds,
@@ -266,6 +281,7 @@ def k_sweep_command(
             runs=latency_runs,
             max_new_tokens=max_new_tokens,
             device=device,
+            backbones=backbones,
         )
 
         def measure(path: Path) -> dict[str, Any]:
@@ -279,6 +295,7 @@ def k_sweep_command(
                 max_new_tokens=max_new_tokens,
                 batch_size=eval_batch_size,
                 device=device,
+                backbones=backbones,
             )
             results = ks.evaluate_checkpoints(spec, checkpoint, out, measure=measure, log=_log)
         else:

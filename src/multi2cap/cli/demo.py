@@ -40,6 +40,12 @@ def demo(
     ),
     model: str | None = typer.Option(None, help="Vision LLM name at --base-url."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Variable holding the API key."),
+    preference: bool = typer.Option(
+        False,
+        "--preference",
+        help="After fine-tuning, tune both systems on preference pairs of their own candidates "
+        "(stage preference, DPO) and report source F1 and CIDEr-D before vs after.",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     overrides: list[str] | None = typer.Option(
         None,
@@ -67,6 +73,7 @@ def demo(
             model=model,
             api_key_env=api_key_env,
             progress=not no_progress,
+            preference=preference,
             overrides=list(overrides or []),
         )
         run_demo(config)

@@ -56,7 +56,7 @@ BAD_INPUT_ERRORS = frozenset(
         "multi2cap.metrics.resources.MetricUnavailableError",
         "multi2cap.data.readers.common.DatasetFormatError",
         "multi2cap.vggcaps.catalog.CatalogError",
-        "multi2cap.vggcaps.backends.BackendConfigError",
+        "multi2cap.llm_client.settings.BackendConfigError",
         "multi2cap.media.errors.MediaError",
     }
 )

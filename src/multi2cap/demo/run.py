@@ -65,6 +65,7 @@ EVAL_METRICS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor", "ci
 class DemoConfig:
     """What the demo runs. `quick` shrinks the scene set (under 3 minutes on 2 cores); `seeds`
     trains stage 0 and both systems on seeds `seed .. seed + seeds - 1` over the same scenes;
+    `preference` adds a preference stage after fine-tuning (`multi2cap.demo.preference`);
     `overrides` (`key=value`, `multi2cap.demo.training.system_recipe`) change the grounded
     system's recipes, e.g. `model.grounding.pool=time` or `optim.vfr_reduction=mean`."""
 
@@ -82,6 +83,7 @@ class DemoConfig:
     finetune_epochs: int | None = None
     progress: bool = True
     seeds: int = 1
+    preference: bool = False
     stage0: Stage0Config = field(default_factory=Stage0Config)
     overrides: list[str] = field(default_factory=list)
 
@@ -311,6 +313,11 @@ def evaluate_systems(
         result = evaluator(captions, [r.captions for r in records])
         run.scores = dict(result.corpus)
         run.scores.update(score_sources(run.captions, scenes, sources).as_results())
+        if run.preference_checkpoint is not None:  # after preference tuning, same clips
+            tuned = caption_clips(run.preference_checkpoint, [r.audio for r in records], workers)
+            run.preference_scores = dict(evaluator(tuned, [r.captions for r in records]).corpus)
+            by_id = {r.id: c for r, c in zip(records, tuned, strict=True)}
+            run.preference_scores.update(score_sources(by_id, scenes, sources).as_results())
 
 
 def caption_clips(checkpoint: Path, audio: list[str], workers: int) -> list[str]:

@@ -1,9 +1,10 @@
 """Caption files for `multi2cap evaluate`: reading predictions and references, writing scores.
 
-Predictions: CSV `id,caption` (Clotho's `file_name` is accepted for `id`), JSONL
-`{"id": ..., "caption": ...}` or a `.json` array of such objects. References: CSV wide
-(`id,caption_1..caption_N`, blank cells ignored), CSV long (`id,caption`, one row per reference),
-JSONL `{"id": ..., "captions": [...]}` or a `.json` array of those. The format follows the
+Predictions: CSV `id,caption` (Clotho's `file_name` is accepted for `id`, and DCASE's submission
+header `file_name,caption_predicted` too), JSONL `{"id": ..., "caption": ...}` or a `.json` array
+of such objects (`file_name` accepted for `id` as in CSV): every file `multi2cap caption` writes.
+References: CSV wide (`id,caption_1..caption_N`, blank cells ignored), CSV long (`id,caption`,
+one row per reference), JSONL `{"id": ..., "captions": [...]}` or a `.json` array of those. The format follows the
 extension (`.csv`; `.jsonl`; `.json`, an array or JSON lines). Errors name the file and the line
 (or `[index]` in a JSON array); an empty prediction is scored as it is, and counted
 (`empty_predictions`) so that the CLI can warn and `scores.json` can say so.
@@ -14,14 +15,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from multi2cap.io import atomic_write_text, type_name
-from multi2cap.metrics.evaluator import EvalResult
+from multi2cap.metrics.result import EvalResult
 
 _ID_COLUMNS = ("id", "file_name")
+_PREDICTION_COLUMNS = ("caption", "caption_predicted")  # ours, DCASE's submission header
 _WIDE_COLUMN = re.compile(r"^caption_(\d+)$")
 
 
@@ -119,12 +122,16 @@ def _read_json_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
                 items.append((f"{path}:{number}", json.loads(line)))
             except json.JSONDecodeError as err:
                 raise CaptionFileError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+    records = []
     for where, record in items:
-        if not isinstance(record, dict) or "id" not in record:
+        key = next((k for k in _ID_COLUMNS if isinstance(record, dict) and k in record), None)
+        if key is None:
             raise CaptionFileError(
-                f"{where}: expected an object with an `id` field, found {_found(record)}"
+                f"{where}: expected an object with an `id` (or `file_name`) field, found "
+                f"{_found(record)}"
             )
-    return items
+        records.append((where, {**record, "id": record[key]}))
+    return records
 
 
 def _format(path: Path) -> str:
@@ -151,10 +158,13 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     if _format(path) == "csv":
         header, rows = _read_csv(path)
         id_col = _id_column(path, header)
-        if "caption" not in header:
-            raise CaptionFileError(f"{path}: no `caption` column in header {header}")
+        caption_col = next((c for c in _PREDICTION_COLUMNS if c in header), None)
+        if caption_col is None:
+            raise CaptionFileError(
+                f"{path}: no `caption` (or `caption_predicted`) column in header {header}"
+            )
         for number, row in rows:
-            add(str(row[id_col]).strip(), row["caption"] or "", f"{path}:{number}")
+            add(str(row[id_col]).strip(), row[caption_col] or "", f"{path}:{number}")
     else:
         for where, record in _read_json_records(path):
             add(str(record["id"]), record.get("caption"), where)
@@ -265,6 +275,18 @@ def write_per_item(path: str | Path, ids: list[str], result: EvalResult) -> None
     for i, key in enumerate(ids):
         writer.writerow([key, *(repr(result.per_item[k][i]) for k in keys)])
     atomic_write_text(path, buffer.getvalue())
+
+
+def write_details(path: str | Path, ids: list[str], result: EvalResult, key: str) -> None:
+    """JSONL with one record per item of what metric `key` says beside its value (`clair_a`:
+    the judge's score and reason, or the error): `{"id", key: value or null, **details}`."""
+    values = result.per_item.get(key, [])
+    lines = []
+    for i, item_id in enumerate(ids):
+        value = values[i] if i < len(values) else None
+        record = {"id": item_id, key: None if value is None or math.isnan(value) else value}
+        lines.append(json.dumps({**record, **result.details[key][i]}, ensure_ascii=False) + "\n")
+    atomic_write_text(path, "".join(lines))
 
 
 def _found(record: Any) -> str:

@@ -8,9 +8,9 @@ rebuilt from it (trainable modules, LoRA, randomly initialised backbones) sit ne
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from multi2cap.io import atomic_write_text
 from multi2cap.provenance import WRITTEN_BY_KEY, check_written_by, provenance
+
+log = logging.getLogger("multi2cap.model")
 
 AdapterInput = Literal["g", "g_hat", "mix"]
 #: How the AV-grounding makes its K tokens (docs/model.md, "Readings of the paper"): `space`,
@@ -33,6 +35,11 @@ VfrReduction = Literal["sum", "mean"]
 VFR_REDUCTIONS: tuple[VfrReduction, ...] = get_args(VfrReduction)
 LlmDtype = Literal["auto", "float32", "bfloat16", "float16"]
 LlmFamily = Literal["llama", "qwen2", "qwen3", "mistral"]
+VClsReading = Literal["post_layernorm", "pre_layernorm"]
+#: How the decoder's input is laid out around the prefix (`multi2cap.model.prompt`): `plain`
+#: text, or the tokenizer's `chat` template (prompt in the user turn, caption as the answer).
+PromptFormat = Literal["plain", "chat"]
+PROMPT_FORMATS: tuple[PromptFormat, ...] = get_args(PromptFormat)
 
 DEFAULT_PROMPT = "Describe the sound in detail. Audio: <audio> Caption:"
 AUDIO_PLACEHOLDER = "<audio>"
@@ -114,12 +121,18 @@ class VisionEncoderSpec(_Strict):
 
     `width`: the tower's hidden width (V's last dimension), written by `save_pretrained`, so
     that a checkpoint sizes its grounding without reading anything of the tower (audio-only
-    captioning works where the CLIP files are absent). None: read from the tower's config."""
+    captioning works where the CLIP files are absent). None: read from the tower's config.
+
+    `v_cls`: which CLS vector is V_cls (L_align's visual target, the probes' gallery keys):
+    `post_layernorm` (default), CLIP's pooled output, the vector CLIP's own image embedding
+    projects; or `pre_layernorm`, the raw first token of the last hidden state (what
+    checkpoints saved before the choice existed used). docs/model.md gives the evidence."""
 
     source: str | None = "openai/clip-vit-large-patch14"
     config: dict[str, Any] | None = None
     feature_cache: str | None = None
     width: int | None = Field(None, ge=1)
+    v_cls: VClsReading = "post_layernorm"
 
     @model_validator(mode="after")
     def _one_source(self) -> VisionEncoderSpec:
@@ -139,9 +152,17 @@ class LlmSpec(_Strict):
     """Causal LM decoder: hub id / local path (its own tokenizer), or an inline config of one of
     the families below with random weights and a `tokenizer` spec.
 
-    `dtype` is the frozen decoder's weight dtype; `auto` (default) is bfloat16 when a CUDA
-    device with bf16 support is present and float32 otherwise (`llm.resolve_llm_dtype`).
-    Trainable weights (LoRA included) are float32 whatever it is."""
+    `dtype` is the frozen decoder's weight dtype; `auto` (default) is bfloat16 when the model
+    runs on a CUDA device with bf16 support and float32 otherwise (`llm.resolve_llm_dtype`).
+    Trainable weights (LoRA included) are float32 whatever it is.
+
+    `prompt_format` (`multi2cap.model.prompt`): `plain` (default, what every checkpoint before
+    it used) puts BOS, the prompt text, the prefix and the caption + EOS one after the other;
+    `chat` wraps them in the tokenizer's chat template, the way an instruct model was tuned: the
+    prompt with the audio slot in the user turn, the caption as the assistant's answer, closed by
+    the template's end-of-turn token(s), which decoding stops at. `system_prompt` (chat only):
+    a system turn with this text; None leaves the template's own default (SmolLM2's and Qwen's
+    templates add one, Llama 3's none)."""
 
     source: str | None = "meta-llama/Llama-3.2-3B"
     family: LlmFamily | None = None
@@ -151,6 +172,8 @@ class LlmSpec(_Strict):
     lora: LoraSpec = Field(
         default_factory=lambda: LoraSpec(targets=["q_proj", "k_proj", "v_proj", "o_proj"])
     )
+    prompt_format: PromptFormat = "plain"
+    system_prompt: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> LlmSpec:
@@ -158,6 +181,11 @@ class LlmSpec(_Strict):
             raise ValueError("llm: give exactly one of `source` and `config`")
         if self.config is not None and (self.family is None or self.tokenizer is None):
             raise ValueError("llm: an inline `config` needs `family` and `tokenizer`")
+        if self.system_prompt is not None and self.prompt_format != "chat":
+            raise ValueError(
+                "llm.system_prompt is only used with llm.prompt_format: chat "
+                f"(found prompt_format {self.prompt_format!r})"
+            )
         return self
 
 
@@ -176,10 +204,15 @@ class GroundingSpec(_Strict):
 
 
 class GenerationSpec(_Strict):
-    """Decoding defaults for `Multi2Cap.caption` (beam search when `num_beams` > 1)."""
+    """Decoding defaults for `Multi2Cap.caption` (beam search when `num_beams` > 1).
+
+    `max_new_tokens` defaults to the model's `max_caption_tokens` (set by `Multi2CapConfig`
+    when a config leaves it out): decoding can then emit any caption training kept, EOS
+    included, in the decoder's own tokens (before, 50, below the 96 that training keeps).
+    Decoding stops at EOS, so the budget costs nothing on captions that end sooner."""
 
     num_beams: int = Field(4, ge=1)
-    max_new_tokens: int = Field(50, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = Field(0, ge=0)
 
@@ -220,6 +253,21 @@ class Multi2CapConfig(_Strict):
             return {**data, "grounding": {"enabled": data["grounding"]}}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_what_training_keeps(cls, data: Any) -> Any:
+        """A `generation.max_new_tokens` left out follows `max_caption_tokens`."""
+        if not isinstance(data, dict) or "max_caption_tokens" not in data:
+            return data
+        generation = data.get("generation")
+        if isinstance(generation, GenerationSpec):
+            if "max_new_tokens" in generation.model_fields_set:
+                return data
+            generation = generation.model_dump(exclude_unset=True)
+        generation = dict(generation or {})
+        generation.setdefault("max_new_tokens", data["max_caption_tokens"])
+        return {**data, "generation": generation}
+
     @model_validator(mode="after")
     def _check(self) -> Multi2CapConfig:
         if self.grounding.enabled and self.grounding.pool == "space" and not is_square(self.k):
@@ -247,39 +295,18 @@ class Multi2CapConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<config>") -> Multi2CapConfig:
-        """Parse a config; its `written_by` block is checked (a newer major version warns) and
-        dropped, since it describes the file, not the model."""
+        """Parse a saved config; its `written_by` block is checked (a newer major version warns)
+        and dropped, since it describes the file, not the model. A field the file predates gets
+        the reading its model was trained with, not today's default (`_saved_before`)."""
         tree = yaml.safe_load(text) or {}
         if isinstance(tree, dict):
             check_written_by(tree.pop(WRITTEN_BY_KEY, None), source)
+            tree = _saved_before(tree, source)
         return cls.model_validate(tree)
 
     @classmethod
     def load(cls, path: str | Path) -> Multi2CapConfig:
         return cls.from_yaml(Path(path).read_text(encoding="utf-8"), source=str(path))
-
-    @classmethod
-    def load_saved(cls, path: str | Path) -> Multi2CapConfig:
-        """A checkpoint's `config.yaml`. One written before `grounding.pool` existed was trained
-        with time pooling: it loads as `pool: time`, with a warning (once per file and process),
-        whereas a new config without the field gets the default `space`."""
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if isinstance(tree, dict):
-            check_written_by(tree.pop(WRITTEN_BY_KEY, None), str(path))
-            grounding = tree.get("grounding", True)
-            if isinstance(grounding, bool):
-                grounding = {"enabled": grounding}
-            if isinstance(grounding, dict) and "pool" not in grounding:
-                grounding = {**grounding, "pool": "time"}
-                if grounding.get("enabled", True):
-                    warnings.warn(
-                        f"{path}: saved before `grounding.pool` existed; loaded as "
-                        "`grounding.pool: time`, the reading it was trained with",
-                        UserWarning,
-                        stacklevel=2,
-                    )
-            tree = {**tree, "grounding": grounding}
-        return cls.model_validate(tree)
 
     # ---------------------------------------------------------------- tiny
     @classmethod
@@ -353,6 +380,46 @@ class Multi2CapConfig(_Strict):
         )
         fields.update(overrides)
         return cls(**fields)
+
+
+_told_saved_before: set[tuple[str, str]] = set()
+
+
+def _saved_before(tree: dict[str, Any], source: str) -> dict[str, Any]:
+    """Fill the fields a saved config predates with the readings its model was trained with
+    (today's defaults differ), saying so once per file and field. Only fields whose section the
+    file has are filled (a saved config has every section; a section left out of a hand-written
+    one gets the defaults):
+
+    - no `vision.v_cls`: V_cls was read before CLIP's post-LayerNorm (`pre_layernorm`);
+    - `grounding` a boolean or without `pool`: the grounding pooled over time (`pool: time`).
+
+    Neither matters to an audio-only model (`grounding` disabled): filled, but not said."""
+    grounding = tree.get("grounding")
+    if isinstance(grounding, bool):
+        grounding = {"enabled": grounding}
+    said = bool(grounding.get("enabled", True)) if isinstance(grounding, dict) else True
+    filled: list[tuple[str, str]] = []
+    vision = tree.get("vision")
+    if isinstance(vision, dict) and "v_cls" not in vision:
+        tree = {**tree, "vision": {**vision, "v_cls": "pre_layernorm"}}
+        filled.append(
+            (
+                "vision.v_cls",
+                "V_cls is read before CLIP's post-LayerNorm, as that model was trained "
+                "(vision.v_cls: pre_layernorm)",
+            )
+        )
+    if isinstance(grounding, dict) and "pool" not in grounding:
+        tree = {**tree, "grounding": {**grounding, "pool": "time"}}
+        filled.append(
+            ("grounding.pool", "loaded as `grounding.pool: time`, the reading it was trained with")
+        )
+    for field, reading in filled:
+        if said and (source, field) not in _told_saved_before:
+            _told_saved_before.add((source, field))
+            log.warning("%s has no %s (saved before it existed): %s", source, field, reading)
+    return tree
 
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")

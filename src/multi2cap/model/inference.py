@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from multi2cap.io import atomic_write_text, write_jsonl
 from multi2cap.media.audio import load_audio
 from multi2cap.media.errors import MediaError
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.model.rerank import ClapReranker, RerankedCaption
 
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".m4a", ".aac", ".mp4",
@@ -33,12 +35,14 @@ class FileCaption:
     `key` is the `file_name` written for it: the shortest trailing part of its path that no other
     file of the run shares (`a.wav`, or `dev/a.wav` and `eval/a.wav` when both are captioned), so
     rows stay unique for `multi2cap evaluate` and bare names still match Clotho's references.
+    `rerank` holds the CLAP re-ranking details when the caption was chosen by one.
     """
 
     path: Path
     caption: str | None = None
     error: str | None = None
     key: str = ""
+    rerank: RerankedCaption | None = None
 
 
 @dataclass
@@ -116,17 +120,27 @@ def caption_files(
     num_beams: int | None = None,
     max_new_tokens: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    reranker: ClapReranker | None = None,
 ) -> list[FileCaption]:
     """Caption `files` in input order, reading `batch_size` files at a time (so memory holds
-    one batch of audio, not the corpus). `on_progress(n)` is called with each batch's size."""
+    one batch of audio, not the corpus). `on_progress(n)` is called with each batch's size.
+
+    With a `reranker`, each file is also read at the CLAP's rate and its caption is the CLAP's
+    choice among the candidates of one beam search (`multi2cap.model.rerank`); the beam width
+    is then the reranker's (`num_beams` must stay None)."""
+    if reranker is not None and num_beams is not None:
+        raise ValueError("with a reranker, set the beam width in its RerankConfig.num_beams")
     paths = [Path(f) for f in files]
     results = [FileCaption(p, key=k) for p, k in zip(paths, unique_keys(paths), strict=True)]
     for start in range(0, len(results), batch_size):
         group = results[start : start + batch_size]
-        ready, waves = [], []
+        ready, waves, clap_waves = [], [], []
         for item in group:
             try:
-                waves.append(load_audio(item.path))
+                wave = load_audio(item.path)
+                if reranker is not None:
+                    clap_waves.append(reranker.scorer.load(item.path))
+                waves.append(wave)
                 ready.append(item)
             except MediaError as err:
                 item.error = printable(err)
@@ -134,7 +148,13 @@ def caption_files(
                 item.error = printable(
                     f"{item.path}: unexpected decoder error ({type(err).__name__}: {err})"
                 )
-        if waves:
+        if waves and reranker is not None:
+            reranked = reranker.caption_waves(
+                model, waves, clap_waves, batch_size=batch_size, max_new_tokens=max_new_tokens
+            )
+            for item, choice in zip(ready, reranked, strict=True):
+                item.caption, item.rerank = choice.caption, choice
+        elif waves:
             texts = model.caption(
                 waves, num_beams=num_beams, max_new_tokens=max_new_tokens, batch_size=batch_size
             )
@@ -145,18 +165,27 @@ def caption_files(
     return results
 
 
-def write_captions(results: Sequence[FileCaption], output: Path) -> Path | None:
+def write_captions(
+    results: Sequence[FileCaption], output: Path, *, rerank_scores: bool = False
+) -> Path | None:
     """CSV `file_name,caption,path` of the captioned files (the `file_name` column, unique in the
     run, is what `multi2cap evaluate --predictions` and Clotho's references use), written
     atomically; the failures (files and inputs that gave no file) go to
     `<output stem>.failures.jsonl` next to it. Returns that file's path, or None when nothing
-    failed. Names that are not UTF-8 are written with `\\xNN` escapes (see `printable`)."""
+    failed. Names that are not UTF-8 are written with `\\xNN` escapes (see `printable`).
+
+    `rerank_scores` adds the CLAP re-ranking columns `clap_score`, `tied` (JSON list of the
+    texts tied with the caption) and `candidates` (JSON list of `{text, source, rank, clap}`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file_name", "caption", "path"])
+    extra = list(RERANK_COLUMNS) if rerank_scores else []
+    writer.writerow(["file_name", "caption", "path", *extra])
     for item in results:
         if item.caption is not None:
-            writer.writerow([printable(item.key), item.caption, printable(item.path)])
+            row = [printable(item.key), item.caption, printable(item.path)]
+            if rerank_scores:
+                row += _rerank_cells(item)
+            writer.writerow(row)
     atomic_write_text(output, buffer.getvalue())
     failed = [{"path": printable(r.path), "error": r.error} for r in results if r.error is not None]
     if not failed:
@@ -164,3 +193,18 @@ def write_captions(results: Sequence[FileCaption], output: Path) -> Path | None:
     failures = output.with_name(f"{output.stem}.failures.jsonl")
     write_jsonl(failures, failed)
     return failures
+
+
+RERANK_COLUMNS = ("clap_score", "tied", "candidates")
+
+
+def _rerank_cells(item: FileCaption) -> list[str]:
+    """The `RERANK_COLUMNS` cells of a row (blank for a caption that was not re-ranked)."""
+    if item.rerank is None:
+        return ["", "", ""]
+    record = item.rerank.to_record()
+    return [
+        repr(record["clap_score"]),
+        json.dumps(record["tied"], ensure_ascii=False),
+        json.dumps(record["candidates"], ensure_ascii=False),
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ from multi2cap.model.config import (
 from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean
 from multi2cap.model.hf_audio import HfAudioEncoder, build_hf_encoder
 from multi2cap.model.hub import hub_asset
-from multi2cap.model.llm import CaptionDecoder
+from multi2cap.model.llm import CaptionDecoder, Sampling
 from multi2cap.model.step_share import AlignCache, StepShare
 from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
 from multi2cap.model.vision import VisionEncoder
@@ -129,7 +129,9 @@ class Multi2Cap(nn.Module):
 
     `load_vision=False` skips the CLIP tower (not needed for fine-tuning or captioning); the
     model can then not pre-train or probe. Call `set_stage` before building an optimizer or
-    wrapping the model for DDP/FSDP: it decides which parameters train.
+    wrapping the model for DDP/FSDP: it decides which parameters train. `device` is the device
+    the model will run on, against which `llm.dtype: auto` resolves (None: the default device
+    it is built on); the model is built on the default device, move it with `.to`.
     """
 
     def __init__(
@@ -138,13 +140,14 @@ class Multi2Cap(nn.Module):
         *,
         load_vision: bool = True,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.audio_encoder = build_audio_encoder(config.audio)
         d_a = self.audio_encoder.output_dim
         self.decoder = CaptionDecoder(
-            config.llm, config.prompt, config.max_caption_tokens, tokenizer=tokenizer
+            config.llm, config.prompt, config.max_caption_tokens, tokenizer=tokenizer, device=device
         )
         d_g = config.d_g if config.grounding.enabled else None
         self.adapter = GroundAdapter(d_a, self.decoder.hidden_size, d_g)
@@ -255,6 +258,15 @@ class Multi2Cap(nn.Module):
         )
         with torch.set_grad_enabled(needs_grad):
             return self.audio_encoder(audio.to(self.device), lengths.to(self.device))
+
+    def audio_prefix(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The decoder's prefix `(B, P, D)` and mask from audio alone (g_hat from the VFR, as
+        fine-tuning and captioning use it): what the captions are conditioned on."""
+        tokens, mask = self.encode_audio(audio, lengths)
+        ground = None
+        if self.vfr is not None:
+            ground = self.vfr(tokens, mask)
+        return self.adapter(tokens, mask, ground)
 
     def caption_tokens(self, captions: Sequence[str]) -> int:
         """Tokens L_cap averages over for `captions` (caption + EOS, truncated as in training)."""
@@ -448,6 +460,38 @@ class Multi2Cap(nn.Module):
         any length works (CED encodes long audio in chunks). Decoding options default to
         `config.generation`; inputs are batched by length to limit padding.
         """
+        candidates = self.caption_candidates(
+            waves_or_paths,
+            lengths,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            batch_size=batch_size,
+        )
+        return [group[0] for group in candidates]
+
+    @torch.no_grad()
+    def caption_candidates(
+        self,
+        waves_or_paths: AudioInput | Sequence[AudioInput],
+        lengths: Sequence[int] | Tensor | None = None,
+        *,
+        num_return_sequences: int = 1,
+        num_beams: int | None = None,
+        max_new_tokens: int | None = None,
+        length_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        sampled: int = 0,
+        sampling: Sampling | None = None,
+        batch_size: int = 8,
+    ) -> list[list[str]]:
+        """Several captions per input (inputs and options as in `caption`), in input order.
+
+        Each group holds the `num_return_sequences` best hypotheses of **one** beam search
+        (`num_beams` >= `num_return_sequences`; best first, so `group[0]` is `caption`'s
+        caption), then `sampled` captions drawn with `sampling` (default `Sampling()`) from the
+        same prefixes. Duplicates are kept: the caller decides what a duplicate means."""
         waves = _as_waves(waves_or_paths, lengths)
         gen = self.config.generation
         options = dict(
@@ -461,20 +505,30 @@ class Multi2Cap(nn.Module):
             ),
         )
         order = sorted(range(len(waves)), key=lambda i: -waves[i].shape[0])
-        results: dict[int, str] = {}
+        results: dict[int, list[str]] = {}
         with _eval_mode(self), _whole_root(self):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 chunk = [waves[i] for i in idx]
                 audio = nn.utils.rnn.pad_sequence(chunk, batch_first=True)
                 lens = torch.tensor([w.shape[0] for w in chunk])
-                tokens, mask = self.encode_audio(audio, lens)
-                ground = None
-                if self.vfr is not None:
-                    ground = self.vfr(tokens, mask)
-                prefix, prefix_mask = self.adapter(tokens, mask, ground)
-                texts = self.decoder.generate(prefix, prefix_mask, **options)
-                results.update(zip(idx, texts, strict=True))
+                prefix, prefix_mask = self.audio_prefix(audio, lens)
+                beams = self.decoder.generate(
+                    prefix, prefix_mask, **options, num_return_sequences=num_return_sequences
+                )
+                n = num_return_sequences
+                for j, i in enumerate(idx):
+                    results[i] = beams[j * n : (j + 1) * n]
+                if sampled > 0:
+                    drawn = self.decoder.generate(
+                        prefix,
+                        prefix_mask,
+                        **options,
+                        num_return_sequences=sampled,
+                        sampling=sampling or Sampling(),
+                    )
+                    for j, i in enumerate(idx):
+                        results[i] += drawn[j * sampled : (j + 1) * sampled]
         return [results[i] for i in range(len(waves))]
 
     # ------------------------------------------------------------------ checkpoints
@@ -494,11 +548,21 @@ class Multi2Cap(nn.Module):
         *,
         load_vision: bool = False,
         device: str | torch.device | None = None,
+        backbones: Mapping[str, str | os.PathLike[str]] | None = None,
+        move: bool = True,
     ) -> Multi2Cap:
         """Rebuild a model saved by `save_pretrained` (backbones by id/path from the config).
 
-        The CLIP tower is only loaded with `load_vision=True` (pre-training, probes)."""
-        return load_checkpoint(cls, folder, load_vision=load_vision, device=device)
+        `backbones` points a role (`audio`, `vision`, `llm`) at a folder or hub id of its
+        backbone on this machine, for a checkpoint saved elsewhere: `{"llm": "/models/llm"}`.
+        Without it, `$MULTI2CAP_BACKBONES` is searched by folder name for a stored path that is
+        absent here (`multi2cap.model.backbones`). The CLIP tower is only loaded with
+        `load_vision=True` (pre-training, probes). `device`: where the model runs; `llm.dtype:
+        auto` resolves against it, and the model is moved there unless `move=False` (the trainer
+        places the model itself, after FSDP sharding)."""
+        return load_checkpoint(
+            cls, folder, load_vision=load_vision, device=device, backbones=backbones, move=move
+        )
 
 
 @contextmanager

@@ -19,10 +19,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from multi2cap.data.dataset import EpochUnit
 from multi2cap.io import atomic_write_text
 from multi2cap.metrics import higher_is_better
-from multi2cap.model.config import Stage, VfrReduction
+from multi2cap.model.backbones import BackboneRole
+from multi2cap.model.config import VfrReduction
 from multi2cap.provenance import WRITTEN_BY_KEY, provenance
+from multi2cap.train.preference_config import PreferenceConfig
+
+#: What a recipe trains: the paper's two stages (`multi2cap.model.config.Stage`), and preference
+#: tuning of a fine-tuned model (DPO on its own candidates, `multi2cap.train.preference`).
+TrainStage = Literal["pretrain", "finetune", "preference"]
 
 
 class ConfigError(ValueError):
@@ -43,6 +50,12 @@ class DataConfig(_Section):
         None, gt=0, description="CLIP input side in pixels; None: the vision encoder's own"
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device")
+    epoch_unit: EpochUnit = Field(
+        "caption",
+        description="what an epoch covers: caption (every (clip, caption) row once, the rows "
+        "the paper's Table 1 counts) or clip (every clip once, with one of its captions drawn "
+        "at random)",
+    )
 
 
 class AugmentConfig(_Section):
@@ -108,7 +121,12 @@ class EvalConfig(_Section):
     best_metric: str = "cider_d"
     best_mode: Literal["max", "min", "auto"] = "auto"
     num_beams: int = Field(3, gt=0)
-    max_new_tokens: int = Field(30, gt=0)
+    max_new_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="decoding budget in the decoder's tokens; None: the model's "
+        "generation.max_new_tokens (by default its max_caption_tokens, what training keeps)",
+    )
     select_path: Literal["trained", "audio_only"] = Field(
         "trained",
         description="pre-training: select the best checkpoint on the path it trains (g from the "
@@ -171,17 +189,32 @@ class RuntimeConfig(_Section):
 class TrainConfig(_Section):
     """A complete training recipe. `model` is the `Multi2CapConfig` section (fields of that class,
     plus `preset: tiny` to start from `Multi2CapConfig.tiny()`); `init_from` is a checkpoint folder
-    whose weights start fine-tuning (its model config is used, `model` entries override it)."""
+    whose weights start fine-tuning (its model config is used, `model` entries override it);
+    `init_backbones` points its backbones at folders of this machine when it was saved elsewhere;
+    `preference` configures `stage: preference` (ignored by the other stages)."""
 
-    stage: Stage = "pretrain"
+    stage: TrainStage = "pretrain"
     seed: int = 0
     init_from: str | None = None
+    init_backbones: dict[BackboneRole, str] = Field(
+        default_factory=dict,
+        description="where the backbones of `init_from` (and of a resumed run's checkpoints) "
+        "are on this machine, for a checkpoint saved elsewhere: {role: folder or hub id}, role "
+        "audio, vision or llm (see Multi2Cap.from_pretrained's `backbones`)",
+    )
+    warn_without_init_from: bool = Field(
+        True,
+        description="warn when fine-tuning a model with grounding that no init_from "
+        "pre-trained: its VFR is random, so g_hat carries no visual knowledge (false for smoke "
+        "tests that fine-tune a fresh model on purpose)",
+    )
     model: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -270,7 +303,8 @@ def load_train_config(
 ) -> TrainConfig:
     """Read a recipe, apply overrides, validate.
 
-    Relative paths in the file (manifests, `init_from`, `runtime.output_dir`) are taken from the
+    Relative paths in the file (manifests, `init_from`, `init_backbones` folders,
+    `runtime.output_dir`) are taken from the
     file's folder, so a recipe means the same wherever it is run from; paths given as overrides
     are relative to the current directory. `output_dir` (the CLI's `--output-dir`) wins over
     `runtime.output_dir`.
@@ -312,6 +346,13 @@ def _resolve_paths(tree: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(node, dict) and isinstance(node.get(field_path[-1]), str):
             value = Path(node[field_path[-1]]).expanduser()
             node[field_path[-1]] = str(value if value.is_absolute() else base / value)
+    init = result.get("init_backbones")
+    if isinstance(init, dict):  # folders relative to the recipe; hub ids kept
+        for role, source in init.items():
+            if not isinstance(source, str) or Path(source).expanduser().is_absolute():
+                continue
+            if source.startswith(("./", "../")) or (base / source).exists():
+                init[role] = str(base / source)
     return result
 
 
