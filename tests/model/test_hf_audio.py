@@ -231,9 +231,14 @@ def test_bad_lora_targets_and_model_types_are_clear_errors() -> None:
 
 
 def test_missing_folder_names_the_config_field(tmp_path: Path, monkeypatch) -> None:
+    # A local folder gets the `--backbone` hint (`hf download` of a path would make no sense,
+    # `model.hub.hub_asset`); a hub id not in the offline cache gets `hf download`.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(AssetNotFoundError, match=r"audio\.source.*hf download"):
+    with pytest.raises(AssetNotFoundError, match=r"audio\.source.*--backbone audio=DIR") as err:
         build_hf_audio_encoder(str(tmp_path / "no-such-encoder"))
+    assert "hf download" not in str(err.value)
+    with pytest.raises(AssetNotFoundError, match=r"audio\.source.*hf download no-such/encoder"):
+        build_hf_audio_encoder("no-such/encoder")
 
 
 def _saved_folder(kind: str, folder: Path) -> tuple[torch.nn.Module, Path]:
