@@ -38,7 +38,7 @@ def run_best(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run.mkdir()
     (run / "train_config.yaml").write_text(recipe.to_yaml())
     torch.manual_seed(0)
-    best = tiny(k=2).save_pretrained(run / "best")
+    best = tiny(k=2, grounding={"pool": "time"}).save_pretrained(run / "best")
     (best / "best.json").write_text(json.dumps(SCORES))
     return best
 

@@ -53,9 +53,26 @@ def test_overrides_types_and_relative_paths(tmp_path: Path) -> None:
         cfg.accumulation_steps(3)
 
 
+def test_a_boolean_grounding_takes_a_pool_override(tmp_path: Path) -> None:
+    """`grounding: true` (every recipe written before `grounding.pool`) is the section's
+    `enabled` flag, so `model.grounding.pool=time` applies to it; `false` still wins."""
+    from multi2cap.model.config import Multi2CapConfig
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  grounding: true\n  k: 4\n")
+    cfg = load_train_config(recipe, ["model.grounding.pool=time", "optim.vfr_reduction=mean"])
+    assert cfg.model["grounding"] == {"enabled": True, "pool": "time"}
+    assert cfg.optim.vfr_reduction == "mean"
+    assert Multi2CapConfig.model_validate(cfg.model).grounding.pool == "time"
+    off = load_train_config(recipe, ["model.grounding.pool=time", "model.grounding=false"])
+    assert not Multi2CapConfig.model_validate(off.model).grounding
+    assert load_train_config(recipe).optim.vfr_reduction == "sum"  # the default: Eq. 3
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        (["optim.vfr_reduction=median"], "optim.vfr_reduction"),
         (["optim.lrr=1"], "optim.lrr"),
         (["stage=distill"], "stage"),
         (["optim.batch_size=10", "optim.micro_batch_size=4"], "multiple of"),
@@ -94,6 +111,9 @@ def test_paper_recipes_carry_appendix_a1_values() -> None:
         15,
     )
     assert (pre.model["alpha"], pre.model["beta"], pre.model["k"]) == (0.02, 0.05, 4)
+    # The paper's readings (docs/model.md): spatial grounding, Eq. 3 as a squared norm.
+    assert pre.model["grounding"] == {"enabled": True, "pool": "space"}
+    assert pre.optim.vfr_reduction == "sum"
     for name in ("finetune_clotho.yaml", "finetune_audiocaps.yaml"):
         fine = load_train_config(CONFIGS / name)
         assert (fine.stage, fine.optim.lr, fine.optim.batch_size, fine.optim.epochs) == (

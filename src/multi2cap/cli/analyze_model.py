@@ -2,8 +2,8 @@
 
 from multi2cap.cli.errors import bad_input
 
-Parsing only; the analyses are `multi2cap.analysis.probes` (fidelity, t-SNE) and
-`multi2cap.analysis.ablations` (K sweep, alpha/beta grid, augmentation, grounding vs baseline).
+Parsing only; the analyses are `multi2cap.analysis.probes` (fidelity), `.tsne` (t-SNE),
+`.k_sweep` (K sweep) and `.ablations` (alpha/beta grid, augmentation, grounding vs baseline).
 Every command writes CSV + markdown tables (and figures) under `--out`.
 """
 
@@ -143,7 +143,7 @@ def tsne_command(
     backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Figure 6: t-SNE of g, g_hat, a_mean, random vectors and V_cls in the L_align space."""
-    from multi2cap.analysis.probes import write_tsne
+    from multi2cap.analysis.tsne import write_tsne
 
     with _expected_errors():
         probe = _probe_set(checkpoint, manifest, batch_size, seed, device, backbone)
@@ -224,7 +224,18 @@ def k_sweep_command(
     probe_manifest: Path = typer.Option(
         ..., "--probe-manifest", help="Manifest with frames for V-CLS R@1 and the cost clip."
     ),
-    k: list[int] | None = typer.Option(None, "--k", help="K values to train (repeatable)."),
+    k: list[int] | None = typer.Option(
+        None,
+        "--k",
+        help="K values to train (repeatable); default 1, 4, 16, 64, 256 (the paper's, square "
+        "grids of the patch map) unless --checkpoint is given.",
+    ),
+    pool: str = typer.Option(
+        "space",
+        "--pool",
+        help="grounding.pool of the trained cells: space (the paper's reading, K must be a "
+        "square) or time. Given checkpoints keep their own.",
+    ),
     checkpoint: list[Path] | None = typer.Option(
         None, "--checkpoint", help="Evaluate these checkpoints instead of training (repeatable)."
     ),
@@ -242,16 +253,28 @@ def k_sweep_command(
     device: str = _DEVICE,
     backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
-    """Table 5: caption metrics, V-CLS R@1, FLOPs and latency per K (trained or given)."""
+    """Table 5: caption metrics, V-CLS R@1, FLOPs (with the slope per grounding token beside
+    the paper's) and latency per K (trained or given)."""
     from multi2cap.analysis import ablations as ab
+    from multi2cap.analysis import k_sweep as ks
+    from multi2cap.model.config import GROUNDING_POOLS, is_square
+
+    if pool not in GROUNDING_POOLS:
+        bad_input(f"--pool must be one of {', '.join(GROUNDING_POOLS)}, got {pool!r}")
 
     def build() -> list[Path]:
-        if bool(k) == bool(checkpoint):
-            raise ValueError("give either --k values to train or --checkpoint folders")
+        if k and checkpoint:
+            raise ValueError("give either --k values to train or --checkpoint folders, not both")
+        if pool == "space" and any(not is_square(value) for value in k or ()):
+            raise ValueError(
+                f"--k {', '.join(map(str, k or ()))}: under --pool space every K must be a "
+                "perfect square (1, 4, 16, 64, 256, ...: a sqrt(K) x sqrt(K) pooling of the "
+                "patch grid); --pool time takes any K"
+            )
         backbones = backbone_overrides(backbone)
         if backbones and not checkpoint:
             raise ValueError("--backbone applies to given --checkpoint folders only")
-        cost = ab.CostSettings(
+        cost = ks.CostSettings(
             probe_manifest=probe_manifest,
             seconds=cost_seconds,
             warmup=warmup,
@@ -262,7 +285,7 @@ def k_sweep_command(
         )
 
         def measure(path: Path) -> dict[str, Any]:
-            return ab.measure_cost(path, cost)
+            return ks.measure_cost(path, cost)
 
         if checkpoint:
             spec = ab.AblationSpec(
@@ -274,7 +297,7 @@ def k_sweep_command(
                 device=device,
                 backbones=backbones,
             )
-            results = ab.evaluate_checkpoints(spec, checkpoint, out, measure=measure, log=_log)
+            results = ks.evaluate_checkpoints(spec, checkpoint, out, measure=measure, log=_log)
         else:
             spec = _spec(
                 recipe,
@@ -288,8 +311,16 @@ def k_sweep_command(
                 eval_batch_size,
                 device,
             )
-            results = ab.run_cells(spec, ab.k_cells(k or []), out, measure=measure, log=_log)
-        return ab.write_k_sweep(results, out)
+            cells = ks.k_cells(k or ks.PAPER_KS, pool)  # type: ignore[arg-type]
+            results = ab.run_cells(spec, cells, out, measure=measure, log=_log)
+        files = ks.write_k_sweep(results, out)
+        slope = ks.sweep_slopes(results)["gflops_grounding"]
+        measured = "n/a (one K)" if slope is None else f"{slope:.3g}"
+        _console.print(
+            f"grounding path: {measured} GFLOPs per grounding token "
+            f"(paper, Table 5: {ks.paper_slope()[0]:.4f})"
+        )
+        return files
 
     _run(build)
 

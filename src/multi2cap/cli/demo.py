@@ -47,6 +47,13 @@ def demo(
         "(stage preference, DPO) and report source F1 and CIDEr-D before vs after.",
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    overrides: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="KEY=VALUE override of Multi2Cap's training recipes (repeatable; the audio-only "
+        "baseline is untouched; model.* apply to pre-training), e.g. model.grounding.pool=time "
+        "(space|time) or optim.vfr_reduction=mean (sum|mean).",
+    ),
 ) -> None:
     from multi2cap.assets import AssetNotFoundError
     from multi2cap.demo.run import DemoConfig, run_demo
@@ -67,6 +74,7 @@ def demo(
             api_key_env=api_key_env,
             progress=not no_progress,
             preference=preference,
+            overrides=list(overrides or []),
         )
         run_demo(config)
     except (AssetNotFoundError, ValueError) as err:

@@ -48,7 +48,7 @@ from multi2cap.demo.scenes import (
     write_scene_index,
 )
 from multi2cap.demo.stage0 import Stage0Config
-from multi2cap.demo.training import NUM_BEAMS, Backbones, ModelRun
+from multi2cap.demo.training import NUM_BEAMS, Backbones, ModelRun, check_overrides
 from multi2cap.io import atomic_write_text
 from multi2cap.media.spectrogram_image import SpectrogramImageSettings
 
@@ -65,7 +65,9 @@ EVAL_METRICS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor", "ci
 class DemoConfig:
     """What the demo runs. `quick` shrinks the scene set (under 3 minutes on 2 cores); `seeds`
     trains stage 0 and both systems on seeds `seed .. seed + seeds - 1` over the same scenes;
-    `preference` adds a preference stage after fine-tuning (`multi2cap.demo.preference`)."""
+    `preference` adds a preference stage after fine-tuning (`multi2cap.demo.preference`);
+    `overrides` (`key=value`, `multi2cap.demo.training.system_recipe`) change the grounded
+    system's recipes, e.g. `model.grounding.pool=time` or `optim.vfr_reduction=mean`."""
 
     workdir: Path = Path("demo_work")
     quick: bool = False
@@ -83,6 +85,7 @@ class DemoConfig:
     seeds: int = 1
     preference: bool = False
     stage0: Stage0Config = field(default_factory=Stage0Config)
+    overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -96,6 +99,7 @@ class DemoConfig:
             raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
         if self.model and not self.base_url:
             raise ValueError("--model needs --base-url (an OpenAI-compatible endpoint)")
+        check_overrides(self.overrides)
 
 
 # ----------------------------------------------------------------------------- 1. scenes
@@ -356,8 +360,8 @@ def probe_grounding(run: ModelRun, test_manifest: Path, out: Path) -> tuple[str,
         fidelity_markdown,
         load_probe_model,
         write_fidelity,
-        write_tsne,
     )
+    from multi2cap.analysis.tsne import write_tsne
 
     checkpoint = run.pretrain_dir / "final"
     model = load_probe_model(checkpoint)
@@ -471,6 +475,8 @@ def run_demo(config: DemoConfig) -> Path:
         "[bold]3/5 Training[/bold]: stage 0 pretrains each backbone on its own modality "
         "(training split only), then the paper's stages."
     )
+    if config.overrides:
+        console.print(f"    multi2cap recipe overrides: {' '.join(config.overrides)}")
     outcomes: list[SeedOutcome] = []
     with Evaluator(EVAL_METRICS) as evaluator:
         for index in range(config.seeds):

@@ -373,6 +373,40 @@ def demo_recipe(
     }
 
 
+def system_recipe(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The grounded system's recipe with the demo's `--set` overrides (`key=value`, as
+    `multi2cap train` takes them). Fine-tuning (and the preference stage after it) starts from
+    the pre-trained checkpoint, whose architecture is fixed, so it gets them minus the `model.*`
+    ones, as the ablation cells do."""
+    from multi2cap.train.config import apply_overrides
+
+    if recipe["stage"] != "pretrain":
+        overrides = [o for o in overrides if not o.strip().startswith("model.")]
+    return apply_overrides(recipe, overrides)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse `--set` overrides that no recipe of the demo could take, before any work: a
+    malformed `key=value`, an unknown recipe field or a value the model config refuses
+    (ValueError naming it, as `multi2cap train` would)."""
+    if not overrides:
+        return
+    from pydantic import ValidationError
+
+    from multi2cap.model.config import Multi2CapConfig
+    from multi2cap.train.config import TrainConfig
+
+    tree = system_recipe({"stage": "pretrain", "model": {"grounding": True, "k": 4}}, overrides)
+    try:
+        TrainConfig.model_validate(tree)
+        Multi2CapConfig.model_validate(tree["model"])
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
+        )
+        raise ValueError(f"--set {' '.join(overrides)}: {problems}") from err
+
+
 def finished_stage(result: Any, name: str) -> dict[str, Any]:
     """What a finished stage leaves for the next (`demo_stage_done.json`). A run the trainer
     stopped early (Ctrl-C or SIGTERM reach the training processes too: the trainer checkpoints
@@ -437,6 +471,8 @@ def train_system(
         else:
             model = demo_model(backbones, grounding) if previous is None else None
             recipe = demo_recipe(config, seed, stage, manifests, model, previous, out)
+        if grounding:
+            recipe = system_recipe(recipe, config.overrides)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
         key = stage_key(recipe, backbones, key)

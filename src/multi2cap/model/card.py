@@ -85,13 +85,21 @@ def checkpoint_summary(folder: Path) -> dict[str, Any]:
         "written_by": raw.get(WRITTEN_BY_KEY),
         "backbones": {role: name for role, (name, _) in described.items()},
         "backbone_origins": {role: origin for role, (_, origin) in described.items()},
-        "grounding": config.grounding,
-        "k": config.k if config.grounding else None,
+        "grounding": config.grounding.enabled,
+        "grounding_pool": config.grounding.pool if config.grounding.enabled else None,
+        "k": config.k if config.grounding.enabled else None,
         "stage": recipe.get("stage") if recipe else None,
         "generation": config.generation.model_dump(),
         "validation": validation,
         "recipe": recipe,
     }
+
+
+def _grounding_text(summary: dict[str, Any]) -> str:
+    if not summary["grounding"]:
+        return "none (audio-only baseline)"
+    pool = summary.get("grounding_pool")
+    return f"K = {summary['k']}" + (f", pooled over {pool}" if pool else "")
 
 
 def model_card(repo_id: str, summary: dict[str, Any]) -> str:
@@ -119,7 +127,7 @@ def model_card(repo_id: str, summary: dict[str, Any]) -> str:
         "",
         "Bundled backbones are files of this repository: the repo id alone loads the model.",
         "",
-        f"Grounding tokens: {'K = ' + str(summary['k']) if summary['grounding'] else 'none (audio-only baseline)'}. "
+        f"Grounding tokens: {_grounding_text(summary)}. "
         f"Decoding defaults: {_inline(summary['generation'])}.",
         "",
         f"Written by: {_inline(summary['written_by'] or {})}.",

@@ -66,7 +66,7 @@ def _backbone_prefixes(config: Multi2CapConfig) -> list[str]:
         prefixes.append("audio_encoder.")
     if config.llm.config is not None:
         prefixes.append("decoder.model.")
-    if config.grounding and config.vision.config is not None:
+    if config.grounding.enabled and config.vision.config is not None:
         prefixes.append("vision.")
     return prefixes
 

@@ -9,6 +9,7 @@ rebuilt from it (trainable modules, LoRA, randomly initialised backbones) sit ne
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,15 @@ from multi2cap.provenance import WRITTEN_BY_KEY, check_written_by, provenance
 log = logging.getLogger("multi2cap.model")
 
 AdapterInput = Literal["g", "g_hat", "mix"]
+#: How the AV-grounding makes its K tokens (docs/model.md, "Readings of the paper"): `space`,
+#: the frame's patches query the audio and the patch grid is pooled to sqrt(K) x sqrt(K);
+#: `time`, the audio steps query the patches and are pooled into K time segments.
+GroundingPool = Literal["space", "time"]
+GROUNDING_POOLS: tuple[GroundingPool, ...] = get_args(GroundingPool)
+#: How L_vfr reduces ||g - g_hat||^2 (`optim.vfr_reduction`, `multi2cap.model.vfr.vfr_loss`):
+#: `sum`, Eq. 3's squared norm per clip (mean over clips); `mean`, over the K x d_g elements too.
+VfrReduction = Literal["sum", "mean"]
+VFR_REDUCTIONS: tuple[VfrReduction, ...] = get_args(VfrReduction)
 LlmDtype = Literal["auto", "float32", "bfloat16", "float16"]
 LlmFamily = Literal["llama", "qwen2", "qwen3", "mistral"]
 VClsReading = Literal["post_layernorm", "pre_layernorm"]
@@ -213,6 +223,20 @@ class LlmSpec(_Strict):
         return self
 
 
+class GroundingSpec(_Strict):
+    """The AV-grounding and its VFR. `enabled: false` is the audio-only baseline (no CLIP, no g,
+    no L_align, no L_vfr). `pool` picks the reading of section 4.2 (`GroundingPool`); `space` is
+    the paper's ("spatially grounded", K = 1, 4, 16, 64, ~256 = square grids of CLIP's patch
+    map). A YAML boolean (`grounding: true`) is read as `enabled`. The object is truthy when
+    enabled, so `if config.grounding:` reads as it did when the field was a boolean."""
+
+    enabled: bool = True
+    pool: GroundingPool = "space"
+
+    def __bool__(self) -> bool:
+        return self.enabled
+
+
 class GenerationSpec(_Strict):
     """Decoding defaults for `Multi2Cap.caption` (beam search when `num_beams` > 1).
 
@@ -230,7 +254,8 @@ class GenerationSpec(_Strict):
 class Multi2CapConfig(_Strict):
     """The whole model. Widths: `d_g` grounding width, `align_dim` InfoNCE shared space.
 
-    `grounding=False` is the audio-only baseline (no CLIP, no g, no L_align, no L_vfr).
+    `grounding` is a `GroundingSpec` (`grounding: false` is the audio-only baseline: no CLIP, no
+    g, no L_align, no L_vfr; `grounding.pool` the reading of the grounding, `space` or `time`).
     `pretrain_adapter_input` picks what feeds the Ground Adapter in pre-training: `g` (paper),
     `g_hat`, or `mix` (each sample takes g_hat with probability `mix_prob`).
     """
@@ -238,7 +263,7 @@ class Multi2CapConfig(_Strict):
     audio: AudioEncoderSpec = Field(default_factory=AudioEncoderSpec)
     vision: VisionEncoderSpec = Field(default_factory=VisionEncoderSpec)
     llm: LlmSpec = Field(default_factory=LlmSpec)
-    grounding: bool = True
+    grounding: GroundingSpec = Field(default_factory=GroundingSpec)
     k: int = Field(4, ge=1)
     d_g: int = Field(1024, ge=1)
     grounding_heads: int = Field(8, ge=1)
@@ -253,6 +278,14 @@ class Multi2CapConfig(_Strict):
     prompt: str = DEFAULT_PROMPT
     max_caption_tokens: int = Field(96, ge=1)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grounding_flag(cls, data: Any) -> Any:
+        """`grounding: true|false` (every config before `grounding.pool`) = `enabled`."""
+        if isinstance(data, dict) and isinstance(data.get("grounding"), bool):
+            return {**data, "grounding": {"enabled": data["grounding"]}}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -271,6 +304,12 @@ class Multi2CapConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Multi2CapConfig:
+        if self.grounding.enabled and self.grounding.pool == "space" and not is_square(self.k):
+            raise ValueError(
+                f"k ({self.k}) must be a perfect square under grounding.pool: space (the patch "
+                "grid is pooled to sqrt(K) x sqrt(K) tokens): use 1, 4, 16, 64, 256, ... or "
+                "grounding.pool: time"
+            )
         if self.d_g % self.grounding_heads:
             raise ValueError(
                 f"d_g ({self.d_g}) must be divisible by grounding_heads ({self.grounding_heads})"
@@ -290,12 +329,13 @@ class Multi2CapConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<config>") -> Multi2CapConfig:
-        """Parse a config; its `written_by` block is checked (a newer major version warns) and
-        dropped, since it describes the file, not the model."""
+        """Parse a saved config; its `written_by` block is checked (a newer major version warns)
+        and dropped, since it describes the file, not the model. A field the file predates gets
+        the reading its model was trained with, not today's default (`_saved_before`)."""
         tree = yaml.safe_load(text) or {}
         if isinstance(tree, dict):
             check_written_by(tree.pop(WRITTEN_BY_KEY, None), source)
-            tree = _saved_before_v_cls(tree, source)
+            tree = _saved_before(tree, source)
         return cls.model_validate(tree)
 
     @classmethod
@@ -318,7 +358,7 @@ class Multi2CapConfig(_Strict):
         cls,
         texts: Iterable[str] = (),
         *,
-        grounding: bool = True,
+        grounding: bool | GroundingSpec | dict[str, Any] = True,
         k: int = 4,
         llm_family: LlmFamily = "llama",
         prompt: str = DEFAULT_PROMPT,
@@ -326,7 +366,8 @@ class Multi2CapConfig(_Strict):
     ) -> Multi2CapConfig:
         """A CPU-sized model with random backbones (CED tiny-shaped but 2 layers of width 32,
         CLIP 32 px, a 2-layer decoder of width 64) and a word-level tokenizer whose vocabulary
-        covers `texts` and the prompt. For tests, the demo and quick experiments."""
+        covers `texts` and the prompt. For tests, the demo and quick experiments. CLIP's 4 x 4
+        patch grid admits K = 1, 4 or 16 under `grounding.pool: space`."""
         words = word_vocabulary([prompt.replace(AUDIO_PLACEHOLDER, " "), *texts])
         llm_config = dict(
             vocab_size=len(words) + len(SPECIAL_TOKENS),
@@ -385,27 +426,53 @@ class Multi2CapConfig(_Strict):
         return cls(**fields)
 
 
-_told_pre_layernorm: set[str] = set()
+_told_saved_before: set[tuple[str, str]] = set()
 
 
-def _saved_before_v_cls(tree: dict[str, Any], source: str) -> dict[str, Any]:
-    """A saved config without `vision.v_cls` predates the choice: its model was trained on the
-    CLS before CLIP's post-LayerNorm, so it keeps `pre_layernorm` (said once per file)."""
+def _saved_before(tree: dict[str, Any], source: str) -> dict[str, Any]:
+    """Fill the fields a saved config predates with the readings its model was trained with
+    (today's defaults differ), saying so once per file and field. Only fields whose section the
+    file has are filled (a saved config has every section; a section left out of a hand-written
+    one gets the defaults):
+
+    - no `vision.v_cls`: V_cls was read before CLIP's post-LayerNorm (`pre_layernorm`);
+    - `grounding` a boolean or without `pool`: the grounding pooled over time (`pool: time`).
+
+    Neither matters to an audio-only model (`grounding` disabled): filled, but not said."""
+    grounding = tree.get("grounding")
+    if isinstance(grounding, bool):
+        grounding = {"enabled": grounding}
+    said = bool(grounding.get("enabled", True)) if isinstance(grounding, dict) else True
+    filled: list[tuple[str, str]] = []
     vision = tree.get("vision")
     if isinstance(vision, dict) and "v_cls" not in vision:
-        if tree.get("grounding", True) and source not in _told_pre_layernorm:
-            _told_pre_layernorm.add(source)
-            log.warning(
-                "%s has no vision.v_cls (saved before it existed): V_cls is read before CLIP's "
-                "post-LayerNorm, as that model was trained (vision.v_cls: pre_layernorm)",
-                source,
-            )
         tree = {**tree, "vision": {**vision, "v_cls": "pre_layernorm"}}
+        filled.append(
+            (
+                "vision.v_cls",
+                "V_cls is read before CLIP's post-LayerNorm, as that model was trained "
+                "(vision.v_cls: pre_layernorm)",
+            )
+        )
+    if isinstance(grounding, dict) and "pool" not in grounding:
+        tree = {**tree, "grounding": {**grounding, "pool": "time"}}
+        filled.append(
+            ("grounding.pool", "loaded as `grounding.pool: time`, the reading it was trained with")
+        )
+    for field, reading in filled:
+        if said and (source, field) not in _told_saved_before:
+            _told_saved_before.add((source, field))
+            log.warning("%s has no %s (saved before it existed): %s", source, field, reading)
     return tree
 
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 _WORD_RE = re.compile(r"\w+|[^\w\s]+")
+
+
+def is_square(n: int) -> bool:
+    """Whether `n` >= 1 is a perfect square (the K of `grounding.pool: space`)."""
+    return n >= 1 and math.isqrt(n) ** 2 == n
 
 
 def word_vocabulary(texts: Iterable[str]) -> list[str]:

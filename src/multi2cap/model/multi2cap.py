@@ -2,8 +2,9 @@
 
 Pre-training (`stage="pretrain"`, needs images): L = L_cap + alpha L_align + beta L_vfr, the
 adapter fed with g (or g_hat / a mix, `pretrain_adapter_input`). Fine-tuning and inference
-(`stage="finetune"`, audio only): L = L_cap with g_hat from the VFR. With `grounding=False` the
-model is the audio-only baseline: prefix = audio tokens, L = L_cap in both stages.
+(`stage="finetune"`, audio only): L = L_cap with g_hat from the VFR. With `grounding: false` the
+model is the audio-only baseline: prefix = audio tokens, L = L_cap in both stages. The grounding
+and the VFR follow `grounding.pool` (`space` or `time`, `multi2cap.model.grounding`).
 
 The checkpoint folder (`save_pretrained` / `from_pretrained`) is `multi2cap.model.checkpoint`;
 the trainer's per-step loss shares (`StepShare`, `AlignCache`) are `multi2cap.model.step_share`.
@@ -34,9 +35,10 @@ from multi2cap.model.config import (
     AudioEncoderSpec,
     Multi2CapConfig,
     Stage,
+    VfrReduction,
     VisionEncoderSpec,
 )
-from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean, segment_weights
+from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean
 from multi2cap.model.hf_audio import HfAudioEncoder, build_hf_encoder
 from multi2cap.model.hub import hub_asset
 from multi2cap.model.llm import CaptionDecoder, Sampling
@@ -66,7 +68,8 @@ class ProbeEmbeddings:
     """Embeddings for the grounding probes (no grad).
 
     `g`, `g_hat` `(B, K, d_g)`; `a_mean (B, d_a)` masked mean of the audio tokens; `v_cls (B, d_v)`;
-    `attention (B, T', P)` grounding cross-attention (audio step over patch, head-averaged);
+    `attention` the grounding cross-attention, head-averaged: `(B, T', P)` audio step over patch
+    under `grounding.pool: time`, `(B, P, T')` patch over audio step under `space`;
     `audio_mask (B, T')`; `*_shared` the same vectors in the L_align space (`(B, K, E)` / `(B, E)`,
     not normalised), where g, g_hat, a_mean and v_cls are comparable by cosine similarity.
     """
@@ -146,7 +149,7 @@ class Multi2Cap(nn.Module):
         self.decoder = CaptionDecoder(
             config.llm, config.prompt, config.max_caption_tokens, tokenizer=tokenizer, device=device
         )
-        d_g = config.d_g if config.grounding else None
+        d_g = config.d_g if config.grounding.enabled else None
         self.adapter = GroundAdapter(d_a, self.decoder.hidden_size, d_g)
         self.vision: VisionEncoder | None = None
         self.grounding: AVGrounding | None = None
@@ -155,13 +158,18 @@ class Multi2Cap(nn.Module):
         # Inline-config CLIP weights read from a checkpoint while the tower is not loaded; kept so
         # that saving again does not lose them (set and read by `multi2cap.model.checkpoint`).
         self._vision_state: dict[str, Tensor] = {}
-        if config.grounding:
+        if config.grounding.enabled:
             d_v = vision_width(config.vision)
-            self.grounding = AVGrounding(d_a, d_v, config.d_g, config.grounding_heads, config.k)
+            pool = config.grounding.pool
+            self.grounding = AVGrounding(
+                d_a, d_v, config.d_g, config.grounding_heads, config.k, pool=pool
+            )
             self.align = AlignmentLoss(
                 config.d_g, d_a, d_v, config.align_dim, config.align_temperature
             )
-            self.vfr = VisualFeatureReconstructor(d_a, config.vfr_hidden, config.d_g)
+            self.vfr = VisualFeatureReconstructor(
+                d_a, config.vfr_hidden, config.d_g, k=config.k, pool=pool
+            )
             if load_vision:
                 self.vision = VisionEncoder(config.vision)
                 if self.vision.output_dim != d_v:
@@ -169,6 +177,9 @@ class Multi2Cap(nn.Module):
                         f"vision.width is {d_v} but the CLIP tower {config.vision.source!r} "
                         f"has width {self.vision.output_dim}"
                     )
+                if pool == "space":
+                    rows, cols = self.vision.grid
+                    self.grounding.check_grid((rows, cols), rows * cols)
         self._trainable_to_fp32()
         self.stage: Stage = "pretrain"
         self.set_stage("pretrain")
@@ -254,7 +265,7 @@ class Multi2Cap(nn.Module):
         tokens, mask = self.encode_audio(audio, lengths)
         ground = None
         if self.vfr is not None:
-            ground = self.vfr(tokens, segment_weights(mask, self.config.k))
+            ground = self.vfr(tokens, mask)
         return self.adapter(tokens, mask, ground)
 
     def caption_tokens(self, captions: Sequence[str]) -> int:
@@ -262,11 +273,18 @@ class Multi2Cap(nn.Module):
         return sum(len(ids) for ids in self.decoder.caption_ids(list(captions)))
 
     def forward(
-        self, batch: CaptionBatch, stage: Stage, share: StepShare | None = None
+        self,
+        batch: CaptionBatch,
+        stage: Stage,
+        share: StepShare | None = None,
+        *,
+        vfr_reduction: VfrReduction = "sum",
     ) -> Multi2CapOutput:
         """Losses for a collated batch (`audio`, `audio_lengths`, `captions`, and `images` in
         pre-training with grounding). Switches `set_stage` when `stage` differs. Means over this
-        batch, or with `share` this batch's part of an effective batch (see `StepShare`)."""
+        batch, or with `share` this batch's part of an effective batch (see `StepShare`).
+        `vfr_reduction`: L_vfr per clip as Eq. 3's squared norm (`sum`) or its mean over the
+        K x d_g elements (`mean`), see `vfr_loss` (the trainer's `optim.vfr_reduction`)."""
         if stage != self.stage:
             self.set_stage(stage)
         tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
@@ -275,14 +293,13 @@ class Multi2Cap(nn.Module):
             prefix, prefix_mask = self.adapter(tokens, mask, None)
             loss_cap = self._loss_cap(prefix, prefix_mask, captions, share)
             return Multi2CapOutput(loss_cap, loss_cap, None, None)
-        weights = segment_weights(mask, self.config.k)
-        g_hat = self.vfr(tokens, weights)
+        g_hat = self.vfr(tokens, mask)
         if stage == "finetune":
             prefix, prefix_mask = self.adapter(tokens, mask, g_hat)
             loss_cap = self._loss_cap(prefix, prefix_mask, captions, share)
             return Multi2CapOutput(loss_cap, loss_cap, None, None)
 
-        g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask, weights)
+        g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask)
         assert self.align is not None
         cache = share.align_cache if share is not None else None
         if cache is not None:  # the effective batch's L_align through its cached gradient
@@ -296,7 +313,7 @@ class Multi2Cap(nn.Module):
         else:
             rows = share.align_rows if share is not None else None
             loss_align = self.align(g, a_mean, v_cls, rows=rows)
-        loss_vfr = vfr_loss(g_hat, g)
+        loss_vfr = vfr_loss(g_hat, g, vfr_reduction)
         if share is not None:
             loss_vfr = loss_vfr * (g.shape[0] * share.replicas / share.clips)
         source = self.config.pretrain_adapter_input
@@ -323,7 +340,7 @@ class Multi2Cap(nn.Module):
         return loss_cap * (self.caption_tokens(captions) * share.replicas / share.caption_tokens)
 
     def _grounding_inputs(
-        self, batch: CaptionBatch, tokens: Tensor, mask: Tensor, weights: Tensor
+        self, batch: CaptionBatch, tokens: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         """g `(B, K, d_g)` (from the batch's `images`), A_mean `(B, d_a)` and V_cls `(B, d_v)`."""
         assert self.grounding is not None
@@ -333,7 +350,7 @@ class Multi2Cap(nn.Module):
         if self.vision is None:
             raise RuntimeError("the CLIP tower is not loaded (load_vision=False): cannot pre-train")
         visual = self.vision(images.to(self.device))
-        g = self.grounding(tokens, mask, visual.patches, weights).g
+        g = self.grounding(tokens, mask, visual.patches, grid=self.vision.grid).g
         return g, masked_mean(tokens, mask), visual.cls
 
     @torch.no_grad()
@@ -346,8 +363,7 @@ class Multi2Cap(nn.Module):
             raise ValueError("the audio-only baseline has no L_align")
         with _whole_root(self):
             tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
-            weights = segment_weights(mask, self.config.k)
-            g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask, weights)
+            g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask)
             return self.align.embed(g, a_mean, v_cls)
 
     @torch.no_grad()
@@ -369,11 +385,10 @@ class Multi2Cap(nn.Module):
         gen = self.config.generation
         with _eval_mode(self), _whole_root(self):
             tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
-            weights = segment_weights(mask, self.config.k)
             if ground == "g":
-                ground_tokens = self._grounding_inputs(batch, tokens, mask, weights)[0]
+                ground_tokens = self._grounding_inputs(batch, tokens, mask)[0]
             else:
-                ground_tokens = self.vfr(tokens, weights)
+                ground_tokens = self.vfr(tokens, mask)
             prefix, prefix_mask = self.adapter(tokens, mask, ground_tokens)
             loss = self.decoder.loss(prefix, prefix_mask, list(batch["captions"]))
             texts = self.decoder.generate(
@@ -404,11 +419,12 @@ class Multi2Cap(nn.Module):
             raise ValueError("probing needs the CLIP tower (load_vision=True) and `images`")
         with _eval_mode(self), _whole_root(self):
             tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
-            weights = segment_weights(mask, self.config.k)
             visual = self.vision(batch["images"].to(self.device))
-            grounded = self.grounding(tokens, mask, visual.patches, weights, need_weights=True)
+            grounded = self.grounding(
+                tokens, mask, visual.patches, grid=self.vision.grid, need_weights=True
+            )
             assert grounded.attention is not None
-            g_hat = self.vfr(tokens, weights)
+            g_hat = self.vfr(tokens, mask)
             a_mean = masked_mean(tokens, mask)
             g_s, a_s, v_s = self.align.project(grounded.g, a_mean, visual.cls)
             return ProbeEmbeddings(

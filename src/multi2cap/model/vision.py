@@ -60,6 +60,14 @@ class VisionEncoder(nn.Module):
     def image_size(self) -> int:
         return int(self.model.config.image_size)
 
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, columns) of the patch tokens, read from the tower's config: image_size //
+        patch_size each way (16 x 16 for ViT-L/14 at 224 px). The patches of `encode` are this
+        grid in row-major order, CLS excluded."""
+        side = int(self.model.config.image_size) // int(self.model.config.patch_size)
+        return side, side
+
     def train(self, mode: bool = True) -> VisionEncoder:
         super().train(mode)
         self.model.eval()

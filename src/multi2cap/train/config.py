@@ -23,6 +23,7 @@ from multi2cap.data.dataset import EpochUnit
 from multi2cap.io import atomic_write_text
 from multi2cap.metrics import higher_is_better
 from multi2cap.model.backbones import BackboneRole
+from multi2cap.model.config import VfrReduction
 from multi2cap.provenance import WRITTEN_BY_KEY, provenance
 from multi2cap.train.preference_config import PreferenceConfig
 
@@ -95,6 +96,12 @@ class OptimConfig(_Section):
         description="L_align's contrastive batch under accumulation: the whole effective batch "
         "of all devices (gradient cache, one extra no-graph encoder pass) or each micro-batch of "
         "all devices",
+    )
+    vfr_reduction: VfrReduction = Field(
+        "sum",
+        description="L_vfr per clip: sum = Eq. 3's squared norm ||g - g_hat||^2 over the K x d_g "
+        "elements (the paper's), mean = the mean over those elements (F.mse_loss, K x d_g times "
+        "smaller at the same beta); both averaged over clips (docs/training.md)",
     )
 
 
@@ -258,13 +265,18 @@ def _parse_value(raw: str) -> Any:
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each dotted `key=value` in a copy of the nested dict `tree` (sections are created)."""
+    """Set each dotted `key=value` in a copy of the nested dict `tree` (sections are created).
+
+    A boolean met where the path needs a section stands for that section's `enabled` flag
+    (`model.grounding: true` + `model.grounding.pool=time` -> `{enabled: true, pool: time}`)."""
     result = _deep_copy(tree)
     for text in overrides:
         path, value = parse_override(text)
         node = result
         for part in path[:-1]:
             child = node.setdefault(part, {})
+            if isinstance(child, bool):
+                child = node[part] = {"enabled": child}
             if not isinstance(child, dict):
                 raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
             node = child

@@ -158,7 +158,12 @@ def optimizer_steps(
                         state.restore(device)
                     set_gradient_sync(model, accelerator.sync_gradients)
                     with accelerator.autocast():  # a model prepared by accelerate has it already
-                        output = model(to_device(batch, device), config.stage, share)
+                        output = model(
+                            to_device(batch, device),
+                            config.stage,
+                            share,
+                            vfr_reduction=config.optim.vfr_reduction,
+                        )
                     accelerator.backward(output.loss if usable else output.loss * 0.0)
                     if usable:
                         # Summed on the device: each loss is this micro-batch's estimate of
