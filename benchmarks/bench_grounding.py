@@ -2,13 +2,15 @@
 
 `AVGrounding(need_weights=False)` (training and captioning) lets `nn.MultiheadAttention` call
 `F.scaled_dot_product_attention`; `need_weights=True` (the probes) materialises the head-averaged
-`(B, T', P)` weights through the unfused softmax(QK^T)V path. Rows: the whole block (projections,
+weights (`(B, T', P)` under `--pool time`, `(B, P, T')` under `space`) through the unfused
+softmax(QK^T)V path. Rows: the whole block (projections,
 attention, FFN, pooling), and the attention alone (`nn.MultiheadAttention` on projected inputs). Shapes are the paper's: CED-base
 tokens of a 10-s clip (T' = 62, d_a = 768), CLIP ViT-L/14 patches (P = 256, d_v = 1024),
 d_g = 1024, 8 heads, K = 4. Both paths are timed in the same run, interleaved, and the ratio of
 medians is printed (the machine is shared: quote ratios, not absolute times).
 
     .venv/bin/python benchmarks/bench_grounding.py [--batch 8] [--repeats 9] [--device cpu]
+        [--pool space|time]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from multi2cap.model.grounding import AVGrounding
 
 T, D_A, P, D_V, D_G, HEADS, K = 62, 768, 256, 1024, 1024, 8, 4
+GRID = (16, 16)  # ViT-L/14 at 224 px
 
 
 def _sync(device: torch.device) -> None:
@@ -44,11 +47,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--pool", default="space", choices=["space", "time"])
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
-    grounding = AVGrounding(D_A, D_V, D_G, HEADS, K).to(device, dtype).train()
+    grounding = AVGrounding(D_A, D_V, D_G, HEADS, K, pool=args.pool).to(device, dtype).train()
     audio = torch.randn(args.batch, T, D_A, device=device, dtype=dtype, requires_grad=True)
     mask = torch.ones(args.batch, T, dtype=torch.bool, device=device)
     visual = torch.randn(args.batch, P, D_V, device=device, dtype=dtype)
@@ -56,7 +60,7 @@ def main() -> None:
     def train_step(need_weights: bool) -> Callable[[], None]:
         def step() -> None:
             grounding.zero_grad(set_to_none=True)
-            out = grounding(audio, mask, visual, need_weights=need_weights)
+            out = grounding(audio, mask, visual, grid=GRID, need_weights=need_weights)
             out.g.float().square().mean().backward()
 
         return step
@@ -64,12 +68,13 @@ def main() -> None:
     def infer_step(need_weights: bool) -> Callable[[], None]:
         def step() -> None:
             with torch.no_grad():
-                grounding(audio, mask, visual, need_weights=need_weights)
+                grounding(audio, mask, visual, grid=GRID, need_weights=need_weights)
 
         return step
 
-    q = torch.randn(args.batch, T, D_G, device=device, dtype=dtype, requires_grad=True)
-    kv = torch.randn(args.batch, P, D_G, device=device, dtype=dtype, requires_grad=True)
+    queries, keys = (P, T) if args.pool == "space" else (T, P)
+    q = torch.randn(args.batch, queries, D_G, device=device, dtype=dtype, requires_grad=True)
+    kv = torch.randn(args.batch, keys, D_G, device=device, dtype=dtype, requires_grad=True)
 
     def attention_step(need_weights: bool) -> Callable[[], None]:
         def step() -> None:
@@ -79,7 +84,10 @@ def main() -> None:
 
         return step
 
-    print(f"AV-Grounding, batch {args.batch}, T'={T}, P={P}, d_g={D_G}, {args.device} {args.dtype}")
+    print(
+        f"AV-Grounding (pool {args.pool}), batch {args.batch}, T'={T}, P={P}, d_g={D_G}, "
+        f"{args.device} {args.dtype}"
+    )
     print(f"{'':<22} {'weights (ms)':>13} {'fused (ms)':>11} {'ratio':>6}")
     rows = (
         ("block fwd + bwd", train_step),

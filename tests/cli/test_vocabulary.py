@@ -120,6 +120,7 @@ def test_the_output_option_is_out_and_beams_num_beams_everywhere() -> None:
         (("demo",), ["--workdir", "w"], "workdir", Path("w")),
         (("push",), ["ck", "org/name", "--to-folder", "f"], "to_folder", Path("f")),
         (("human", "score"), ["study", "--output", "s.json"], "output", Path("s.json")),
+        (("assets", "download"), ["all", "--dir", "d"], "out", Path("d")),
     ],
 )
 def test_old_names_still_parse_like_the_new_one(
@@ -131,7 +132,9 @@ def test_old_names_still_parse_like_the_new_one(
     new_args = [
         {"--output": "--out", "--output-dir": "-o", "--workdir": "--out"}.get(a, a) for a in args
     ]
-    new_args = [{"--to-folder": "-o", "--beams": "--num-beams"}.get(a, a) for a in new_args]
+    new_args = [
+        {"--to-folder": "-o", "--beams": "--num-beams", "--dir": "-o"}.get(a, a) for a in new_args
+    ]
     assert new_args != args
     assert command.make_context(path[-1], new_args).params[param] == value
 
@@ -165,7 +168,7 @@ def test_an_old_name_works_in_a_real_run(tmp_path: Path) -> None:
 
 
 def test_every_choice_is_listed_in_help() -> None:
-    assert "<mos|captions>" in _help(("human", "create"))
+    assert "<mos|captions|system-mos|ab>" in _help(("human", "create"))
     build = _help(("vggcaps", "build"))
     for choices in (
         "<openai|openai-batch|offline>",
@@ -193,4 +196,4 @@ def test_every_choice_is_listed_in_help() -> None:
 def test_a_wrong_choice_names_the_choices(tmp_path: Path) -> None:
     result = run_cli("human", "create", "--kind", "nope", "--manifest", "m", "-o", str(tmp_path))
     assert result.returncode == 2
-    assert "'nope' is not one of 'mos', 'captions'" in result.stderr
+    assert "'nope' is not one of 'mos', 'captions', 'system-mos', 'ab'" in result.stderr

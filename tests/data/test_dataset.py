@@ -56,6 +56,19 @@ def test_eval_items_are_whole_clips_with_first_reference(records):
     assert item["image"] is None
 
 
+def test_caption_epochs_train_every_caption_of_every_clip_once(records):
+    # `data.epoch_unit: caption`: one item per (clip, caption) row, the rows the paper's
+    # Table 1 counts; `clip` (CaptionDataset's default): one item per clip, a random caption.
+    rows = CaptionDataset(records, train=True, clip_seconds=1.0, epoch_unit="caption")
+    assert len(rows) == 15
+    pairs = [(records[rows.record_index(i)].id, rows[i]["caption"]) for i in range(len(rows))]
+    assert sorted(pairs) == sorted((r.id, c) for r in records for c in r.captions)
+    clips = CaptionDataset(records, train=True, clip_seconds=1.0)
+    assert len(clips) == 3 and clips.record_index(2) == 2
+    with pytest.raises(ValueError, match="evaluation items are clips"):
+        CaptionDataset(records, train=False, epoch_unit="caption")
+
+
 def test_training_crops_long_clips_and_pads_short_ones(records):
     dataset = CaptionDataset(records, train=True, clip_seconds=2.0, seed=3)
     full = load_audio(records[0].audio, SR)

@@ -99,8 +99,9 @@ def free_port() -> int:
 class LiveServer:
     """`multi2cap human serve STUDY` in its own process, on a free loopback port."""
 
-    def __init__(self, study: Path, log: Path) -> None:
+    def __init__(self, study: Path, log: Path, options: tuple[str, ...] = ()) -> None:
         self.study = study
+        self.options = options
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -110,7 +111,9 @@ class LiveServer:
         command = [sys.executable, "-m", "multi2cap.cli.main", "human", "serve", str(self.study)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*command, "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT
+                [*command, "--port", str(self.port), *self.options],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -143,8 +146,8 @@ class LiveServer:
 def live_server(tmp_path: Path) -> Iterator[Callable[[Path], LiveServer]]:
     servers: list[LiveServer] = []
 
-    def start(study: Path) -> LiveServer:
-        server = LiveServer(study, tmp_path / f"server{len(servers)}.log")
+    def start(study: Path, *options: str) -> LiveServer:
+        server = LiveServer(study, tmp_path / f"server{len(servers)}.log", options)
         server.start()
         servers.append(server)
         return server

@@ -251,8 +251,8 @@ def test_admin_summary_and_export(mos) -> None:
         assert [r["done"] for r in summary["raters"]] == [4, 4]
         # Each rated the gold item 5 or 3 (> 2): one failure each.
         assert [r["gold_failed"] for r in summary["raters"]] == [1, 1]
-        assert summary["mos"]["n_ratings"] == 6  # gold excluded
-        assert summary["mos"]["mos"] == pytest.approx(4.0)
+        assert summary["summary"]["mos"]["n_ratings"] == 6  # gold excluded
+        assert summary["summary"]["mos"]["mos"] == pytest.approx(4.0)
         archive = zipfile.ZipFile(io.BytesIO(admin.get("/admin/export.zip").content))
         assert {"ratings.csv", "raters.csv", "study.json"} <= set(archive.namelist())
         ratings = archive.read("ratings.csv").decode()

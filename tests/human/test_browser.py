@@ -4,6 +4,7 @@ server mid-study, the captions study's frame withheld until stage 1 is in, and t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -22,6 +23,7 @@ from playwright.sync_api import expect
 # The 5-s default is tight on a loaded 2-core machine (a server restart, a JVM next door).
 expect.set_options(timeout=15_000)
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "human_rating_page.png"
+DOCS_AB_SCREENSHOT = DOCS_SCREENSHOT.with_name("human_ab_page.png")
 LISTEN_TIMEOUT_MS = 30_000
 
 
@@ -148,7 +150,7 @@ def test_mos_study_two_raters_resume_and_sigkill(
     expect(rows).to_have_count(2)
     expect(rows.nth(0)).to_contain_text("alice")
     expect(rows.nth(0)).to_contain_text("5 / 5")
-    expect(page.locator("#mos-value")).to_contain_text("from 10 ratings of 5 items")
+    expect(page.locator("#summary-lines")).to_contain_text("from 10 ratings of 5 items")
     with page.expect_download() as download:
         page.get_by_role("link", name="Download the export (zip)").click()
     assert download.value.suggested_filename == "export.zip"
@@ -235,3 +237,134 @@ def test_a_second_tab_out_of_turn_catches_up(browser, make_study, short_manifest
     expect(second.locator("#progress")).to_have_text("2 / 2")
     context.close()
     assert _answers(study.path) == 1
+
+
+def _links_csv(study: Path) -> dict[str, str]:
+    """links.csv as `human serve` left it (rewritten for the server's own address)."""
+    rows = (study / "links.csv").read_text().splitlines()[1:]
+    return dict(row.split(",", 1) for row in rows)
+
+
+def _item_of_key(study: Path, key: str) -> sqlite3.Row:
+    conn = sqlite3.connect(study / "study.sqlite")
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(
+            "SELECT i.*, a.swapped FROM assignments a JOIN items i ON i.id = a.item_id "
+            "WHERE a.key = ?",
+            (key,),
+        ).fetchone()
+    finally:
+        conn.close()
+
+
+def _current_key(page) -> str:
+    return page.evaluate("document.getElementById('audio').src").split("/")[-2]
+
+
+def _system_files(short_manifest: Path, folder: Path) -> tuple[Path, Path]:
+    """A good system (the manifest's caption) as `caption` writes it, a poor one as DCASE's."""
+    from multi2cap.data.manifest import read_manifest
+
+    records = read_manifest(short_manifest)
+    good, poor = folder / "good.csv", folder / "poor.csv"
+    good.write_text("file_name,caption,path\n" + "".join(
+        f"{Path(r.audio).name},good: {r.captions[0]},{r.audio}\n" for r in records))  # fmt: skip
+    poor.write_text("file_name,caption_predicted\n" + "".join(
+        f"{Path(r.audio).name},poor: a car passes by\n" for r in records))  # fmt: skip
+    return good, poor
+
+
+@pytest.mark.slow
+def test_system_mos_study_blind_in_chromium(browser, short_manifest, live_server, tmp_path) -> None:
+    from multi2cap.human.study import create_study
+
+    good, poor = _system_files(short_manifest, tmp_path)
+    study = create_study("system-mos", short_manifest, tmp_path / "smos", n=2, seed=4,
+                         raters=["eve"], gold=1, systems={"sysQ7": good, "sysZ3": poor})  # fmt: skip
+    live_server(study.path)  # rewrites links.csv for its own port
+    context, page = _open(browser, _links_csv(study.path)["eve"])
+    page.get_by_role("button", name="Start").click()
+    given = []
+    for number in range(1, 6):
+        page.wait_for_selector("#task:not([hidden])")
+        expect(page.locator("#progress")).to_have_text(f"{number} / 5")
+        html = page.content()
+        assert "sysQ7" not in html and "sysZ3" not in html  # blind: never a system's name
+        item = _item_of_key(study.path, _current_key(page))
+        caption = page.text_content("#caption")
+        assert caption == item["caption"]
+        score = 1 if item["gold"] else (5 if caption.startswith("good") else 2)
+        given.append((item["system"], score))
+        _rate(page, score, "done" if number == 5 else f"{number + 1} / 5")
+    context.close()
+    assert sorted(given) == [("", 1), ("sysQ7", 5), ("sysQ7", 5), ("sysZ3", 2), ("sysZ3", 2)]
+
+    context, page = _open_admin(browser, (study.path / "admin_link.txt").read_text().strip())
+    expect(page.locator("#summary-lines")).to_contain_text("sysQ7: MOS 5.00")
+    expect(page.locator("#summary-lines")).to_contain_text("sysZ3: MOS 2.00")
+    context.close()
+    out = tmp_path / "export"
+    result = CliRunner().invoke(app, ["human", "export", str(study.path), "--out", str(out)],
+                                env={"COLUMNS": "250"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "ratings.jsonl").read_text().splitlines()]
+    assert sorted((r["system"], r["score"], r["gold"]) for r in rows) == [
+        ("", 1, 1), ("sysQ7", 5, 0), ("sysQ7", 5, 0), ("sysZ3", 2, 0), ("sysZ3", 2, 0)]  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["systems"]["sysQ7"]["mos"] == 5.0 and summary["systems"]["sysZ3"]["mos"] == 2.0
+    assert summary["pairs"][0]["mean_difference"] == 3.0
+
+
+def test_ab_study_sides_randomised_in_chromium(
+    browser, short_manifest, live_server, tmp_path
+) -> None:
+    from multi2cap.human.study import create_study
+
+    good, poor = _system_files(short_manifest, tmp_path)
+    study = create_study("ab", short_manifest, tmp_path / "ab", n=3, seed=0, raters=["fay"],
+                         systems={"sysA": good, "sysB": poor})  # fmt: skip
+    live_server(study.path)  # rewrites links.csv for its own port
+    context, page = _open(browser, _links_csv(study.path)["fay"])
+    assert page.get_by_text("the order of A and B means nothing").is_visible()
+    page.get_by_role("button", name="Start").click()
+    clicked = []
+    for number in range(1, 4):
+        page.wait_for_selector("#task:not([hidden])")
+        expect(page.locator("#progress")).to_have_text(f"{number} / 3")
+        assert "sysA" not in page.content() and "sysB" not in page.content()
+        first, second = page.text_content("#caption-a"), page.text_content("#caption-b")
+        item = _item_of_key(study.path, _current_key(page))
+        assert (first, second) == ((item["caption_b"], item["caption"]) if item["swapped"]
+                                   else (item["caption"], item["caption_b"]))  # fmt: skip
+        _listen(page)
+        # The good caption on the first two items, no preference on the third.
+        choice = "No preference" if number == 3 else ("A" if first.startswith("good") else "B")
+        clicked.append(choice)
+        page.get_by_role("radio", name=choice, exact=True).check()
+        if number == 1:  # the A/B page for docs/human.md
+            shot = tmp_path / "ab_page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("MULTI2CAP_DOCS_SCREENSHOTS"):
+                shutil.copyfile(shot, DOCS_AB_SCREENSHOT)
+        page.get_by_role("button", name="Next").click()
+        if number < 3:
+            expect(page.locator("#progress")).to_have_text(f"{number + 1} / 3")
+    page.wait_for_selector("#done:not([hidden])")
+    context.close()
+    context, page = _open_admin(browser, (study.path / "admin_link.txt").read_text().strip())
+    expect(page.locator("#summary-lines")).to_contain_text(
+        "sysA 2 (66.7 %), sysB 0 (0.0 %), tie 1 (33.3 %) of 3 judgements"
+    )
+    context.close()
+    out = tmp_path / "export"
+    result = CliRunner().invoke(app, ["human", "export", str(study.path), "--out", str(out)],
+                                env={"COLUMNS": "250"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    assert [r["choice"] for r in rows] == [c if c != "No preference" else "tie" for c in clicked]
+    assert [r["preferred"] for r in rows] == ["sysA", "sysA", "tie"]
+    for row in rows:  # the sides as shown, recorded: A is `first`
+        assert row["caption_first"].startswith("good" if row["first"] == "sysA" else "poor")
+    p = json.loads((out / "summary.json").read_text())["preference"]
+    assert p["wins"] == {"sysA": 2, "sysB": 0, "tie": 1} and p["p_value"] == 0.5

@@ -112,20 +112,21 @@ def test_captions_export_and_score(stamp_manifest: Path, tmp_path: Path, open_di
             state = db("answer", rater, state["item"]["key"], stage, caption, 1.0)["state"]
     exported = tmp_path / "export"
     _invoke("human", "export", study, "--out", exported)
-    references = read_references(exported / "references.csv")
+    references = read_references(exported / "references.jsonl")
     assert references == refs
+    assert read_references(exported / "references.csv") == refs  # no id needs escaping here
     combined = list(csv.DictReader((exported / "captions_audio.csv").read_text().splitlines()))
     assert len(combined) == 6 and {r["rater"] for r in combined} == {"r01", "r02"}
-    for stage_file in ("captions_audio.csv", "captions_audio_visual.csv"):
+    for stage_file in ("captions_audio.jsonl", "captions_audio_visual.jsonl"):
         predictions = read_predictions(exported / "raters" / "r01" / stage_file)
         assert set(predictions) == set(references)
     # Each rater's file feeds `multi2cap evaluate` as is.
     _invoke(
         "evaluate",
         "-p",
-        exported / "raters" / "r02" / "captions_audio_visual.csv",
+        exported / "raters" / "r02" / "captions_audio_visual.jsonl",
         "-r",
-        exported / "references.csv",
+        exported / "references.jsonl",
         "-m",
         "bleu_1,rouge_l",
     )
@@ -171,4 +172,48 @@ def test_a_study_of_another_schema_is_refused_clearly(make_study) -> None:
     for command in (["status", str(study.path)], ["export", str(study.path), "--out", "x"]):
         result = runner.invoke(app, ["human", *command], env={"COLUMNS": "250"})
         assert result.exit_code == 2, result.output
-        assert "has schema 0, this multi2cap reads 1" in " ".join(result.output.split())
+        assert "has schema 0, this multi2cap reads 2" in " ".join(result.output.split())
+
+
+def test_a_study_of_schema_1_is_upgraded_in_place(make_study, tmp_path: Path) -> None:
+    """A study made by multi2cap 0.2 (schema 1: no items.system, items.caption_b,
+    assignments.swapped, answers.choice) keeps its answers and serves, exports, summarises."""
+    import sqlite3
+
+    from multi2cap.human.store import StudyStore, open_study_db
+
+    study = make_study("mos", n=2, raters=["ann"], listen_check=False)
+    conn = open_study_db(study.path)
+    store = StudyStore(conn)
+    state = store.state(1, 0.0)
+    store.answer(1, state["item"]["key"], 0, 4, 1.0)
+    conn.close()
+    raw = sqlite3.connect(study.path / "study.sqlite")
+    raw.executescript(
+        """
+        CREATE TABLE items_v1 (id INTEGER PRIMARY KEY, item TEXT NOT NULL UNIQUE,
+            audio TEXT NOT NULL, frame TEXT, caption TEXT, refs TEXT NOT NULL DEFAULT '[]',
+            duration_s REAL NOT NULL, gold INTEGER NOT NULL DEFAULT 0, gold_source TEXT);
+        INSERT INTO items_v1 SELECT id, item, audio, frame, caption, refs, duration_s, gold,
+            gold_source FROM items;
+        DROP TABLE items;
+        ALTER TABLE items_v1 RENAME TO items;
+        ALTER TABLE assignments DROP COLUMN swapped;
+        ALTER TABLE answers DROP COLUMN choice;
+        UPDATE meta SET value = '1' WHERE key = 'schema_version';
+        """
+    )
+    raw.commit()
+    raw.close()
+    status = _invoke("human", "status", study.path)
+    assert "1 / 2" in status
+    out = tmp_path / "export"
+    _invoke("human", "export", study.path, "--out", out)
+    rows = list(csv.DictReader((out / "ratings.csv").read_text().splitlines()))
+    assert [(r["rater"], r["score"]) for r in rows] == [("ann", "4")]
+    assert "MOS 4.00" in _invoke("human", "summary", study.path)
+    raw = sqlite3.connect(study.path / "study.sqlite")
+    version = raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    columns = {row[1] for row in raw.execute("PRAGMA table_info(answers)")}
+    raw.close()
+    assert version == "2" and "choice" in columns

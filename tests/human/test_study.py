@@ -148,5 +148,5 @@ def test_create_never_overwrites_and_leaves_nothing_on_failure(
         create_study("mos", stamp_manifest, tmp_path / "bad", n=99, raters=["a"])
     assert not (tmp_path / "bad").exists()
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
-    with pytest.raises(ValueError, match="MOS study only"):
+    with pytest.raises(ValueError, match="to the rating studies, not to captions"):
         create_study("captions", stamp_manifest, tmp_path / "g", n=2, raters=["a"], gold=1)

@@ -1,5 +1,6 @@
-"""Fixtures of the metrics tests: the public oracle, one warm METEOR evaluator per session, and
-the CLI run on the oracle.
+"""Fixtures of the metrics tests: the public oracle, one warm METEOR evaluator per session, the
+CLI run on the oracle, a tiny random BERT (config, tokenizer, weights) with echecker checkpoints
+around it, and an empty assets folder for every test.
 
 Each METEOR JVM needs 10-35 s to load its paraphrase table on a busy 2-core machine, so both JVMs
 the tests need (the shared evaluator and the CLI's own) start in the background when the session
@@ -33,6 +34,74 @@ def _java() -> str | None:
         return str(java_executable())
     except AssetNotFoundError:
         return None
+
+
+@pytest.fixture(autouse=True)
+def _empty_assets_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test sees assets a developer downloaded into ~/.cache/multi2cap/assets."""
+    monkeypatch.setenv("MULTI2CAP_ASSETS_DIR", str(tmp_path_factory.mktemp("no-assets")))
+
+
+WORDS = [
+    *("a", "dog", "barks", "man", "speaks", "rain", "falls", "on", "roof"),
+    *("car", "engine", "runs", "loudly", "the", "while"),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a tiny random BertModel: config, tokenizer (a 20-word vocabulary) and
+    weights, loadable with `AutoModel` / `AutoTokenizer` from the folder."""
+    torch = pytest.importorskip("torch", reason="needs torch")
+    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    # transformers 5 takes the vocabulary itself (`vocab_file=` is silently ignored: every
+    # word would become [UNK]).
+    tokenizer = transformers.BertTokenizer(vocab={t: i for i, t in enumerate(tokens)})
+    assert tokenizer("a dog")["input_ids"] == [2, 5, 6, 3]
+    tokenizer.save_pretrained(folder)
+    config = transformers.BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def echecker_factory(tiny_bert: Path) -> Any:
+    """Writes echecker checkpoints around the tiny random BERT (its config + tokenizer)."""
+    import torch
+    from transformers import BertConfig
+
+    from multi2cap.metrics.neural import _FlatClassifier
+
+    config = BertConfig.from_pretrained(tiny_bert)
+
+    def make(name: str, bias: list[float] | None = None, model_type: str = str(tiny_bert)) -> Path:
+        torch.manual_seed(0)
+        model = _FlatClassifier(config, 6)
+        if bias is not None:
+            with torch.no_grad():
+                model.clf.weight.zero_()
+                model.clf.bias.copy_(torch.tensor(bias))
+        state = dict(model.state_dict())
+        # Checkpoints saved by older transformers carry this buffer; loading must drop it.
+        state["encoder.embeddings.position_ids"] = torch.arange(64)[None]
+        path = tiny_bert / f"{name}.ckpt"
+        torch.save({"model_type": model_type, "num_classes": 6, "state_dict": state}, path)
+        return path
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -177,3 +177,39 @@ def test_json_arrays_are_accepted_beside_jsonl_and_csv(tmp_path: Path) -> None:
     array.write_text(json.dumps([{"id": "x", "caption": "a dog"}, "y"]))
     with pytest.raises(CaptionFileError, match=r"p\.json:\[1\]: expected an object"):
         read_predictions(array)
+
+
+def test_cli_explains_each_missing_asset_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPICE's missing jars stop spice and spider: one line names both and says how to get the
+    jars once (it was printed once per metric). Vocabulary figures are not scaled x100."""
+    monkeypatch.delenv("MULTI2CAP_SPICE_LIB", raising=False)
+    predictions = tmp_path / "p.csv"
+    predictions.write_text("id,caption\na,a dog barks\nb,rain falls\n")
+    references = tmp_path / "r.csv"
+    references.write_text("id,caption_1,caption_2\na,a dog barks,a dog\nb,rain,\n")
+    args = ["evaluate", "-p", str(predictions), "-r", str(references), "--no-tokenize"]
+    args += ["-m", "spice,spider,bleu_1,vocab", "--skip-unavailable"]
+    result = runner.invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert result.output.count("assets download spice") == 1
+    assert "spice, spider unavailable:" in result.output
+    assert "vocab.ratio_full (ratio, not x100)" in result.output
+    assert "vocab.mrefs_full (words, not x100)" in result.output
+
+
+def test_cli_scores_a_single_item(tmp_path: Path) -> None:
+    """One item: BLEU scores, CIDEr-D is null with its reason (exit 0; it was exit 2)."""
+    predictions = tmp_path / "p.csv"
+    predictions.write_text("id,caption\na,a dog barks\n")
+    references = tmp_path / "r.csv"
+    references.write_text("id,caption\na,a dog barks loudly\n")
+    scores = tmp_path / "s.json"
+    args = ["evaluate", "-p", str(predictions), "-r", str(references), "--no-tokenize"]
+    result = runner.invoke(app, [*args, "-m", "bleu_1,cider_d", "-o", str(scores)])
+    assert result.exit_code == 0, result.output
+    assert "cider_d unavailable: needs at least 2 items" in " ".join(result.output.split())
+    document = json.loads(scores.read_text())
+    assert document["corpus"]["cider_d"] is None
+    assert document["corpus"]["bleu_1"] == pytest.approx(0.7165313106, abs=1e-9)

@@ -12,6 +12,7 @@ from multi2cap.metrics import (
     METRIC_KEYS,
     Evaluator,
     MetricUnavailableError,
+    MetricWarning,
     asset_statuses,
     evaluate,
     metric_availability,
@@ -90,13 +91,29 @@ def test_thousands_of_items(offline_evaluator: Evaluator) -> None:
     assert 0 < result.corpus["cider_d"] < 10
 
 
-def test_one_item_cider_needs_two(java: str) -> None:
-    with pytest.raises(MetricUnavailableError, match="at least 2 items"):
-        evaluate(["a dog"], [["a dog barks"]], metrics="bleu_1,cider_d", java=java)
-    result = evaluate(["a dog"], [["a dog barks"]], metrics="bleu_1,cider_d", skip_unavailable=True)
+def test_one_item_scores_with_cider_left_out_and_a_warning(offline_evaluator: Evaluator) -> None:
+    """aac-metrics raises on one item (its issue #5) and pycocoevalcap prints CIDEr 0.0; we score
+    the rest, leave CIDEr-D (and what is built on it) out with the reason, and warn."""
+    with pytest.warns(MetricWarning, match=r"cider_d left out on 1 item"):
+        result = offline_evaluator(["a dog"], [["a dog barks"]])
     assert "cider_d" not in result.corpus
-    assert "at least 2 items" in result.unavailable["cider_d"]
     assert result.corpus["bleu_1"] == pytest.approx(0.6065306597, abs=1e-9)  # 2/3 brevity
+    assert 0 < result.corpus["meteor"] < 1 and result.corpus["vocab"] == 2
+    assert "at least 2 items" in result.unavailable["cider_d"]
+    assert "aac-metrics raises" in result.unavailable["cider_d"]
+    corpus, per_item = result
+    assert corpus is result.corpus and per_item["bleu_1"] == result.per_item["bleu_1"]
+    ((keys, reason),) = result.unavailable_grouped()
+    assert keys == ["cider_d"] and "at least 2 items" in reason
+    # The evaluator is unchanged for the next, larger set.
+    assert "cider_d" in offline_evaluator(["a dog", "rain"], [["a dog"], ["rain"]]).corpus
+
+
+def test_one_item_raises_under_strict() -> None:
+    with pytest.raises(MetricUnavailableError, match="cider_d: needs at least 2 items"):
+        evaluate(
+            ["a dog"], [["a dog barks"]], metrics="bleu_1,cider_d", strict=True, tokenize=False
+        )
 
 
 def test_unavailable_assets_strict_and_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,7 +205,10 @@ def test_caption_file_type_errors_say_what_was_found(tmp_path: Path) -> None:
     with pytest.raises(CaptionFileError, match=r"p\.jsonl:1: `caption`: expected str, found list"):
         read_predictions(predictions)
     predictions.write_text('{"name": "a", "caption": "a dog"}\n')
-    with pytest.raises(CaptionFileError, match=r"an `id` field, found keys \['caption', 'name'\]"):
+    with pytest.raises(
+        CaptionFileError,
+        match=r"an `id` \(or `file_name`\) field, found keys \['caption', 'name'\]",
+    ):
         read_predictions(predictions)
     references = tmp_path / "r.jsonl"
     references.write_text('{"id": "a", "captions": "a dog"}\n')

@@ -14,24 +14,6 @@ from multi2cap.metrics import Evaluator, MetricUnavailableError, combined, evalu
 torch = pytest.importorskip("torch", reason="the model-based metrics need torch")
 transformers = pytest.importorskip("transformers", reason="the echecker needs transformers")
 
-WORDS = [
-    "a",
-    "dog",
-    "barks",
-    "man",
-    "speaks",
-    "rain",
-    "falls",
-    "on",
-    "roof",
-    "car",
-    "engine",
-    "runs",
-    "loudly",
-    "the",
-    "while",
-]
-
 
 def test_fluency_formulas() -> None:
     assert combined.spider([1.0, 3.0], [0.0, 0.5]) == [0.5, 1.75]
@@ -41,45 +23,6 @@ def test_fluency_formulas() -> None:
 
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
-
-
-@pytest.fixture(scope="module")
-def echecker_factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Writes echecker checkpoints around one tiny random BERT (config + tokenizer folder)."""
-    from transformers import BertConfig, BertTokenizerFast
-
-    from multi2cap.metrics.neural import _FlatClassifier
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    (folder / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n"
-    )
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-        max_position_embeddings=64,
-    )
-    config.save_pretrained(folder)
-
-    def make(name: str, bias: list[float] | None = None, model_type: str = str(folder)) -> Path:
-        torch.manual_seed(0)
-        model = _FlatClassifier(config, 6)
-        if bias is not None:
-            with torch.no_grad():
-                model.clf.weight.zero_()
-                model.clf.bias.copy_(torch.tensor(bias))
-        state = dict(model.state_dict())
-        # Checkpoints saved by older transformers carry this buffer; loading must drop it.
-        state["encoder.embeddings.position_ids"] = torch.arange(64)[None]
-        path = folder / f"{name}.ckpt"
-        torch.save({"model_type": model_type, "num_classes": 6, "state_dict": state}, path)
-        return path
-
-    return make
 
 
 def test_fer_reads_only_the_error_head_with_threshold_09(echecker_factory: Any) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from multi2cap.assets import AssetNotFoundError
 from multi2cap.metrics.resources import CORENLP_360_JARS, spice_lib_dir
-from multi2cap.metrics.spice import spice
+from multi2cap.metrics.spice import java_flags, java_major_version, parse_java_major, spice
 
 
 def test_missing_corenlp_jars_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,3 +32,15 @@ def test_spice_jar_starts_and_reports_the_missing_corenlp_classes(
         (tmp_path / name).write_bytes(b"")
     with pytest.raises(RuntimeError, match=r"SPICE failed .*edu[./]stanford[./]nlp"):
         spice(["a dog barks", "rain"], [["a dog is barking"], ["rain falls"]], tmp_path, java)
+
+
+def test_java_flags_follow_the_java_version(java: str) -> None:
+    """Java 8 refuses `--add-opens`; Java >= 9 needs it for what FST/CoreNLP open by reflection."""
+    assert parse_java_major('openjdk version "1.8.0_392"') == 8
+    assert parse_java_major('openjdk version "17.0.15" 2025-04-15') == 17
+    assert parse_java_major('java version "25" 2025-09-16 LTS') == 25
+    with pytest.raises(ValueError, match="cannot read a Java version"):
+        parse_java_major("command not found")
+    assert java_flags(8) == []
+    assert "--add-opens=java.base/java.lang=ALL-UNNAMED" in java_flags(17)
+    assert java_major_version(java) >= 8

@@ -29,6 +29,7 @@ from multi2cap.model.config import Multi2CapConfig
 from multi2cap.model.inference import FileCaption
 from multi2cap.model.llm import build_causal_lm, build_tokenizer
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.model.rerank import Candidate, RerankedCaption
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +143,47 @@ def test_every_format_reads_back_as_the_same_predictions(tmp_path: Path, fmt: st
     assert caption_format(out, None if fmt == "dcase" else fmt) == (
         "csv" if fmt == "dcase" else fmt
     )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl", "dcase"])
+def test_rerank_scores_reach_every_format(tmp_path: Path, fmt: str) -> None:
+    """`caption --rerank clap --rerank-scores` keeps the CLAP score, the ties and every candidate
+    in whatever format it writes: fields in JSON and JSONL, columns (lists as JSON text) after the
+    format's own in CSV and DCASE's layout; the file still reads as the same predictions."""
+    chosen = RerankedCaption(
+        caption="a dog barks",
+        score=0.5,
+        tied=["a dog is barking"],
+        candidates=[
+            Candidate("a dog barks", "beam", 0, 0.5),
+            Candidate("a dog is barking", "sample", 0, 0.5),
+        ],
+    )
+    results = [
+        FileCaption(Path("/d/a.wav"), caption="a dog barks", key="a.wav", rerank=chosen),
+        FileCaption(Path("/d/b.wav"), caption="rain falls", key="b.wav"),  # not re-ranked
+    ]
+    out = tmp_path / f"c{'.csv' if fmt == 'dcase' else '.' + fmt}"
+    write_captions(results, out, fmt, rerank_scores=True)  # type: ignore[arg-type]
+    assert read_predictions(out) == {"a.wav": "a dog barks", "b.wav": "rain falls"}
+    if fmt in ("json", "jsonl"):
+        text = out.read_text(encoding="utf-8")
+        rows = json.loads(text) if fmt == "json" else [json.loads(x) for x in text.splitlines()]
+        assert rows[0]["clap_score"] == 0.5 and rows[0]["tied"] == ["a dog is barking"]
+        assert rows[0]["candidates"] == chosen.to_record()["candidates"]
+        assert (rows[1]["clap_score"], rows[1]["tied"], rows[1]["candidates"]) == (None,) * 3
+    else:
+        with out.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        first = ["file_name", "caption_predicted"] if fmt == "dcase" else ["file_name", "caption"]
+        assert list(rows[0])[:2] == first
+        assert list(rows[0])[-3:] == ["clap_score", "tied", "candidates"]
+        assert float(rows[0]["clap_score"]) == 0.5 and json.loads(rows[0]["tied"]) == chosen.tied
+        assert json.loads(rows[0]["candidates"]) == chosen.to_record()["candidates"]
+        assert (rows[1]["clap_score"], rows[1]["tied"], rows[1]["candidates"]) == ("", "", "")
+    plain = tmp_path / f"plain{out.suffix}"
+    write_captions(results, plain, fmt)  # type: ignore[arg-type]
+    assert "clap_score" not in plain.read_text(encoding="utf-8")
 
 
 def test_evaluate_reads_dcase_and_file_name_keyed_json(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+from media_helpers import write_silent_flac
 from multi2cap_testkit import tiny
 from typer.testing import CliRunner
 
@@ -33,6 +34,7 @@ def test_caption_folder_to_csv_with_a_broken_file(tmp_path: Path, tuxpaint_dir: 
     for source, target in zip(sounds, targets, strict=True):
         shutil.copy(source, target)
     (clips / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    write_silent_flac(clips / "fast.flac", 655_350, 1, 1.0)  # a rate only a crafted file has
     output = tmp_path / "out" / "captions.csv"
 
     result = CliRunner(env={"COLUMNS": "400"}).invoke(
@@ -42,7 +44,7 @@ def test_caption_folder_to_csv_with_a_broken_file(tmp_path: Path, tuxpaint_dir: 
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    assert "1 of 4 inputs could not be captioned" in result.output
+    assert "2 of 5 inputs could not be captioned" in result.output
 
     with output.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -53,8 +55,11 @@ def test_caption_folder_to_csv_with_a_broken_file(tmp_path: Path, tuxpaint_dir: 
     assert [r["caption"] for r in rows] == expected
     assert all(r["caption"] for r in rows)
     failures = [json.loads(line) for line in (output.parent / "captions.failures.jsonl").open()]
-    assert [f["path"] for f in failures] == [str(clips / "broken.wav")]
+    assert [f["path"] for f in failures] == [str(clips / "broken.wav"), str(clips / "fast.flac")]
     assert "broken.wav" in failures[0]["error"]
+    assert failures[1]["error"] == (
+        f"{clips / 'fast.flac'}: sample rate 655350 Hz is above the 384000 Hz accepted"
+    )
 
 
 def test_caption_prints_a_table_and_rejects_a_bad_checkpoint(
@@ -126,3 +131,30 @@ def test_caption_every_input_is_captioned_or_reported(tmp_path: Path, tuxpaint_d
 def test_unique_keys_are_the_shortest_distinct_suffixes() -> None:
     paths = [Path("/d/x/a/b.wav"), Path("/d/y/a/b.wav"), Path("/d/x/c.wav"), Path("/e/b.ogg")]
     assert unique_keys(paths) == ["x/a/b.wav", "y/a/b.wav", "c.wav", "b.ogg"]
+
+
+def test_caption_on_the_cpu_of_a_gpu_machine_loads_the_decoder_in_fp32(
+    tmp_path: Path, tuxpaint_dir: Path, monkeypatch
+) -> None:
+    """`llm.dtype: auto` resolves for `--device`: fp32 on the CPU even where a bf16 GPU is
+    present (before, the GPU's presence alone gave bf16, slow on the CPU)."""
+    import torch
+
+    from multi2cap.model import llm
+
+    checkpoint = tiny().save_pretrained(tmp_path / "ckpt")
+    monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: True)  # as on a machine with a bf16 GPU
+    dtypes = []
+    caption = Multi2Cap.caption
+
+    def recording(self: Multi2Cap, *args, **kwargs):  # type: ignore[no-untyped-def]
+        dtypes.append(self.decoder.embed_dtype)
+        return caption(self, *args, **kwargs)
+
+    monkeypatch.setattr(Multi2Cap, "caption", recording)
+    sound = _short_sounds(tuxpaint_dir, 1)[0]
+    result = CliRunner().invoke(
+        app, ["caption", str(sound), "--checkpoint", str(checkpoint), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    assert dtypes == [torch.float32]

@@ -16,13 +16,16 @@ def test_default_config_follows_the_paper() -> None:
     config = Multi2CapConfig()
     assert (config.k, config.alpha, config.beta) == (4, 0.02, 0.05)
     assert config.grounding and config.pretrain_adapter_input == "g"
+    assert config.grounding.pool == "space"
     assert config.freeze_vfr_in_finetune
     assert config.vision.source == "openai/clip-vit-large-patch14"
     assert config.llm.lora.targets == ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def test_yaml_round_trip_is_exact(tmp_path) -> None:
-    config = Multi2CapConfig.tiny(CAPTIONS, k=2, pretrain_adapter_input="mix", alpha=0.1)
+    config = Multi2CapConfig.tiny(
+        CAPTIONS, k=2, grounding={"pool": "time"}, pretrain_adapter_input="mix", alpha=0.1
+    )
     config.save(tmp_path / "config.yaml")
     again = Multi2CapConfig.load(tmp_path / "config.yaml")
     assert again == config

@@ -41,8 +41,8 @@ def test_masked_mean_uses_valid_steps_only() -> None:
     assert masked_mean(x, torch.tensor([[True, True, False]])).item() == 2.0
 
 
-def test_grounding_shapes_and_padding_does_not_leak() -> None:
-    grounding = AVGrounding(d_audio=6, d_visual=10, d_g=8, heads=2, k=4).eval()
+def test_time_grounding_shapes_and_padding_does_not_leak() -> None:
+    grounding = AVGrounding(d_audio=6, d_visual=10, d_g=8, heads=2, k=4, pool="time").eval()
     audio = torch.randn(2, 9, 6)
     mask = torch.tensor([[True] * 9, [True] * 5 + [False] * 4])
     visual = torch.randn(2, 16, 10)
@@ -63,17 +63,21 @@ def _aten_ops(fn) -> set[str]:
     return {event.key for event in prof.key_averages()}
 
 
-def test_grounding_runs_fused_attention_unless_weights_are_asked_for() -> None:
+@pytest.mark.parametrize(("pool", "attention_shape"), [("time", (3, 9, 16)), ("space", (3, 16, 9))])
+def test_grounding_runs_fused_attention_unless_weights_are_asked_for(
+    pool: str, attention_shape: tuple[int, ...]
+) -> None:
     """Training and captioning take the SDPA path (no weights); the probe path materialises
-    the weights; both compute the same g and the same gradients."""
+    the weights; both compute the same g and the same gradients, under either reading."""
     torch.manual_seed(0)
-    grounding = AVGrounding(d_audio=6, d_visual=10, d_g=16, heads=4, k=4).train()
+    grounding = AVGrounding(d_audio=6, d_visual=10, d_g=16, heads=4, k=4, pool=pool).train()
     audio = torch.randn(3, 9, 6, requires_grad=True)
     mask = torch.tensor([[True] * 9, [True] * 5 + [False] * 4, [True] * 2 + [False] * 7])
     visual = torch.randn(3, 16, 10)
+    grid = (4, 4)
 
     def run(need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
-        out = grounding(audio, mask, visual, need_weights=need_weights)
+        out = grounding(audio, mask, visual, grid=grid, need_weights=need_weights)
         params = [audio, *grounding.parameters()]
         grads = torch.autograd.grad(out.g.square().sum(), params)
         return out.g, out.attention, list(grads)
@@ -81,12 +85,12 @@ def test_grounding_runs_fused_attention_unless_weights_are_asked_for() -> None:
     fused_g, fused_attention, fused_grads = run(False)
     probe_g, probe_attention, probe_grads = run(True)
     assert fused_attention is None
-    assert probe_attention is not None and probe_attention.shape == (3, 9, 16)
+    assert probe_attention is not None and probe_attention.shape == attention_shape
     torch.testing.assert_close(fused_g, probe_g, rtol=1e-5, atol=1e-6)
     for got, want in zip(fused_grads, probe_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
-    fused_ops = _aten_ops(lambda: grounding(audio, mask, visual))
-    probe_ops = _aten_ops(lambda: grounding(audio, mask, visual, need_weights=True))
+    fused_ops = _aten_ops(lambda: grounding(audio, mask, visual, grid=grid))
+    probe_ops = _aten_ops(lambda: grounding(audio, mask, visual, grid=grid, need_weights=True))
     assert "aten::scaled_dot_product_attention" in fused_ops
     assert "aten::scaled_dot_product_attention" not in probe_ops
     assert "aten::_softmax" in probe_ops and "aten::_softmax" not in fused_ops
@@ -117,18 +121,20 @@ def test_alignment_loss_averages_over_k_and_both_targets() -> None:
     torch.testing.assert_close(align(g, a, v), expected)
 
 
-def test_vfr_reconstructs_per_segment_and_its_loss_stops_gradients_into_g() -> None:
-    vfr = VisualFeatureReconstructor(d_audio=4, hidden=8, d_g=6)
+def test_time_vfr_reconstructs_per_segment_and_its_loss_stops_gradients_into_g() -> None:
+    vfr = VisualFeatureReconstructor(d_audio=4, hidden=8, d_g=6, k=4, pool="time")
     audio = torch.randn(2, 8, 4)
-    weights = segment_weights(torch.ones(2, 8, dtype=torch.bool), 4)
-    g_hat = vfr(audio, weights)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    g_hat = vfr(audio, mask)
     assert g_hat.shape == (2, 4, 6)
+    assert set(vfr.state_dict()) == {f"mlp.{i}.{p}" for i in (0, 1, 3) for p in ("weight", "bias")}
     # segment k depends only on the frames of segment k
     changed = audio.clone()
     changed[:, :2] += 1.0
-    moved = (vfr(changed, weights) - g_hat).abs().sum(dim=(0, 2))
+    moved = (vfr(changed, mask) - g_hat).abs().sum(dim=(0, 2))
     assert moved[0] > 0 and torch.all(moved[1:] == 0)
     g = torch.randn(2, 4, 6, requires_grad=True)
-    vfr_loss(g_hat, g).backward()
-    assert g.grad is None
-    torch.testing.assert_close(vfr_loss(g, g), torch.tensor(0.0))
+    for reduction in ("sum", "mean"):
+        vfr_loss(g_hat, g, reduction).backward(retain_graph=True)
+        assert g.grad is None
+        torch.testing.assert_close(vfr_loss(g, g, reduction), torch.tensor(0.0))

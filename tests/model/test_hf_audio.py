@@ -232,9 +232,14 @@ def test_bad_lora_targets_and_model_types_are_clear_errors() -> None:
 
 
 def test_missing_folder_names_the_config_field(tmp_path: Path, monkeypatch) -> None:
+    # A local folder gets the `--backbone` hint (`hf download` of a path would make no sense,
+    # `model.hub.hub_asset`); a hub id not in the offline cache gets `hf download`.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(AssetNotFoundError, match=r"audio\.source.*hf download"):
+    with pytest.raises(AssetNotFoundError, match=r"audio\.source.*--backbone audio=DIR") as err:
         build_hf_audio_encoder(str(tmp_path / "no-such-encoder"))
+    assert "hf download" not in str(err.value)
+    with pytest.raises(AssetNotFoundError, match=r"audio\.source.*hf download no-such/encoder"):
+        build_hf_audio_encoder("no-such/encoder")
 
 
 def _saved_folder(kind: str, folder: Path) -> tuple[torch.nn.Module, Path]:
@@ -325,7 +330,8 @@ def test_multi2cap_trains_saves_and_reloads_with_an_hf_encoder(kind: str, tmp_pa
     assert loaded.caption(batch["audio"], lens) == model.caption(batch["audio"], lens)
     probe = model.probe_embeddings(batch)  # the grounding probes read the same embeddings
     assert probe.a_mean.shape == (4, model.audio_encoder.output_dim)
-    assert probe.attention.shape[1] == probe.audio_mask.shape[1]
+    # grounding.pool space (the tiny default): each patch over the audio steps
+    assert probe.attention.shape[2] == probe.audio_mask.shape[1]
 
 
 def test_whisper_recipes_validate() -> None:
@@ -334,7 +340,7 @@ def test_whisper_recipes_validate() -> None:
     configs = RECIPES_DIR
     pre = load_train_config(configs / "pretrain_vggcaps_whisper.yaml")
     model = Multi2CapConfig.model_validate(pre.model)
-    assert (pre.stage, model.grounding, model.audio.kind) == ("pretrain", False, "hf")
+    assert (pre.stage, model.grounding.enabled, model.audio.kind) == ("pretrain", False, "hf")
     assert model.audio.source == "openai/whisper-small" and model.audio.hf.pool == 8
     fine = load_train_config(configs / "finetune_clotho_whisper.yaml")
     assert fine.stage == "finetune" and fine.init_from.endswith("pretrain_vggcaps_whisper/best")

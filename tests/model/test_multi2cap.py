@@ -52,7 +52,8 @@ def test_shapes_and_masks_for_mixed_lengths() -> None:
     probe = model.probe_embeddings(batch)
     assert probe.g.shape == probe.g_hat.shape == (4, 4, 32)
     assert probe.a_mean.shape == (4, 32) and probe.v_cls.shape == (4, 32)
-    assert probe.attention.shape == (4, tokens.shape[1], 16)  # 32 px / 8 px patches = 16
+    # grounding.pool space: each of the 16 patches (32 px / 8 px, 4 x 4) over the audio steps
+    assert probe.attention.shape == (4, 16, tokens.shape[1])
     assert probe.g_shared.shape == (4, 4, 16) and probe.v_cls_shared.shape == (4, 16)
     torch.testing.assert_close(probe.audio_mask, mask)
     # a clip's grounding tokens do not depend on the rest of the batch
@@ -150,7 +151,9 @@ def test_caption_reads_files(tmp_path) -> None:
 
     model = tiny()
     wave = make_batch(1)["audio"][0].numpy()
-    sf.write(tmp_path / "tone.wav", wave, 16000)
+    # Float samples: a 16-bit file would quantise the tone, and a random-weight decoder can
+    # tell (its greedy caption diverged after a dozen tokens under grounding.pool space).
+    sf.write(tmp_path / "tone.wav", wave, 16000, subtype="FLOAT")
     assert model.caption(tmp_path / "tone.wav") == model.caption(wave)
     with pytest.raises(ValueError, match="no audio"):
         model.caption([])
@@ -196,7 +199,7 @@ def test_from_pretrained_rejects_a_foreign_folder(tmp_path) -> None:
         Multi2Cap.from_pretrained(tmp_path)
     tiny().save_pretrained(tmp_path / "a")
     # same files, other architecture: the mismatch is named
-    Multi2CapConfig.tiny(CAPTIONS, k=2, d_g=16).save(tmp_path / "a" / "config.yaml")
+    Multi2CapConfig.tiny(CAPTIONS, k=1, d_g=16).save(tmp_path / "a" / "config.yaml")
     with pytest.raises((ValueError, RuntimeError)):
         Multi2Cap.from_pretrained(tmp_path / "a")
 
@@ -325,8 +328,16 @@ def test_missing_backbones_name_the_config_field_and_the_fix(tmp_path) -> None:
     config = Multi2CapConfig.tiny(CAPTIONS)
     missing = str(tmp_path / "no-such-model")
     llm = config.llm.model_copy(update={"source": missing, "config": None, "tokenizer": None})
-    with pytest.raises(AssetNotFoundError, match=r"llm\.source.*hf download"):
+    # A local folder: the fix is a folder (`hf download /a/local/path` would make no sense).
+    with pytest.raises(AssetNotFoundError, match=r"local folder .*llm\.source.*--backbone llm=DIR"):
         Multi2Cap(config.model_copy(update={"llm": llm}))
+    with pytest.raises(AssetNotFoundError) as info:
+        Multi2Cap(config.model_copy(update={"llm": llm}))
+    assert "hf download" not in str(info.value)
+    # A hub id that is not cached (offline): download it once.
+    hub_llm = llm.model_copy(update={"source": "multi2cap-tests/no-such-llm"})
+    with pytest.raises(AssetNotFoundError, match=r"llm\.source.*hf download multi2cap-tests"):
+        Multi2Cap(config.model_copy(update={"llm": hub_llm}))
     vision = config.vision.model_copy(update={"source": missing, "config": None})
     with pytest.raises(AssetNotFoundError, match=r"vision\.source"):
         Multi2Cap(config.model_copy(update={"vision": vision}))

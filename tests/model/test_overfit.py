@@ -24,7 +24,9 @@ def test_pretraining_overfits_eight_clips_and_decodes_their_captions() -> None:
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
-        if out.loss_cap.item() < 0.02 and out.loss_vfr.item() < 0.003:
+        # L_vfr is Eq. 3's squared norm per clip (`vfr_reduction` sum) over K x d_g = 4 x 32
+        # elements: stop when the mean squared element is below 0.003.
+        if out.loss_cap.item() < 0.02 and out.loss_vfr.item() / (4 * 32) < 0.003:
             break
     assert first > 3.0
     assert out.loss_cap.item() < 0.05

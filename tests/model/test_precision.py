@@ -65,10 +65,14 @@ def test_bf16_decoder_lora_moves_at_warmup_learning_rates() -> None:
 def test_bf16_decoder_tracks_the_fp32_losses() -> None:
     """Six AdamW steps (lr 1e-3) from the same weights. The bf16 model differs only by its
     frozen decoder weights and activations rounded to bf16 (8 significant bits, relative
-    error 2^-9 per value): the initial losses differ by ~0.2 %, and the two trajectories,
-    which AdamW's normalised steps amplify, stayed within 3 % of each other over the steps
-    (measured); 5 % allows for that, while a model whose updates were lost, or whose
-    LoRA branch broke the forward, falls behind by more (its loss drops 1.1 in step one)."""
+    error 2^-9 per value): the initial losses differ by ~0.2 %, and AdamW's normalised steps
+    amplify the difference along the way. Over 8 seeds of the initial weights (2026-12-07,
+    torch 2.13 CPU) the two trajectories stayed within 6.7 % of each other at every step and
+    bf16's total drop was 0.91-1.06x fp32's; a model whose updates were lost, or whose LoRA
+    branch broke the forward, falls behind by far more (its loss drops 1.1 in step one).
+    The weights are seeded so the test is deterministic on one platform; the bounds (10 % per
+    step, drop 0.8-1.25x) leave room for another platform's kernels."""
+    torch.manual_seed(0)
     bf16, fp32 = _bf16_and_fp32()
     batch = make_batch(4)
     losses = {}
@@ -84,23 +88,41 @@ def test_bf16_decoder_tracks_the_fp32_losses() -> None:
             losses[name].append(out.loss.item())
     assert losses["fp32"][-1] < 0.7 * losses["fp32"][0]  # it learns
     for got, want in zip(losses["bf16"], losses["fp32"], strict=True):
-        assert got == pytest.approx(want, rel=0.05)
+        assert got == pytest.approx(want, rel=0.10)
+    drop = (losses["bf16"][0] - losses["bf16"][-1]) / (losses["fp32"][0] - losses["fp32"][-1])
+    assert 0.8 < drop < 1.25, losses
 
 
 def test_auto_dtype_is_fp32_on_cpu_and_bf16_with_a_bf16_gpu(monkeypatch) -> None:
-    assert llm.resolve_llm_dtype("auto") == (
+    assert llm.resolve_llm_dtype("auto", "cuda") == (
         torch.bfloat16 if llm._cuda_has_bf16() else torch.float32
     )
     assert Multi2CapConfig.tiny(CAPTIONS).llm.dtype == "auto"
-    if not torch.cuda.is_available():
-        assert llm.resolve_llm_dtype("auto") == torch.float32
-        model = Multi2Cap(Multi2CapConfig.tiny(CAPTIONS))
-        assert model.decoder.embed_dtype == torch.float32
-    monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: True)
-    assert llm.resolve_llm_dtype("auto") == torch.bfloat16
-    assert llm.resolve_llm_dtype("float32") == torch.float32  # explicit dtypes win
+    assert llm.resolve_llm_dtype("auto") == torch.float32  # built on the CPU
     model = Multi2Cap(Multi2CapConfig.tiny(CAPTIONS))
+    assert model.decoder.embed_dtype == torch.float32
+    monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: True)  # a machine with a bf16 GPU
+    assert llm.resolve_llm_dtype("auto", "cuda:0") == torch.bfloat16
+    assert llm.resolve_llm_dtype("auto", torch.device("cpu")) == torch.float32
+    assert llm.resolve_llm_dtype("float32", "cuda") == torch.float32  # explicit dtypes win
+    assert llm.resolve_llm_dtype("bfloat16", "cpu") == torch.bfloat16
+    model = Multi2Cap(Multi2CapConfig.tiny(CAPTIONS), device="cuda")  # resolved, not moved
     assert model.decoder.embed_dtype == torch.bfloat16
     assert {p.dtype for p in model.trainable_parameters()} == {torch.float32}
     monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: False)
-    assert llm.resolve_llm_dtype("auto") == torch.float32
+    assert llm.resolve_llm_dtype("auto", "cuda") == torch.float32
+
+
+def test_auto_dtype_follows_the_device_a_checkpoint_is_loaded_on(tmp_path, monkeypatch) -> None:
+    """`multi2cap caption --device cpu` on a GPU machine: the decoder loads in fp32 (before,
+    `auto` looked only at whether a bf16 GPU was present, and gave bf16 on the CPU, where
+    bf16 matmuls are slow)."""
+    Multi2Cap(Multi2CapConfig.tiny(CAPTIONS), load_vision=False).save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(llm, "_cuda_has_bf16", lambda: True)
+    on_cpu = Multi2Cap.from_pretrained(tmp_path / "m", device="cpu")
+    assert on_cpu.decoder.embed_dtype == torch.float32
+    assert Multi2Cap.from_pretrained(tmp_path / "m").decoder.embed_dtype == torch.float32
+    # for a GPU (not moved here, this machine may have none) the same checkpoint is bf16
+    for_gpu = Multi2Cap.from_pretrained(tmp_path / "m", device="cuda", move=False)
+    assert for_gpu.decoder.embed_dtype == torch.bfloat16
+    assert next(for_gpu.parameters()).device.type == "cpu"

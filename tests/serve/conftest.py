@@ -8,7 +8,8 @@ from pathlib import Path
 import huggingface_hub.constants as hf_constants
 import pytest
 import torch
-from multi2cap_testkit import tiny
+import yaml
+from multi2cap_testkit import local_backbone_config, save_local_backbones, tiny, tones
 
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.train.config import TrainConfig
@@ -37,9 +38,35 @@ def run_best(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run.mkdir()
     (run / "train_config.yaml").write_text(recipe.to_yaml())
     torch.manual_seed(0)
-    best = tiny(k=2).save_pretrained(run / "best")
+    best = tiny(k=2, grounding={"pool": "time"}).save_pretrained(run / "best")
     (best / "best.json").write_text(json.dumps(SCORES))
     return best
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A run folder as a user's machine leaves it: `models/` with the backbones (named in the
+    checkpoint by absolute path, as downloaded folders are), `ckpt/`, and the run's recipe
+    naming the backbones, data and outputs by absolute path. Returns (run, captions of
+    two 0.8-s tones, `tones(2, seconds=0.8)`, beam 2)."""
+    run = tmp_path_factory.mktemp("machine") / "run"
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folders = save_local_backbones(run / "models")
+    model = Multi2Cap(local_backbone_config(folders))
+    model.save_pretrained(run / "ckpt")
+    captions = model.caption(list(tones(2, seconds=0.8)), num_beams=2)
+    torch.set_num_threads(threads)
+    recipe = TrainConfig.model_validate(
+        {"stage": "finetune", "init_from": str(run / "pretrain" / "best"),
+         "model": {role: {"source": str(folder)} for role, folder in folders.items()},
+         "data": {"train_manifest": str(run / "data" / "train.jsonl")},
+         "runtime": {"output_dir": str(run)}}
+    ).model_dump(mode="json")  # fmt: skip
+    recipe["init_backbones"] = {"llm": str(folders["llm"])}
+    (run / "train_config.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return run, captions
 
 
 @pytest.fixture(scope="session")

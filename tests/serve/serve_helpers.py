@@ -13,8 +13,10 @@ from pathlib import Path
 import uvicorn
 
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.model.rerank import ClapReranker
 from multi2cap.serve.app import create_app
 from multi2cap.serve.limits import ServeSettings
+from multi2cap.webserver import ConnectionLimits, uvicorn_options
 
 
 @dataclass
@@ -22,6 +24,7 @@ class LiveServer:
     url: str
     app: object
     work_dir: Path
+    port: int = 0
 
 
 @contextmanager
@@ -31,19 +34,24 @@ def live_server(
     work_dir: Path,
     model_id: str = "tiny",
     summary: dict | None = None,
+    reranker: ClapReranker | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> Iterator[LiveServer]:
-    """uvicorn serving `create_app(model)` on 127.0.0.1 (a free port) in a thread."""
+    """uvicorn serving `create_app(model)` on 127.0.0.1 (a free port) in a thread, with the
+    connection limits `multi2cap serve` runs it under (`limits`, default: the CLI's)."""
     app = create_app(
         model,
         model_id=model_id,
         summary=summary or {"backbones": {}},
         settings=settings,
         work_dir=work_dir,
+        reranker=reranker,
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **uvicorn_options(limits))
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -52,7 +60,7 @@ def live_server(
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", app, work_dir)
+        yield LiveServer(f"http://127.0.0.1:{port}", app, work_dir, port)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -19,6 +19,7 @@ from multi2cap.cli.main import app
 from multi2cap.cli.serve import is_loopback
 from multi2cap.model.hub import stage_hub_repo
 from multi2cap.model.multi2cap import Multi2Cap
+from slow_clients import assert_cut_off, open_slow, trickle_until_closed
 
 
 def _free_port() -> int:
@@ -38,7 +39,8 @@ def test_serve_a_hub_checkpoint_offline(run_best: Path, tmp_path: Path, sounds: 
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "multi2cap.cli.main", "serve", "--checkpoint", "org/name",
-         "--port", str(port), "--max-batch", "4", "--max-wait-ms", "5"],
+         "--port", str(port), "--max-batch", "4", "--max-wait-ms", "5",
+         "--header-timeout-s", "2"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -62,11 +64,14 @@ def test_serve_a_hub_checkpoint_offline(run_best: Path, tmp_path: Path, sounds: 
         assert reply.status_code == 200, reply.text
         expected = Multi2Cap.from_pretrained(run_best).caption(sounds[1])[0]
         assert reply.json()["captions"][0]["caption"] == expected
+        slow = trickle_until_closed(open_slow(port, 2, "header", "/healthz"), within_s=20)
+        assert_cut_off(slow, 2.0, b"408 Request Timeout", b"not received within 2 s")
     finally:
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=60)
     assert server.returncode == 0, err
     assert "serving org/name on http://127.0.0.1" in err and "warning" not in err
+    assert "closing a connection from 127.0.0.1" in err  # the operator sees slow clients go
     assert list(tmp.iterdir()) == []  # the server's upload folder is removed at shutdown
 
 

@@ -1,5 +1,6 @@
 """Each limit refuses with its code, against a live uvicorn; no staged upload outlives its
-request and the client's file name never becomes a server path."""
+request and the client's file name never becomes a server path. Memory is the peak of the
+process's traced allocations while the server (a thread of this process) answers."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import io
 import math
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from media_helpers import write_silent_flac
 from serve_helpers import LiveServer, live_server
 
 from multi2cap.media.audio import load_audio
@@ -135,3 +138,56 @@ def test_a_full_queue_answers_429_with_retry_after(server: LiveServer) -> None:
     else:
         pytest.fail("never saw 429 while the only queue slot was taken")
     assert list(server.work_dir.iterdir()) == []
+
+
+def _traced_post(server: LiveServer, name: str, payload: bytes) -> tuple[httpx.Response, int]:
+    """The reply, and the peak memory traced in this process while the server answered."""
+    tracemalloc.start()
+    try:
+        reply = _post(server, [(name, payload)])
+        return reply, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture(scope="module")
+def decoding_server(model: Multi2Cap, tmp_path_factory: pytest.TempPathFactory) -> LiveServer:
+    """LIMITS, and at most 20 M samples to decode per clip (the default is 115.2 M)."""
+    settings = ServeSettings(**{**LIMITS.model_dump(), "max_input_samples": 20_000_000})
+    with live_server(model, settings, tmp_path_factory.mktemp("work")) as live:
+        yield live
+
+
+def test_small_uploads_of_huge_audio_are_refused_from_the_header(
+    decoding_server: LiveServer, tmp_path: Path
+) -> None:
+    """Issue 26 item 4: 0.25 MB of FLAC holding 595 s of 192 kHz x 8 channels (3.6 GB as
+    float32) made the server allocate GBs before refusing it; a 655,350-Hz file was captioned.
+    Each is refused with 413 and its reason, before decoding (the review: 4.2-7.4 GB)."""
+    cases = [
+        (write_silent_flac(tmp_path / "bomb.flac", 192_000, 8, 595.0, block=16384),
+         "bomb.flac: longer than the 30-s limit (595.0 s, as its header says)"),
+        (write_silent_flac(tmp_path / "wide.flac", 192_000, 8, 20.0, block=16384),
+         "wide.flac: 30.7 M samples to decode (192000 Hz x 8 channels x 20.0 s, its header "
+         "says), more than the 20 M accepted per file"),
+        (write_silent_flac(tmp_path / "fast.flac", 655_350, 1, 1.0),
+         "fast.flac: sample rate 655350 Hz is above the 384000 Hz accepted"),
+    ]  # fmt: skip
+    for path, reason in cases:
+        reply, peak = _traced_post(decoding_server, path.name, path.read_bytes())
+        assert reply.status_code == 413, reply.text
+        assert reply.json()["detail"] == reason
+        assert peak < 8 * 2**20, f"{path.name}: {peak / 2**20:.1f} MB"
+    assert list(decoding_server.work_dir.iterdir()) == []
+
+
+def test_wide_audio_within_the_limits_is_decoded_in_bounded_memory(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """12 s of 192 kHz x 8 channels (74 MB as float32) is accepted; the server holds its
+    16-kHz mono samples (0.8 MB) and a block, not the file's."""
+    path = write_silent_flac(tmp_path / "wide.flac", 192_000, 8, 12.0, block=16384)
+    reply, peak = _traced_post(server, "wide.flac", path.read_bytes())
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["captions"][0]["duration_s"] == 12.0
+    assert peak < 16 * 2**20, f"{peak / 2**20:.1f} MB"

@@ -45,5 +45,6 @@ def test_memory_table_at_real_size_allocates_nothing(
 ) -> None:
     assert bench.main(["--decoders", "llama-3.2-3b", "--processes", "2", "--no-speed"]) == 0
     out = capsys.readouterr().out
-    assert "llama-3.2-3b: 3.65 B parameters (48.8 M trainable), 64 FSDP blocks" in out
+    # 49.4 M: grounding.pool space, whose VFR has 0.6 M more than time's (48.8 M)
+    assert "llama-3.2-3b: 3.65 B parameters (49.4 M trainable), 64 FSDP blocks" in out
     assert "fsdp         2" in out

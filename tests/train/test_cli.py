@@ -90,6 +90,9 @@ def test_sigterm_checkpoints_at_the_step_end_and_resume_finishes(
     output = process.communicate(timeout=120)[0].decode()
     assert process.returncode == 0, output[-2000:]
     assert "stopped (signal SIGTERM)" in output
+    # the plan, printed before the first step
+    assert "8 clips per epoch, 4 per optimizer step: 2 steps per epoch x 200 epochs" in output
+    assert "= 400 steps, 4 of warm-up" in output
     steps = [int(line.split(",")[0]) for line in log.read_text().splitlines()[1:]]
     saved = list_checkpoints(tmp_path / "checkpoints")
     assert saved and saved[-1][0] == steps[-1] < 400  # checkpoint of the last logged step

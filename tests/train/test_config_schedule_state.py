@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train.config import ConfigError, EvalConfig, load_train_config
-from multi2cap.train.sampler import StepBatchSampler
+from multi2cap.train.sampler import StepBatchSampler, StepPlan
 from multi2cap.train.schedule import lr_factor, warmup_cosine
 from multi2cap.train.state import (
     begin_checkpoint,
@@ -54,9 +54,26 @@ def test_overrides_types_and_relative_paths(tmp_path: Path) -> None:
         cfg.accumulation_steps(3)
 
 
+def test_a_boolean_grounding_takes_a_pool_override(tmp_path: Path) -> None:
+    """`grounding: true` (every recipe written before `grounding.pool`) is the section's
+    `enabled` flag, so `model.grounding.pool=time` applies to it; `false` still wins."""
+    from multi2cap.model.config import Multi2CapConfig
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  grounding: true\n  k: 4\n")
+    cfg = load_train_config(recipe, ["model.grounding.pool=time", "optim.vfr_reduction=mean"])
+    assert cfg.model["grounding"] == {"enabled": True, "pool": "time"}
+    assert cfg.optim.vfr_reduction == "mean"
+    assert Multi2CapConfig.model_validate(cfg.model).grounding.pool == "time"
+    off = load_train_config(recipe, ["model.grounding.pool=time", "model.grounding=false"])
+    assert not Multi2CapConfig.model_validate(off.model).grounding
+    assert load_train_config(recipe).optim.vfr_reduction == "sum"  # the default: Eq. 3
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        (["optim.vfr_reduction=median"], "optim.vfr_reduction"),
         (["optim.lrr=1"], "optim.lrr"),
         (["stage=distill"], "stage"),
         (["optim.batch_size=10", "optim.micro_batch_size=4"], "multiple of"),
@@ -95,6 +112,9 @@ def test_paper_recipes_carry_appendix_a1_values() -> None:
         15,
     )
     assert (pre.model["alpha"], pre.model["beta"], pre.model["k"]) == (0.02, 0.05, 4)
+    # The paper's readings (docs/model.md): spatial grounding, Eq. 3 as a squared norm.
+    assert pre.model["grounding"] == {"enabled": True, "pool": "space"}
+    assert pre.optim.vfr_reduction == "sum"
     for name in ("finetune_clotho.yaml", "finetune_audiocaps.yaml"):
         fine = load_train_config(CONFIGS / name)
         assert (fine.stage, fine.optim.lr, fine.optim.batch_size, fine.optim.epochs) == (
@@ -137,13 +157,46 @@ def test_lr_schedule_warmup_then_cosine() -> None:
 def test_sampler_partitions_steps_and_resumes() -> None:
     args = dict(micro_batch_size=2, accumulation_steps=2, num_replicas=2, seed=3, epoch=1)
     shards = [list(StepBatchSampler(19, rank=r, **args)) for r in range(2)]
-    assert len(shards[0]) == len(shards[1]) == 4  # 2 steps of 8 clips, 3 clips dropped
+    # 3 steps of 8 items: the 19 items, and 5 of them again to complete the last step
+    assert len(shards[0]) == len(shards[1]) == 6
+    for step in range(3):
+        items = [i for shard in shards for batch in shard[2 * step : 2 * step + 2] for i in batch]
+        assert len(items) == len(set(items)) == 8  # no item twice within a step
     seen = [i for shard in shards for batch in shard for i in batch]
-    assert len(seen) == len(set(seen)) == 16
+    assert sorted(set(seen)) == list(range(19)) and len(seen) == 24
     resumed = list(StepBatchSampler(19, rank=0, start_step=1, **args))
     assert resumed == shards[0][2:]
     other_epoch = list(StepBatchSampler(19, rank=0, **{**args, "epoch": 2}))
     assert other_epoch != shards[0]
+
+
+def test_every_item_is_trained_in_every_epoch() -> None:
+    # Before, the incomplete last step was dropped: each epoch left up to a batch of items out
+    # (at random), so an item could miss several epochs running.
+    args = dict(micro_batch_size=4, accumulation_steps=3, num_replicas=2, seed=0)
+    for n in (24, 25, 47):
+        for epoch in range(4):
+            seen = {
+                i
+                for rank in range(2)
+                for batch in StepBatchSampler(n, rank=rank, epoch=epoch, **args)
+                for i in batch
+            }
+            assert seen == set(range(n)), (n, epoch)
+    assert StepBatchSampler(23, **args).steps_per_epoch == 0  # less than one effective batch
+
+
+def test_step_plan_of_the_paper_recipes_on_eight_gpus() -> None:
+    # Clotho development: 3,839 clips with 5 captions = 19,195 (clip, caption) rows; batch 384
+    # = 8 clips x 8 GPUs x 6 accumulation steps; 30 epochs, 2 of warm-up.
+    rows = StepPlan(19_195, 384, 30, 2)
+    assert (rows.steps_per_epoch, rows.total_steps, rows.warmup_steps) == (50, 1500, 100)
+    assert rows.padding == 5
+    clips = StepPlan(3_839, 384, 30, 2)
+    assert (clips.steps_per_epoch, clips.total_steps, clips.warmup_steps) == (10, 300, 20)
+    sampler = StepBatchSampler(19_195, micro_batch_size=8, accumulation_steps=6, num_replicas=8)
+    assert sampler.steps_per_epoch == rows.steps_per_epoch
+    assert "50 steps per epoch x 30 epochs = 1500 steps, 100 of warm-up" in rows.describe("row")
 
 
 def test_optimizer_and_rng_roundtrip_without_pickles(tmp_path: Path) -> None:

@@ -9,6 +9,19 @@ right prompt, one image part of the right type), records them, and injects fault
 mentioning the spectrogram), odd shapes of valid JSON ("content-parts": a list of text parts,
 "content-int", "message-str", "choices-object"), "usage-negative" (prompt_tokens -1,000,000), and
 in a batch "garbage-line" (the answer replaced by a line without custom_id and a non-JSON line).
+
+Hostile endpoints (issue 26): "trickle" sends the whole answer (status line and headers
+included) one byte every `trickle_s`; "trickle-body" sends the headers at once and the body one
+byte every `trickle_s`; "trickle-forever" sends the headers, then a body (chunked) of one
+space every `trickle_s` until the client hangs up; "huge" is a valid answer of `huge_bytes` with its
+Content-Length (junk that post-processing rejects), "huge-chunked" the same without a length (chunked, so only counting the bytes
+read stops it), "endless" a chunked body that never ends, "gzip" a gzip-compressed answer sent
+although the client asked for none; "loop" is a reply that loops ("la la la ...") until the
+token cap (`finish_reason: length`).
+`state.answer` replaces how a chat request is answered (default `answer_chat`, the VggCaps
+stages); the transport faults above (429, 500, timeout, malformed, the hostile ones) stay the
+server's, so another client (the CLAIR-A judge, `tests/metrics/judge_loopback.py`) meets the same
+endpoint.
 It also implements the Batch API surface (`/v1/files`, `/v1/files/{id}/content`, `/v1/batches`,
 `/v1/batches/{id}`).
 
@@ -22,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -29,10 +43,14 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+HOSTILE = frozenset(
+    {"trickle", "trickle-body", "trickle-forever", "huge", "huge-chunked", "endless", "gzip"}
+)
 STAGE1_START = "The image is an audio spectrum, categorized into "
 STAGE2_START = "Revise the caption below"
 
@@ -46,6 +64,10 @@ class ServerState:
     headers_seen: list[dict[str, str]] = field(default_factory=list)
     delay_s: float = 0.0
     timeout_sleep_s: float = 1.5
+    trickle_s: float = 0.1
+    huge_bytes: int = 3_000_000
+    stopped: threading.Event = field(default_factory=threading.Event)
+    bytes_sent: int = 0
     record: bool = True
     files: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -56,6 +78,7 @@ class ServerState:
     hold_at: int | None = None
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    answer: Callable[[ServerState, dict[str, Any], str | None], tuple[int, Any]] | None = None
 
     def arrive(self) -> int:
         """Count one chat request; returns its number (from 1)."""
@@ -66,6 +89,10 @@ class ServerState:
     def next_fault(self) -> str | None:
         with self.lock:
             return self.faults.popleft() if self.faults else None
+
+    def reply(self, body: dict[str, Any], fault: str | None) -> tuple[int, Any]:
+        """(status, JSON body) for one chat request, by `answer` (default `answer_chat`)."""
+        return (self.answer or answer_chat)(self, body, fault)
 
 
 def stage1_reply(category: str) -> str:
@@ -128,10 +155,17 @@ def answer_chat(state: ServerState, body: dict[str, Any], fault: str | None) -> 
         ]
     elif fault == "content-int":
         message["content"] = 42
+    elif fault == "loop":
+        message["content"] = "A dog barks in the yard. " + "la " * 290
+    elif fault in ("huge", "huge-chunked"):  # junk a post-processing check rejects (a leak)
+        message["content"] = "The spectrogram shows a hum." + " la" * (state.huge_bytes // 3)
     usage = {"prompt_tokens": 100 + stage, "completion_tokens": 20 + stage, "total_tokens": 122}
     if fault == "usage-negative":
         usage = {"prompt_tokens": -1_000_000, "completion_tokens": 20, "total_tokens": -999_980}
-    choices: Any = [{"index": 0, "message": message, "finish_reason": "stop"}]
+    finish = "length" if fault == "loop" else "stop"
+    if fault == "loop":
+        usage["completion_tokens"] = 300
+    choices: Any = [{"index": 0, "message": message, "finish_reason": finish}]
     if fault == "message-str":
         choices[0]["message"] = reply
     elif fault == "choices-object":
@@ -165,6 +199,60 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _raw(self, data: bytes, pause_s: float = 0.0) -> bool:
+        """Write bytes as they are (one at a time with `pause_s` between); False once the client
+        is gone or the server stops."""
+        pieces = [data[i : i + 1] for i in range(len(data))] if pause_s else [data]
+        for piece in pieces:
+            if self.state.stopped.is_set():
+                return False
+            try:
+                self.wfile.write(piece)
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                return False
+            with self.state.lock:
+                self.state.bytes_sent += len(piece)
+            if pause_s:
+                time.sleep(pause_s)
+        return True
+
+    def _hostile(self, fault: str, body: dict[str, Any]) -> None:
+        """The hostile answers (see the module docstring); the connection closes after each."""
+        self.close_connection = True
+        pause = self.state.trickle_s
+        payload = json.dumps(self.state.reply(body, fault)[1]).encode()
+        head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        if fault == "trickle":
+            self._raw(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload, pause)
+        elif fault == "trickle-body":
+            self._raw(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode())
+            self._raw(payload, pause)
+        elif fault == "trickle-forever":  # chunked: no length to refuse it by
+            if self._raw(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode()):
+                while self._raw(b"1\r\n \r\n") and not self.state.stopped.wait(pause):
+                    pass
+        elif fault == "huge":
+            self._raw(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        elif fault in ("huge-chunked", "endless"):
+            self._raw(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+            if fault == "huge-chunked":
+                for start in range(0, len(payload), 65536):
+                    piece = payload[start : start + 65536]
+                    if not self._raw(b"%x\r\n%s\r\n" % (len(piece), piece)):
+                        return
+                self._raw(b"0\r\n\r\n")
+            else:
+                filler = b" " * 65536
+                while self._raw(b"%x\r\n%s\r\n" % (len(filler), filler)):
+                    pass
+        elif fault == "gzip":
+            packed = gzip.compress(payload)
+            self._raw(
+                f"{head}Content-Encoding: gzip\r\nContent-Length: {len(packed)}\r\n\r\n".encode()
+                + packed
+            )
 
     def _authorised(self) -> bool:
         with self.state.lock:
@@ -225,11 +313,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, {"error": {"message": "boom"}})
         elif fault == "timeout":
             time.sleep(self.state.timeout_sleep_s)
-            self._send(200, answer_chat(self.state, body, None)[1])
+            self._send(200, self.state.reply(body, None)[1])
         elif fault == "malformed":
             self._send(200, b'{"id": "chatcmpl-x", "choices": [')
+        elif fault in HOSTILE:
+            self._hostile(fault, body)
         else:
-            status, payload = answer_chat(self.state, body, fault)
+            status, payload = self.state.reply(body, fault)
             self._send(status, payload)
 
     def _upload(self, raw: bytes) -> None:
@@ -281,7 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
                 outputs.append({"id": "r", "error": None, "response": {"status_code": 200}})
                 outputs.append("}{ not json")
                 continue
-            status, payload = answer_chat(self.state, request["body"], fault)
+            status, payload = self.state.reply(request["body"], fault)
             outputs.append(
                 {
                     "id": "r",
@@ -354,6 +444,7 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.state.stopped.set()
         self.state.release.set()
         self._httpd.shutdown()
         self._httpd.server_close()

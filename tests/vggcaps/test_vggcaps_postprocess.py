@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 
 from multi2cap.vggcaps import postprocess as pp
@@ -77,3 +80,55 @@ def test_postprocess_cleans_then_accepts_or_rejects_per_stage() -> None:
     assert pp.postprocess(visual, "dog barking", 1).reason.startswith("refers to visual")
     assert pp.postprocess(visual, "dog barking", 2).caption == visual
     assert pp.postprocess(None, "x", 2).reason == "empty output"
+
+
+# ------------------------------------------------------------------ linear on hostile input
+
+
+def _collapse_quadratic(sentence: str, longest: int = 6) -> str:
+    """The first `_collapse_repeated_ngrams` (deleting in place), kept as the oracle."""
+    words = sentence.split(" ")
+    keys = [re.sub(r"\W", "", w).lower() for w in words]
+    changed = True
+    while changed:
+        changed = False
+        for n in range(min(longest, len(words) // 2), 0, -1):
+            i = 0
+            while i + 2 * n <= len(words):
+                if all(keys[i : i + n]) and keys[i : i + n] == keys[i + n : i + 2 * n]:
+                    del words[i + n : i + 2 * n], keys[i + n : i + 2 * n]
+                    changed = True
+                else:
+                    i += 1
+    return " ".join(words)
+
+
+def _random_caption(rng: random.Random) -> str:
+    """A caption-like word sequence with stutters: phrases of 1-7 words said 2-4 times."""
+    vocab = "a dog barks loudly the engine roars , rain falls on tin roof . birds sing -- A Dog"
+    words = [rng.choice(vocab.split()) for _ in range(rng.randint(0, 40))]
+    for _ in range(rng.randint(0, 4)):
+        at, length = rng.randint(0, len(words)), rng.randint(1, 7)
+        words[at:at] = words[at : at + length] * rng.randint(1, 3)
+    return " ".join(words)
+
+
+def test_the_linear_collapse_equals_the_first_one_on_captions() -> None:
+    rng = random.Random(26)
+    for _ in range(1000):
+        text = _random_caption(rng)
+        assert pp._collapse_repeated_ngrams(text) == _collapse_quadratic(text), text
+
+
+def test_a_one_megabyte_loop_cut_at_the_token_cap_is_rejected() -> None:
+    looping = "A dog barks in the yard. " + "la " * 333_000  # ~1 MB
+    outcome = pp.postprocess(looping, "dog barking", 1, cut_at_token_cap=True)
+    assert outcome.caption is None and outcome.reason is not None
+    assert outcome.reason.startswith("cut off at the token cap while repeating itself")
+    # not cut at the cap: the same loop is cleaned as before (and stays a rejection elsewhere)
+    assert pp.postprocess("A dog barks in the yard. la la la la la", "x", 1).caption == (
+        "A dog barks in the yard. la."
+    )
+    # a stutter in a caption cut at the cap is no loop
+    stutter = pp.postprocess("A dog barks barks in the sunny yard", "x", 1, cut_at_token_cap=True)
+    assert stutter.caption == "A dog barks in the sunny yard."

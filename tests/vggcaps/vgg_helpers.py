@@ -64,3 +64,18 @@ def clip_items(n: int) -> list[tuple[str, str]]:
     categories = ["dog barking", "playing violin", "rain falling", "car engine idling"]
     ids = [f"-x{i:09d}"[:11] if i == 0 else f"yt{i:09d}" for i in range(n)]
     return [(f"{ytid}_{10 * i:06d}", categories[i % 4]) for i, ytid in enumerate(ids)]
+
+
+def make_videos(folder: Path, items: list[tuple[str, str]], csv_path: Path) -> None:
+    """Small real mp4 clips (a still picture over a 1-s tone with a burst, h264 + AAC) named
+    `{id}.mp4` in `folder` for (id, category) pairs, and their CSV `id,category` at
+    `csv_path`."""
+    from multi2cap.media.video import mux_image_audio_to_mp4
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, (clip_id, _) in enumerate(items):
+        wave = tone_with_bursts(300.0 + 200.0 * index, [0.4], seconds=1.0)
+        picture = Image.new("RGB", (64, 48), ((60 * index) % 256, 120, 200))
+        mux_image_audio_to_mp4(picture, wave, SAMPLE_RATE, folder / f"{clip_id}.mp4")
+    rows = "".join(f"{clip_id},{category}\n" for clip_id, category in items)
+    csv_path.write_text("id,category\n" + rows, encoding="utf-8")

@@ -1,5 +1,6 @@
-"""Ablation runners: K sweep (paper Table 5), alpha/beta grid (Table 8), augmentation on/off
-(Table 9) and visual grounding vs the audio-only baseline over seeds.
+"""Ablation runners: alpha/beta grid (Table 8), augmentation on/off (Table 9) and visual
+grounding vs the audio-only baseline over seeds; the K sweep (Table 5) with its cost
+measurements is `multi2cap.analysis.k_sweep`, on the same cells.
 
 Every runner is a list of *cells*; a cell is one training run (pre-training from a base recipe,
 then optionally audio-only fine-tuning from its final checkpoint) with a few recipe overrides,
@@ -19,9 +20,7 @@ architecture comes from the pre-trained checkpoint through `init_from`).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,10 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 from torch.utils.data import DataLoader
-from torch.utils.flop_counter import FlopCounterMode
 
 from multi2cap.analysis.probe_tables import format_cell, markdown_table, write_table
 from multi2cap.data.dataset import CaptionDataset, collate_captions
@@ -40,19 +36,10 @@ from multi2cap.data.manifest import read_manifest
 from multi2cap.io import atomic_write_text, write_jsonl
 from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.metrics import PAPER_LABELS, higher_is_better
-from multi2cap.model.config import CONFIG_FILE, Multi2CapConfig
+from multi2cap.model.config import CONFIG_FILE
 
 DEFAULT_METRICS = ("bleu_1", "bleu_4", "rouge_l", "meteor", "cider_d", "spice")
 
-#: Paper Table 5 (K; CIDEr VggCaps, CIDEr Clotho, V-CLS R@1, GFLOPs, latency ms). The last row's K
-#: is missing from the published table.
-PAPER_TABLE5 = (
-    ("1", 53.5, 51.7, 66.3, 0.67, 23.2),
-    ("4", 54.2, 52.5, 71.8, 0.77, 24.7),
-    ("16", 54.1, 52.6, 71.6, 1.18, 28.8),
-    ("64", 53.7, 52.1, 71.3, 2.83, 34.3),
-    ("(not given)", 53.4, 51.8, 70.7, 9.72, 41.9),
-)
 #: Paper Table 8: alpha -> beta -> (CIDEr, SPICE), x100.
 PAPER_TABLE8_BETAS = (0.01, 0.02, 0.05, 0.09, 0.10)
 PAPER_TABLE8 = {
@@ -93,7 +80,8 @@ class AblationSpec:
     `overrides` (dotted `key=value`, see `multi2cap.train.load_train_config`) apply to both
     stages, e.g. the data manifests; `finetune_recipe` None = pre-training only, evaluating its
     final checkpoint. `metrics` are evaluated with unavailable ones recorded, not fatal.
-    `num_beams` / `max_new_tokens` None = the model's generation defaults."""
+    `num_beams` / `max_new_tokens` None = the model's generation defaults. `backbones`: where
+    given checkpoints' backbones are on this machine (`Multi2Cap.from_pretrained`)."""
 
     eval_manifest: Path
     pretrain_recipe: Path | None = None
@@ -105,6 +93,7 @@ class AblationSpec:
     max_new_tokens: int | None = None
     batch_size: int = 8
     device: str = "cpu"
+    backbones: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -231,7 +220,7 @@ def caption_metrics(
     records = [r for r in read_manifest(spec.eval_manifest) if r.captions]
     if not records:
         raise ValueError(f"{spec.eval_manifest}: no record with reference captions to evaluate")
-    model = Multi2Cap.from_pretrained(checkpoint, device=spec.device)
+    model = Multi2Cap.from_pretrained(checkpoint, device=spec.device, backbones=spec.backbones)
     loader = DataLoader(
         CaptionDataset(records, train=False),
         batch_size=spec.batch_size,
@@ -263,222 +252,15 @@ def caption_metrics(
     return metrics, dict(result.unavailable)
 
 
-# ---------------------------------------------------------------------------------- K sweep
-@dataclass
-class CostSettings:
-    """Where and how `measure_cost` times and counts: one clip of `seconds` (cropped or
-    zero-padded), `warmup` untimed then `runs` timed captioning calls (greedy, at most
-    `max_new_tokens`; None = the model's default)."""
-
-    probe_manifest: Path
-    seconds: float = 10.0
-    warmup: int = 2
-    runs: int = 5
-    max_new_tokens: int | None = None
-    device: str = "cpu"
-    batch_size: int = 16
-
-
-def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
-    """V-CLS R@1 of g_hat, FLOPs of the grounding path and of the audio-only prefill, and
-    captioning latency, for one checkpoint (see docs/probes.md for the exact scopes).
-
-    - `vcls_r1`: R@1 (%) of g_hat against V_cls over `probe_manifest` (Table 4's g_hat row).
-    - `gflops_grounding`: `torch.utils.flop_counter` count of segment pooling + AVGrounding (g) +
-      VFR (g_hat) + Ground Adapter for one clip, given the encoder's tokens and the CLIP patches.
-    - `gflops_prefill`: the audio-only forward of one clip with an empty caption (CED encoder,
-      VFR, adapter and one LLM pass over prompt + prefix + EOS).
-    - `latency_ms`: median wall time of `Multi2Cap.caption` on the clip after warm-up.
-    """
-    from multi2cap.analysis.probes import (
-        collect_probe_set,
-        load_probe_model,
-        recall_at,
-        retrieval_ranks,
-    )
-
-    records = read_manifest(settings.probe_manifest)
-    model = load_probe_model(checkpoint, device=settings.device)
-    probe = collect_probe_set(model, records, batch_size=settings.batch_size)
-    ranks = retrieval_ranks(probe.shared["g_hat"], probe.shared["v_cls"][:, 0])
-
-    dataset = CaptionDataset(
-        records[:1], train=False, with_images=True, image_size=model.vision.image_size
-    )
-    item = dataset[0]
-    if item is None:
-        raise ValueError(f"{records[0].audio}: unreadable, cannot time the model on it")
-    n = round(settings.seconds * 16000)
-    wave = torch.zeros(n)
-    wave[: min(n, item["length"])] = item["audio"][:n]
-    audio = wave.unsqueeze(0).to(model.device)
-    lengths = torch.tensor([n])
-    image = item["image"].unsqueeze(0).to(model.device)
-    with torch.no_grad():
-        tokens, mask = model.encode_audio(audio, lengths)
-        patches = model.vision(image).patches
-        gflops_grounding = grounding_path_flops(
-            model.grounding, model.vfr, model.adapter, tokens, mask, patches, model.config.k
-        )
-        batch = {"audio": audio, "audio_lengths": lengths, "captions": [""]}
-        with FlopCounterMode(display=False) as prefill_count:
-            model(batch, "finetune")
-    times = []
-    for i in range(settings.warmup + settings.runs):
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model.caption(
-            [wave], sampling_rate=SAMPLE_RATE, num_beams=1, max_new_tokens=settings.max_new_tokens
-        )
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= settings.warmup:
-            times.append(1000.0 * (time.perf_counter() - start))
-    return {
-        "vcls_r1": recall_at(ranks, 1),
-        "gflops_grounding": gflops_grounding / 1e9,
-        "gflops_prefill": prefill_count.get_total_flops() / 1e9,
-        "latency_ms": statistics.median(times),
-        "latency_runs": len(times),
-        "device": _device_name(model.device),
-        "cost_clip_seconds": settings.seconds,
-    }
-
-
-@torch.no_grad()
-def grounding_path_flops(
-    grounding: Any,
-    vfr: Any,
-    adapter: Any,
-    tokens: Tensor,
-    mask: Tensor,
-    patches: Tensor,
-    k: int,
-) -> int:
-    """FLOPs (`FlopCounterMode` count) of segment pooling, AV-grounding (g), the VFR (g_hat) and
-    the Ground Adapter for CED tokens `(B, T, d_a)` with `mask (B, T)` and CLIP patches
-    `(B, P, d_v)`, K segments."""
-    from multi2cap.model.grounding import segment_weights
-
-    with FlopCounterMode(display=False) as counter:
-        weights = segment_weights(mask, k)
-        grounding(tokens, mask, patches, weights)
-        g_hat = vfr(tokens, weights)
-        adapter(tokens, mask, g_hat)
-    return int(counter.get_total_flops())
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def k_cells(ks: Sequence[int]) -> list[Cell]:
-    """One cell per K (`model.k=K`)."""
-    return [Cell(f"k_{k}", {"k": k}, [f"model.k={k}"]) for k in ks]
-
-
-def evaluate_checkpoints(
-    spec: AblationSpec,
-    checkpoints: Sequence[Path],
-    out_dir: Path,
-    *,
-    measure: Callable[[Path], dict[str, Any]] | None = None,
-    log: Log | None = None,
-) -> list[CellResult]:
-    """The K-sweep table from given checkpoints instead of training (K read from each config);
-    results are cached in `<out>/cells/k_<K>_<hash of the checkpoint path>/result.json` like
-    trained cells."""
-
-    say = log or (lambda _: None)
-    results = []
-    for i, checkpoint in enumerate(checkpoints, 1):
-        config = Multi2CapConfig.load(Path(checkpoint) / CONFIG_FILE)
-        digest = hashlib.sha1(str(Path(checkpoint).resolve()).encode()).hexdigest()[:8]
-        name = f"k_{config.k}_{digest}"
-        done = out_dir / "cells" / name / RESULT_FILE
-        if done.is_file():
-            say(f"checkpoint {i}/{len(checkpoints)} {checkpoint}: evaluated earlier, skipped")
-            results.append(CellResult(**json.loads(done.read_text(encoding="utf-8"))))
-            continue
-        say(f"checkpoint {i}/{len(checkpoints)} {checkpoint}: evaluating")
-        metrics, unavailable = caption_metrics(
-            Path(checkpoint), spec, captions_path=done.parent / "captions.jsonl"
-        )
-        result = CellResult(
-            name=name,
-            labels={"k": config.k},
-            checkpoint=str(checkpoint),
-            pretrain_checkpoint=str(checkpoint),
-            metrics=metrics,
-            unavailable=unavailable,
-            extra=measure(Path(checkpoint)) if measure is not None else {},
-        )
-        atomic_write_text(done, json.dumps(asdict(result), indent=2) + "\n")
-        results.append(result)
-    return results
-
-
-def _x100(key: str, value: float | None) -> float | None:
+# ---------------------------------------------------------------------------------- helpers
+def x100(key: str, value: float | None) -> float | None:
     """Printed scale: metrics x100 as the paper prints them (vocab is a count)."""
     if value is None or key == "vocab":
         return value
     return 100.0 * value
 
 
-def write_k_sweep(results: Sequence[CellResult], out_dir: Path) -> list[Path]:
-    """`k_sweep.csv` (raw values) and `k_sweep.md` (x100, with the paper's Table 5)."""
-    results = sorted(results, key=lambda r: r.labels["k"])
-    metric_keys = _metric_keys(results)
-    cost_keys = ("vcls_r1", "gflops_grounding", "gflops_prefill", "latency_ms")
-    rows = [
-        {"k": r.labels["k"], **r.metrics, **{c: r.extra.get(c) for c in cost_keys}} for r in results
-    ]
-    columns = ["k", *metric_keys, *cost_keys]
-    devices = sorted({str(r.extra.get("device")) for r in results})
-    table = markdown_table(
-        [
-            "K",
-            *(PAPER_LABELS.get(m, m) for m in metric_keys),
-            "V-CLS R@1",
-            "GFLOPs grounding",
-            "GFLOPs prefill",
-            "Latency (ms)",
-        ],
-        [
-            [
-                r.labels["k"],
-                *(_x100(m, r.metrics.get(m)) for m in metric_keys),
-                r.extra.get("vcls_r1"),
-                _fmt_small(r.extra.get("gflops_grounding")),
-                _fmt_small(r.extra.get("gflops_prefill")),
-                r.extra.get("latency_ms"),
-            ]
-            for r in results
-        ],
-    )
-    paper = markdown_table(
-        ["K", "CIDEr VggCaps", "CIDEr Clotho", "V-CLS R@1", "FLOPs (G)", "Latency (ms)"],
-        [list(row) for row in PAPER_TABLE5],
-        digits=2,
-    )
-    md = (
-        "# Number of ground tokens K (Table 5)\n\n"
-        "Caption metrics x100 (audio only); V-CLS R@1 = R@1 (%) of g_hat against V_cls; FLOPs "
-        "counted with torch.utils.flop_counter for one clip; latency = median captioning time "
-        f"per clip after warm-up on {', '.join(devices)}.\n\n{table}\n{PAPER_NOTE}\n\n{paper}"
-    )
-    return write_table(out_dir, "k_sweep", columns, rows, md)
-
-
-def _fmt_small(value: float | None) -> str | None:
-    """GFLOPs of tiny models are far below 0.1: print three significant digits."""
-    return None if value is None else f"{value:.3g}"
-
-
-def _metric_keys(results: Sequence[CellResult]) -> list[str]:
+def metric_keys(results: Sequence[CellResult]) -> list[str]:
     keys: list[str] = []
     for r in results:
         keys += [k for k in r.metrics if k not in keys]
@@ -509,7 +291,7 @@ def write_grid(
     alphas = sorted({r.labels["alpha"] for r in results})
     betas = sorted({r.labels["beta"] for r in results})
     by_cell = {(r.labels["alpha"], r.labels["beta"]): r for r in results}
-    metric_keys = _metric_keys(results)
+    keys = metric_keys(results)
     rows = [{"alpha": r.labels["alpha"], "beta": r.labels["beta"], **r.metrics} for r in results]
     body = []
     for a in alphas:
@@ -517,7 +299,7 @@ def write_grid(
         for b in betas:
             r = by_cell.get((a, b))
             line.append(
-                " / ".join(format_cell(_x100(m, r.metrics.get(m))) for m in table_metrics)
+                " / ".join(format_cell(x100(m, r.metrics.get(m))) for m in table_metrics)
                 if r is not None
                 else "–"
             )
@@ -532,7 +314,7 @@ def write_grid(
         f"# alpha / beta grid (Table 8)\n\nEach cell: {labels} (x100, audio-only evaluation).\n\n"
         f"{table}\n{PAPER_NOTE} Paper cells: CIDEr / SPICE.\n\n{paper}"
     )
-    return write_table(out_dir, "grid", ["alpha", "beta", *metric_keys], rows, md)
+    return write_table(out_dir, "grid", ["alpha", "beta", *keys], rows, md)
 
 
 def augment_cells() -> list[Cell]:
@@ -546,7 +328,7 @@ def augment_cells() -> list[Cell]:
 def write_augment(results: Sequence[CellResult], out_dir: Path) -> list[Path]:
     """`augment.csv` / `augment.md`: one row per metric, columns without / with (x100)."""
     by_flag = {bool(r.labels["augment"]): r for r in results}
-    keys = _metric_keys(results)
+    keys = metric_keys(results)
     rows = [
         {
             "metric": k,
@@ -558,8 +340,8 @@ def write_augment(results: Sequence[CellResult], out_dir: Path) -> list[Path]:
     body = [
         [
             PAPER_LABELS.get(r["metric"], r["metric"]),
-            _x100(r["metric"], r["without"]),
-            _x100(r["metric"], r["with"]),
+            x100(r["metric"], r["without"]),
+            x100(r["metric"], r["with"]),
         ]
         for r in rows
     ]
@@ -617,7 +399,7 @@ def compare_arms(results: Sequence[CellResult]) -> list[Comparison]:
         arms[r.labels["arm"]][int(r.labels["seed"])] = r
     seeds = sorted(set(arms["grounding"]) & set(arms["baseline"]))
     out = []
-    for metric in _metric_keys(results):
+    for metric in metric_keys(results):
         pairs = [
             (s, arms["grounding"][s].metrics.get(metric), arms["baseline"][s].metrics.get(metric))
             for s in seeds

@@ -38,7 +38,7 @@ from multi2cap.analysis.text_stats import (
     mean_caption_metrics,
 )
 from multi2cap.data.manifest import ManifestRecord, read_manifest
-from multi2cap.io import atomic_write_text
+from multi2cap.io import atomic_write_text, make_folder
 
 TABLE1_METRICS = (
     "rows",
@@ -409,10 +409,10 @@ def write_dataset_report(
         raise ValueError("give at least one manifest")
     ratings_list = read_ratings(ratings) if ratings is not None else None
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    all_records = [read_manifest(path) for path in paths]  # bad input fails before any write
+    make_folder(out)
     tagger = pos.default_tagger()
     say("part-of-speech data: " + (str(pos.lexicon_dir()) if tagger else "none (content words)"))
-    all_records = [read_manifest(path) for path in paths]
     names = unique_names(
         [_dataset_name(r, p) for r, p in zip(all_records, paths, strict=True)], paths
     )
@@ -444,7 +444,7 @@ def write_dataset_report(
             report.mos.item_means,
             report.mos.mos,
             (report.mos.ci_low, report.mos.ci_high),
-            report.mos.interval_text(),
+            report.mos.headline(),
             out / "figure4",
         )
         figure4 = {"png": "figure4.png"}

@@ -1,14 +1,17 @@
 """Human ratings of captions (paper Figure 4): MOS with its 95 % CI and inter-rater agreement.
 
 Ratings come as a CSV with the columns `rater,item,score` (extra columns are ignored), one row per
-judgement, scores integers 1-5. Rows whose optional `gold` column is 1 are attention checks (the
-`human export` of a study with gold items) and are left out.
+judgement, scores integers 1-5, or as JSON lines with those keys (`human export` writes both:
+`ratings.jsonl` holds the exact values, `ratings.csv` is for spreadsheets, see docs/human.md).
+Rows whose optional `gold` column is 1 are attention checks (the `human export` of a study with
+gold items) and are left out. An optional `system` column names the system whose caption was
+rated (a system-MOS study): one MOS is the MOS of one system, `analysis.systems` compares them.
 
 - **MOS** is the mean of the per-item mean scores (equal to the mean of all ratings when every
   rater scored every item, the paper's design). Items are the sampled units, so the 95 %
   confidence interval is Student's t over the item means: MOS +- t(0.975, I-1) sd / sqrt(I),
-  truncated to the 1-5 scale (no mean can lie outside it; with few items or a MOS near an end
-  the t interval would, e.g. 4.0 +- 2.15 over 3 items) and marked `ci_truncated` when it was.
+  cut to the scale [1, 5] (the MOS cannot lie outside it, so the cut interval covers it at least
+  as often; the figure and report then show the interval, not a +-).
 - **Agreement** is Krippendorff's alpha (Krippendorff 2004, *Content Analysis*, ch. 11; the
   coincidence-matrix computation of Krippendorff 2011, "Computing Krippendorff's alpha
   reliability") with the ordinal difference function, the right one for a 1-5 opinion scale; it
@@ -18,6 +21,7 @@ judgement, scores integers 1-5. Rows whose optional `gold` column is 1 are atten
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections import Counter, defaultdict
@@ -40,6 +44,7 @@ class Rating:
     rater: str
     item: str
     score: int
+    system: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,35 +55,90 @@ class MosSummary:
     n_items: int
     n_raters: int
     mos: float
-    ci_low: float  # the interval, within SCORE_RANGE
+    ci_low: float
     ci_high: float
     item_means: list[float]
     score_counts: dict[int, int]
     alpha_ordinal: float
     alpha_interval: float
     rater_means: dict[str, float] = field(default_factory=dict)
-    ci_half_width: float = float("nan")  # Student's t half-width, before truncation
-    ci_truncated: bool = False  # the t interval reached past 1 or 5 and was cut there
 
-    def interval_text(self) -> str:
-        """ "MOS 4.12 ± 0.10 (95 % CI [4.02, 4.22])", or with a truncated interval its bounds
-        only ("± h" would reach outside the scale)."""
-        bounds = f"[{self.ci_low:.2f}, {self.ci_high:.2f}]"
-        if self.ci_truncated:
-            low, high = SCORE_RANGE
+    @property
+    def ci_half_width(self) -> float:
+        """Half the interval's width (of the interval as cut to the scale)."""
+        return (self.ci_high - self.ci_low) / 2
+
+    @property
+    def ci_cut(self) -> bool:
+        """Whether the t interval reached past 1 or 5 and was cut there: then it is not
+        symmetric, or (a MOS of 3 whose interval reached past both ends) it is the whole scale."""
+        if math.isnan(self.ci_low):
+            return False
+        whole_scale = (self.ci_low, self.ci_high) == SCORE_RANGE
+        return whole_scale or not math.isclose(
+            self.mos - self.ci_low, self.ci_high - self.mos, abs_tol=1e-9
+        )
+
+    def headline(self) -> str:
+        """`MOS 4.10 ± 0.09 (95 % CI)`, or the interval itself when it was cut to the scale."""
+        if self.ci_cut:
             return (
-                f"MOS {self.mos:.2f} (95 % CI {bounds}, Student's t cut at the {low}-{high} scale)"
+                f"MOS {self.mos:.2f} (95 % CI [{self.ci_low:.2f}, {self.ci_high:.2f}], cut to "
+                "the 1-5 scale)"
             )
-        return f"MOS {self.mos:.2f} ± {self.ci_half_width:.2f} (95 % CI {bounds})"
+        return f"MOS {self.mos:.2f} ± {self.ci_half_width:.2f} (95 % CI)"
 
 
 def read_ratings(path: str | os.PathLike[str]) -> list[Rating]:
-    """Read a ratings CSV; a bad header, score or duplicate raises ValueError naming file and line."""
+    """Read a ratings CSV or JSONL file (`.jsonl`); a bad header, score or duplicate raises
+    ValueError naming the file and line."""
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"ratings file not found: {source}")
     ratings: list[Rating] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
+    for line, row in _rating_rows(source):
+        if str(row.get("gold") or "").strip() in ("1", "true", "True"):
+            continue
+        rater, item, raw = (str(row.get(c) or "").strip() for c in REQUIRED_COLUMNS)
+        system = str(row.get("system") or "").strip()
+        if not rater or not item:
+            raise ValueError(f"{source}:{line}: empty rater or item")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{source}:{line}: score {raw!r} is not a number") from None
+        if not value.is_integer() or not SCORE_RANGE[0] <= value <= SCORE_RANGE[1]:
+            raise ValueError(f"{source}:{line}: score {raw!r} is not an integer in 1-5")
+        if (rater, item, system) in seen:
+            of = f" of system {system!r}" if system else ""
+            raise ValueError(f"{source}:{line}: rater {rater!r} rated item {item!r}{of} twice")
+        seen.add((rater, item, system))
+        ratings.append(Rating(rater, item, int(value), system))
+    if not ratings:
+        raise ValueError(f"{source}: no ratings")
+    return ratings
+
+
+def _rating_rows(source: Path) -> list[tuple[int, dict[str, object]]]:
+    """(line, row) of a ratings file: JSON lines for `.jsonl`, else CSV with a header."""
+    if source.suffix.lower() == ".jsonl":
+        rows = []
+        with open(source, encoding="utf-8-sig") as handle:
+            for line, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{source}:{line}: invalid JSON ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{source}:{line}: expected a JSON object per line")
+                missing = [c for c in REQUIRED_COLUMNS if c not in row]
+                if missing:
+                    raise ValueError(f"{source}:{line}: lacks key(s) {missing}")
+                rows.append((line, row))
+        return rows
     with open(source, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = [name.strip() for name in reader.fieldnames or []]
@@ -86,25 +146,7 @@ def read_ratings(path: str | os.PathLike[str]) -> list[Rating]:
         if missing:
             raise ValueError(f"{source}: header lacks column(s) {missing}; need {REQUIRED_COLUMNS}")
         reader.fieldnames = header
-        for line, row in enumerate(reader, start=2):
-            if str(row.get("gold") or "").strip() in ("1", "true", "True"):
-                continue
-            rater, item, raw = (str(row.get(c) or "").strip() for c in REQUIRED_COLUMNS)
-            if not rater or not item:
-                raise ValueError(f"{source}:{line}: empty rater or item")
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(f"{source}:{line}: score {raw!r} is not a number") from None
-            if not value.is_integer() or not SCORE_RANGE[0] <= value <= SCORE_RANGE[1]:
-                raise ValueError(f"{source}:{line}: score {raw!r} is not an integer in 1-5")
-            if (rater, item) in seen:
-                raise ValueError(f"{source}:{line}: rater {rater!r} rated item {item!r} twice")
-            seen.add((rater, item))
-            ratings.append(Rating(rater, item, int(value)))
-    if not ratings:
-        raise ValueError(f"{source}: no ratings")
-    return ratings
+        return [(line, dict(row)) for line, row in enumerate(reader, start=2)]
 
 
 def krippendorff_alpha(
@@ -148,37 +190,51 @@ def krippendorff_alpha(
     return 1.0 - observed / expected
 
 
+def mean_interval(
+    values: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+) -> tuple[float, float, float]:
+    """(mean, low, high): Student's t interval of the mean of `values`, cut to `bounds` when
+    given (a mean of values inside the bounds lies inside them). NaN bounds for one value."""
+    array = np.asarray(values, dtype=np.float64)
+    mean = float(array.mean())
+    if len(array) < 2:
+        return mean, float("nan"), float("nan")
+    sem = float(array.std(ddof=1)) / math.sqrt(len(array))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(array) - 1)) * sem
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high
+
+
 def summarize_ratings(ratings: Sequence[Rating], confidence: float = 0.95) -> MosSummary:
     """MOS, its confidence interval over items, score counts and Krippendorff's alpha."""
     if not ratings:
         raise ValueError("no ratings to summarise")
+    systems = sorted({r.system for r in ratings})
+    if len(systems) > 1:
+        raise ValueError(
+            f"ratings of {len(systems)} systems ({', '.join(systems)}): one MOS per system "
+            "(`multi2cap human summary`, `multi2cap.analysis.systems`)"
+        )
     by_item: dict[str, list[int]] = defaultdict(list)
     by_rater: dict[str, list[int]] = defaultdict(list)
     for rating in ratings:
         by_item[rating.item].append(rating.score)
         by_rater[rating.rater].append(rating.score)
     item_means = np.array([np.mean(scores) for scores in by_item.values()])
-    mos = float(item_means.mean())
-    if len(item_means) > 1:
-        sem = float(item_means.std(ddof=1)) / math.sqrt(len(item_means))
-        half = float(stats.t.ppf(0.5 + confidence / 2, len(item_means) - 1)) * sem
-    else:
-        half = float("nan")
+    mos, ci_low, ci_high = mean_interval(item_means, confidence, SCORE_RANGE)
     counts = Counter(r.score for r in ratings)
     units = list(by_item.values())
-    low, high = mos - half, mos + half  # NaN with one item: no interval
-    truncated = low < SCORE_RANGE[0] or high > SCORE_RANGE[1]
-    if truncated:
-        low, high = max(low, SCORE_RANGE[0]), min(high, SCORE_RANGE[1])
     return MosSummary(
         n_ratings=len(ratings),
         n_items=len(by_item),
         n_raters=len(by_rater),
         mos=mos,
-        ci_low=low,
-        ci_high=high,
-        ci_half_width=half,
-        ci_truncated=truncated,
+        ci_low=ci_low,
+        ci_high=ci_high,
         item_means=[float(m) for m in item_means],
         score_counts={s: counts.get(s, 0) for s in range(SCORE_RANGE[0], SCORE_RANGE[1] + 1)},
         alpha_ordinal=krippendorff_alpha(units, "ordinal"),
@@ -193,7 +249,8 @@ def mos_markdown(summary: MosSummary, figure: Mapping[str, str] | None = None) -
         "## Figure 4: human ratings (MOS)",
         "",
         f"- Ratings: {summary.n_ratings} from {summary.n_raters} raters on {summary.n_items} items.",
-        f"- **{summary.interval_text()}**, Student's t over the per-item means.",
+        f"- **{summary.headline()}**: 95 % CI [{summary.ci_low:.2f}, {summary.ci_high:.2f}], "
+        "Student's t over the per-item means, cut to the 1-5 scale.",
         f"- Inter-rater agreement: Krippendorff's alpha (ordinal) = {summary.alpha_ordinal:.3f}; "
         f"(interval) = {summary.alpha_interval:.3f}. 1 = perfect agreement, 0 = chance.",
         "",

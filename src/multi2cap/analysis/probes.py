@@ -1,4 +1,5 @@
-"""Grounding probes of a trained Multi2Cap: semantic fidelity (paper Table 4) and t-SNE (Figure 6).
+"""Grounding probes of a trained Multi2Cap: semantic fidelity (paper Table 4); the t-SNE of the
+same embeddings (Figure 6) is `multi2cap.analysis.tsne`.
 
 For every clip of a manifest with frames, `collect_probe_set` gathers five kinds of embedding:
 
@@ -21,17 +22,18 @@ and `fidelity` scores them (docs/probes.md has the precise definitions):
   (K-averaged, L2-normalised) embedding to the CLIP image embedding of the same frame, fitted with
   two-fold cross-fitting, so every clip is scored by a map that never saw it.
 - **Attention entropy**: each embedding, brought to d_g (a_mean through the grounding's audio
-  projection, V_cls through its visual projection), queries the frame's patch tokens with the
-  grounding cross-attention's learned query/key projections; per head, the softmax over the P
-  patches has entropy H in nats; reported is `H / log P` (0 = one patch, 1 = uniform), averaged
-  over heads, the K tokens and the clips.
+  projection, V_cls through its visual projection), is scored against the frame's patch tokens
+  with the grounding cross-attention's learned query/key projections, the embedding on the audio
+  side (the query under `grounding.pool: time`, the key under `space`); per head, the softmax
+  over the P patches has entropy H in nats; reported is `H / log P` (0 = one patch,
+  1 = uniform), averaged over heads, the K tokens and the clips.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,8 @@ KIND_LABELS = {
     "clip_image": "CLIP image embedding (reference)",
 }
 QUERY_KINDS = ("g", "g_hat", "a_mean", "random")
+#: What the model's own grounding attention normalises over, per `grounding.pool`.
+_OWN_ATTENTION = {"time": "audio steps over patches", "space": "patches over audio steps"}
 DEFAULT_PROMPT = "a photo of {category}"
 
 #: The paper's Table 4 (VggCaps test set, CLIP ViT-L/14, full-size model): R@1, R@5, CLIP score,
@@ -81,8 +85,9 @@ class ProbeSet:
 
     `native[kind]` `(N, Q, d)` and `shared[kind]` `(N, Q, E)` (Q = K for g, g_hat and random, 1
     for a_mean and v_cls; `shared` is the L_align space, not normalised); `entropy[kind]` `(N,)`
-    normalised attention entropy; `grounding_entropy` `(N,)` the same measure for the model's own
-    cross-attention (each audio step over the patches, mean over valid steps).
+    normalised attention entropy; `grounding_entropy` `(N,)` the normalised entropy of the
+    model's own cross-attention along its softmax (`grounding_attention_entropy`); `pool` the
+    model's `grounding.pool`.
     """
 
     ids: list[str]
@@ -94,18 +99,26 @@ class ProbeSet:
     grounding_entropy: np.ndarray
     n_patches: int
     k: int
+    pool: str = "space"
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def load_probe_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Any:
-    """A Multi2Cap checkpoint with its CLIP tower, ready to probe (eval mode).
+def load_probe_model(
+    checkpoint: str | Path,
+    device: str | torch.device = "cpu",
+    backbones: Mapping[str, str] | None = None,
+) -> Any:
+    """A Multi2Cap checkpoint with its CLIP tower, ready to probe (eval mode); `backbones` as
+    in `Multi2Cap.from_pretrained`.
 
     Raises ValueError for the audio-only baseline, which has no grounding tokens."""
     from multi2cap.model.multi2cap import Multi2Cap
 
-    model = Multi2Cap.from_pretrained(checkpoint, load_vision=True, device=device)
+    model = Multi2Cap.from_pretrained(
+        checkpoint, load_vision=True, device=device, backbones=backbones
+    )
     if not model.config.grounding:
         raise ValueError(
             f"{checkpoint} is an audio-only baseline (grounding: false): no g to probe"
@@ -114,18 +127,40 @@ def load_probe_model(checkpoint: str | Path, device: str | torch.device = "cpu")
 
 
 def attention_weights(grounding: AVGrounding, queries: Tensor, patches: Tensor) -> Tensor:
-    """Softmax attention of `queries (B, Q, d_g)` over `patches (B, P, d_v)` with the grounding
-    cross-attention's own query/key projections: `(B, H, Q, P)`, per head (not averaged)."""
+    """Softmax over `patches (B, P, d_v)` of the grounding cross-attention's own query-key
+    scores with each embedding of `queries (B, Q, d_g)` on the audio side: `(B, H, Q, P)`, per
+    head (not averaged). Under `pool: time` the embedding is projected as a query and the
+    patches as keys (exactly the module's attention for audio-token queries); under `space`
+    the patches are the queries and the embedding a key, the module's scores, normalised over
+    the patches instead of over the audio steps."""
     mha = grounding.attn
     heads = mha.num_heads
     head_dim = mha.embed_dim // heads
     w_q, w_k, _ = mha.in_proj_weight.chunk(3)
     b_q, b_k, _ = mha.in_proj_bias.chunk(3)
-    keys = grounding.visual_proj(patches.to(queries.dtype))
+    visual = grounding.visual_proj(patches.to(queries.dtype))
+    audio_side, patch_side = ((w_q, b_q), (w_k, b_k))
+    if grounding.pool == "space":
+        audio_side, patch_side = patch_side, audio_side
     b, q_len, _ = queries.shape
-    q = F.linear(queries, w_q, b_q).view(b, q_len, heads, head_dim).transpose(1, 2)
-    k = F.linear(keys, w_k, b_k).view(b, keys.shape[1], heads, head_dim).transpose(1, 2)
+    q = F.linear(queries, *audio_side).view(b, q_len, heads, head_dim).transpose(1, 2)
+    k = F.linear(visual, *patch_side).view(b, visual.shape[1], heads, head_dim).transpose(1, 2)
     return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(head_dim), dim=-1)
+
+
+def grounding_attention_entropy(attention: Tensor, audio_mask: Tensor, pool: str) -> Tensor:
+    """`(B,)` normalised entropy of the model's own head-averaged grounding attention along
+    the axis it normalises, averaged over its queries: under `time` `attention (B, T, P)`, each
+    valid audio step over the P patches (`/ log P`); under `space` `(B, P, T)`, each patch over
+    the sample's L valid audio steps (`/ log L`, padded steps carry no weight; 0 when L = 1)."""
+    mask = audio_mask.to(attention.dtype)
+    if pool == "time":
+        per_step = normalised_entropy(attention)  # (B, T)
+        return (per_step * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    probs = attention.clamp_min(1e-30)
+    nats = -(attention * probs.log()).sum(dim=-1).mean(dim=1)  # (B,)
+    valid = mask.sum(1)
+    return torch.where(valid > 1, nats / valid.clamp_min(2.0).log(), torch.zeros_like(nats))
 
 
 def normalised_entropy(probs: Tensor) -> Tensor:
@@ -195,9 +230,10 @@ def collect_probe_set(
             _append(parts, f"entropy/{kind}", ent.mean(dim=(1, 2)))
             _append(parts, f"native/{kind}", native[kind])
             _append(parts, f"shared/{kind}", shared[kind])
-        step_ent = normalised_entropy(emb.attention)  # (B, T')
-        mask = emb.audio_mask.to(step_ent.dtype)
-        _append(parts, "grounding", (step_ent * mask).sum(1) / mask.sum(1).clamp_min(1.0))
+        pool = model.config.grounding.pool
+        _append(
+            parts, "grounding", grounding_attention_entropy(emb.attention, emb.audio_mask, pool)
+        )
         ids.extend(batch["ids"])
         if on_batch is not None:
             on_batch(len(ids))
@@ -214,6 +250,7 @@ def collect_probe_set(
         grounding_entropy=arrays["grounding"],
         n_patches=n_patches,
         k=int(model.config.k),
+        pool=str(model.config.grounding.pool),
     )
 
 
@@ -397,6 +434,7 @@ def fidelity(
     settings = {
         "n_clips": n,
         "k": probe.k,
+        "grounding_pool": probe.pool,
         "n_patches": probe.n_patches,
         "retrieval_space": "L_align shared space (align.g_proj / audio_proj / visual_proj)",
         "k_token_score": "mean over the K tokens of the cosine similarity",
@@ -406,8 +444,9 @@ def fidelity(
         "embedding, two-fold cross-fitted",
         "ridge_alpha": ridge_alpha,
         "clip_clips": clip_n,
-        "entropy": "grounding cross-attention query/key projections over the P patch tokens, "
-        "per-head entropy / log(P), mean over heads, tokens and clips",
+        "entropy": "grounding cross-attention query/key projections over the P patch tokens "
+        "(the embedding on the audio side), per-head entropy / log(P), mean over heads, tokens "
+        "and clips",
         "seed": seed,
     }
     return FidelityResult(
@@ -473,13 +512,15 @@ def fidelity_markdown(result: FidelityResult, title: str = "") -> str:
             f"CLIP score = 100·max(cos, 0) with the category prompt '{s['clip_prompt']}' "
             f"({s['clip_model']}, {s['clip_clips']} clips with a category)"
         )
+    own = _OWN_ATTENTION.get(str(s.get("grounding_pool")), "")
     text = [
         f"# Semantic fidelity of the grounding tokens{': ' + title if title else ''}",
         "",
-        f"{result.n} clips, K = {s['k']}, {s['n_patches']} patches. R@k in % (chance R@1 "
+        f"{result.n} clips, K = {s['k']} (grounding.pool: {s.get('grounding_pool')}), "
+        f"{s['n_patches']} patches. R@k in % (chance R@1 "
         f"{result.chance_r1:.1f}, R@5 {result.chance_r5:.1f}); cos to V_cls in the L_align space "
         f"(mean over tokens); {clip_text}; attention entropy normalised to [0, 1]. "
-        f"The model's own grounding attention (audio steps over patches) has entropy "
+        f"The model's own grounding attention ({own}) has entropy "
         f"{result.grounding_entropy:.3f}. Definitions: docs/probes.md.",
         "",
         _markdown_with_digits(columns, body),
@@ -526,75 +567,3 @@ def write_fidelity(result: FidelityResult, out_dir: Path, title: str = "") -> li
     }
     atomic_write_text(out_dir / "fidelity.json", json.dumps(summary, indent=2) + "\n")
     return [*files, out_dir / "fidelity.json"]
-
-
-def tsne_coordinates(
-    probe: ProbeSet, *, seed: int = 0, perplexity: float | None = None
-) -> tuple[np.ndarray, list[str], list[int]]:
-    """2-D t-SNE of the five kinds in the L_align shared space.
-
-    Each clip contributes one point per kind (K tokens averaged, then L2-normalised), so the
-    distances are cosine-like. Returns `(coords (5N, 2), kinds, clip row index)`; perplexity
-    defaults to min(30, (5N - 1) / 3)."""
-    from sklearn.manifold import TSNE
-
-    points = np.concatenate([pooled(probe.shared[k]) for k in KINDS])
-    kinds = [k for k in KINDS for _ in range(len(probe))]
-    rows = [i for _ in KINDS for i in range(len(probe))]
-    if perplexity is None:
-        perplexity = min(30.0, max(1.0, (len(points) - 1) / 3))
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-    return tsne.fit_transform(points.astype(np.float64)), kinds, rows
-
-
-def write_tsne(
-    probe: ProbeSet,
-    out_dir: Path,
-    *,
-    by_category: bool = False,
-    seed: int = 0,
-    perplexity: float | None = None,
-) -> list[Path]:
-    """`tsne.csv` (id, kind, category, x, y) and `tsne.png`/`.svg`: points coloured by kind, and
-    with `by_category` a second panel coloured by category (marker by kind)."""
-    import matplotlib.pyplot as plt
-
-    from multi2cap.analysis.figures import save_figure
-
-    coords, kinds, rows = tsne_coordinates(probe, seed=seed, perplexity=perplexity)
-    table = [
-        {
-            "id": probe.ids[i],
-            "kind": kind,
-            "category": probe.categories[i],
-            "x": float(x),
-            "y": float(y),
-        }
-        for (x, y), kind, i in zip(coords, kinds, rows, strict=True)
-    ]
-    columns = ["id", "kind", "category", "x", "y"]
-    counts = markdown_table(["kind", "points"], [[KIND_LABELS[k], len(probe)] for k in KINDS])
-    md = f"# t-SNE of the grounding tokens (Figure 6)\n\nSeed {seed}; see tsne.png.\n\n{counts}"
-    files = write_table(out_dir, "tsne", columns, table, md)
-    panels = 2 if by_category else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5), squeeze=False)
-    markers = dict(zip(KINDS, "o^sxD", strict=True))
-    kinds_arr = np.array(kinds)
-    ax = axes[0][0]
-    for kind in KINDS:
-        sel = kinds_arr == kind
-        ax.scatter(*coords[sel].T, s=14, marker=markers[kind], label=KIND_LABELS[kind])
-    ax.set_title("t-SNE of V_cls and ground-token variants")
-    ax.legend(fontsize=8)
-    if by_category:
-        ax = axes[0][1]
-        cats = [str(probe.categories[i]) for i in rows]
-        names = sorted(set(cats))
-        cmap = plt.get_cmap("tab20", max(len(names), 1))
-        colours = [cmap(names.index(c)) for c in cats]
-        for kind in KINDS:
-            sel = np.flatnonzero(kinds_arr == kind)
-            ax.scatter(*coords[sel].T, s=14, marker=markers[kind], c=[colours[j] for j in sel])
-        ax.set_title("coloured by category (marker = kind)")
-    files += save_figure(fig, out_dir / "tsne")
-    return files

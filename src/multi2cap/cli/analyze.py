@@ -31,7 +31,9 @@ def dataset(
 ) -> None:
     """Table 1, readability and lexical diversity, word clouds and MOS for caption manifests."""
     from multi2cap.analysis.dataset_report import write_dataset_report
+    from multi2cap.io import check_output
 
+    check_output(out, "folder", "--out")
     try:
         with _console.status("analysing captions"):
             report = write_dataset_report(
@@ -46,8 +48,7 @@ def dataset(
         )
     if report.mos is not None:
         _console.print(
-            f"{report.mos.interval_text()}, "
-            f"Krippendorff's alpha (ordinal) {report.mos.alpha_ordinal:.3f}"
+            f"{report.mos.headline()}, Krippendorff's alpha (ordinal) {report.mos.alpha_ordinal:.3f}"
         )
     _console.print(f"wrote {len(report.files)} files to {report.out_dir} (see report.md)")
 

@@ -1,7 +1,7 @@
 """`multi2cap analyze model ...`: grounding probes and ablations of trained Multi2Cap models.
 
-Parsing only; the analyses are `multi2cap.analysis.probes` (fidelity, t-SNE) and
-`multi2cap.analysis.ablations` (K sweep, alpha/beta grid, augmentation, grounding vs baseline).
+Parsing only; the analyses are `multi2cap.analysis.probes` (fidelity), `.tsne` (t-SNE),
+`.k_sweep` (K sweep) and `.ablations` (alpha/beta grid, augmentation, grounding vs baseline).
 Every command writes CSV + markdown tables (and figures) under `--out`.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from multi2cap.cli.backbone_option import BACKBONE_OPTION, backbone_overrides
 from multi2cap.cli.errors import bad_input
 from multi2cap.cli.vocabulary import metrics_help
 
@@ -63,13 +64,21 @@ def _records(manifest: Path) -> list[Any]:
     return records
 
 
-def _probe_set(checkpoint: Path, manifest: Path, batch_size: int, seed: int, device: str) -> Any:
+def _probe_set(
+    checkpoint: Path,
+    manifest: Path,
+    batch_size: int,
+    seed: int,
+    device: str,
+    backbone: list[str] | None,
+) -> Any:
     from rich.progress import Progress
 
     from multi2cap.analysis.probes import collect_probe_set, load_probe_model
 
+    backbones = backbone_overrides(backbone)
     records = _records(manifest)
-    model = load_probe_model(checkpoint, device=device)
+    model = load_probe_model(checkpoint, device=device, backbones=backbones)
     with Progress(console=_console, transient=True) as progress:
         task = progress.add_task("embedding clips", total=len(records))
         return collect_probe_set(
@@ -99,6 +108,7 @@ def fidelity_command(
     seed: int = typer.Option(0, "--seed", help="Seeds the random vectors and the CLIP folds."),
     batch_size: int = _BATCH,
     device: str = _DEVICE,
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Table 4: R@1/R@5 against V_cls, CLIP score and attention entropy of g, g_hat, a_mean and
     random vectors."""
@@ -107,7 +117,7 @@ def fidelity_command(
     if "{category}" not in prompt:
         bad_input("--prompt must contain {category}")
     with _expected_errors():
-        probe = _probe_set(checkpoint, manifest, batch_size, seed, device)
+        probe = _probe_set(checkpoint, manifest, batch_size, seed, device, backbone)
         clip = ClipJointSpace(clip_model, device=device) if clip_model else None
         result = fidelity(probe, clip, prompt=prompt, ridge_alpha=ridge_alpha, seed=seed)
         files = write_fidelity(result, out, title=str(checkpoint))
@@ -129,12 +139,13 @@ def tsne_command(
     seed: int = typer.Option(0, "--seed", help="Seeds t-SNE and the random vectors."),
     batch_size: int = _BATCH,
     device: str = _DEVICE,
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Figure 6: t-SNE of g, g_hat, a_mean, random vectors and V_cls in the L_align space."""
-    from multi2cap.analysis.probes import write_tsne
+    from multi2cap.analysis.tsne import write_tsne
 
     with _expected_errors():
-        probe = _probe_set(checkpoint, manifest, batch_size, seed, device)
+        probe = _probe_set(checkpoint, manifest, batch_size, seed, device, backbone)
         with _console.status("t-SNE"):
             files = write_tsne(
                 probe, out, by_category=by_category, seed=seed, perplexity=perplexity
@@ -212,7 +223,18 @@ def k_sweep_command(
     probe_manifest: Path = typer.Option(
         ..., "--probe-manifest", help="Manifest with frames for V-CLS R@1 and the cost clip."
     ),
-    k: list[int] | None = typer.Option(None, "--k", help="K values to train (repeatable)."),
+    k: list[int] | None = typer.Option(
+        None,
+        "--k",
+        help="K values to train (repeatable); default 1, 4, 16, 64, 256 (the paper's, square "
+        "grids of the patch map) unless --checkpoint is given.",
+    ),
+    pool: str = typer.Option(
+        "space",
+        "--pool",
+        help="grounding.pool of the trained cells: space (the paper's reading, K must be a "
+        "square) or time. Given checkpoints keep their own.",
+    ),
     checkpoint: list[Path] | None = typer.Option(
         None, "--checkpoint", help="Evaluate these checkpoints instead of training (repeatable)."
     ),
@@ -228,24 +250,41 @@ def k_sweep_command(
     latency_runs: int = typer.Option(5, "--latency-runs", min=1, help="Timed runs (median)."),
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs before timing."),
     device: str = _DEVICE,
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
-    """Table 5: caption metrics, V-CLS R@1, FLOPs and latency per K (trained or given)."""
+    """Table 5: caption metrics, V-CLS R@1, FLOPs (with the slope per grounding token beside
+    the paper's) and latency per K (trained or given)."""
     from multi2cap.analysis import ablations as ab
+    from multi2cap.analysis import k_sweep as ks
+    from multi2cap.model.config import GROUNDING_POOLS, is_square
+
+    if pool not in GROUNDING_POOLS:
+        bad_input(f"--pool must be one of {', '.join(GROUNDING_POOLS)}, got {pool!r}")
 
     def build() -> list[Path]:
-        if bool(k) == bool(checkpoint):
-            raise ValueError("give either --k values to train or --checkpoint folders")
-        cost = ab.CostSettings(
+        if k and checkpoint:
+            raise ValueError("give either --k values to train or --checkpoint folders, not both")
+        if pool == "space" and any(not is_square(value) for value in k or ()):
+            raise ValueError(
+                f"--k {', '.join(map(str, k or ()))}: under --pool space every K must be a "
+                "perfect square (1, 4, 16, 64, 256, ...: a sqrt(K) x sqrt(K) pooling of the "
+                "patch grid); --pool time takes any K"
+            )
+        backbones = backbone_overrides(backbone)
+        if backbones and not checkpoint:
+            raise ValueError("--backbone applies to given --checkpoint folders only")
+        cost = ks.CostSettings(
             probe_manifest=probe_manifest,
             seconds=cost_seconds,
             warmup=warmup,
             runs=latency_runs,
             max_new_tokens=max_new_tokens,
             device=device,
+            backbones=backbones,
         )
 
         def measure(path: Path) -> dict[str, Any]:
-            return ab.measure_cost(path, cost)
+            return ks.measure_cost(path, cost)
 
         if checkpoint:
             spec = ab.AblationSpec(
@@ -255,8 +294,9 @@ def k_sweep_command(
                 max_new_tokens=max_new_tokens,
                 batch_size=eval_batch_size,
                 device=device,
+                backbones=backbones,
             )
-            results = ab.evaluate_checkpoints(spec, checkpoint, out, measure=measure, log=_log)
+            results = ks.evaluate_checkpoints(spec, checkpoint, out, measure=measure, log=_log)
         else:
             spec = _spec(
                 recipe,
@@ -270,8 +310,16 @@ def k_sweep_command(
                 eval_batch_size,
                 device,
             )
-            results = ab.run_cells(spec, ab.k_cells(k or []), out, measure=measure, log=_log)
-        return ab.write_k_sweep(results, out)
+            cells = ks.k_cells(k or ks.PAPER_KS, pool)  # type: ignore[arg-type]
+            results = ab.run_cells(spec, cells, out, measure=measure, log=_log)
+        files = ks.write_k_sweep(results, out)
+        slope = ks.sweep_slopes(results)["gflops_grounding"]
+        measured = "n/a (one K)" if slope is None else f"{slope:.3g}"
+        _console.print(
+            f"grounding path: {measured} GFLOPs per grounding token "
+            f"(paper, Table 5: {ks.paper_slope()[0]:.4f})"
+        )
+        return files
 
     _run(build)
 

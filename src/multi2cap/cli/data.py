@@ -14,6 +14,7 @@ from rich.table import Table
 from multi2cap.cli.errors import bad_input
 from multi2cap.data.readers import FORMATS, DatasetFormatError, prepare
 from multi2cap.data.readers.common import NOT_FOUND, OUTSIDE_ROOT
+from multi2cap.io import check_output
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -53,6 +54,9 @@ def prepare_command(
 ) -> None:
     """Read a caption dataset and write its manifest; list the clips left out and why (media
     missing, unreadable, or a path leaving the dataset's folder)."""
+    check_output(out, "file", "--out")
+    if missing_out is not None:
+        check_output(missing_out, "file", "--missing-out")
     try:
         what = "reading and probing" if check_media else "reading"
         with err_console.status(f"{what} {format.value} under {root} ..."):

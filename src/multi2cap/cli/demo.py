@@ -42,7 +42,20 @@ def demo(
     ),
     model: str | None = typer.Option(None, help="Vision LLM name at --base-url."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Variable holding the API key."),
+    preference: bool = typer.Option(
+        False,
+        "--preference",
+        help="After fine-tuning, tune both systems on preference pairs of their own candidates "
+        "(stage preference, DPO) and report source F1 and CIDEr-D before vs after.",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    overrides: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="KEY=VALUE override of Multi2Cap's training recipes (repeatable; the audio-only "
+        "baseline is untouched; model.* apply to pre-training), e.g. model.grounding.pool=time "
+        "(space|time) or optim.vfr_reduction=mean (sum|mean).",
+    ),
 ) -> None:
     from multi2cap.assets import AssetNotFoundError
     from multi2cap.demo.config import DemoConfig
@@ -63,6 +76,8 @@ def demo(
             model=model,
             api_key_env=api_key_env,
             progress=not no_progress,
+            preference=preference,
+            overrides=list(overrides or []),
         )
         run_demo(config)
     except (AssetNotFoundError, ValueError) as err:

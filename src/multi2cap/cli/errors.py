@@ -4,7 +4,9 @@
 |---|---|
 | 0 | success |
 | 1 | the job ran, but some items failed (each one listed, e.g. in `failures.jsonl`) |
-| 2 | bad input: a usage error, a missing or malformed file, a missing asset; nothing was done |
+| 2 | bad input: a usage error, a missing or malformed file, a missing asset, an output path |
+|   | that cannot be written (a folder where a file goes, a file where a folder is needed, no |
+|   | permission, a full disk); the message names the file and what was found |
 | 3 | internal error: an exception nobody expected; one line on screen names a log file that |
 |   | holds the traceback |
 
@@ -56,8 +58,12 @@ BAD_INPUT_ERRORS = frozenset(
         "multi2cap.metrics.resources.MetricUnavailableError",
         "multi2cap.data.readers.common.DatasetFormatError",
         "multi2cap.vggcaps.catalog.CatalogError",
-        "multi2cap.vggcaps.backends.BackendConfigError",
+        "multi2cap.llm_client.settings.BackendConfigError",
         "multi2cap.media.errors.MediaError",
+        "multi2cap.io.OutputPathError",  # an output that cannot be written (vggcaps' included)
+        "multi2cap.io.JsonlFormatError",
+        "multi2cap.model.config.CheckpointFileError",
+        "multi2cap.human.store.StudyDatabaseError",
     }
 )
 

@@ -9,7 +9,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from multi2cap.cli.backbone_option import BACKBONE_OPTION, backbone_overrides
+from multi2cap.cli.caption import Rerank, clap_reranker
+from multi2cap.cli.connection_options import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS
 from multi2cap.cli.errors import bad_input
+from multi2cap.metrics.clap import CLAP_MODEL_ENV
 
 
 def is_loopback(host: str) -> bool:
@@ -44,7 +48,26 @@ def serve_command(
     max_duration_s: float = typer.Option(
         600.0, "--max-duration-s", min=0.1, help="Longest clip accepted (s)."
     ),
+    header_timeout_s: float = HEADER_TIMEOUT,
+    body_timeout_s: float = BODY_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
+    backbone: list[str] | None = BACKBONE_OPTION,
+    rerank: Rerank = typer.Option(
+        "none",
+        "--rerank",
+        help="`none` or `clap`: every caption is a CLAP model's choice among --candidates "
+        "hypotheses of one beam search.",
+    ),
+    clap_model: str | None = typer.Option(
+        None, "--clap-model", help=f"CLAP model for --rerank clap (env {CLAP_MODEL_ENV})."
+    ),
+    candidates: int | None = typer.Option(
+        None, "--candidates", min=1, help="Beam hypotheses per clip for --rerank (default 8)."
+    ),
+    sampled: int | None = typer.Option(
+        None, "--sampled", min=0, help="Sampled candidates added per clip for --rerank (default 0)."
+    ),
 ) -> None:
     """Serve a checkpoint: POST /v1/captions, the OpenAI-style /v1/audio/transcriptions, a
     page to try it at /, docs at /docs."""
@@ -54,6 +77,11 @@ def serve_command(
     from multi2cap.serve.limits import ServeSettings
 
     err = Console(stderr=True)
+    if rerank.value == "none" and (clap_model, candidates, sampled) != (None, None, None):
+        bad_input("--clap-model, --candidates and --sampled apply with --rerank clap only")
+    reranker = None
+    if rerank.value == "clap":
+        reranker = clap_reranker(clap_model, candidates, sampled, None, device)
     settings = ServeSettings(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
@@ -62,8 +90,9 @@ def serve_command(
         max_duration_s=max_duration_s,
     )
     try:
+        backbones = backbone_overrides(backbone)
         folder = resolve_checkpoint(checkpoint)
-        model = Multi2Cap.from_pretrained(folder, device=device)
+        model = Multi2Cap.from_pretrained(folder, device=device, backbones=backbones)
         summary = checkpoint_summary(folder)
     except (FileNotFoundError, ValueError, OSError) as error:
         bad_input(str(error))
@@ -76,11 +105,21 @@ def serve_command(
     import uvicorn
 
     from multi2cap.serve.app import create_app
+    from multi2cap.webserver import ConnectionLimits, uvicorn_options
 
     model_id = checkpoint if not Path(checkpoint).exists() else Path(checkpoint).resolve().name
-    app = create_app(model, model_id=model_id, summary=summary, settings=settings)
+    app = create_app(
+        model, model_id=model_id, summary=summary, settings=settings, reranker=reranker
+    )
     err.print(f"serving {model_id} on http://{host}:{port} (page at /, API docs at /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    limits = ConnectionLimits(
+        header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
+        max_connections=max_connections,
+    )
+    uvicorn.run(
+        app, host=host, port=port, log_level="info", access_log=False, **uvicorn_options(limits)
+    )
 
 
 def push_command(
@@ -95,26 +134,40 @@ def push_command(
         help="Write what would be uploaded here instead of uploading.",
     ),
     message: str = typer.Option("Upload Multi2Cap checkpoint", "--message", "-m"),
+    bundle: bool = typer.Option(
+        False,
+        "--bundle-backbones",
+        help="Copy every backbone named by a local folder into the repository (backbones/ROLE/"
+        "NAME/, safetensors and config/tokenizer files), so the repo id alone loads it.",
+    ),
+    map_backbone: list[str] | None = typer.Option(
+        None,
+        "--map-backbone",
+        metavar="ROLE=ORG/NAME",
+        help="Publish a local backbone as the hub id it came from (repeatable); ROLE is one of "
+        "audio, vision, llm.",
+    ),
+    backbone: list[str] | None = BACKBONE_OPTION,
 ) -> None:
     """Upload a checkpoint to the Hugging Face hub with a generated model card (token from
-    HF_TOKEN or `hf auth login`; HF_ENDPOINT picks another hub)."""
-    from multi2cap.model.card import local_sources
-    from multi2cap.model.hub import check_push, push_checkpoint, stage_hub_repo
+    HF_TOKEN or `hf auth login`; HF_ENDPOINT picks another hub). A backbone named by a folder of
+    this machine is refused unless it is bundled (--bundle-backbones) or mapped to its hub id
+    (--map-backbone)."""
+    from multi2cap.model.backbones import parse_backbone_overrides
+    from multi2cap.model.hub import push_checkpoint, stage_hub_repo
 
     console = Console()
-    err = Console(stderr=True)
     try:
-        check_push(checkpoint, repo_id)
-        for source in local_sources(checkpoint):
-            err.print(
-                f"[yellow]warning:[/yellow] backbone {source!r} is a local path: others cannot "
-                "load this checkpoint until it names a hub id."
-            )
+        options = dict(
+            bundle=bundle,
+            hub_ids=parse_backbone_overrides(map_backbone or [], "--map-backbone"),
+            overrides=backbone_overrides(backbone),
+        )
         if to_folder is not None:
-            stage_hub_repo(checkpoint, repo_id, to_folder)
+            stage_hub_repo(checkpoint, repo_id, to_folder, **options)
             console.print(f"wrote the repository contents for {repo_id} to {to_folder}")
             return
-        url = push_checkpoint(checkpoint, repo_id, private=private, message=message)
+        url = push_checkpoint(checkpoint, repo_id, private=private, message=message, **options)
     except (FileNotFoundError, ValueError, OSError) as error:
         bad_input(str(error))
     console.print(f"pushed {checkpoint} to {url}")

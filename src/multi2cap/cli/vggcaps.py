@@ -7,15 +7,15 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from multi2cap.fsnames import printable
+from multi2cap.llm_client.prices import dollars
+from multi2cap.llm_client.settings import BackendConfigError, MaxTokensParam
+from multi2cap.llm_client.transport import DEFAULT_MAX_REPLY_BYTES
 from multi2cap.media.spectrogram_image import FrequencyAxis, SpectrogramImageSettings
-from multi2cap.vggcaps.backends import (
-    BackendConfigError,
-    ImageDetail,
-    MaxTokensParam,
-    OpenAISettings,
-)
+from multi2cap.vggcaps.backends import ImageDetail, OpenAISettings
 from multi2cap.vggcaps.catalog import CatalogError
 from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
 from multi2cap.vggcaps.pipeline import build_vggcaps
@@ -25,7 +25,7 @@ from multi2cap.vggcaps.split import parse_shard
 from multi2cap.vggcaps.store import StoreWriteError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # paths stay whole, copyable
 
 sub = typer.Typer(
     help="Build a VggCaps-style dataset: extract media, caption with a vision LLM (two stages), "
@@ -55,21 +55,32 @@ RPM = typer.Option(None, "--rpm", help="Requests per minute limit (> 0; unset: n
 TPM = typer.Option(
     None, "--tpm", help="Tokens per minute limit (> 0, estimated before sending; unset: none)."
 )
-TIMEOUT = typer.Option(60.0, "--timeout", help="Seconds per request.")
+TIMEOUT = typer.Option(
+    60.0,
+    "--timeout",
+    help="Seconds one request may take in all (connect, first byte and the whole reply); > 0.",
+)
+MAX_REPLY = typer.Option(
+    DEFAULT_MAX_REPLY_BYTES,
+    "--max-reply-bytes",
+    help="Most bytes read from one reply; more is a failed try, retried (>= 1024).",
+)
 MAX_RETRIES = typer.Option(
     6, "--max-retries", min=0, help="Retries per request (429/5xx/timeouts)."
 )
 CONTENT_RETRIES = typer.Option(2, "--content-retries", min=0, help="Re-asks per rejected output.")
 DETAIL = typer.Option("low", "--image-detail", help="OpenAI's image detail level.")
-TEMPERATURE = typer.Option(None, "--temperature", help="Omitted from requests unless set.")
-MAX_TOKENS = typer.Option(300, "--max-tokens", help="Reply length cap.")
+TEMPERATURE = typer.Option(None, "--temperature", help=">= 0; omitted from requests unless set.")
+MAX_TOKENS = typer.Option(300, "--max-tokens", help="Reply length cap in tokens (>= 1).")
 MAX_TOKENS_PARAM = typer.Option(
     "max_tokens",
     "--max-tokens-param",
     help="Request field of the reply cap (o-series models: max_completion_tokens).",
 )
-PRICE_IN = typer.Option(GPT4O_INPUT_PER_M, "--price-input", help="$ per 1M input tokens.")
-PRICE_OUT = typer.Option(GPT4O_OUTPUT_PER_M, "--price-output", help="$ per 1M output tokens.")
+PRICE_IN = typer.Option(GPT4O_INPUT_PER_M, "--price-input", help="$ per 1M input tokens (>= 0).")
+PRICE_OUT = typer.Option(
+    GPT4O_OUTPUT_PER_M, "--price-output", help="$ per 1M output tokens (>= 0)."
+)
 PROMPT_VERSION = typer.Option(
     "v1",
     "--prompt-version",
@@ -80,7 +91,9 @@ LIMIT = typer.Option(None, "--limit", min=1, help="At most N clips (in id order)
 WORKERS = typer.Option(None, "--workers", min=1, help="Extraction processes (default: all cores).")
 POLL = typer.Option(60.0, "--poll-interval", help="Seconds between Batch API status polls.")
 SPLIT_SEED = typer.Option(0, "--split-seed", help="Seed of the 1 % test split hash.")
-TEST_FRACTION = typer.Option(0.01, "--test-fraction", help="Share of clips in the test split.")
+TEST_FRACTION = typer.Option(
+    0.01, "--test-fraction", help="Share of clips in the test split, in [0, 1]."
+)
 NO_PROGRESS = typer.Option(False, "--no-progress", help="Hide the progress bar.")
 SPEC_SIZE = typer.Option("800x400", "--spectrogram-size", help="Spectrogram image WIDTHxHEIGHT.")
 COLORMAP = typer.Option("magma", "--colormap", help="Matplotlib colour map of the spectrogram.")
@@ -127,14 +140,10 @@ def _run(config_args: dict, steps: tuple[str, ...], dry_run: bool = False) -> No
         FileNotFoundError,
         StoreWriteError,
     ) as err:
-        err_console.print(f"[red]error:[/red] {err}")
+        err_console.print(f"[red]error:[/red] {escape(printable(err))}")
         raise typer.Exit(2) from None
     _print_summary(summary, dry_run)
     raise typer.Exit(summary.exit_code)
-
-
-def _dollars(amount: float) -> str:
-    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
 
 
 def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
@@ -151,7 +160,7 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
             ("requests", f"{est.requests:,}"),
             ("prompt tokens", f"{est.prompt_tokens:,}"),
             ("completion tokens", f"{est.completion_tokens:,}"),
-            ("cost", _dollars(est.cost_usd)),
+            ("cost", dollars(est.cost_usd)),
             ("time", f"{est.hours:.1f} h" if est.hours >= 1 else f"{est.hours * 60:.1f} min"),
         ]
     else:
@@ -165,7 +174,7 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
             ("prompt version", summary.prompt_version),
             ("requests / retries", f"{summary.requests} / {summary.retries}"),
             ("tokens in / out", f"{summary.prompt_tokens:,} / {summary.completion_tokens:,}"),
-            ("cost", _dollars(summary.cost_usd)),
+            ("cost", dollars(summary.cost_usd)),
             ("time", f"{summary.elapsed_s:.1f} s"),
         ]
     for name, value in rows:
@@ -204,6 +213,7 @@ def _common(
     prompt_version: str,
     poll_interval: float,
     no_progress: bool,
+    max_reply_bytes: int,
 ) -> dict:
     return {
         "out": out,
@@ -227,6 +237,7 @@ def _common(
             "temperature": temperature,
             "max_tokens": max_tokens,
             "max_tokens_param": max_tokens_param,
+            "max_reply_bytes": max_reply_bytes,
         },
     }
 
@@ -250,6 +261,7 @@ def build(
     temperature: float | None = TEMPERATURE,
     max_tokens: int = MAX_TOKENS,
     max_tokens_param: MaxTokensParam = MAX_TOKENS_PARAM,
+    max_reply_bytes: int = MAX_REPLY,
     price_input: float = PRICE_IN,
     price_output: float = PRICE_OUT,
     prompt_version: str = PROMPT_VERSION,
@@ -287,6 +299,7 @@ def build(
         prompt_version,
         poll_interval,
         no_progress,
+        max_reply_bytes,
     )
     args.update(
         videos=videos,
@@ -349,6 +362,7 @@ def caption(
     temperature: float | None = TEMPERATURE,
     max_tokens: int = MAX_TOKENS,
     max_tokens_param: MaxTokensParam = MAX_TOKENS_PARAM,
+    max_reply_bytes: int = MAX_REPLY,
     price_input: float = PRICE_IN,
     price_output: float = PRICE_OUT,
     prompt_version: str = PROMPT_VERSION,
@@ -378,6 +392,7 @@ def caption(
         prompt_version,
         poll_interval,
         no_progress,
+        max_reply_bytes,
     )
     args.update(shard="0/1", limit=limit, workers=None)
     _run(args, ("caption",))

@@ -31,6 +31,7 @@ HIDDEN_ALIASES: dict[str, str] = {
     "--output-dir": "--out",
     "--workdir": "--out",
     "--to-folder": "--out",
+    "--dir": "--out",
     "--beams": "--num-beams",
 }
 

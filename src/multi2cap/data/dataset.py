@@ -9,7 +9,12 @@ it:
 | audio | random crop of `clip_seconds` when longer (decoding only that window when the record's `duration_s` says it is longer), zero-padded to `clip_seconds` when shorter | whole clip |
 | augment | `augment(wave (1, n), generator)` on the cropped (unpadded) part; a `LengthAwareTransform` (`RandomAugment`) also gives the valid length, so the zeros a time-stretch speed-up leaves count as padding | none |
 | image | RandomResizedCrop -> `image_size` square (bicubic) | short side -> `image_size`, centre crop |
-| caption | a random one of the references | the first reference |
+| caption | `epoch_unit` "clip": a random one of the references; "caption": the item's own | the first reference |
+
+`epoch_unit` says what an item is in training: "clip" (one item per record, a caption drawn
+for it each epoch) or "caption" (one item per (record, caption) pair, so an epoch trains on
+every caption once: the rows the paper's Table 1 counts, 19,195 for Clotho's 3,839 development
+clips). Evaluation items are always records.
 
 Randomness comes from one generator per item seeded by `(seed, epoch, index)`, so a run is
 reproducible whatever the number of DataLoader workers or the order they fetch items in; call
@@ -27,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 import numpy as np
 import torch
@@ -47,6 +52,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 Augment = Callable[[Tensor, torch.Generator | None], Tensor]
+
+#: What one training item is (see the module docstring): a (clip, caption) row or a clip.
+EpochUnit = Literal["caption", "clip"]
 
 
 class CaptionItem(TypedDict):
@@ -94,6 +102,7 @@ class CaptionDataset(Dataset[CaptionItem | None]):
         seed: int = 0,
         sample_rate: int = SAMPLE_RATE,
         crop_scale: tuple[float, float] = (0.08, 1.0),
+        epoch_unit: EpochUnit = "clip",
     ) -> None:
         if clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
@@ -101,6 +110,8 @@ class CaptionDataset(Dataset[CaptionItem | None]):
             raise ValueError(f"seed must be >= 0 (it seeds numpy's SeedSequence), got {seed}")
         if augment is not None and not train:
             raise ValueError("augment is for training only; pass augment=None with train=False")
+        if epoch_unit == "caption" and not train:
+            raise ValueError("epoch_unit 'caption' is for training; evaluation items are clips")
         if train:
             uncaptioned = [r.id for r in records if not r.captions]
             if uncaptioned:
@@ -125,6 +136,13 @@ class CaptionDataset(Dataset[CaptionItem | None]):
         self.seed = seed
         self.sample_rate = sample_rate
         self.crop_scale = crop_scale
+        self.epoch_unit = epoch_unit
+        # (record, caption) index pairs, one per item, with epoch_unit "caption"
+        self._rows = (
+            [(r, c) for r, record in enumerate(self.records) for c in range(len(record.captions))]
+            if epoch_unit == "caption"
+            else None
+        )
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -132,10 +150,14 @@ class CaptionDataset(Dataset[CaptionItem | None]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self._rows) if self._rows is not None else len(self.records)
+
+    def record_index(self, index: int) -> int:
+        """The record (clip) that item `index` comes from."""
+        return self._rows[index][0] if self._rows is not None else index
 
     def __getitem__(self, index: int) -> CaptionItem | None:
-        record = self.records[index]
+        record = self.records[self.record_index(index)]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         try:
             wave = self._load_audio(record, rng)
@@ -145,7 +167,10 @@ class CaptionDataset(Dataset[CaptionItem | None]):
             return None
         if self.train:
             wave, length = self._training_audio(wave, rng)
-            caption = record.captions[int(rng.integers(len(record.captions)))]
+            if self._rows is not None:
+                caption = record.captions[self._rows[index][1]]
+            else:
+                caption = record.captions[int(rng.integers(len(record.captions)))]
         else:
             length = wave.shape[0]
             caption = record.captions[0] if record.captions else ""

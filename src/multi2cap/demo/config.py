@@ -1,10 +1,12 @@
-"""What the demo runs (`DemoConfig`) and which metrics it reports: below `run.py`, `training.py`
-and `report.py`, which all read them (so none of them imports another for its settings)."""
+"""What the demo runs (`DemoConfig`, with the `--set` recipe overrides it checks and applies)
+and which metrics it reports: below `run.py`, `training.py` and `report.py`, which all read them
+(so none of them imports another for its settings)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from multi2cap.demo.stage0 import Stage0Config
 
@@ -15,7 +17,10 @@ EVAL_METRICS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor", "ci
 @dataclass
 class DemoConfig:
     """What the demo runs. `quick` shrinks the scene set (under 3 minutes on 2 cores); `seeds`
-    trains stage 0 and both systems on seeds `seed .. seed + seeds - 1` over the same scenes."""
+    trains stage 0 and both systems on seeds `seed .. seed + seeds - 1` over the same scenes;
+    `preference` adds a preference stage after fine-tuning (`multi2cap.demo.preference`);
+    `overrides` (`key=value`, `system_recipe`) change the grounded system's recipes, e.g.
+    `model.grounding.pool=time` or `optim.vfr_reduction=mean`."""
 
     workdir: Path = Path("demo_work")
     quick: bool = False
@@ -31,7 +36,9 @@ class DemoConfig:
     finetune_epochs: int | None = None
     progress: bool = True
     seeds: int = 1
+    preference: bool = False
     stage0: Stage0Config = field(default_factory=Stage0Config)
+    overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -45,3 +52,38 @@ class DemoConfig:
             raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
         if self.model and not self.base_url:
             raise ValueError("--model needs --base-url (an OpenAI-compatible endpoint)")
+        check_overrides(self.overrides)
+
+
+def system_recipe(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The grounded system's recipe with the demo's `--set` overrides (`key=value`, as
+    `multi2cap train` takes them). Fine-tuning (and the preference stage after it) starts from
+    the pre-trained checkpoint, whose architecture is fixed, so it gets them minus the `model.*`
+    ones, as the ablation cells do."""
+    from multi2cap.train.config import apply_overrides
+
+    if recipe["stage"] != "pretrain":
+        overrides = [o for o in overrides if not o.strip().startswith("model.")]
+    return apply_overrides(recipe, overrides)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse `--set` overrides that no recipe of the demo could take, before any work: a
+    malformed `key=value`, an unknown recipe field or a value the model config refuses
+    (ValueError naming it, as `multi2cap train` would)."""
+    if not overrides:
+        return
+    from pydantic import ValidationError
+
+    from multi2cap.model.config import Multi2CapConfig
+    from multi2cap.train.config import TrainConfig
+
+    tree = system_recipe({"stage": "pretrain", "model": {"grounding": True, "k": 4}}, overrides)
+    try:
+        TrainConfig.model_validate(tree)
+        Multi2CapConfig.model_validate(tree["model"])
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
+        )
+        raise ValueError(f"--set {' '.join(overrides)}: {problems}") from err

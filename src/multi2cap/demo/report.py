@@ -17,6 +17,9 @@ from rich.table import Table
 
 from multi2cap.data.manifest import read_manifest
 from multi2cap.demo.config import EVAL_METRICS
+from multi2cap.demo.preference import KEYS as PREFERENCE_KEYS
+from multi2cap.demo.preference import LABELS as PREFERENCE_LABELS
+from multi2cap.demo.preference import before_after, before_after_markdown
 from multi2cap.io import atomic_write_text
 from multi2cap.metrics import PAPER_LABELS
 
@@ -247,6 +250,9 @@ def write_results_json(
         "wall_s": {**timings, "total": elapsed_s},
         "seed": first.seed,
     }
+    tuned = before_after(outcomes)
+    if tuned:  # --preference: before (fine-tuned) and after (preference stage), every seed
+        results["preference"] = tuned
     if len(outcomes) > 1:
         results["seeds"] = {
             "seeds": [o.seed for o in outcomes],
@@ -312,6 +318,17 @@ def write_report(
             f"## Over {len(outcomes)} training seeds (same scenes)",
             "",
             seeds_markdown(outcomes, difference),
+            "",
+        ]
+    if before_after(outcomes):
+        lines += [
+            "## Preference tuning (DPO on each model's own candidates)",
+            "",
+            "Before: the fine-tuned checkpoint (the rows above); after: the same model after the "
+            "preference stage (`runs/<system>/preference/`: candidates, pairs and logs), "
+            "captioned the same way on the same test clips. Recipe and reading: docs/demo.md.",
+            "",
+            before_after_markdown(outcomes),
             "",
         ]
     lines += [
@@ -418,6 +435,22 @@ def print_results(
                 cells.append(", ".join(f"{100 * d:+.1f}" for d in diff["per_seed"]))
             seeds.add_row(_label(key), *cells)
         console.print(seeds)
+    tuned = before_after(outcomes)
+    if tuned:
+        table = Table(title="Preference tuning: before -> after (x100, mean over seeds)")
+        table.add_column("system")
+        for key in PREFERENCE_KEYS:
+            table.add_column(PREFERENCE_LABELS[key], justify="right")
+        for name, entry in tuned.items():
+            table.add_row(
+                name,
+                *[
+                    f"{100 * entry[k]['before']['mean']:.1f} -> "
+                    f"{100 * entry[k]['after']['mean']:.1f}"
+                    for k in PREFERENCE_KEYS
+                ],
+            )
+        console.print(table)
     examples = Table(title="Examples", show_lines=True)
     examples.add_column("clip")
     examples.add_column("picture / heard")

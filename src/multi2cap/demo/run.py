@@ -271,6 +271,11 @@ def evaluate_systems(
         result = evaluator(captions, [r.captions for r in records])
         run.scores = dict(result.corpus)
         run.scores.update(score_sources(run.captions, scenes, sources).as_results())
+        if run.preference_checkpoint is not None:  # after preference tuning, same clips
+            tuned = caption_clips(run.preference_checkpoint, [r.audio for r in records], workers)
+            run.preference_scores = dict(evaluator(tuned, [r.captions for r in records]).corpus)
+            by_id = {r.id: c for r, c in zip(records, tuned, strict=True)}
+            run.preference_scores.update(score_sources(by_id, scenes, sources).as_results())
 
 
 def caption_clips(checkpoint: Path, audio: list[str], workers: int) -> list[str]:
@@ -313,8 +318,8 @@ def probe_grounding(run: ModelRun, test_manifest: Path, out: Path) -> tuple[str,
         fidelity_markdown,
         load_probe_model,
         write_fidelity,
-        write_tsne,
     )
+    from multi2cap.analysis.tsne import write_tsne
 
     checkpoint = run.pretrain_dir / "final"
     model = load_probe_model(checkpoint)
@@ -418,6 +423,8 @@ def run_demo(config: DemoConfig) -> Path:
         "[bold]3/5 Training[/bold]: stage 0 pretrains each backbone on its own modality "
         "(training split only), then the paper's stages."
     )
+    if config.overrides:
+        console.print(f"    multi2cap recipe overrides: {' '.join(config.overrides)}")
     outcomes: list[SeedOutcome] = []
     with Evaluator(EVAL_METRICS) as evaluator:
         for index in range(config.seeds):

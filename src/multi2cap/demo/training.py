@@ -32,7 +32,8 @@ from rich.console import Console
 from torch import Tensor
 
 from multi2cap.data.manifest import read_manifest
-from multi2cap.demo import progress, stage0
+from multi2cap.demo import preference, progress, stage0
+from multi2cap.demo.config import system_recipe
 from multi2cap.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -73,6 +74,10 @@ class ModelRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
     captions: dict[str, str] = field(default_factory=dict)
+    # With --preference: the preference stage's checkpoint and its test scores (`checkpoint`
+    # and `scores` stay the fine-tuned model's: the "before").
+    preference_checkpoint: Path | None = None
+    preference_scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -345,6 +350,8 @@ def demo_recipe(
             "val_manifest": str(manifests["val"]),
             "clip_seconds": 10.0,
             "num_workers": 0,
+            # One of a clip's reference captions per epoch: the demo's step budget was set so.
+            "epoch_unit": "clip",
         },
         # The paper's augmentations but TimeStretch: its phase vocoder alone took 60 % of a
         # training step on CPU (0.4 s per clip on a busy core), for little gain on 500 steps.
@@ -404,6 +411,11 @@ def stage_key(recipe: dict[str, Any], backbones: Backbones, previous: str) -> st
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def system_stages(config: DemoConfig) -> tuple[str, ...]:
+    """The training stages of each system: the paper's two, then preference tuning when asked."""
+    return (*STAGES, preference.STAGE) if config.preference else STAGES
+
+
 def train_system(
     config: DemoConfig,
     seed: int,
@@ -413,21 +425,31 @@ def train_system(
     name: str,
     grounding: bool,
 ) -> ModelRun:
-    """Pre-train then fine-tune one system; returns its fine-tuned checkpoint and history."""
+    """Pre-train then fine-tune one system (then, with `--preference`, tune it on preference
+    pairs); returns its fine-tuned checkpoint, the preference stage's and the history."""
     import yaml
 
+    from multi2cap.train import train
     from multi2cap.train.config import TrainConfig
-    from multi2cap.train.engine import train
 
     torch.set_num_threads(1)
     history: list[dict[str, Any]] = []
     previous: Path | None = None
     key = ""
-    dirs = {}
-    for stage in STAGES:
+    dirs, finals = {}, {}
+    for stage in system_stages(config):
         out = root / name / stage
-        model = demo_model(backbones, grounding) if previous is None else None
-        recipe = demo_recipe(config, seed, stage, manifests, model, previous, out)
+        if stage == preference.STAGE:
+            assert previous is not None
+            base = demo_recipe(config, seed, "finetune", manifests, None, None, out)
+            recipe = preference.preference_recipe(
+                seed, manifests, previous, out, base, quick=config.quick
+            )
+        else:
+            model = demo_model(backbones, grounding) if previous is None else None
+            recipe = demo_recipe(config, seed, stage, manifests, model, previous, out)
+        if grounding:
+            recipe = system_recipe(recipe, config.overrides)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
         key = stage_key(recipe, backbones, key)
@@ -438,14 +460,18 @@ def train_system(
             key_file = out / "demo_stage_key.txt"
             if not (key_file.is_file() and key_file.read_text(encoding="utf-8") == key):
                 shutil.rmtree(out / "checkpoints", ignore_errors=True)
+                shutil.rmtree(out / preference.STAGE, ignore_errors=True)
             done_file.unlink(missing_ok=True)
             atomic_write_text(key_file, key)
-            resume = any(out.glob("checkpoints/*"))
+            # A preference stage also resumes its candidate decoding.
+            resume = any(out.glob("checkpoints/*")) or (out / preference.STAGE).is_dir()
             result = train(TrainConfig.model_validate(recipe), resume=resume)
             done = {**finished_stage(result, name), "key": key}
             atomic_write_text(done_file, json.dumps(done))
         history += [{**r, "stage": stage} for r in done["history"]]
-        previous = Path(done["final"])
+        finals[stage] = Path(done["final"])
+        if stage in STAGES:
+            previous = finals[stage]
         dirs[stage] = out
     assert previous is not None
     return ModelRun(
@@ -454,6 +480,7 @@ def train_system(
         finetune_dir=dirs["finetune"],
         checkpoint=previous,
         history=history,
+        preference_checkpoint=finals.get(preference.STAGE),
     )
 
 
@@ -479,6 +506,7 @@ def train_systems(
     totals = {
         "pretrain": _stage_steps(manifests["pretrain"], config.pretrain_epochs),
         "finetune": _stage_steps(manifests["finetune"], config.finetune_epochs),
+        preference.STAGE: preference.expected_steps(config.n_train or 0, config.quick),
     }
     what = {
         ("multi2cap", "pretrain"): "with frames: L_cap + alpha L_align + beta L_vfr",
@@ -487,15 +515,18 @@ def train_systems(
         ("audio_only_baseline", "finetune"): "audio only: L_cap, no grounding",
     }
     for name, _ in SYSTEMS:
+        what[name, preference.STAGE] = "DPO on pairs of its own candidates, decoded first"
+    stages = system_stages(config)
+    for name, _ in SYSTEMS:
         console.print(
-            f"    {name}: " + "; ".join(f"{s} ({what[name, s]}), {totals[s]} steps" for s in STAGES)
+            f"    {name}: " + "; ".join(f"{s} ({what[name, s]}), {totals[s]} steps" for s in stages)
         )
     jobs = [
         (
             name,
             train_system,
             (config, seed, root, manifests, backbones, name, grounding),
-            [progress.Stage(s, root / name / s / "train_log.csv", totals[s]) for s in STAGES],
+            [progress.Stage(s, root / name / s / "train_log.csv", totals[s]) for s in stages],
         )
         for name, grounding in SYSTEMS
     ]

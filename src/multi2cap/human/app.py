@@ -7,10 +7,13 @@ Routes:
   token leaves the address bar. The same link opens a new session on any device: progress lives
   in the database, not in the browser.
 - `GET /api/state`: the rater's current item; `POST /api/answer` `{"key", "stage", "score" |
-  "caption"}` stores one answer and returns the next state (one round trip per answer).
+  "caption" | "choice"}` stores one answer and returns the next state (one round trip per
+  answer). The page knows only what it shows: a system-MOS item is a MOS item, an A/B item two
+  captions as A and B; system names and dataset ids never reach the browser.
 - `GET /media/{key}/audio|frame`: an assignment's media, for its own rater only (the frame only
   after the stage-1 caption).
-- `GET /admin/api/summary`, `GET /admin/export.zip`: progress, MOS so far, gold failures, export.
+- `GET /admin/api/summary`, `GET /admin/export.zip`: progress, gold failures, the summary so far
+  (`human/summary.py`: MOS, per system with the paired tests, or the A/B preferences), export.
 
 Every database operation runs on the `StoreWorker` thread; every reply to an answer is sent after
 the commit that stores it. Tokens never reach a log: the app logs no request line.
@@ -21,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import html
 import io
-import math
 import string
 import tempfile
 import time
@@ -38,8 +40,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multi2cap.human.security import confined_file, forgery_reason
 from multi2cap.human.store import (
+    ANSWER_COLUMN,
     DB_NAME,
     GOLD_MAX_SCORE,
+    PAGE_MODES,
     Session,
     StudyError,
     StudyStore,
@@ -140,7 +144,7 @@ def _admin_session(store: StudyStore, sid: str | None) -> Session:
 def _page_op(store: StudyStore, sid: str | None) -> tuple[str, str, str]:
     session = _rater_session(store, sid)
     assert session.rater_id is not None
-    return session.csrf, store.kind, store.rater_name(session.rater_id)
+    return session.csrf, PAGE_MODES[store.kind], store.rater_name(session.rater_id)
 
 
 def _state_op(store: StudyStore, sid: str | None, now: float) -> dict[str, Any]:
@@ -158,8 +162,8 @@ def _answer_op(
     if reason is not None:
         raise StudyError(403, reason)
     if not isinstance(body, dict):
-        raise StudyError(422, "expected a JSON object {key, stage, score | caption}")
-    raw = body.get("score") if store.kind == "mos" else body.get("caption")
+        raise StudyError(422, "expected a JSON object {key, stage, score | caption | choice}")
+    raw = body.get(ANSWER_COLUMN[store.kind])
     return store.answer(session.rater_id, body.get("key"), body.get("stage"), raw, now)
 
 
@@ -175,8 +179,8 @@ def _summary_op(store: StudyStore, sid: str | None) -> dict[str, Any]:
 
 
 def admin_summary(store: StudyStore) -> dict[str, Any]:
-    """Progress per rater, and for the MOS study the MOS so far (gold excluded) with its CI."""
-    from multi2cap.analysis.mos import Rating, summarize_ratings
+    """Progress per rater, and the study's summary so far (gold items left out)."""
+    from multi2cap.human.summary import study_summary
 
     raters = [
         {
@@ -190,27 +194,8 @@ def admin_summary(store: StudyStore) -> dict[str, Any]:
         for p in store.progress()
     ]
     out: dict[str, Any] = {"kind": store.kind, "raters": raters, "gold_max_score": GOLD_MAX_SCORE}
-    if store.kind == "mos":
-        ratings = [
-            Rating(r["rater"], r["item"], int(r["score"]))
-            for r in store.answer_rows()
-            if not r["gold"]
-        ]
-        if ratings:
-            summary = summarize_ratings(ratings)
-
-            def finite(x: float) -> float | None:
-                return None if math.isnan(x) else round(x, 4)
-
-            out["mos"] = {
-                "mos": finite(summary.mos),
-                "ci_low": finite(summary.ci_low),
-                "ci_high": finite(summary.ci_high),
-                "n_ratings": summary.n_ratings,
-                "n_items": summary.n_items,
-                "alpha_ordinal": finite(summary.alpha_ordinal),
-                "score_counts": summary.score_counts,
-            }
+    if store.kind != "captions":
+        out["summary"] = study_summary(store.kind, store.settings, store.answer_rows())
     return out
 
 

@@ -1,4 +1,5 @@
-"""Running the study's web app with uvicorn: loopback by default, a warning for anything else.
+"""Running the study's web app with uvicorn: loopback by default, a warning for anything else,
+and links that reach this server (`prepare_links`, rules in `human/links.py`).
 
 A real study runs behind the researcher's own TLS reverse proxy (docs/human.md); the app itself
 speaks plain HTTP and logs no request lines (the links in them are the raters' credentials).
@@ -6,21 +7,14 @@ speaks plain HTTP and logs no request lines (the links in them are the raters' c
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 
+from multi2cap.human.links import is_loopback, relink, served_base_url
+from multi2cap.human.store import StudyStore, open_study_db
+from multi2cap.webserver import ConnectionLimits, uvicorn_options
+
 log = logging.getLogger(__name__)
-LOOPBACK_NAMES = frozenset(("localhost", "127.0.0.1", "::1"))
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def exposure_warning(host: str) -> str | None:
@@ -33,8 +27,35 @@ def exposure_warning(host: str) -> str | None:
     )
 
 
-def serve_study(study: str | Path, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve `study` until interrupted (blocking)."""
+def prepare_links(
+    study: str | Path, host: str, port: int, base_url: str | None = None
+) -> tuple[str, bool | None]:
+    """Make `links.csv` and `admin_link.txt` reach a server on `host:port` (or `base_url`):
+    (their address, True when rewritten, False when already right, None when `links.csv` is
+    missing). ValueError when they cannot reach it (see `served_base_url`)."""
+    conn = open_study_db(study, readonly=True)
+    try:
+        store = StudyStore(conn)
+        public, rewrite = served_base_url(store.settings.get("base_url"), host, port, base_url)
+        if not rewrite:
+            return public, False
+        digests = {
+            str(r["name"]): bytes(r["token_sha256"])
+            for r in conn.execute("SELECT name, token_sha256 FROM raters")
+        }
+        admin = bytes.fromhex(store.admin_token_digest())
+    finally:
+        conn.close()
+    return public, (True if relink(Path(study), public, digests, admin) else None)
+
+
+def serve_study(
+    study: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    limits: ConnectionLimits | None = None,
+) -> None:
+    """Serve `study` until interrupted (blocking), under `limits` (`multi2cap.webserver`)."""
     import uvicorn
 
     from multi2cap.human.app import create_app
@@ -49,4 +70,5 @@ def serve_study(study: str | Path, host: str = "127.0.0.1", port: int = 8080) ->
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
         server_header=False,
+        **uvicorn_options(limits),
     )

@@ -4,11 +4,13 @@
   (sorted by id, so the sample depends on the seed and the records, not on the file's order).
   The sample, the seed and the manifest's SHA-256 are stored in the study.
 - **Order**: every rater gets every item, in their own random order, seeded by the study seed
-  and the rater's name (`random.Random(f"{seed}:{name}")`), stored as positions.
-- **Gold items** (`gold`, MOS study only): attention checks made of a sampled clip's audio with
-  the caption of another sampled clip (of another category when there is one). A gold item rated
-  above `GOLD_MAX_SCORE` counts as failed; gold items are flagged in the exports and left out of
-  the MOS.
+  and the rater's name (`random.Random(f"{seed}:{name}")`), stored as positions. In the systems'
+  studies (`system-mos`, `ab`: items from `human/systems.py`) the systems' items are interleaved
+  in that order, and no clip is played twice in a row where that can be avoided.
+- **Gold items** (`gold`; not in the captions study): attention checks made of a sampled clip's
+  audio with the caption of another sampled clip (of another category when there is one). A gold
+  item rated above `GOLD_MAX_SCORE` (or, in A/B, whose other clip's caption is preferred) counts
+  as failed; gold items are flagged in the exports and left out of the MOS and preferences.
 - **Media**: audio is re-encoded to FLAC at its own rate and channels (one format every browser
   plays, tags and file names that could give the source away dropped); frames (captions study)
   become JPEG on white. Files are named by item number only.
@@ -18,17 +20,14 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import random
-import re
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +38,22 @@ from pydantic import BaseModel, Field
 
 from multi2cap import __version__
 from multi2cap.data.manifest import ManifestRecord, read_manifest
+from multi2cap.human.links import DEFAULT_BASE_URL, write_links
 from multi2cap.human.security import new_token, token_digest
-from multi2cap.human.store import DB_NAME, StudyKind, connect, initialise
-from multi2cap.io import atomic_write_text
+from multi2cap.human.store import DB_NAME, SAFE_NAME, STUDY_KINDS, StudyKind, connect, initialise
+from multi2cap.human.systems import (
+    SystemOutputs,
+    check_captions,
+    check_systems,
+    load_systems,
+    sides,
+    system_items,
+)
 from multi2cap.media.audio import decode_audio
 
-RATER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RATER_NAME = SAFE_NAME
 #: The paper's numbers of raters: 10 scored captions (MOS), 8 wrote captions.
-DEFAULT_RATERS: dict[str, int] = {"mos": 10, "captions": 8}
+DEFAULT_RATERS: dict[str, int] = {"mos": 10, "captions": 8, "system-mos": 10, "ab": 10}
 FRAME_MAX_SIDE = 1024
 
 
@@ -63,7 +70,11 @@ class StudySettings(BaseModel):
     raters: list[str]
     sample: list[str]
     listen_check: bool = True
-    base_url: str
+    #: The links' address given at creation; None: the links follow the server (`human/links.py`).
+    base_url: str | None = None
+    #: The systems compared (system-mos, ab; A then B), and each one's file and its SHA-256.
+    systems: list[str] = Field(default_factory=list)
+    system_files: dict[str, dict[str, str]] = Field(default_factory=dict)
     created_at: float
     multi2cap_version: str
 
@@ -113,16 +124,29 @@ def rater_names(raters: int | None, names_file: Path | None, kind: StudyKind) ->
 
 
 def sample_records(
-    records: Sequence[ManifestRecord], kind: StudyKind, split: str, n: int, seed: int
+    records: Sequence[ManifestRecord],
+    kind: StudyKind,
+    split: str,
+    n: int,
+    seed: int,
+    systems: Sequence[SystemOutputs] = (),
 ) -> list[ManifestRecord]:
-    """`n` records of `split` usable for `kind` (a caption; and a frame for captions), seeded."""
+    """`n` records of `split` usable for `kind` (a caption; and a frame for captions; a caption
+    from every system for the systems' studies), seeded."""
     in_split = [r for r in records if r.split == split]
     if not in_split:
         splits = sorted({r.split for r in records})
         raise ValueError(f"no record of split {split!r} in the manifest (it has {splits})")
-    usable = [r for r in in_split if r.captions and (kind == "mos" or r.image)]
-    if len(usable) < n:
+    if systems:
+        usable = [r for r in in_split if all(r.id in s.captions for s in systems)]
+        covered = ", ".join(
+            f"{s.name}: {sum(r.id in s.captions for r in in_split)}" for s in systems
+        )
+        need = f"a caption from every system ({covered})"
+    else:
+        usable = [r for r in in_split if r.captions and (kind == "mos" or r.image)]
         need = "a caption" + (" and a frame (`image`)" if kind == "captions" else "")
+    if len(usable) < n:
         raise ValueError(
             f"--n {n} asks for more items than the {len(usable)} records of split {split!r} "
             f"with {need} ({len(in_split) - len(usable)} lack it); lower --n"
@@ -146,10 +170,24 @@ def gold_pairs(
     return pairs
 
 
-def rater_order(n_items: int, seed: int, name: str) -> list[int]:
-    """A rater's item order: a permutation of range(n_items) seeded by study seed and name."""
+def rater_order(
+    n_items: int, seed: int, name: str, groups: Sequence[str] | None = None
+) -> list[int]:
+    """A rater's item order: a permutation of range(n_items) seeded by study seed and name.
+
+    With `groups` (the clip each item plays), an item whose clip is the previous item's swaps
+    places with the next later item of another clip, so the same clip does not play twice in a
+    row unless nothing else is left."""
     order = list(range(n_items))
     random.Random(f"{seed}:{name}").shuffle(order)
+    if groups is not None:
+        for i in range(1, n_items):
+            if groups[order[i]] != groups[order[i - 1]]:
+                continue
+            later = (j for j in range(i + 1, n_items) if groups[order[j]] != groups[order[i - 1]])
+            j = next(later, None)
+            if j is not None:
+                order[i], order[j] = order[j], order[i]
     return order
 
 
@@ -187,13 +225,19 @@ def create_study(
     raters: Sequence[str] = (),
     gold: int = 0,
     listen_check: bool = True,
-    base_url: str = "http://127.0.0.1:8080",
+    base_url: str | None = None,
+    systems: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> CreatedStudy:
-    """Sample, copy media, create `study.sqlite`, `links.csv` and `admin_link.txt` under `out`."""
-    if kind not in DEFAULT_RATERS:
-        raise ValueError(f"--kind must be mos or captions, found {kind!r}")
-    if gold and kind != "mos":
-        raise ValueError("--gold adds attention items to the MOS study only")
+    """Sample, copy media, create `study.sqlite`, `links.csv` and `admin_link.txt` under `out`.
+
+    `systems` (system-mos: one or more; ab: exactly two, A then B) maps each system's name to
+    its caption file. `base_url` None: the links follow the server (`human/links.py`); until a
+    server rewrites them they point at `DEFAULT_BASE_URL`."""
+    if kind not in STUDY_KINDS:
+        raise ValueError(f"--kind must be one of {', '.join(STUDY_KINDS)}, found {kind!r}")
+    if gold and kind == "captions":
+        raise ValueError("--gold adds attention items to the rating studies, not to captions")
+    check_systems(kind, systems or {})
     if n < 1:
         raise ValueError(f"--n must be at least 1, found {n}")
     names = list(raters) or rater_names(None, None, kind)
@@ -202,7 +246,9 @@ def create_study(
         raise FileExistsError(f"{target} exists and is not empty: a study is never overwritten")
     manifest_path = Path(manifest)
     records = read_manifest(manifest_path)
-    sample = sample_records(records, kind, split, n, seed)
+    outputs = load_systems(systems or {}, [r for r in records if r.split == split])
+    sample = sample_records(records, kind, split, n, seed, outputs)
+    check_captions(outputs, sample)
     pairs = gold_pairs(sample, gold, seed)
     settings = StudySettings(
         kind=kind,
@@ -215,14 +261,18 @@ def create_study(
         raters=names,
         sample=[r.id for r in sample],
         listen_check=listen_check,
-        base_url=base_url.rstrip("/"),
+        base_url=base_url.rstrip("/") if base_url else None,
+        systems=[o.name for o in outputs],
+        system_files={
+            o.name: {"path": str(o.path.resolve()), "sha256": file_sha256(o.path)} for o in outputs
+        },
         created_at=time.time(),
         multi2cap_version=__version__,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     build = target.parent / f".{target.name}.partial-{secrets.token_hex(4)}"
     try:
-        links, admin_link = _build(build, settings, sample, pairs)
+        links, admin_link = _build(build, settings, sample, pairs, outputs)
         if target.exists():
             target.rmdir()
         os.replace(build, target)
@@ -232,35 +282,28 @@ def create_study(
     return CreatedStudy(target, settings, links, admin_link)
 
 
-def _build(
-    folder: Path,
-    settings: StudySettings,
+def _dataset_items(
+    kind: StudyKind,
     sample: Sequence[ManifestRecord],
+    audio_of: Mapping[str, tuple[str, float]],
+    frames: Mapping[str, str],
     pairs: Sequence[tuple[ManifestRecord, ManifestRecord]],
-) -> tuple[dict[str, str], str]:
-    (folder / "media" / "audio").mkdir(parents=True)
-    if settings.kind == "captions":
-        (folder / "media" / "frames").mkdir()
-    items: list[dict[str, Any]] = []
-    audio_of: dict[str, tuple[str, float]] = {}
-    for number, record in enumerate(sample, start=1):
-        audio = f"media/audio/{number:04d}.flac"
-        duration = _write_audio(record.audio, folder / audio)
-        audio_of[record.id] = (audio, duration)
-        frame = None
-        if settings.kind == "captions":
-            frame = f"media/frames/{number:04d}.jpg"
-            _write_frame(str(record.image), folder / frame)
+) -> list[dict[str, Any]]:
+    """The items of a MOS or captions study: the dataset's own captions."""
+    items = []
+    for record in sample:
+        audio, duration = audio_of[record.id]
         items.append(
             {
                 "item": record.id,
                 "audio": audio,
-                "frame": frame,
-                "caption": record.captions[0] if settings.kind == "mos" else None,
+                "frame": frames.get(record.id),
+                "caption": record.captions[0] if kind == "mos" else None,
                 "refs": list(record.captions),
                 "duration_s": duration,
                 "gold": 0,
                 "gold_source": None,
+                "group": record.id,
             }
         )
     for number, (audio_rec, caption_rec) in enumerate(pairs, start=1):
@@ -275,8 +318,36 @@ def _build(
                 "duration_s": duration,
                 "gold": 1,
                 "gold_source": f"audio of {audio_rec.id}, caption of {caption_rec.id}",
+                "group": audio_rec.id,
             }
         )
+    return items
+
+
+def _build(
+    folder: Path,
+    settings: StudySettings,
+    sample: Sequence[ManifestRecord],
+    pairs: Sequence[tuple[ManifestRecord, ManifestRecord]],
+    outputs: Sequence[SystemOutputs],
+) -> tuple[dict[str, str], str]:
+    (folder / "media" / "audio").mkdir(parents=True)
+    if settings.kind == "captions":
+        (folder / "media" / "frames").mkdir()
+    audio_of: dict[str, tuple[str, float]] = {}
+    frames: dict[str, str] = {}
+    for number, record in enumerate(sample, start=1):
+        audio = f"media/audio/{number:04d}.flac"
+        audio_of[record.id] = (audio, _write_audio(record.audio, folder / audio))
+        if settings.kind == "captions":
+            frames[record.id] = f"media/frames/{number:04d}.jpg"
+            _write_frame(str(record.image), folder / frames[record.id])
+    if outputs:
+        items = system_items(settings.kind, sample, audio_of, outputs, pairs, settings.seed)
+        groups: list[str] | None = [item["group"] for item in items]
+    else:
+        items = _dataset_items(settings.kind, sample, audio_of, frames, pairs)
+        groups = None  # the orders of MOS and captions studies stay what they were
     admin_token = new_token()
     conn = connect(folder / DB_NAME)
     try:
@@ -284,45 +355,46 @@ def _build(
         conn.execute("BEGIN IMMEDIATE")
         for ident, item in enumerate(items, start=1):
             conn.execute(
-                "INSERT INTO items (id, item, audio, frame, caption, refs, duration_s, gold, "
-                "gold_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items (id, item, system, audio, frame, caption, caption_b, refs, "
+                "duration_s, gold, gold_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     ident,
                     item["item"],
+                    item.get("system", ""),
                     item["audio"],
                     item["frame"],
                     item["caption"],
+                    item.get("caption_b"),
                     json.dumps(item["refs"], ensure_ascii=False),
                     item["duration_s"],
                     item["gold"],
                     item["gold_source"],
                 ),
             )
-        links: dict[str, str] = {}
+        tokens: dict[str, str] = {}
         for rater_id, name in enumerate(settings.raters, start=1):
-            token = new_token()
+            tokens[name] = new_token()
             conn.execute(
                 "INSERT INTO raters (id, name, token_sha256, total) VALUES (?, ?, ?, ?)",
-                (rater_id, name, token_digest(token), len(items)),
+                (rater_id, name, token_digest(tokens[name]), len(items)),
             )
-            for position, index in enumerate(rater_order(len(items), settings.seed, name), 1):
+            order = rater_order(len(items), settings.seed, name, groups)
+            swapped = sides(len(items), settings.seed, name) if settings.kind == "ab" else None
+            for position, index in enumerate(order, 1):
                 conn.execute(
-                    "INSERT INTO assignments (rater_id, position, item_id, key) VALUES (?,?,?,?)",
-                    (rater_id, position, index + 1, secrets.token_hex(8)),
+                    "INSERT INTO assignments (rater_id, position, item_id, key, swapped) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        rater_id,
+                        position,
+                        index + 1,
+                        secrets.token_hex(8),
+                        swapped[index] if swapped else 0,
+                    ),
                 )
-            links[name] = f"{settings.base_url}/r/{token}"
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-    admin_link = f"{settings.base_url}/a/{admin_token}"
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rater", "link"])
-    writer.writerows(links.items())
     # The links are the raters' credentials: readable by the researcher only.
-    atomic_write_text(folder / "links.csv", buffer.getvalue())
-    atomic_write_text(folder / "admin_link.txt", admin_link + "\n")
-    for name in ("links.csv", "admin_link.txt"):
-        os.chmod(folder / name, 0o600)
-    return links, admin_link
+    return write_links(folder, settings.base_url or DEFAULT_BASE_URL, tokens, admin_token)

@@ -35,6 +35,12 @@ class AudioDecodeError(MediaError):
     """Neither soundfile nor PyAV could decode the file as audio (wrong format, damaged data)."""
 
 
+class AudioTooLargeError(MediaError):
+    """The audio is beyond what the caller decodes (`multi2cap.media.audio.DecodeLimits`):
+    a sample rate, channel count, duration or decoding work over its limit, seen in the header
+    before decoding or while decoding."""
+
+
 class InvalidSamplesError(MediaError):
     """The decoded audio holds NaN or infinite samples (rejected by default, see `load_audio`)."""
 

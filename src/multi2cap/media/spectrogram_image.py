@@ -5,6 +5,7 @@ applied as a 256-entry lookup table; no figure is rendered, so one 10-s clip tak
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -51,6 +52,7 @@ class SpectrogramImageSettings:
             )
         if self.db_range <= 0:
             raise ValueError(f"db_range must be positive, got {self.db_range}")
+        colormap_table(self.colormap)  # an unknown name fails here, not at every clip's render
 
 
 @lru_cache(maxsize=16)
@@ -60,8 +62,13 @@ def colormap_table(name: str) -> np.ndarray:
 
     try:
         cmap = matplotlib.colormaps[name]
-    except KeyError as err:
-        raise ValueError(f"unknown matplotlib colormap {name!r}") from err
+    except KeyError:
+        close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(
+            f"unknown matplotlib colormap {name!r}; {hint}any name of matplotlib.colormaps "
+            "works, e.g. magma, viridis, gray"
+        ) from None
     rgba = cmap(np.linspace(0.0, 1.0, 256))
     return np.round(rgba[:, :3] * 255.0).astype(np.uint8)
 

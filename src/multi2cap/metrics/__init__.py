@@ -1,6 +1,7 @@
 """AAC evaluation metrics, faithful to pycocoevalcap 1.2 / aac-metrics 0.6.0, offline-first.
 
-`evaluate(candidates, mult_references, metrics="offline")` scores once; `Evaluator` keeps the
+`corpus, per_item = evaluate(candidates, mult_references, metrics="offline")` scores once (the
+result also has `.corpus`, `.per_item`, `.unavailable`, `.settings`); `Evaluator` keeps the
 METEOR JVM and the models warm across calls. `metric_availability()` and `asset_statuses()` tell
 what can run on this machine (used by `multi2cap info`). Importing this package loads neither
 torch nor transformers.
@@ -14,6 +15,7 @@ from multi2cap.metrics.evaluator import (
     EvalResult,
     Evaluator,
     MetricAssets,
+    MetricWarning,
     evaluate,
     higher_is_better,
     metric_availability,
@@ -30,6 +32,7 @@ __all__ = [
     "Evaluator",
     "MetricAssets",
     "MetricUnavailableError",
+    "MetricWarning",
     "asset_statuses",
     "evaluate",
     "higher_is_better",

@@ -8,27 +8,43 @@ depend on the whole evaluated set and need at least 2 items (with one, every IDF
 
 The "length" in the penalty is coco-caption's: the number of bigrams, i.e. words - 1 (0 for an
 empty caption), which only differs from the word count for empty captions.
+
+`cider_d_groups` scores several candidates per item (preference pairs, re-ranking) with the IDF
+of the items' reference sets, as if each candidate were scored alone against the same corpus:
+a document is an item's reference set however many candidates it has.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from multi2cap.metrics._ngrams import NgramTable, lookup
+from multi2cap.metrics._ngrams import NgramTable, build_ngram_table, lookup
 
 
-def cider_d(table: NgramTable, sigma: float = 6.0) -> tuple[float, list[float]]:
-    """(corpus CIDEr-D, per-item scores) from a 1..4-gram table; needs >= 2 items."""
+def cider_d(
+    table: NgramTable, sigma: float = 6.0, documents: np.ndarray | None = None
+) -> tuple[float, list[float]]:
+    """(corpus CIDEr-D, per-item scores) from a 1..4-gram table; needs >= 2 documents.
+
+    `documents` `(n_items,)` names the reference set (document) of each item for the IDF: items
+    sharing a document count once in the document frequencies and in N. None: every item is its
+    own document (coco-caption)."""
     n_items, n, n_grams = table.n_items, table.n, table.n_grams
-    if n_items < 2:
+    if documents is None:
+        documents = np.arange(n_items, dtype=np.int64)
+    n_documents = len(np.unique(documents))
+    if n_documents < 2:
         raise ValueError("CIDEr-D needs at least 2 items: its IDF over one item is always 0")
     cand = table.is_candidate()
     refs = ~cand
     ref_sent = table.sent[refs] - n_items  # reference index 0..R-1
-    # Document frequency: in how many items' reference sets each gram occurs.
+    # Document frequency: in how many documents (items' reference sets) each gram occurs.
     item_gram, _ = table.reference_max_counts
-    doc_freq = np.bincount(item_gram % n_grams, minlength=n_grams)
-    idf = np.log(float(n_items)) - np.log(np.maximum(1.0, doc_freq))
+    doc_gram = np.unique(documents[item_gram // n_grams] * n_grams + item_gram % n_grams)
+    doc_freq = np.bincount(doc_gram % n_grams, minlength=n_grams)
+    idf = np.log(float(n_documents)) - np.log(np.maximum(1.0, doc_freq))
     weight = table.count * idf[table.gram]
     n_sents = len(table.lengths)
     norms = np.sqrt(
@@ -56,3 +72,36 @@ def cider_d(table: NgramTable, sigma: float = 6.0) -> tuple[float, list[float]]:
     per_order = np.add.reduceat(sims, table.ref_start, axis=0)
     scores = per_order.mean(axis=1) / table.n_refs * 10.0
     return float(np.mean(scores)), scores.tolist()
+
+
+def cider_d_groups(
+    candidate_groups: Sequence[Sequence[str]],
+    mult_references: Sequence[Sequence[str]],
+    sigma: float = 6.0,
+) -> list[list[float]]:
+    """CIDEr-D of every candidate of every item (tokenized text), `[item][candidate]`.
+
+    The IDF is that of the items' reference sets (N = number of items), so a candidate's score is
+    what `cider_d` gives it when scored as its item's only candidate, whatever the other
+    candidates are. An item without candidates still counts in the IDF (a training corpus whose
+    clips are only partly scored keeps the IDF of all its references)."""
+    if len(candidate_groups) != len(mult_references):
+        raise ValueError(
+            f"{len(candidate_groups)} candidate groups but {len(mult_references)} reference lists"
+        )
+    flat: list[str] = []
+    refs: list[Sequence[str]] = []
+    documents: list[int] = []
+    for item, (group, references) in enumerate(zip(candidate_groups, mult_references, strict=True)):
+        for candidate in group or [""]:  # an empty group: its references count in the IDF
+            flat.append(candidate)
+            refs.append(references)
+            documents.append(item)
+    table = build_ngram_table(flat, refs)
+    _, scores = cider_d(table, sigma, np.asarray(documents, dtype=np.int64))
+    out: list[list[float]] = []
+    position = 0
+    for group in candidate_groups:
+        out.append(scores[position : position + len(group)])
+        position += max(1, len(group))
+    return out

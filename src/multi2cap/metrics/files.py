@@ -15,12 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from multi2cap.io import atomic_write_text, type_name
-from multi2cap.metrics.evaluator import EvalResult
+from multi2cap.metrics.result import EvalResult
 
 _ID_COLUMNS = ("id", "file_name")
 _PREDICTION_COLUMNS = ("caption", "caption_predicted")  # ours, DCASE's submission header
@@ -274,6 +275,18 @@ def write_per_item(path: str | Path, ids: list[str], result: EvalResult) -> None
     for i, key in enumerate(ids):
         writer.writerow([key, *(repr(result.per_item[k][i]) for k in keys)])
     atomic_write_text(path, buffer.getvalue())
+
+
+def write_details(path: str | Path, ids: list[str], result: EvalResult, key: str) -> None:
+    """JSONL with one record per item of what metric `key` says beside its value (`clair_a`:
+    the judge's score and reason, or the error): `{"id", key: value or null, **details}`."""
+    values = result.per_item.get(key, [])
+    lines = []
+    for i, item_id in enumerate(ids):
+        value = values[i] if i < len(values) else None
+        record = {"id": item_id, key: None if value is None or math.isnan(value) else value}
+        lines.append(json.dumps({**record, **result.details[key][i]}, ensure_ascii=False) + "\n")
+    atomic_write_text(path, "".join(lines))
 
 
 def _found(record: Any) -> str:

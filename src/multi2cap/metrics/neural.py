@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from multi2cap.metrics.resources import resolve_echecker_bert
+
 #: Heads of the echecker, in checkpoint order; FER reads the last one.
 ERROR_HEADS = ("add_tail", "repeat_event", "repeat_adv", "remove_conj", "remove_verb", "error")
 
@@ -89,8 +91,10 @@ class ErrorDetector:
     (`torch.save({"model_type": str, "num_classes": 6, "state_dict": ...})`).
 
     `bert` names the folder (or cached hub id) with the base model's config and tokenizer; by
-    default the checkpoint's `model_type`. Captions are stripped of punctuation, lower-cased and
-    cut/padded to `max_len` word pieces; a caption has an error when P(error) > `threshold`.
+    default `MULTI2CAP_FENSE_BERT`, then the assets folder's copy of the checkpoint's
+    `model_type`, then `model_type` itself (`resources.resolve_echecker_bert`). Captions are
+    stripped of punctuation, lower-cased and cut/padded to `max_len` word pieces; a caption has
+    an error when P(error) > `threshold`.
     """
 
     def __init__(
@@ -106,7 +110,7 @@ class ErrorDetector:
         from transformers import AutoConfig, AutoTokenizer
 
         states = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        base = bert or states["model_type"]
+        base = resolve_echecker_bert(states["model_type"], bert)
         num_classes = int(states["num_classes"])
         if num_classes != len(ERROR_HEADS):
             raise ValueError(

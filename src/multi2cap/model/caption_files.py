@@ -15,7 +15,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypedDict, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
 from multi2cap.fsnames import printable
 from multi2cap.io import atomic_write_text, write_jsonl
@@ -29,6 +29,8 @@ _FORMAT_OF_SUFFIX: dict[str, CaptionFormat] = {".csv": "csv", ".json": "json", "
 _SUFFIX_OF_FORMAT = {"csv": ".csv", "json": ".json", "jsonl": ".jsonl", "dcase": ".csv"}
 DCASE_COLUMNS = ("file_name", "caption_predicted")
 """The DCASE audio-captioning submission header (Clotho's file names, one caption each)."""
+RERANK_COLUMNS = ("clap_score", "tied", "candidates")
+"""What `--rerank-scores` adds to each row (`multi2cap.model.rerank.RerankedCaption.to_record`)."""
 
 
 class CaptionRow(TypedDict):
@@ -67,43 +69,80 @@ def caption_format(output: Path | None, requested: CaptionFormat | None) -> Capt
     return _FORMAT_OF_SUFFIX[suffix]
 
 
-def caption_rows(results: Sequence[FileCaption]) -> list[CaptionRow]:
-    """The captioned files' rows, in input order (failures are not rows; see `write_captions`).
-    Names that are not UTF-8 are written with `\\xNN` escapes (see `printable`)."""
+def caption_rows(
+    results: Sequence[FileCaption], *, rerank_scores: bool = False
+) -> list[dict[str, Any]]:
+    """The captioned files' rows (`CaptionRow`), in input order (failures are not rows; see
+    `write_captions`). Names that are not UTF-8 are written with `\\xNN` escapes (see
+    `printable`). `rerank_scores` adds the CLAP re-ranking fields `RERANK_COLUMNS` to each row:
+    `clap_score` (the caption's cosine), `tied` (the texts tied with it) and `candidates`
+    (`{text, source, rank, clap}` in candidate order); all None for a caption not re-ranked."""
+    rows: list[dict[str, Any]] = []
+    for r in results:
+        if r.caption is None:
+            continue
+        row: dict[str, Any] = dict(
+            CaptionRow(file_name=printable(r.key), caption=r.caption, path=printable(r.path))
+        )
+        if rerank_scores:
+            record = r.rerank.to_record() if r.rerank is not None else {}
+            row.update({key: record.get(key) for key in RERANK_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def _rerank_cells(row: dict[str, Any]) -> list[str]:
+    """A CSV row's `RERANK_COLUMNS` cells: the score's repr, the lists as JSON; blank when the
+    caption was not re-ranked."""
+    if row["clap_score"] is None:
+        return ["", "", ""]
     return [
-        CaptionRow(file_name=printable(r.key), caption=r.caption, path=printable(r.path))
-        for r in results
-        if r.caption is not None
+        repr(row["clap_score"]),
+        json.dumps(row["tied"], ensure_ascii=False),
+        json.dumps(row["candidates"], ensure_ascii=False),
     ]
 
 
-def format_captions(results: Sequence[FileCaption], fmt: CaptionFormat) -> str:
-    """The text of a caption file in format `fmt` (see the module docstring)."""
-    rows = caption_rows(results)
+def format_captions(
+    results: Sequence[FileCaption], fmt: CaptionFormat, *, rerank_scores: bool = False
+) -> str:
+    """The text of a caption file in format `fmt` (see the module docstring). `rerank_scores`
+    adds the `RERANK_COLUMNS` (JSON and JSONL: fields; CSV and DCASE: columns after the
+    format's own, lists as JSON text)."""
+    rows = caption_rows(results, rerank_scores=rerank_scores)
     if fmt == "json":
         return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     if fmt == "jsonl":
         return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    extra = list(RERANK_COLUMNS) if rerank_scores else []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if fmt == "dcase":
-        writer.writerow(DCASE_COLUMNS)
-        writer.writerows([row["file_name"], row["caption"]] for row in rows)
+        writer.writerow([*DCASE_COLUMNS, *extra])
+        cells = [[row["file_name"], row["caption"]] for row in rows]
     else:
-        writer.writerow(CaptionRow.__annotations__)
-        writer.writerows([row[key] for key in CaptionRow.__annotations__] for row in rows)
+        writer.writerow([*CaptionRow.__annotations__, *extra])
+        cells = [[row[key] for key in CaptionRow.__annotations__] for row in rows]
+    for row, first in zip(rows, cells, strict=True):
+        writer.writerow(first + _rerank_cells(row) if rerank_scores else first)
     return buffer.getvalue()
 
 
 def write_captions(
-    results: Sequence[FileCaption], output: Path, fmt: CaptionFormat | None = None
+    results: Sequence[FileCaption],
+    output: Path,
+    fmt: CaptionFormat | None = None,
+    *,
+    rerank_scores: bool = False,
 ) -> Path | None:
     """Write the captioned files to `output` atomically, in format `fmt` (default: from the
     extension, see `caption_format`); the `file_name` of each row, unique in the run, is what
-    `multi2cap evaluate --predictions` and Clotho's references use. The failures (files and
-    inputs that gave no file) go to `<output stem>.failures.jsonl` next to it. Returns that
-    file's path, or None when nothing failed."""
-    atomic_write_text(output, format_captions(results, caption_format(output, fmt)))
+    `multi2cap evaluate --predictions` and Clotho's references use. `rerank_scores` adds the
+    CLAP re-ranking fields (see `format_captions`). The failures (files and inputs that gave
+    no file) go to `<output stem>.failures.jsonl` next to it. Returns that file's path, or None
+    when nothing failed."""
+    text = format_captions(results, caption_format(output, fmt), rerank_scores=rerank_scores)
+    atomic_write_text(output, text)
     failed = [{"path": printable(r.path), "error": r.error} for r in results if r.error is not None]
     if not failed:
         return None

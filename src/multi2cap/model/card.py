@@ -7,8 +7,9 @@ score of that epoch) and sits in a run folder whose `train_config.yaml` is the r
 these for `GET /v1/model` of `multi2cap serve` and for the model card of `multi2cap push`.
 
 The recipe is read as plain YAML (the model layer does not import the training package); the
-paths it names (manifests, output folder, `init_from`) are reduced to their last component before
-anything is published, so a pushed card does not disclose the trainer's folders.
+paths it names (manifests, output folder, `init_from`, backbone folders) are reduced to their last
+component before anything is published, and backbones are shown by name (hub id or folder name),
+so neither a pushed card nor `GET /v1/model` discloses the folders of the machine.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from typing import Any
 
 import yaml
 
+from multi2cap.model.backbones import ROLES, backbone_name, describe_backbone, used_roles
 from multi2cap.model.config import CONFIG_FILE, Multi2CapConfig
 from multi2cap.provenance import WRITTEN_BY_KEY
 
 SCORES_FILE = "best.json"
 RECIPE_FILE = "train_config.yaml"
 _RECIPE_PATHS = (("data", "train_manifest"), ("data", "val_manifest"), ("init_from",),
-                 ("runtime", "output_dir"))  # fmt: skip
+                 ("runtime", "output_dir"), ("model", "vision", "feature_cache"))  # fmt: skip
 
 CITATION = """@inproceedings{cho2025multi2cap,
   title     = {Learning to See through Sound: From {VggCaps} to {Multi2Cap} for Richer Automated Audio Captioning},
@@ -46,7 +48,9 @@ def find_recipe(folder: Path) -> Path | None:
 
 
 def public_recipe(path: Path) -> dict[str, Any]:
-    """The recipe as a dict with its path fields reduced to their last component."""
+    """The recipe as a dict with its path fields reduced to their last component: manifests,
+    output folder, `init_from`, backbone folders (`model.<role>.source`, `init_backbones`) and
+    the CLIP feature cache. Hub ids are kept whole."""
     recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     for keys in _RECIPE_PATHS:
         node = recipe
@@ -54,30 +58,23 @@ def public_recipe(path: Path) -> dict[str, Any]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
             node[keys[-1]] = Path(node[keys[-1]]).name
+    model = recipe.get("model") if isinstance(recipe, dict) else None
+    for role in ROLES:
+        section = model.get(role) if isinstance(model, dict) else None
+        if isinstance(section, dict) and isinstance(section.get("source"), str):
+            section["source"] = backbone_name(section["source"])
+    init = recipe.get("init_backbones") if isinstance(recipe, dict) else None
+    if isinstance(init, dict):
+        recipe["init_backbones"] = {k: backbone_name(str(v)) for k, v in init.items()}
     return recipe
 
 
-_SHAPE_KEYS = ("preset", "embed_dim", "hidden_size", "depth", "num_hidden_layers")
-
-
-def _backbone(source: str | None, config: dict[str, Any] | None) -> str:
-    """The source id/path, or for an inline config "random weights (width, depth)"."""
-    if source is not None:
-        return source
-    shape = ", ".join(f"{k} {config[k]}" for k in _SHAPE_KEYS if config and k in config)
-    return f"random weights, inline config ({shape})"
-
-
 def checkpoint_summary(folder: Path) -> dict[str, Any]:
-    """Backbones, K, grounding, generation defaults, the stage and recipe (when the run folder
+    """Backbones (by name: hub id or folder name, never a path of this machine, with where each
+    comes from), K, grounding, generation defaults, the stage and recipe (when the run folder
     has one) and the recorded validation scores (when `best.json` exists) of a checkpoint."""
     config = Multi2CapConfig.load(folder / CONFIG_FILE)
-    backbones = {
-        "audio": _backbone(config.audio.source, config.audio.config),
-        "llm": _backbone(config.llm.source, config.llm.config),
-    }
-    if config.grounding:
-        backbones["vision"] = _backbone(config.vision.source, config.vision.config)
+    described = {role: describe_backbone(config, role) for role in used_roles(config)}
     recipe_path = find_recipe(folder)
     recipe = public_recipe(recipe_path) if recipe_path is not None else None
     validation = None
@@ -86,9 +83,11 @@ def checkpoint_summary(folder: Path) -> dict[str, Any]:
     raw = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     return {
         "written_by": raw.get(WRITTEN_BY_KEY),
-        "backbones": backbones,
-        "grounding": config.grounding,
-        "k": config.k if config.grounding else None,
+        "backbones": {role: name for role, (name, _) in described.items()},
+        "backbone_origins": {role: origin for role, (_, origin) in described.items()},
+        "grounding": config.grounding.enabled,
+        "grounding_pool": config.grounding.pool if config.grounding.enabled else None,
+        "k": config.k if config.grounding.enabled else None,
         "stage": recipe.get("stage") if recipe else None,
         "generation": config.generation.model_dump(),
         "validation": validation,
@@ -96,13 +95,11 @@ def checkpoint_summary(folder: Path) -> dict[str, Any]:
     }
 
 
-def local_sources(folder: Path) -> list[str]:
-    """Backbone sources of the checkpoint that name local paths (others cannot load them)."""
-    config = Multi2CapConfig.load(folder / CONFIG_FILE)
-    sources = [config.audio.source, config.llm.source]
-    if config.grounding:
-        sources.append(config.vision.source)
-    return [s for s in sources if s and (s.startswith(("/", ".", "~")) or Path(s).exists())]
+def _grounding_text(summary: dict[str, Any]) -> str:
+    if not summary["grounding"]:
+        return "none (audio-only baseline)"
+    pool = summary.get("grounding_pool")
+    return f"K = {summary['k']}" + (f", pooled over {pool}" if pool else "")
 
 
 def model_card(repo_id: str, summary: dict[str, Any]) -> str:
@@ -121,11 +118,16 @@ def model_card(repo_id: str, summary: dict[str, Any]) -> str:
         "",
         "## Backbones",
         "",
-        "| part | source |",
-        "|---|---|",
-        *(f"| {part} | `{source}` |" for part, source in summary["backbones"].items()),
+        "| part | backbone | where it comes from |",
+        "|---|---|---|",
+        *(
+            f"| {part} | `{name}` | {summary['backbone_origins'].get(part, '')} |"
+            for part, name in summary["backbones"].items()
+        ),
         "",
-        f"Grounding tokens: {'K = ' + str(summary['k']) if summary['grounding'] else 'none (audio-only baseline)'}. "
+        "Bundled backbones are files of this repository: the repo id alone loads the model.",
+        "",
+        f"Grounding tokens: {_grounding_text(summary)}. "
         f"Decoding defaults: {_inline(summary['generation'])}.",
         "",
         f"Written by: {_inline(summary['written_by'] or {})}.",

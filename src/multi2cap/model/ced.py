@@ -43,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 from multi2cap.assets import AssetNotFoundError
 from multi2cap.media.melspec import CedLogMel
+from multi2cap.model.backbones import is_local_path
 
 # Hub presets: `mispeech/ced-{tiny,mini,small,base}` (all depth 12, mlp_ratio 4).
 _PRESETS: dict[str, tuple[int, int]] = {
@@ -394,7 +395,13 @@ def _resolve_checkpoint_dir(id_or_path: str | Path) -> Path:
         f"download it where there is a network (`hf download {id_or_path} config.json "
         f"model.safetensors --local-dir DIR`) and pass DIR instead of the id"
     )
-    if path.exists() or str(id_or_path).count("/") != 1:
+    if is_local_path(str(id_or_path)):
+        raise AssetNotFoundError(
+            f"CED checkpoint {str(id_or_path)!r} is not a folder on this machine: give the "
+            "folder of a CED checkpoint (config.json + model.safetensors); a checkpoint "
+            "saved elsewhere takes `--backbone audio=DIR` (docs/model.md, Moving a checkpoint)"
+        )
+    if str(id_or_path).count("/") != 1:
         raise AssetNotFoundError(f"CED checkpoint {id_or_path!r} is not a folder: {how}")
     from huggingface_hub import snapshot_download
 

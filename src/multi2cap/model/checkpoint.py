@@ -8,10 +8,13 @@ Folder layout:
 - `trainable.safetensors`: adapter, grounding, alignment projections, VFR, LoRA weights;
 - `backbones.safetensors`: only for backbones built from an inline config, whose random weights
   cannot be rebuilt otherwise;
-- `tokenizer/`: only when the tokenizer is not the LLM's own.
+- `tokenizer/`: only when the tokenizer is not the LLM's own;
+- `backbones/<role>/<name>/`: only for backbones bundled with the checkpoint (`multi2cap push
+  --bundle-backbones`), referenced from `config.yaml` as `./backbones/<role>/<name>`.
 
-Pretrained backbone weights are not written: they are rebuilt from their source. Loading reads
-safetensors only: nothing is unpickled.
+Pretrained backbone weights are not written: they are rebuilt from their source, which is found
+on this machine by `multi2cap.model.backbones` (overrides, `$MULTI2CAP_BACKBONES`, references
+relative to the folder). Loading reads safetensors only: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
+from multi2cap.model.backbones import portable_config, resolve_backbones
 from multi2cap.model.config import (
     BACKBONES_FILE,
     CONFIG_FILE,
     TOKENIZER_DIR,
     TRAINABLE_FILE,
+    CheckpointFileError,
     Multi2CapConfig,
 )
 from multi2cap.model.hub import folder_problem, resolve_checkpoint
@@ -76,7 +82,7 @@ def _backbone_prefixes(config: Multi2CapConfig) -> list[str]:
         prefixes.append("audio_encoder.")
     if config.llm.config is not None:
         prefixes.append("decoder.model.")
-    if config.grounding and config.vision.config is not None:
+    if config.grounding.enabled and config.vision.config is not None:
         prefixes.append("vision.")
     return prefixes
 
@@ -100,14 +106,16 @@ def _split_state(model: Checkpointable) -> tuple[dict[str, Tensor], dict[str, Te
     return trainable, inline
 
 
-def _saved_config(model: Checkpointable) -> Multi2CapConfig:
-    """The config as written to a checkpoint: with `vision.width`, so that loading it
-    needs nothing of the CLIP tower (see `multi2cap.model.multi2cap.vision_width`)."""
-    if model.grounding is None:
-        return model.config
-    width = model.grounding.visual_proj.in_features
-    vision = model.config.vision.model_copy(update={"width": width})
-    return model.config.model_copy(update={"vision": vision})
+def _saved_config(model: Checkpointable, target: Path) -> tuple[Multi2CapConfig, dict[str, Path]]:
+    """The config as written to the checkpoint folder `target`: with `vision.width`, so that
+    loading it needs nothing of the CLIP tower (see `multi2cap.model.multi2cap.vision_width`),
+    and backbone folders as `portable_config` writes them (with the bundled ones to copy)."""
+    config = model.config
+    if model.grounding is not None:
+        width = model.grounding.visual_proj.in_features
+        vision = config.vision.model_copy(update={"width": width})
+        config = config.model_copy(update={"vision": vision})
+    return portable_config(config, target)
 
 
 def save_checkpoint(
@@ -126,7 +134,10 @@ def save_checkpoint(
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    _saved_config(model).save(tmp / CONFIG_FILE)
+    config, bundled = _saved_config(model, target)
+    for relative, source in bundled.items():  # kept when a checkpoint is saved over itself
+        shutil.copytree(source, tmp / relative)
+    config.save(tmp / CONFIG_FILE)
     save_file(trainable, str(tmp / TRAINABLE_FILE), metadata={"format": "pt"})
     if inline:
         save_file(inline, str(tmp / BACKBONES_FILE), metadata={"format": "pt"})
@@ -146,25 +157,32 @@ def load_checkpoint(
     *,
     load_vision: bool = False,
     device: str | torch.device | None = None,
+    backbones: Mapping[str, str | os.PathLike[str]] | None = None,
+    move: bool = True,
 ) -> ModelT:
     """Build a `cls` (Multi2Cap or a subclass) from a folder written by `save_checkpoint`, or a
-    hub id `org/name`: backbones by id/path from the config, then the saved weights, refusing a
-    folder whose weights do not match its config. The CLIP tower is only loaded with
-    `load_vision=True`; without it, an inline CLIP's saved weights are kept on the model so that
-    saving it again does not lose them. Returned in eval mode."""
+    hub id `org/name`: backbones by id/path from the config, found on this machine by
+    `resolve_backbones` (`backbones` overrides a role's folder or id: `{"llm": DIR}`), then the
+    saved weights, refusing a folder whose weights do not match its config. The CLIP tower is
+    only loaded with `load_vision=True`; without it, an inline CLIP's saved weights are kept on
+    the model so that saving it again does not lose them. The model's `config` names the
+    backbones where they were found. `llm.dtype: auto` resolves for `device`, where the model is
+    moved unless `move=False`. Returned in eval mode."""
     folder = resolve_checkpoint(folder)  # a folder, or a hub id `org/name` (model/hub.py)
     if problem := folder_problem(folder):
         raise FileNotFoundError(problem)
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder} is not a Multi2Cap checkpoint: no {CONFIG_FILE}")
-    config = Multi2CapConfig.load(config_path)
+    config = resolve_backbones(
+        Multi2CapConfig.load(config_path), folder, backbones, need_vision=load_vision
+    )
     tok_dir = folder / TOKENIZER_DIR
     tokenizer = build_tokenizer(config.llm, tok_dir if tok_dir.is_dir() else None)
-    model = cls(config, load_vision=load_vision, tokenizer=tokenizer)
-    state = load_file(folder / TRAINABLE_FILE)
+    model = cls(config, load_vision=load_vision, tokenizer=tokenizer, device=device)
+    state = read_weights(folder / TRAINABLE_FILE)
     if (folder / BACKBONES_FILE).is_file():
-        state.update(load_file(folder / BACKBONES_FILE))
+        state.update(read_weights(folder / BACKBONES_FILE))
     if model.vision is None:
         model._vision_state = {k: v for k, v in state.items() if k.startswith("vision.")}
         state = {k: v for k, v in state.items() if not k.startswith("vision.")}
@@ -177,10 +195,22 @@ def load_checkpoint(
             f"checkpoint {folder} does not match its config: missing {missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
-    if device is not None:
+    if device is not None and move:
         model.to(device)
     model.eval()
     return model
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; `CheckpointFileError` naming it when it is missing,
+    truncated or not safetensors at all (the reader's own error names no file)."""
+    if not path.is_file():
+        raise CheckpointFileError(path, "file not found: the checkpoint folder is incomplete")
+    try:
+        return load_file(path)
+    except SafetensorError as err:
+        problem = f"not a readable safetensors file ({err}): truncated or damaged, copy it again"
+        raise CheckpointFileError(path, problem) from err
 
 
 def _to_disk(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -1,8 +1,16 @@
 """AV-Grounding (paper section 4.2) and the alignment loss L_align (Eq. 2).
 
-Audio tokens A (B, T, d_a) query CLIP patch tokens V (B, P, d_v) through one cross-attention
-block (residual + LayerNorm + FFN, post-norm), so each audio step gathers the visual evidence it
-explains; the result is average-pooled along time into K segments, giving g (B, K, d_g).
+One cross-attention block (residual + LayerNorm + FFN, post-norm) between the CED tokens
+A (B, T, d_a) and CLIP's patch tokens V (B, P, d_v), then pooling into K tokens g (B, K, d_g).
+Two readings of the paper (`GroundingPool`, docs/model.md "Readings of the paper"):
+
+- `space` (default, the paper's "spatially grounded"): the patches are the queries and the valid
+  audio tokens the keys/values (padding masked), so each image region gathers the audio evidence
+  for it; the P = h x w patch grid (h, w from the vision config) is average-pooled to
+  sqrt(K) x sqrt(K) regions (`F.adaptive_avg_pool2d`), row-major.
+- `time` (the reading before, kept for old checkpoints and comparison): the audio steps are the
+  queries and the patches the keys/values, so each audio step gathers the visual evidence it
+  explains; the result is average-pooled along time into K segments (`segment_weights`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from multi2cap.model.config import GroundingPool, is_square
 
 
 def segment_weights(mask: Tensor, k: int) -> Tensor:
@@ -37,27 +47,49 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
 
+def key_padding(mask: Tensor) -> Tensor:
+    """`nn.MultiheadAttention`'s `key_padding_mask` (True = ignore) for audio keys with validity
+    `mask (B, T)` (True = valid). A sample without any valid token keeps its first one, as
+    `segment_weights` does, so that its softmax is defined."""
+    padding = ~mask
+    padding[:, 0] &= mask.any(dim=1)
+    return padding
+
+
 @dataclass
 class GroundingOutput:
-    """`g (B, K, d_g)`; `attention (B, T, P)`: head-averaged weights of audio step over patch,
-    only when asked for (`need_weights=True`), else None."""
+    """`g (B, K, d_g)`; `attention`: head-averaged weights, only when asked for
+    (`need_weights=True`), else None: `(B, T, P)` audio step over patch under `pool: time`,
+    `(B, P, T)` patch over audio step under `pool: space` (0 on padded steps)."""
 
     g: Tensor
     attention: Tensor | None
 
 
 class AVGrounding(nn.Module):
-    """Cross-attention of audio queries over visual keys/values, then K-segment pooling.
+    """Cross-attention between audio and patch tokens, then pooling into K tokens (see the
+    module docstring for the two `pool` readings; the parameters are the same for both).
 
     Without `need_weights` the attention runs fused (`nn.MultiheadAttention` then calls
-    `F.scaled_dot_product_attention`: flash / memory-efficient kernels on GPU, no (B, H, T, P)
+    `F.scaled_dot_product_attention`: flash / memory-efficient kernels on GPU, no (B, H, ., .)
     weight tensor kept for backward); training and captioning take that path. The weights are
     materialised only for the probes (`Multi2Cap.probe_embeddings`); both paths compute the
     same function (tested)."""
 
-    def __init__(self, d_audio: int, d_visual: int, d_g: int, heads: int, k: int) -> None:
+    def __init__(
+        self,
+        d_audio: int,
+        d_visual: int,
+        d_g: int,
+        heads: int,
+        k: int,
+        pool: GroundingPool = "space",
+    ) -> None:
         super().__init__()
+        if pool == "space" and not is_square(k):
+            raise ValueError(f"AVGrounding(pool='space'): K must be a perfect square, got {k}")
         self.k = k
+        self.pool: GroundingPool = pool
         self.audio_proj = nn.Linear(d_audio, d_g)
         self.visual_proj = nn.Linear(d_visual, d_g)
         self.attn = nn.MultiheadAttention(d_g, heads, batch_first=True)
@@ -65,29 +97,67 @@ class AVGrounding(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d_g, 4 * d_g), nn.GELU(), nn.Linear(4 * d_g, d_g))
         self.norm2 = nn.LayerNorm(d_g)
 
+    def _block(self, x: Tensor, attended: Tensor) -> Tensor:
+        x = self.norm1(x + attended)
+        return self.norm2(x + self.ffn(x))
+
     def forward(
         self,
         audio: Tensor,
         audio_mask: Tensor,
         visual: Tensor,
-        weights: Tensor | None = None,
         *,
+        grid: tuple[int, int] | None = None,
         need_weights: bool = False,
     ) -> GroundingOutput:
         """`audio (B, T, d_a)`, `audio_mask (B, T)` True=valid, `visual (B, P, d_v)` patch
-        tokens; `weights (B, K, T)` from `segment_weights` (computed when omitted);
-        `need_weights` returns the attention weights too (slower, for probes)."""
-        q = self.audio_proj(audio)
-        kv = self.visual_proj(visual.to(q.dtype))
+        tokens (no CLS); `grid` (rows, columns) of the patches, required under `pool: space`
+        (`VisionEncoder.grid`); `need_weights` returns the attention weights too (slower, for
+        probes)."""
+        a = self.audio_proj(audio)
+        v = self.visual_proj(visual.to(a.dtype))
+        if self.pool == "time":
+            attended, attention = self.attn(
+                a, v, v, need_weights=need_weights, average_attn_weights=True
+            )
+            x = self._block(a, attended)
+            return GroundingOutput(
+                torch.bmm(segment_weights(audio_mask, self.k).to(x.dtype), x), attention
+            )
+        rows, cols = self.check_grid(grid, visual.shape[1])
         attended, attention = self.attn(
-            q, kv, kv, need_weights=need_weights, average_attn_weights=True
+            v,
+            a,
+            a,
+            key_padding_mask=key_padding(audio_mask),
+            need_weights=need_weights,
+            average_attn_weights=True,
         )
-        x = self.norm1(q + attended)
-        x = self.norm2(x + self.ffn(x))
-        if weights is None:
-            weights = segment_weights(audio_mask, self.k)
-        g = torch.bmm(weights.to(x.dtype), x)
-        return GroundingOutput(g=g, attention=attention)
+        x = self._block(v, attended)  # (B, P, d_g), P = rows x cols row-major
+        planes = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], rows, cols)
+        g = F.adaptive_avg_pool2d(planes, math.isqrt(self.k)).flatten(2).transpose(1, 2)
+        return GroundingOutput(g, attention)
+
+    def check_grid(self, grid: tuple[int, int] | None, n_patches: int) -> tuple[int, int]:
+        """`grid` validated against the P patch tokens and K (`pool: space`): P must be
+        rows x columns (a CLIP class token must not be among the patches), and the grid at
+        least sqrt(K) each way (a finer pooling would repeat patches, not add regions)."""
+        if grid is None:
+            raise ValueError("AV-grounding with pool: space needs the patch grid (rows, columns)")
+        rows, cols = grid
+        if rows * cols != n_patches:
+            raise ValueError(
+                f"AV-grounding: {n_patches} visual tokens, but the patch grid is {rows}x{cols} "
+                f"= {rows * cols} (a class token among the patches?)"
+            )
+        side = math.isqrt(self.k)
+        if side > min(rows, cols):
+            raise ValueError(
+                f"k ({self.k} = {side}x{side}) needs a patch grid of at least {side}x{side} "
+                f"under grounding.pool: space; the vision config gives {rows}x{cols} "
+                "(image_size / patch_size)"
+            )
+        return rows, cols
 
 
 def _world() -> tuple[int, int]:

@@ -1,17 +1,30 @@
 """Loading backbones and Multi2Cap checkpoints by hub id or folder, with errors that say how to
-supply a missing one."""
+supply a missing one; staging and pushing a checkpoint to the hub, with its local backbones
+bundled into the repository or mapped to hub ids (never published as paths of this machine)."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from multi2cap.assets import AssetNotFoundError
-from multi2cap.model.config import CONFIG_FILE, TOKENIZER_DIR, TRAINABLE_FILE
+from multi2cap.model.backbones import (
+    BUNDLE_DIR,
+    BUNDLE_SUFFIXES,
+    ROLES,
+    backbone_name,
+    backbone_spec,
+    check_overrides,
+    is_local_path,
+    locate_backbone,
+    used_roles,
+)
+from multi2cap.model.config import CONFIG_FILE, TOKENIZER_DIR, TRAINABLE_FILE, Multi2CapConfig
 
 
 @contextmanager
@@ -25,6 +38,13 @@ def hub_asset(what: str, field: str, source: str) -> Iterator[None]:
         raise
     except OSError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if is_local_path(source):  # `hf download /a/local/path` would make no sense
+            role = field.partition(".")[0]
+            raise AssetNotFoundError(
+                f"{what}: the local folder {source!r} (config `{field}`) could not be loaded: "
+                f"{reason} Check that it is a complete copy of the backbone, or point to "
+                f"another with `--backbone {role}=DIR` (Python: `backbones={{'{role}': DIR}}`)."
+            ) from err
         raise AssetNotFoundError(
             f"{what} {source!r} (config `{field}`) could not be loaded: {reason} "
             f"Set `{field}` to a local folder, or download it once on a machine with network: "
@@ -40,10 +60,12 @@ CHECKPOINT_PATTERNS = (
     f"{TOKENIZER_DIR}/*",
     "best.json",
     "train_config.yaml",
+    *(f"{BUNDLE_DIR}/*{suffix}" for suffix in BUNDLE_SUFFIXES),
 )
 """What a hub checkpoint download fetches: the config, the weights (safetensors only, never
-pickles), the tokenizer when the checkpoint carries its own, and the run's recorded validation
-scores and recipe (small YAML/JSON, shown by `multi2cap serve` and the model card)."""
+pickles), the tokenizer when the checkpoint carries its own, the run's recorded validation
+scores and recipe (small YAML/JSON, shown by `multi2cap serve` and the model card), and bundled
+backbones (`backbones/<role>/<name>/`: their safetensors, configs and tokenizer files)."""
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
@@ -114,11 +136,112 @@ def check_push(checkpoint: str | os.PathLike[str], repo_id: str) -> Path:
     return folder
 
 
-def stage_hub_repo(checkpoint: str | os.PathLike[str], repo_id: str, target: Path) -> Path:
-    """Write into `target` what `push_checkpoint` uploads: the checkpoint's config, safetensors
-    and tokenizer, its `best.json`, its run's recipe (paths reduced to names) and a generated
-    `README.md` model card (`multi2cap.model.card`). Raises `FileNotFoundError` for a folder
-    that is not a checkpoint, `ValueError` for a repo id that is not `org/name`."""
+@dataclass
+class PushedBackbones:
+    """How a checkpoint's backbones are published: `config` as uploaded (bundled ones as
+    `./backbones/<role>/<name>`, mapped ones as hub ids) and `copies` {path in the repo: local
+    file} of the bundled backbones' files."""
+
+    config: Multi2CapConfig
+    copies: dict[str, Path] = field(default_factory=dict)
+
+
+def plan_pushed_backbones(
+    folder: Path,
+    *,
+    bundle: bool = False,
+    hub_ids: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | os.PathLike[str]] | None = None,
+) -> PushedBackbones:
+    """Decide how each backbone of the checkpoint `folder` is published. A hub id stays. A
+    backbone already bundled in the folder (`./...` inside it) is carried along. A local folder
+    is refused (`ValueError`, listing every such role and the two ways out) unless `hub_ids` maps
+    its role to the hub id it came from, or `bundle` copies it into the repository (found as
+    when loading: `overrides`, the stored path, `$MULTI2CAP_BACKBONES`)."""
+    config = Multi2CapConfig.load(folder / CONFIG_FILE)
+    where = f"checkpoint {folder}"
+    mapped = check_overrides(config, hub_ids or {}, where)
+    for role, repo_id in mapped.items():
+        if is_local_path(repo_id) or "@" in repo_id:
+            raise ValueError(f"--map-backbone {role}={repo_id}: not a hub id (org/name)")
+    located = check_overrides(config, overrides or {}, where)
+    updates: dict[str, object] = {}
+    copies: dict[str, Path] = {}
+    refused = []
+    root = os.path.abspath(folder)
+    for role in used_roles(config):
+        spec = backbone_spec(config, role)
+        if spec.source is None:
+            continue
+        if role in mapped:
+            updates[role] = spec.model_copy(update={"source": mapped[role]})
+            continue
+        override = located.get(role)
+        if override is None and not is_local_path(spec.source):
+            continue  # a hub id stays
+        if override is not None and not is_local_path(override):
+            updates[role] = spec.model_copy(update={"source": override})  # a hub id given here
+            continue
+        inside = (
+            override is None
+            and spec.source.startswith("./")
+            and os.path.commonpath([os.path.abspath(folder / spec.source), root]) == root
+        )
+        if not (bundle or inside):
+            refused.append((role, override or spec.source))
+            continue
+        source = locate_backbone(role, spec.source, folder, override, where=where)
+        if inside:  # already bundled: carried along at the same place
+            relative = Path(os.path.relpath(source, root)).as_posix()
+        else:
+            relative = f"{BUNDLE_DIR}/{role}/{backbone_name(source)}"
+        copies.update(_bundle_files(role, Path(source), relative))
+        updates[role] = spec.model_copy(update={"source": f"./{relative}"})
+    if refused:
+        listed = "; ".join(f"{role} is the local folder {source!r}" for role, source in refused)
+        first = refused[0][0]
+        raise ValueError(
+            f"cannot push {folder} as it is: {listed}. Nobody else can load a checkpoint that "
+            f"names folders of this machine. Either bundle them into the repository "
+            f"(`--bundle-backbones`: copied under {BUNDLE_DIR}/<role>/<name>/, loadable by the "
+            f"repo id alone), or name the hub id each was downloaded from (`--map-backbone "
+            f"{first}=org/name`, repeatable)."
+        )
+    return PushedBackbones(config.model_copy(update=updates), copies)
+
+
+def _bundle_files(role: str, source: Path, relative: str) -> dict[str, Path]:
+    """{repo path: file} of a backbone folder's `BUNDLE_SUFFIXES` files, under `relative`;
+    `ValueError` when it holds no safetensors weights (bundles carry no pickles)."""
+    files = {
+        f"{relative}/{file.relative_to(source).as_posix()}": file
+        for file in sorted(source.rglob("*"))
+        if file.is_file() and file.suffix in BUNDLE_SUFFIXES and not file.name.startswith(".")
+    }
+    if not any(name.endswith(".safetensors") for name in files):
+        raise ValueError(
+            f"--bundle-backbones: the {role} backbone folder {source} holds no *.safetensors "
+            "weights (bundles carry safetensors only, never pickles): save it with "
+            "`save_pretrained(..., safe_serialization=True)` first"
+        )
+    return files
+
+
+def stage_hub_repo(
+    checkpoint: str | os.PathLike[str],
+    repo_id: str,
+    target: Path,
+    *,
+    bundle: bool = False,
+    hub_ids: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | os.PathLike[str]] | None = None,
+) -> Path:
+    """Write into `target` what `push_checkpoint` uploads: the checkpoint's config (backbones as
+    `plan_pushed_backbones` publishes them), safetensors and tokenizer, bundled backbones, its
+    `best.json`, its run's recipe (paths reduced to names) and a generated `README.md` model
+    card (`multi2cap.model.card`). Raises `FileNotFoundError` for a folder that is not a
+    checkpoint, `ValueError` for a repo id that is not `org/name` or a local backbone that is
+    neither bundled nor mapped."""
     import yaml
 
     from multi2cap.model.card import (
@@ -130,15 +253,20 @@ def stage_hub_repo(checkpoint: str | os.PathLike[str], repo_id: str, target: Pat
     )
 
     folder = check_push(checkpoint, repo_id)
+    plan = plan_pushed_backbones(folder, bundle=bundle, hub_ids=hub_ids, overrides=overrides)
     target.mkdir(parents=True, exist_ok=True)
     for file in sorted(folder.rglob("*")):
         relative = file.relative_to(folder).as_posix()
-        wanted = relative in (CONFIG_FILE, SCORES_FILE)
+        wanted = relative == SCORES_FILE
         wanted |= relative.endswith(".safetensors") and "/" not in relative
         wanted |= relative.startswith(f"{TOKENIZER_DIR}/")
         if file.is_file() and wanted:
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file, target / relative)
+    for relative, file in plan.copies.items():
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, target / relative)
+    _write_pushed_config(folder / CONFIG_FILE, plan.config, target / CONFIG_FILE)
     recipe = find_recipe(folder)
     if recipe is not None:
         text = yaml.safe_dump(public_recipe(recipe), sort_keys=False)
@@ -149,18 +277,52 @@ def stage_hub_repo(checkpoint: str | os.PathLike[str], repo_id: str, target: Pat
     return target
 
 
+def _write_pushed_config(original: Path, config: Multi2CapConfig, target: Path) -> None:
+    """The checkpoint's config.yaml as is (byte for byte) when no backbone source changes;
+    otherwise its tree (the `written_by` block kept) with the new sources."""
+    import yaml
+
+    tree = yaml.safe_load(original.read_text(encoding="utf-8")) or {}
+    changed = False
+    for role in ROLES:
+        section = tree.get(role)
+        source = backbone_spec(config, role).source
+        if isinstance(section, dict) and section.get("source") != source:
+            section["source"] = source
+            changed = True
+    if not changed:
+        shutil.copyfile(original, target)
+        return
+    target.write_text(yaml.safe_dump(tree, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
 def push_checkpoint(
-    checkpoint: str | os.PathLike[str], repo_id: str, *, private: bool = False, message: str
+    checkpoint: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    private: bool = False,
+    message: str,
+    bundle: bool = False,
+    hub_ids: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> str:
     """Upload a checkpoint to the hub repo `repo_id` (created when missing) with its model card
-    (see `stage_hub_repo`); returns the repo's URL. The token and endpoint are
-    huggingface_hub's own (`HF_TOKEN` / `hf auth login`, `HF_ENDPOINT`)."""
+    (see `stage_hub_repo`, which also takes `bundle`, `hub_ids` and `overrides`); returns the
+    repo's URL. The token and endpoint are huggingface_hub's own (`HF_TOKEN` / `hf auth
+    login`, `HF_ENDPOINT`)."""
     import tempfile
 
     from huggingface_hub import CommitOperationAdd, HfApi
 
     with tempfile.TemporaryDirectory(prefix="multi2cap-push-") as tmp:
-        staged = stage_hub_repo(checkpoint, repo_id, Path(tmp) / "repo")
+        staged = stage_hub_repo(
+            checkpoint,
+            repo_id,
+            Path(tmp) / "repo",
+            bundle=bundle,
+            hub_ids=hub_ids,
+            overrides=overrides,
+        )
         operations = [
             CommitOperationAdd(path_in_repo=p.relative_to(staged).as_posix(), path_or_fileobj=p)
             for p in sorted(staged.rglob("*"))

@@ -16,6 +16,7 @@ from multi2cap.fsnames import printable
 from multi2cap.media.audio import SAMPLE_RATE, load_audio
 from multi2cap.media.errors import MediaError
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.model.rerank import ClapReranker, RerankedCaption
 
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".m4a", ".aac", ".mp4",
@@ -31,12 +32,14 @@ class FileCaption:
     `key` is the `file_name` written for it: the shortest trailing part of its path that no other
     file of the run shares (`a.wav`, or `dev/a.wav` and `eval/a.wav` when both are captioned), so
     rows stay unique for `multi2cap evaluate` and bare names still match Clotho's references.
+    `rerank` holds the CLAP re-ranking details when the caption was chosen by one.
     """
 
     path: Path
     caption: str | None = None
     error: str | None = None
     key: str = ""
+    rerank: RerankedCaption | None = None
 
 
 @dataclass
@@ -114,17 +117,27 @@ def caption_files(
     num_beams: int | None = None,
     max_new_tokens: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    reranker: ClapReranker | None = None,
 ) -> list[FileCaption]:
     """Caption `files` in input order, reading `batch_size` files at a time (so memory holds
-    one batch of audio, not the corpus). `on_progress(n)` is called with each batch's size."""
+    one batch of audio, not the corpus). `on_progress(n)` is called with each batch's size.
+
+    With a `reranker`, each file is also read at the CLAP's rate and its caption is the CLAP's
+    choice among the candidates of one beam search (`multi2cap.model.rerank`); the beam width
+    is then the reranker's (`num_beams` must stay None)."""
+    if reranker is not None and num_beams is not None:
+        raise ValueError("with a reranker, set the beam width in its RerankConfig.num_beams")
     paths = [Path(f) for f in files]
     results = [FileCaption(p, key=k) for p, k in zip(paths, unique_keys(paths), strict=True)]
     for start in range(0, len(results), batch_size):
         group = results[start : start + batch_size]
-        ready, waves = [], []
+        ready, waves, clap_waves = [], [], []
         for item in group:
             try:
-                waves.append(load_audio(item.path))
+                wave = load_audio(item.path)
+                if reranker is not None:
+                    clap_waves.append(reranker.scorer.load(item.path))
+                waves.append(wave)
                 ready.append(item)
             except MediaError as err:
                 item.error = printable(err)
@@ -132,7 +145,13 @@ def caption_files(
                 item.error = printable(
                     f"{item.path}: unexpected decoder error ({type(err).__name__}: {err})"
                 )
-        if waves:
+        if waves and reranker is not None:
+            reranked = reranker.caption_waves(
+                model, waves, clap_waves, batch_size=batch_size, max_new_tokens=max_new_tokens
+            )
+            for item, choice in zip(ready, reranked, strict=True):
+                item.caption, item.rerank = choice.caption, choice
+        elif waves:
             texts = model.caption(
                 waves,
                 sampling_rate=SAMPLE_RATE,  # load_audio's rate

@@ -1,18 +1,24 @@
 """The LLM decoder: any HF causal LM with LoRA, fed `prompt + prefix + caption` as embeddings.
 
 Sequence layout per sample (no padding inside a sample):
-`[left prompt ids (with BOS if the tokenizer adds one)] [prefix tokens] [right prompt ids]
-[caption ids] [EOS]`, where the prompt is split at `<audio>` (no placeholder: the prefix follows
-the whole prompt). Training pads on the right, generation on the left; attention masks and labels
-come from lengths, never from the pad id (Llama 3 / Qwen use EOS as pad, and masking by pad id
-would hide the EOS target so the model never learns to stop).
+`[left ids] [prefix tokens] [right ids] [caption ids] [end ids]`, where the ids around the prefix
+and after the caption come from `multi2cap.model.prompt` (`llm.prompt_format`): in `plain`
+format the prompt split at `<audio>` (BOS if the tokenizer adds one) and EOS; in `chat` format
+the tokenizer's chat template, the caption as the assistant's answer and its end-of-turn
+token(s). Labels cover the caption and the end ids. Training pads on the right, generation on
+the left; attention masks and labels come from lengths, never from the pad id (Llama 3 / Qwen /
+SmolLM2 use EOS as pad, and masking by pad id would hide the EOS target so the model never
+learns to stop).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,14 +39,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from multi2cap.model.config import (
-    AUDIO_PLACEHOLDER,
-    SPECIAL_TOKENS,
-    LlmDtype,
-    LlmSpec,
-    TokenizerSpec,
-)
+from multi2cap.model.config import SPECIAL_TOKENS, LlmDtype, LlmSpec, TokenizerSpec
 from multi2cap.model.hub import hub_asset
+from multi2cap.model.prompt import PromptLayout, prompt_layout
 
 IGNORE_INDEX = -100
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -71,20 +72,24 @@ def _cuda_has_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def resolve_llm_dtype(name: LlmDtype) -> torch.dtype:
-    """The decoder's weight dtype for `llm.dtype`. `auto`: bfloat16 on a machine with a
-    bf16-capable CUDA device (half the memory of a 3-8B decoder, autocast runs in bf16 there
-    anyway), float32 otherwise (CPU bf16 matmuls are slow and gain nothing). Resolved when the
-    model is built, so one checkpoint (which keeps `auto`) loads in bf16 on a GPU machine and
-    in fp32 on a laptop."""
+def resolve_llm_dtype(name: LlmDtype, device: str | torch.device | None = None) -> torch.dtype:
+    """The decoder's weight dtype for `llm.dtype` on `device`, the device the model runs on
+    (None: torch's default device, where it is built: the CPU unless a `with torch.device(..)`
+    block says otherwise). `auto`: bfloat16 on a bf16-capable CUDA device (half the memory of
+    a 3-8B decoder, autocast runs in bf16 there anyway), float32 elsewhere (CPU bf16 matmuls
+    are slow and gain nothing), so `multi2cap caption --device cpu` loads fp32 on a GPU machine
+    too. Resolved when the model is built, so one checkpoint (which keeps `auto`) loads in
+    bf16 for a GPU and in fp32 for a CPU."""
     if name == "auto":
-        return torch.bfloat16 if _cuda_has_bf16() else torch.float32
+        target = torch.device(device) if device is not None else torch.get_default_device()
+        return torch.bfloat16 if target.type == "cuda" and _cuda_has_bf16() else torch.float32
     return _DTYPES[name]
 
 
-def build_causal_lm(spec: LlmSpec) -> PreTrainedModel:
-    """Pretrained weights from `spec.source`, or random weights from the inline config."""
-    dtype = resolve_llm_dtype(spec.dtype)
+def build_causal_lm(spec: LlmSpec, device: str | torch.device | None = None) -> PreTrainedModel:
+    """Pretrained weights from `spec.source`, or random weights from the inline config, in the
+    dtype `llm.dtype` gives for `device` (`resolve_llm_dtype`)."""
+    dtype = resolve_llm_dtype(spec.dtype, device)
     if spec.source is not None:
         with hub_asset("LLM", "llm.source", spec.source):
             return AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype)
@@ -104,6 +109,40 @@ def build_tokenizer(spec: LlmSpec, tokenizer_dir: Path | None = None) -> PreTrai
     return word_level_tokenizer(spec.tokenizer)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Ancestral sampling settings for `CaptionDecoder.generate` (candidates for re-ranking).
+
+    `temperature` divides the logits, `top_p` keeps the smallest set of tokens whose
+    probability reaches it (1.0 = all). `seed` seeds torch's generator for the call (the
+    global generator is restored after it), so a call with the same batch gives the same
+    samples; the draws of one prefix depend on the other prefixes of its batch."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError(
+                f"sampling needs temperature > 0 and 0 < top_p <= 1, found "
+                f"temperature={self.temperature}, top_p={self.top_p}"
+            )
+
+
+@contextmanager
+def _seeded(sampling: Sampling | None) -> Iterator[None]:
+    """torch's generators seeded with `sampling.seed` inside the block, restored after; nothing
+    changes without sampling."""
+    if sampling is None:
+        yield
+        return
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(sampling.seed)
+        yield
+
+
 @dataclass
 class DecoderInputs:
     """`embeds (B, L, D)`, `attention_mask (B, L)` long, `labels (B, L)` or None."""
@@ -114,7 +153,8 @@ class DecoderInputs:
 
 
 class CaptionDecoder(nn.Module):
-    """A causal LM (frozen, LoRA-tuned when enabled) with the prompt/prefix/caption assembly."""
+    """A causal LM (frozen, LoRA-tuned when enabled) with the prompt/prefix/caption assembly.
+    `device`: the device it will run on, for `llm.dtype: auto` (`resolve_llm_dtype`)."""
 
     def __init__(
         self,
@@ -122,13 +162,19 @@ class CaptionDecoder(nn.Module):
         prompt: str,
         max_caption_tokens: int,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
-        self.model = build_causal_lm(spec)
+        self.model = build_causal_lm(spec, device)
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(spec)
-        if self.tokenizer.eos_token_id is None:
-            raise ValueError(f"tokenizer of {spec.source or spec.family!r} has no EOS token")
+        self.layout: PromptLayout = prompt_layout(
+            self.tokenizer,
+            prompt,
+            spec.prompt_format,
+            spec.system_prompt,
+            name=repr(spec.source or spec.family),
+        )
         self.max_caption_tokens = max_caption_tokens
         self.model.requires_grad_(False)
         if spec.lora.enabled:
@@ -142,17 +188,9 @@ class CaptionDecoder(nn.Module):
             inject_adapter_in_model(lora, self.model)
             for name, param in self.model.named_parameters():
                 param.requires_grad_("lora_" in name)
-        left, _, right = (
-            prompt.partition(AUDIO_PLACEHOLDER) if AUDIO_PLACEHOLDER in prompt else (prompt, "", "")
-        )
-        self.register_buffer("left_ids", self._ids(left.strip(), special=True), persistent=False)
-        self.register_buffer("right_ids", self._ids(right.strip(), special=False), persistent=False)
-
-    def _ids(self, text: str, special: bool) -> Tensor:
-        ids = (
-            self.tokenizer(text, add_special_tokens=special)["input_ids"] if text or special else []
-        )
-        return torch.tensor(ids, dtype=torch.long)
+        for buffer in ("left", "right", "end"):
+            ids = torch.tensor(getattr(self.layout, buffer), dtype=torch.long)
+            self.register_buffer(f"{buffer}_ids", ids, persistent=False)
 
     @property
     def hidden_size(self) -> int:
@@ -166,13 +204,12 @@ class CaptionDecoder(nn.Module):
         return [name for name, _ in self.model.named_parameters() if "lora_" in name]
 
     def caption_ids(self, captions: list[str]) -> list[Tensor]:
-        """Caption token ids + EOS, truncated to `max_caption_tokens` (EOS always kept)."""
-        eos = self.tokenizer.eos_token_id
+        """Caption token ids + the end ids (EOS, or the chat template's end of turn), truncated
+        to `max_caption_tokens` in all (the end ids always kept)."""
+        end = self.layout.end
+        keep = max(self.max_caption_tokens - len(end), 0)
         encoded = self.tokenizer(captions, add_special_tokens=False)["input_ids"]
-        return [
-            torch.tensor([*ids[: self.max_caption_tokens - 1], eos], dtype=torch.long)
-            for ids in encoded
-        ]
+        return [torch.tensor([*ids[:keep], *end], dtype=torch.long) for ids in encoded]
 
     def assemble(
         self, prefix: Tensor, prefix_mask: Tensor, captions: list[str] | None = None
@@ -215,7 +252,7 @@ class CaptionDecoder(nn.Module):
         return DecoderInputs(embeds, mask, labels)
 
     def loss(self, prefix: Tensor, prefix_mask: Tensor, captions: list[str]) -> Tensor:
-        """Token-mean cross-entropy of caption + EOS given prompt and prefix (L_cap)."""
+        """Token-mean cross-entropy of caption + end ids given prompt and prefix (L_cap)."""
         inputs = self.assemble(prefix, prefix_mask, captions)
         out = self.model(
             inputs_embeds=inputs.embeds,
@@ -224,6 +261,27 @@ class CaptionDecoder(nn.Module):
             use_cache=False,
         )
         return out.loss
+
+    def sequence_logprobs(
+        self, prefix: Tensor, prefix_mask: Tensor, captions: list[str]
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher-forced log-probability of each caption given prompt and prefix: the sum over
+        its tokens and EOS (the tokens L_cap trains, truncated alike) of log p(token | before),
+        float32 `(B,)`, and their counts `(B,)` long. What DPO compares between the policy and
+        the reference model; log-softmax is taken on the caption positions only."""
+        inputs = self.assemble(prefix, prefix_mask, captions)
+        assert inputs.labels is not None
+        logits = self.model(
+            inputs_embeds=inputs.embeds, attention_mask=inputs.attention_mask, use_cache=False
+        ).logits
+        targets = inputs.labels[:, 1:]
+        rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
+        picked = torch.log_softmax(logits[:, :-1][rows, cols].float(), dim=-1)
+        token_logp = picked.gather(1, targets[rows, cols].unsqueeze(1)).squeeze(1)
+        batch = targets.shape[0]
+        total = token_logp.new_zeros(batch).index_add(0, rows, token_logp)
+        counts = torch.bincount(rows, minlength=batch)
+        return total, counts
 
     @torch.no_grad()
     def generate(
@@ -235,12 +293,19 @@ class CaptionDecoder(nn.Module):
         max_new_tokens: int,
         length_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
+        num_return_sequences: int = 1,
+        sampling: Sampling | None = None,
     ) -> list[str]:
         """Greedy (`num_beams=1`) or beam-search captions for a batch of prefixes.
 
+        `num_return_sequences` (<= `num_beams`) captions per prefix come back grouped by prefix,
+        each group best beam first: `B * num_return_sequences` strings. With `sampling`, the
+        captions are drawn instead (`num_beams` is then ignored; see `Sampling`).
+
         Decoding uses exactly these settings: the backbone's own `generation_config` (sampling,
         repetition penalty, extra stop ids of chat checkpoints) is set aside during the call.
-        Generation stops at the tokenizer's EOS, the token captions were trained to end with.
+        Generation stops at the token captions were trained to end with: the tokenizer's EOS, or
+        in chat format the template's end-of-turn token (and EOS).
         When FSDP shards the LLM's layers, every process keeps stepping until all have finished
         (`synced_gpus`), because each step gathers the layers' weights from all of them.
         `no_repeat_ngram_size` constrains the generated tokens only, not the prompt.
@@ -248,21 +313,36 @@ class CaptionDecoder(nn.Module):
         them), so no caption comes back empty (`NoEmptyStart`)."""
         inputs = self.assemble(prefix, prefix_mask)
         pad = self.tokenizer.pad_token_id
-        eos = self.tokenizer.eos_token_id
+        if sampling is None and not 1 <= num_return_sequences <= num_beams:
+            raise ValueError(
+                f"num_return_sequences must be 1..num_beams ({num_beams}), "
+                f"found {num_return_sequences}"
+            )
+        search: dict[str, Any] = (
+            dict(do_sample=False, num_beams=num_beams, length_penalty=length_penalty)
+            if sampling is None
+            else dict(
+                do_sample=True,
+                num_beams=1,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=0,  # top_p alone decides (GenerationConfig's default top_k is 50)
+            )
+        )
+        stop = self.layout.stop
         settings = GenerationConfig(
-            do_sample=False,
-            num_beams=num_beams,
+            **search,
+            num_return_sequences=num_return_sequences,
             max_new_tokens=max_new_tokens,
-            length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size,
             repetition_penalty=1.0,
-            eos_token_id=eos,
-            pad_token_id=pad if pad is not None else eos,
+            eos_token_id=stop if len(stop) > 1 else stop[0],
+            pad_token_id=pad if pad is not None else stop[0],
         )
         backbone_settings = self.model.generation_config
         self.model.generation_config = settings
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _seeded(sampling):
                 # The n-gram block applying to generated tokens only is what we want.
                 warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size`")
                 out = self.model.generate(

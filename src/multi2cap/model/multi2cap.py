@@ -2,8 +2,9 @@
 
 Pre-training (`stage="pretrain"`, needs images): L = L_cap + alpha L_align + beta L_vfr, the
 adapter fed with g (or g_hat / a mix, `pretrain_adapter_input`). Fine-tuning and inference
-(`stage="finetune"`, audio only): L = L_cap with g_hat from the VFR. With `grounding=False` the
-model is the audio-only baseline: prefix = audio tokens, L = L_cap in both stages.
+(`stage="finetune"`, audio only): L = L_cap with g_hat from the VFR. With `grounding: false` the
+model is the audio-only baseline: prefix = audio tokens, L = L_cap in both stages. The grounding
+and the VFR follow `grounding.pool` (`space` or `time`, `multi2cap.model.grounding`).
 
 The checkpoint folder (`save_pretrained` / `from_pretrained`) is `multi2cap.model.checkpoint`;
 the trainer's per-step loss shares (`StepShare`, `AlignCache`) are `multi2cap.model.step_share`.
@@ -13,21 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule
 from transformers import CLIPVisionConfig, PreTrainedTokenizerBase
 
-from multi2cap.media.audio import SAMPLE_RATE, load_audio, resample
+from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.model.adapter import GroundAdapter
+from multi2cap.model.audio_input import AudioInput, as_waves
 from multi2cap.model.ced import CedConfig, CedEncoder, apply_lora, load_ced
 from multi2cap.model.checkpoint import can_train, load_checkpoint, save_checkpoint
 from multi2cap.model.config import (
@@ -35,12 +35,13 @@ from multi2cap.model.config import (
     AudioEncoderSpec,
     Multi2CapConfig,
     Stage,
+    VfrReduction,
     VisionEncoderSpec,
 )
-from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean, segment_weights
+from multi2cap.model.grounding import AlignmentLoss, AVGrounding, masked_mean
 from multi2cap.model.hf_audio import HfAudioEncoder, build_hf_encoder
 from multi2cap.model.hub import hub_asset
-from multi2cap.model.llm import CaptionDecoder
+from multi2cap.model.llm import CaptionDecoder, Sampling
 from multi2cap.model.step_share import AlignCache, StepShare
 from multi2cap.model.vfr import VisualFeatureReconstructor, vfr_loss
 from multi2cap.model.vision import VisionEncoder
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from multi2cap.data.dataset import CaptionBatch
 
 CED_PRESETS = ("tiny", "mini", "small", "base")
-AudioInput = str | os.PathLike[str] | np.ndarray | Tensor
 
 
 @dataclass
@@ -67,7 +67,8 @@ class ProbeEmbeddings:
     """Embeddings for the grounding probes (no grad).
 
     `g`, `g_hat` `(B, K, d_g)`; `a_mean (B, d_a)` masked mean of the audio tokens; `v_cls (B, d_v)`;
-    `attention (B, T', P)` grounding cross-attention (audio step over patch, head-averaged);
+    `attention` the grounding cross-attention, head-averaged: `(B, T', P)` audio step over patch
+    under `grounding.pool: time`, `(B, P, T')` patch over audio step under `space`;
     `audio_mask (B, T')`; `*_shared` the same vectors in the L_align space (`(B, K, E)` / `(B, E)`,
     not normalised), where g, g_hat, a_mean and v_cls are comparable by cosine similarity.
     """
@@ -127,7 +128,9 @@ class Multi2Cap(nn.Module):
 
     `load_vision=False` skips the CLIP tower (not needed for fine-tuning or captioning); the
     model can then not pre-train or probe. Call `set_stage` before building an optimizer or
-    wrapping the model for DDP/FSDP: it decides which parameters train.
+    wrapping the model for DDP/FSDP: it decides which parameters train. `device` is the device
+    the model will run on, against which `llm.dtype: auto` resolves (None: the default device
+    it is built on); the model is built on the default device, move it with `.to`.
     """
 
     def __init__(
@@ -136,15 +139,16 @@ class Multi2Cap(nn.Module):
         *,
         load_vision: bool = True,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.audio_encoder = build_audio_encoder(config.audio)
         d_a = self.audio_encoder.output_dim
         self.decoder = CaptionDecoder(
-            config.llm, config.prompt, config.max_caption_tokens, tokenizer=tokenizer
+            config.llm, config.prompt, config.max_caption_tokens, tokenizer=tokenizer, device=device
         )
-        d_g = config.d_g if config.grounding else None
+        d_g = config.d_g if config.grounding.enabled else None
         self.adapter = GroundAdapter(d_a, self.decoder.hidden_size, d_g)
         self.vision: VisionEncoder | None = None
         self.grounding: AVGrounding | None = None
@@ -153,13 +157,18 @@ class Multi2Cap(nn.Module):
         # Inline-config CLIP weights read from a checkpoint while the tower is not loaded; kept so
         # that saving again does not lose them (set and read by `multi2cap.model.checkpoint`).
         self._vision_state: dict[str, Tensor] = {}
-        if config.grounding:
+        if config.grounding.enabled:
             d_v = vision_width(config.vision)
-            self.grounding = AVGrounding(d_a, d_v, config.d_g, config.grounding_heads, config.k)
+            pool = config.grounding.pool
+            self.grounding = AVGrounding(
+                d_a, d_v, config.d_g, config.grounding_heads, config.k, pool=pool
+            )
             self.align = AlignmentLoss(
                 config.d_g, d_a, d_v, config.align_dim, config.align_temperature
             )
-            self.vfr = VisualFeatureReconstructor(d_a, config.vfr_hidden, config.d_g)
+            self.vfr = VisualFeatureReconstructor(
+                d_a, config.vfr_hidden, config.d_g, k=config.k, pool=pool
+            )
             if load_vision:
                 self.vision = VisionEncoder(config.vision)
                 if self.vision.output_dim != d_v:
@@ -167,6 +176,9 @@ class Multi2Cap(nn.Module):
                         f"vision.width is {d_v} but the CLIP tower {config.vision.source!r} "
                         f"has width {self.vision.output_dim}"
                     )
+                if pool == "space":
+                    rows, cols = self.vision.grid
+                    self.grounding.check_grid((rows, cols), rows * cols)
         self._trainable_to_fp32()
         self.stage: Stage = "pretrain"
         self.set_stage("pretrain")
@@ -246,16 +258,32 @@ class Multi2Cap(nn.Module):
         with torch.set_grad_enabled(needs_grad):
             return self.audio_encoder(audio.to(self.device), lengths.to(self.device))
 
+    def audio_prefix(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The decoder's prefix `(B, P, D)` and mask from audio alone (g_hat from the VFR, as
+        fine-tuning and captioning use it): what the captions are conditioned on."""
+        tokens, mask = self.encode_audio(audio, lengths)
+        ground = None
+        if self.vfr is not None:
+            ground = self.vfr(tokens, mask)
+        return self.adapter(tokens, mask, ground)
+
     def caption_tokens(self, captions: Sequence[str]) -> int:
         """Tokens L_cap averages over for `captions` (caption + EOS, truncated as in training)."""
         return sum(len(ids) for ids in self.decoder.caption_ids(list(captions)))
 
     def forward(
-        self, batch: CaptionBatch, stage: Stage, share: StepShare | None = None
+        self,
+        batch: CaptionBatch,
+        stage: Stage,
+        share: StepShare | None = None,
+        *,
+        vfr_reduction: VfrReduction = "sum",
     ) -> Multi2CapOutput:
         """Losses for a collated batch (`audio`, `audio_lengths`, `captions`, and `images` in
         pre-training with grounding). Switches `set_stage` when `stage` differs. Means over this
-        batch, or with `share` this batch's part of an effective batch (see `StepShare`)."""
+        batch, or with `share` this batch's part of an effective batch (see `StepShare`).
+        `vfr_reduction`: L_vfr per clip as Eq. 3's squared norm (`sum`) or its mean over the
+        K x d_g elements (`mean`), see `vfr_loss` (the trainer's `optim.vfr_reduction`)."""
         if stage != self.stage:
             self.set_stage(stage)
         tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
@@ -264,14 +292,13 @@ class Multi2Cap(nn.Module):
             prefix, prefix_mask = self.adapter(tokens, mask, None)
             loss_cap = self._loss_cap(prefix, prefix_mask, captions, share)
             return Multi2CapOutput(loss_cap, loss_cap, None, None)
-        weights = segment_weights(mask, self.config.k)
-        g_hat = self.vfr(tokens, weights)
+        g_hat = self.vfr(tokens, mask)
         if stage == "finetune":
             prefix, prefix_mask = self.adapter(tokens, mask, g_hat)
             loss_cap = self._loss_cap(prefix, prefix_mask, captions, share)
             return Multi2CapOutput(loss_cap, loss_cap, None, None)
 
-        g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask, weights)
+        g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask)
         assert self.align is not None
         cache = share.align_cache if share is not None else None
         if cache is not None:  # the effective batch's L_align through its cached gradient
@@ -285,7 +312,7 @@ class Multi2Cap(nn.Module):
         else:
             rows = share.align_rows if share is not None else None
             loss_align = self.align(g, a_mean, v_cls, rows=rows)
-        loss_vfr = vfr_loss(g_hat, g)
+        loss_vfr = vfr_loss(g_hat, g, vfr_reduction)
         if share is not None:
             loss_vfr = loss_vfr * (g.shape[0] * share.replicas / share.clips)
         source = self.config.pretrain_adapter_input
@@ -312,7 +339,7 @@ class Multi2Cap(nn.Module):
         return loss_cap * (self.caption_tokens(captions) * share.replicas / share.caption_tokens)
 
     def _grounding_inputs(
-        self, batch: CaptionBatch, tokens: Tensor, mask: Tensor, weights: Tensor
+        self, batch: CaptionBatch, tokens: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         """g `(B, K, d_g)` (from the batch's `images`), A_mean `(B, d_a)` and V_cls `(B, d_v)`."""
         assert self.grounding is not None
@@ -322,7 +349,7 @@ class Multi2Cap(nn.Module):
         if self.vision is None:
             raise RuntimeError("the CLIP tower is not loaded (load_vision=False): cannot pre-train")
         visual = self.vision(images.to(self.device))
-        g = self.grounding(tokens, mask, visual.patches, weights).g
+        g = self.grounding(tokens, mask, visual.patches, grid=self.vision.grid).g
         return g, masked_mean(tokens, mask), visual.cls
 
     @torch.no_grad()
@@ -335,8 +362,7 @@ class Multi2Cap(nn.Module):
             raise ValueError("the audio-only baseline has no L_align")
         with _whole_root(self):
             tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
-            weights = segment_weights(mask, self.config.k)
-            g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask, weights)
+            g, a_mean, v_cls = self._grounding_inputs(batch, tokens, mask)
             return self.align.embed(g, a_mean, v_cls)
 
     @torch.no_grad()
@@ -358,11 +384,10 @@ class Multi2Cap(nn.Module):
         gen = self.config.generation
         with _eval_mode(self), _whole_root(self):
             tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
-            weights = segment_weights(mask, self.config.k)
             if ground == "g":
-                ground_tokens = self._grounding_inputs(batch, tokens, mask, weights)[0]
+                ground_tokens = self._grounding_inputs(batch, tokens, mask)[0]
             else:
-                ground_tokens = self.vfr(tokens, weights)
+                ground_tokens = self.vfr(tokens, mask)
             prefix, prefix_mask = self.adapter(tokens, mask, ground_tokens)
             loss = self.decoder.loss(prefix, prefix_mask, list(batch["captions"]))
             texts = self.decoder.generate(
@@ -393,11 +418,12 @@ class Multi2Cap(nn.Module):
             raise ValueError("probing needs the CLIP tower (load_vision=True) and `images`")
         with _eval_mode(self), _whole_root(self):
             tokens, mask = self.encode_audio(batch["audio"], batch["audio_lengths"])
-            weights = segment_weights(mask, self.config.k)
             visual = self.vision(batch["images"].to(self.device))
-            grounded = self.grounding(tokens, mask, visual.patches, weights, need_weights=True)
+            grounded = self.grounding(
+                tokens, mask, visual.patches, grid=self.vision.grid, need_weights=True
+            )
             assert grounded.attention is not None
-            g_hat = self.vfr(tokens, weights)
+            g_hat = self.vfr(tokens, mask)
             a_mean = masked_mean(tokens, mask)
             g_s, a_s, v_s = self.align.project(grounded.g, a_mean, visual.cls)
             return ProbeEmbeddings(
@@ -437,7 +463,42 @@ class Multi2Cap(nn.Module):
         rate. Any length works (CED encodes long audio in chunks). Decoding options default to
         `config.generation`; inputs are batched by length to limit padding.
         """
-        waves = _as_waves(waves_or_paths, lengths, sampling_rate)
+        waves = as_waves(waves_or_paths, lengths, sampling_rate)
+        candidates = self.caption_candidates(
+            waves,
+            sampling_rate=SAMPLE_RATE,  # `as_waves` resampled them
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            batch_size=batch_size,
+        )
+        return [group[0] for group in candidates]
+
+    @torch.no_grad()
+    def caption_candidates(
+        self,
+        waves_or_paths: AudioInput | Sequence[AudioInput],
+        lengths: Sequence[int] | Tensor | None = None,
+        *,
+        sampling_rate: int | None = None,
+        num_return_sequences: int = 1,
+        num_beams: int | None = None,
+        max_new_tokens: int | None = None,
+        length_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        sampled: int = 0,
+        sampling: Sampling | None = None,
+        batch_size: int = 8,
+    ) -> list[list[str]]:
+        """Several captions per input (inputs, `sampling_rate` and options as in `caption`), in
+        input order.
+
+        Each group holds the `num_return_sequences` best hypotheses of **one** beam search
+        (`num_beams` >= `num_return_sequences`; best first, so `group[0]` is `caption`'s
+        caption), then `sampled` captions drawn with `sampling` (default `Sampling()`) from the
+        same prefixes. Duplicates are kept: the caller decides what a duplicate means."""
+        waves = as_waves(waves_or_paths, lengths, sampling_rate)
         gen = self.config.generation
         options = dict(
             num_beams=num_beams if num_beams is not None else gen.num_beams,
@@ -450,20 +511,30 @@ class Multi2Cap(nn.Module):
             ),
         )
         order = sorted(range(len(waves)), key=lambda i: -waves[i].shape[0])
-        results: dict[int, str] = {}
+        results: dict[int, list[str]] = {}
         with _eval_mode(self), _whole_root(self):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 chunk = [waves[i] for i in idx]
                 audio = nn.utils.rnn.pad_sequence(chunk, batch_first=True)
                 lens = torch.tensor([w.shape[0] for w in chunk])
-                tokens, mask = self.encode_audio(audio, lens)
-                ground = None
-                if self.vfr is not None:
-                    ground = self.vfr(tokens, segment_weights(mask, self.config.k))
-                prefix, prefix_mask = self.adapter(tokens, mask, ground)
-                texts = self.decoder.generate(prefix, prefix_mask, **options)
-                results.update(zip(idx, texts, strict=True))
+                prefix, prefix_mask = self.audio_prefix(audio, lens)
+                beams = self.decoder.generate(
+                    prefix, prefix_mask, **options, num_return_sequences=num_return_sequences
+                )
+                n = num_return_sequences
+                for j, i in enumerate(idx):
+                    results[i] = beams[j * n : (j + 1) * n]
+                if sampled > 0:
+                    drawn = self.decoder.generate(
+                        prefix,
+                        prefix_mask,
+                        **options,
+                        num_return_sequences=sampled,
+                        sampling=sampling or Sampling(),
+                    )
+                    for j, i in enumerate(idx):
+                        results[i] += drawn[j * sampled : (j + 1) * sampled]
         return [results[i] for i in range(len(waves))]
 
     # ------------------------------------------------------------------ checkpoints
@@ -483,11 +554,21 @@ class Multi2Cap(nn.Module):
         *,
         load_vision: bool = False,
         device: str | torch.device | None = None,
+        backbones: Mapping[str, str | os.PathLike[str]] | None = None,
+        move: bool = True,
     ) -> Multi2Cap:
         """Rebuild a model saved by `save_pretrained` (backbones by id/path from the config).
 
-        The CLIP tower is only loaded with `load_vision=True` (pre-training, probes)."""
-        return load_checkpoint(cls, folder, load_vision=load_vision, device=device)
+        `backbones` points a role (`audio`, `vision`, `llm`) at a folder or hub id of its
+        backbone on this machine, for a checkpoint saved elsewhere: `{"llm": "/models/llm"}`.
+        Without it, `$MULTI2CAP_BACKBONES` is searched by folder name for a stored path that is
+        absent here (`multi2cap.model.backbones`). The CLIP tower is only loaded with
+        `load_vision=True` (pre-training, probes). `device`: where the model runs; `llm.dtype:
+        auto` resolves against it, and the model is moved there unless `move=False` (the trainer
+        places the model itself, after FSDP sharding)."""
+        return load_checkpoint(
+            cls, folder, load_vision=load_vision, device=device, backbones=backbones, move=move
+        )
 
 
 @contextmanager
@@ -514,61 +595,3 @@ def _whole_root(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.reshard()
-
-
-def _iter_inputs(
-    waves_or_paths: AudioInput | Sequence[AudioInput],
-) -> Iterator[AudioInput]:
-    single_wave = isinstance(waves_or_paths, np.ndarray | Tensor) and waves_or_paths.ndim == 1
-    if single_wave or isinstance(waves_or_paths, str | os.PathLike):
-        yield waves_or_paths
-    else:
-        yield from waves_or_paths
-
-
-def _as_waves(
-    waves_or_paths: AudioInput | Sequence[AudioInput],
-    lengths: Sequence[int] | Tensor | None,
-    sampling_rate: int | None = None,
-) -> list[Tensor]:
-    """1-D float32 16-kHz waveforms: files decoded, arrays cut to `lengths` (samples at
-    `sampling_rate`) and resampled from `sampling_rate` (see `Multi2Cap.caption`)."""
-    if sampling_rate is not None and (isinstance(sampling_rate, bool) or sampling_rate <= 0):
-        raise ValueError(f"sampling_rate must be a positive number of Hz, got {sampling_rate!r}")
-    waves, from_file = [], []
-    for item in _iter_inputs(waves_or_paths):
-        if isinstance(item, str | os.PathLike):
-            waves.append(torch.from_numpy(load_audio(item)))
-        else:
-            wave = torch.as_tensor(item, dtype=torch.float32)
-            if wave.ndim != 1:
-                raise ValueError(f"expected 1-D waveforms, got shape {tuple(wave.shape)}")
-            waves.append(wave)
-        from_file.append(isinstance(item, str | os.PathLike))
-    if lengths is not None:
-        lens = [int(n) for n in lengths]
-        if len(lens) != len(waves):
-            raise ValueError(f"{len(lens)} lengths for {len(waves)} waveforms")
-        waves = [w[:n] for w, n in zip(waves, lens, strict=True)]
-    if not waves:
-        raise ValueError("no audio to caption")
-    if not all(from_file):
-        if sampling_rate is None:
-            warnings.warn(
-                f"caption() got waveforms without sampling_rate: read as {SAMPLE_RATE} Hz; pass "
-                "sampling_rate=<their rate> (they are resampled)",
-                UserWarning,
-                stacklevel=4,  # the caller of caption (_as_waves, caption, torch.no_grad's wrapper)
-            )
-        elif sampling_rate != SAMPLE_RATE:
-            waves = [
-                w if file else _resampled(w, sampling_rate)
-                for w, file in zip(waves, from_file, strict=True)
-            ]
-    return waves
-
-
-def _resampled(wave: Tensor, sampling_rate: int) -> Tensor:
-    """`wave` at `sampling_rate` Hz as 16 kHz (on its device)."""
-    data = resample(wave.detach().cpu().numpy(), sampling_rate, SAMPLE_RATE)
-    return torch.from_numpy(data).to(wave.device)

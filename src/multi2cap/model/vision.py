@@ -1,8 +1,11 @@
 """The frozen visual encoder f_v: CLIP's vision tower, V_cls and patch tokens V.
 
-V_cls is the first token and V the patch tokens of `last_hidden_state` (before CLIP's
-post-LayerNorm and projection, which only the CLIP image embedding uses). The tower never trains
-and always runs in eval mode under `no_grad`, so no gradient can reach it.
+V is the patch tokens of `last_hidden_state`. V_cls is, by default (`vision.v_cls:
+post_layernorm`), CLIP's pooled output: the first token after CLIP's post-LayerNorm, the vector
+that CLIP's image embedding projects into its joint image-text space; `pre_layernorm` takes the
+first token of `last_hidden_state` as it is (the reading of checkpoints saved before the choice;
+docs/model.md weighs the two). The tower never trains and always runs in eval mode under
+`no_grad`, so no gradient can reach it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ class VisionEncoder(nn.Module):
             identity = repr(sorted((spec.config or {}).items()))
         self.model.requires_grad_(False)
         self.model.eval()
+        self.v_cls = spec.v_cls
         self.cache_dir = Path(spec.feature_cache) if spec.feature_cache else None
+        if spec.v_cls != "pre_layernorm":  # a cache written before the choice held raw CLS
+            identity += f"|v_cls={spec.v_cls}"
         self._identity = identity.encode()
 
     @property
@@ -54,6 +60,14 @@ class VisionEncoder(nn.Module):
     def image_size(self) -> int:
         return int(self.model.config.image_size)
 
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, columns) of the patch tokens, read from the tower's config: image_size //
+        patch_size each way (16 x 16 for ViT-L/14 at 224 px). The patches of `encode` are this
+        grid in row-major order, CLS excluded."""
+        side = int(self.model.config.image_size) // int(self.model.config.patch_size)
+        return side, side
+
     def train(self, mode: bool = True) -> VisionEncoder:
         super().train(mode)
         self.model.eval()
@@ -61,9 +75,11 @@ class VisionEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> VisualFeatures:
-        """`images (B, 3, S, S)` CLIP-normalised pixels -> CLS and patch tokens (no grad)."""
-        hidden = self.model(pixel_values=images.to(self.model.dtype)).last_hidden_state
-        return VisualFeatures(cls=hidden[:, 0], patches=hidden[:, 1:])
+        """`images (B, 3, S, S)` CLIP-normalised pixels -> V_cls and patch tokens (no grad)."""
+        out = self.model(pixel_values=images.to(self.model.dtype))
+        hidden = out.last_hidden_state
+        cls = out.pooler_output if self.v_cls == "post_layernorm" else hidden[:, 0]
+        return VisualFeatures(cls=cls, patches=hidden[:, 1:])
 
     def forward(self, images: Tensor) -> VisualFeatures:
         """Like `encode`, reading/writing the feature cache when one is configured."""

@@ -8,7 +8,9 @@ Routes: `POST /v1/captions` (multipart `file`, repeatable, + `num_beams`, `max_n
 beam and token bounds from there, so it never offers what the server refuses), `GET /` (the page) with `/static/app.js` and `/static/style.css`,
 and the OpenAPI docs at `/docs` (FastAPI's Swagger UI page, its JS/CSS vendored in
 `page/swagger-ui/`, see SOURCE.txt there) and `/openapi.json`. Limits: `serve/limits.py`; batching:
-`serve/batcher.py`. Every page asset is served from the package (no CDN: works offline), under a
+`serve/batcher.py`. A server started with a `ClapReranker` (`serve --rerank clap`) re-ranks every
+caption with CLAP (`multi2cap.model.rerank`; `rerank_scores=true` adds the scores to the
+reply). Every page asset is served from the package (no CDN: works offline), under a
 Content-Security-Policy that allows this origin only.
 """
 
@@ -22,7 +24,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
@@ -31,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.model.rerank import ClapReranker
 from multi2cap.serve.batcher import DecodeOptions, DynamicBatcher, QueueFullError
 from multi2cap.serve.limits import (
     BodyLimit,
@@ -53,9 +55,15 @@ _CSP = "default-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 
 
 
 class ClipCaption(BaseModel):
+    """One clip's caption; on a re-ranking server asked for `rerank_scores`, also the CLAP
+    score of the caption, the candidates tied with it, and every candidate with its score."""
+
     file: str
     caption: str
     duration_s: float
+    clap_score: float | None = None
+    tied: list[str] | None = None
+    candidates: list[dict[str, Any]] | None = None
 
 
 class CaptionsReply(BaseModel):
@@ -80,19 +88,34 @@ def create_app(
     summary: dict[str, Any] | None = None,
     settings: ServeSettings | None = None,
     work_dir: Path | None = None,
+    reranker: ClapReranker | None = None,
 ) -> FastAPI:
     """The app serving `model` under the name `model_id` (`summary`: `GET /v1/model`'s extra
     fields, see `multi2cap.model.card.checkpoint_summary`). Staged uploads go to `work_dir`
-    (a fresh private temporary folder, removed at shutdown, when None)."""
+    (a fresh private temporary folder, removed at shutdown, when None). With a `reranker`,
+    every caption is its CLAP choice among one beam search's candidates; each upload is then
+    also read at the CLAP's rate."""
     settings = settings or ServeSettings()
     generation = model.config.generation
-    # The checkpoint's own defaults are always accepted, even above the server's caps.
-    beam_cap = max(settings.max_num_beams, generation.num_beams)
+    default_beams = generation.num_beams
+    if reranker is not None:
+        default_beams = reranker.config.beams_for(generation.num_beams)
+    # The checkpoint's (and the reranker's) defaults are always accepted, even above the caps.
+    beam_cap = max(settings.max_num_beams, default_beams)
     token_cap = max(settings.max_new_tokens_limit, generation.max_new_tokens)
 
-    def caption_fn(waves: list[np.ndarray], options: DecodeOptions) -> list[str]:
+    def caption_fn(clips: list[Any], options: DecodeOptions) -> list[Any]:
+        if reranker is not None:
+            return reranker.caption_waves(
+                model,
+                [wave for wave, _ in clips],
+                [clap_wave for _, clap_wave in clips],
+                batch_size=settings.max_batch,
+                max_new_tokens=options.max_new_tokens,
+                num_beams=options.num_beams,
+            )
         return model.caption(
-            waves,
+            clips,
             sampling_rate=SAMPLE_RATE,  # read_clip's rate
             num_beams=options.num_beams,
             max_new_tokens=options.max_new_tokens,
@@ -138,20 +161,27 @@ def create_app(
     )
 
     def options_from(num_beams: int | None, max_new_tokens: int | None) -> DecodeOptions:
-        beams = num_beams if num_beams is not None else generation.num_beams
+        beams = num_beams if num_beams is not None else default_beams
         tokens = max_new_tokens if max_new_tokens is not None else generation.max_new_tokens
-        if not 1 <= beams <= beam_cap:
-            raise HTTPException(422, f"num_beams must be 1..{beam_cap}, got {beams}")
+        low = reranker.config.candidates if reranker is not None else 1
+        if not low <= beams <= beam_cap:
+            why = f" (this server re-ranks {low} candidates per clip)" if low > 1 else ""
+            raise HTTPException(422, f"num_beams must be {low}..{beam_cap}, got {beams}{why}")
         if not 1 <= tokens <= token_cap:
             raise HTTPException(422, f"max_new_tokens must be 1..{token_cap}, got {tokens}")
         return DecodeOptions(num_beams=beams, max_new_tokens=tokens)
 
-    def load(upload: UploadFile, name: str) -> np.ndarray:
+    def load(upload: UploadFile, name: str) -> Any:
+        """The clip at 16 kHz, and at the CLAP's rate when re-ranking (read from the file)."""
+        limits = settings.decode_limits
         with staged_upload(upload.file, upload.filename, app.state.work_dir) as path:
-            return read_clip(path, name, settings.max_duration_s)
+            wave = read_clip(path, name, limits)
+            if reranker is None:
+                return wave
+            return wave, read_clip(path, name, limits, reranker.scorer.sampling_rate)
 
     async def caption_uploads(
-        uploads: list[UploadFile], options: DecodeOptions
+        uploads: list[UploadFile], options: DecodeOptions, scores: bool = False
     ) -> list[ClipCaption]:
         if len(uploads) > settings.max_files:
             raise HTTPException(
@@ -171,20 +201,36 @@ def create_app(
             raise HTTPException(
                 429, str(err), headers={"Retry-After": str(err.retry_after_s)}
             ) from None
-        texts = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-        return [
-            ClipCaption(file=n, caption=t, duration_s=round(w.shape[0] / SAMPLE_RATE, 3))
-            for n, t, w in zip(names, texts, waves, strict=True)
-        ]
+        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        replies = []
+        for name, result, clip in zip(names, results, waves, strict=True):
+            wave = clip if reranker is None else clip[0]
+            reply = ClipCaption(
+                file=name,
+                caption=result if reranker is None else result.caption,
+                duration_s=round(wave.shape[0] / SAMPLE_RATE, 3),
+            )
+            if scores:
+                reply = reply.model_copy(update=result.to_record())
+            replies.append(reply)
+        return replies
 
-    @app.post("/v1/captions", response_model=CaptionsReply)
+    @app.post("/v1/captions", response_model=CaptionsReply, response_model_exclude_none=True)
     async def captions(
         file: list[UploadFile] = File(..., description="audio/video files (repeat the field)"),
         num_beams: int | None = Form(None, description="beam size; default: the checkpoint's"),
         max_new_tokens: int | None = Form(None, description="caption length budget in tokens"),
+        rerank_scores: bool = Form(
+            False, description="re-ranking servers: add clap_score, tied and candidates"
+        ),
     ) -> CaptionsReply:
         """Caption one or more uploaded files (any format the front end reads)."""
-        results = await caption_uploads(file, options_from(num_beams, max_new_tokens))
+        if rerank_scores and reranker is None:
+            raise HTTPException(
+                422, "rerank_scores: this server does not re-rank (start it with --rerank clap)"
+            )
+        options = options_from(num_beams, max_new_tokens)
+        results = await caption_uploads(file, options, scores=rerank_scores)
         return CaptionsReply(captions=results, model=model_id)
 
     @app.post("/v1/audio/transcriptions", response_model=TranscriptionReply)
@@ -216,11 +262,19 @@ def create_app(
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
         """What is loaded: backbones, K, stage, decoding defaults, recorded validation scores,
-        this server's batching and limits, and the decoding options' accepted ranges."""
+        this server's batching and limits (and its re-ranking), and the decoding options'
+        accepted ranges."""
+        server = settings.model_dump()
+        if reranker is not None:
+            server["rerank"] = {
+                "kind": "clap",
+                "clap_model": reranker.scorer.source,
+                **reranker.config.model_dump(),
+            }
         return {
             "id": model_id,
             **(summary or {}),
-            "server": settings.model_dump(),
+            "server": server,
             "limits": {"num_beams": [1, beam_cap], "max_new_tokens": [1, token_cap]},
         }
 

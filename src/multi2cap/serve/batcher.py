@@ -8,7 +8,8 @@ oldest has waited `max_wait_s`, but only while other requests are on their way (
 instead of paying the wait. While a batch is being captioned new clips accumulate, so under load
 batches fill without waiting. Captions equal those of one clip at a time because
 `Multi2Cap.caption`'s batched generation is exact (left padding, masks from lengths; see
-docs/model.md and tests/model/test_multi2cap.py::test_batched_captioning_equals_one_by_one).
+docs/model.md and tests/model/test_multi2cap.py::test_batched_captioning_equals_one_by_one), and
+CLAP re-ranking scores a clip the same in any batch (tests/model/test_rerank.py).
 
 The queue is bounded (`max_queue` clips held at once, waiting or being captioned): a request that
 would exceed it is refused at once with `QueueFullError`, whose `retry_after_s` estimates when
@@ -25,8 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,10 @@ class DecodeOptions:
     max_new_tokens: int
 
 
-CaptionFn = Callable[[list[np.ndarray], DecodeOptions], list[str]]
-"""Captions for 16-kHz mono waveforms `(n,)` float32, in order, decoded with the options."""
+CaptionFn = Callable[[list[Any], DecodeOptions], list[Any]]
+"""One result per clip, in order, decoded with the options. A clip is what the app submitted
+(a 16-kHz mono waveform `(n,)` float32, or that and the clip at the CLAP's rate on a
+re-ranking server); a result is a caption (or a `RerankedCaption`)."""
 
 
 class QueueFullError(Exception):
@@ -54,9 +56,9 @@ class QueueFullError(Exception):
 
 @dataclass
 class _Clip:
-    wave: np.ndarray
+    wave: Any
     options: DecodeOptions
-    future: Future[str]
+    future: Future[Any]
     enqueued: float
 
 
@@ -146,7 +148,7 @@ class DynamicBatcher:
             retry = max(1, math.ceil(batches_ahead * self._batch_seconds))
             raise QueueFullError(held, self.max_queue, retry)
 
-    def submit(self, waves: Sequence[np.ndarray], options: DecodeOptions) -> list[Future[str]]:
+    def submit(self, waves: Sequence[Any], options: DecodeOptions) -> list[Future[Any]]:
         """Queue the clips of one request (all or none); one future per clip, in order.
 
         Raises `QueueFullError` when they do not fit, `RuntimeError` when not started."""

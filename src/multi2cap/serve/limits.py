@@ -2,9 +2,13 @@
 
 Limits (`ServeSettings`): a request body of at most `max_upload_mb` MB (all its files together;
 refused with 413 before it is read when its Content-Length says so, else as soon as the bytes
-streamed in pass the limit: `BodyLimit`), at most `max_files` files
-per request (413), clips of at most `max_duration_s` seconds (413; decoding stops just past the
-limit, so a long file is never decoded whole), decoding options within bounds (422), at most
+streamed in pass the limit: `BodyLimit`), at most `max_files` files per request (413), and per
+clip (413, `media.audio.DecodeLimits`): at most `max_duration_s` seconds, a sample rate of at
+most `max_sample_rate`, and at most `max_input_samples` samples to decode (rate x channels x
+seconds: 0.95 MB of FLAC can hold 595 s of 192 kHz x 8 channels, 914 M samples). These are
+read from the file's header and refused before decoding; a header that lies or is silent is
+caught while decoding, which is bounded anyway (blocks, downmixed and resampled one at a time:
+memory holds the 16-kHz output and one block). Decoding options within bounds (422), at most
 `max_queue` clips held by the server (429 with `Retry-After`, see `serve/batcher.py`), and audio
 the front end cannot read gets 400 with its reason.
 
@@ -31,8 +35,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from multi2cap.media.audio import SAMPLE_RATE, load_audio
-from multi2cap.media.errors import MediaError
+from multi2cap.media.audio import MAX_SAMPLE_RATE, DecodeLimits, load_audio
+from multi2cap.media.errors import AudioTooLargeError, MediaError
 from multi2cap.serve.openai_errors import is_openai_path, openai_error_body
 
 
@@ -47,12 +51,28 @@ class ServeSettings(BaseModel):
     max_upload_mb: float = Field(50.0, gt=0, description="request body limit, MB (10^6 bytes)")
     max_files: int = Field(32, ge=1, description="files per request")
     max_duration_s: float = Field(600.0, gt=0, description="longest clip, seconds")
+    max_sample_rate: int = Field(MAX_SAMPLE_RATE, ge=8000, description="highest rate, Hz")
+    max_input_samples: int = Field(
+        115_200_000,
+        ge=1,
+        description="samples decoded per clip, all channels (rate x channels x seconds; the "
+        "default is 600 s of 96 kHz stereo)",
+    )
     max_num_beams: int = Field(8, ge=1)
     max_new_tokens_limit: int = Field(256, ge=1, description="largest `max_new_tokens` accepted")
 
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_upload_mb * 1_000_000)
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        """What decoding one clip may cost (checked from its header, then while decoding)."""
+        return DecodeLimits(
+            max_sample_rate=self.max_sample_rate,
+            max_duration_s=self.max_duration_s,
+            max_input_samples=self.max_input_samples,
+        )
 
 
 class BodyLimit:
@@ -128,22 +148,22 @@ def staged_upload(source: BinaryIO, filename: str | None, work_dir: Path) -> Ite
         path.unlink(missing_ok=True)
 
 
-def read_clip(path: Path, filename: str, max_duration_s: float) -> np.ndarray:
-    """The staged upload as a 16-kHz mono waveform `(n,)` float32, as `Multi2Cap.caption`
-    would read the same file. Raises `UploadRejected` (400 unreadable, with the front end's
-    reason and the client's file name, never the server path; 413 too long)."""
+def read_clip(
+    path: Path, filename: str, limits: DecodeLimits, sample_rate: int | None = None
+) -> np.ndarray:
+    """The staged upload as a mono float32 waveform `(n,)` (16 kHz unless `sample_rate`), as
+    `Multi2Cap.caption` would read the same file. Raises `UploadRejected`: 413 past `limits`
+    (from the header, before decoding, or as soon as decoding shows it), 400 unreadable; the
+    reason names the client's file name, never the server path."""
     try:
-        # Decode a little past the limit only: enough to tell "too long" without decoding it all.
-        wave = load_audio(path, duration_s=max_duration_s + 1.0)
+        if sample_rate is None:
+            return load_audio(path, limits=limits)
+        return load_audio(path, sample_rate, limits=limits)
     except MediaError as err:
         # The decoders' messages quote the file they opened: show the client's name instead.
         problem = err.problem.replace(str(path), filename).replace(path.name, filename)
-        raise UploadRejected(400, f"{filename}: {problem}") from None
-    if wave.shape[0] > round(max_duration_s * SAMPLE_RATE):
-        raise UploadRejected(
-            413, f"{filename}: longer than the {max_duration_s:g}-s limit of this server"
-        )
-    return wave
+        status = 413 if isinstance(err, AudioTooLargeError) else 400
+        raise UploadRejected(status, f"{filename}: {problem}") from None
 
 
 def make_work_dir() -> Path:

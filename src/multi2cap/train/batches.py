@@ -19,8 +19,9 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def train_dataset(config: TrainConfig, records: list[ManifestRecord], model: Any) -> Any:
-    """Training clips with the recipe's augmentations; frames only when pre-training with
-    grounding, at the loaded vision encoder's input size unless `data.image_size` says."""
+    """Training items (clips, or (clip, caption) rows: `data.epoch_unit`) with the recipe's
+    augmentations; frames only when pre-training with grounding, at the loaded vision
+    encoder's input size unless `data.image_size` says."""
     from multi2cap.data.dataset import CaptionDataset
 
     augment = None
@@ -52,6 +53,7 @@ def train_dataset(config: TrainConfig, records: list[ManifestRecord], model: Any
         image_size=config.data.image_size or (model.vision.image_size if with_images else 224),
         augment=augment,
         seed=config.seed,
+        epoch_unit=config.data.epoch_unit,
     )
     return SkipTracking(dataset)
 
@@ -71,7 +73,9 @@ class SkipTracking(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Any:
         item = self.dataset[index]
-        return item if item is not None else Skipped(self.dataset.records[index].id)
+        if item is not None:
+            return item
+        return Skipped(self.dataset.records[self.dataset.record_index(index)].id)
 
 
 @dataclass
@@ -99,13 +103,15 @@ def collate(items: list[Any]) -> dict[str, Any]:
     return {**batch, "skipped": skipped}
 
 
-def step_loader(dataset: Any, batch_sampler: Any, config: TrainConfig) -> DataLoader:
+def step_loader(
+    dataset: Any, batch_sampler: Any, config: TrainConfig, collate_fn: Any = collate
+) -> DataLoader:
     # A private generator keeps DataLoader from drawing its worker seed from the global RNG,
     # which would otherwise shift dropout randomness between a run and its resumption.
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         num_workers=config.data.num_workers,
         generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=False,

@@ -19,11 +19,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from multi2cap.data.dataset import EpochUnit
 from multi2cap.io import atomic_write_text
 from multi2cap.metrics import higher_is_better
-from multi2cap.model.config import Stage
+from multi2cap.model.backbones import BackboneRole
+from multi2cap.model.config import VfrReduction
 from multi2cap.provenance import WRITTEN_BY_KEY, provenance
 from multi2cap.recipes import find_recipe, recipe_names
+from multi2cap.train.preference_config import PreferenceConfig
+
+#: What a recipe trains: the paper's two stages (`multi2cap.model.config.Stage`), and preference
+#: tuning of a fine-tuned model (DPO on its own candidates, `multi2cap.train.preference`).
+TrainStage = Literal["pretrain", "finetune", "preference"]
 
 
 class ConfigError(ValueError):
@@ -44,6 +51,12 @@ class DataConfig(_Section):
         None, gt=0, description="CLIP input side in pixels; None: the vision encoder's own"
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device")
+    epoch_unit: EpochUnit = Field(
+        "caption",
+        description="what an epoch covers: caption (every (clip, caption) row once, the rows "
+        "the paper's Table 1 counts) or clip (every clip once, with one of its captions drawn "
+        "at random)",
+    )
 
 
 class AugmentConfig(_Section):
@@ -85,6 +98,12 @@ class OptimConfig(_Section):
         "of all devices (gradient cache, one extra no-graph encoder pass) or each micro-batch of "
         "all devices",
     )
+    vfr_reduction: VfrReduction = Field(
+        "sum",
+        description="L_vfr per clip: sum = Eq. 3's squared norm ||g - g_hat||^2 over the K x d_g "
+        "elements (the paper's), mean = the mean over those elements (F.mse_loss, K x d_g times "
+        "smaller at the same beta); both averaged over clips (docs/training.md)",
+    )
 
 
 class EvalConfig(_Section):
@@ -103,7 +122,12 @@ class EvalConfig(_Section):
     best_metric: str = "cider_d"
     best_mode: Literal["max", "min", "auto"] = "auto"
     num_beams: int = Field(3, gt=0)
-    max_new_tokens: int = Field(30, gt=0)
+    max_new_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="decoding budget in the decoder's tokens; None: the model's "
+        "generation.max_new_tokens (by default its max_caption_tokens, what training keeps)",
+    )
     select_path: Literal["trained", "audio_only"] = Field(
         "trained",
         description="pre-training: select the best checkpoint on the path it trains (g from the "
@@ -166,17 +190,32 @@ class RuntimeConfig(_Section):
 class TrainConfig(_Section):
     """A complete training recipe. `model` is the `Multi2CapConfig` section (fields of that class,
     plus `preset: tiny` to start from `Multi2CapConfig.tiny()`); `init_from` is a checkpoint folder
-    whose weights start fine-tuning (its model config is used, `model` entries override it)."""
+    whose weights start fine-tuning (its model config is used, `model` entries override it);
+    `init_backbones` points its backbones at folders of this machine when it was saved elsewhere;
+    `preference` configures `stage: preference` (ignored by the other stages)."""
 
-    stage: Stage = "pretrain"
+    stage: TrainStage = "pretrain"
     seed: int = 0
     init_from: str | None = None
+    init_backbones: dict[BackboneRole, str] = Field(
+        default_factory=dict,
+        description="where the backbones of `init_from` (and of a resumed run's checkpoints) "
+        "are on this machine, for a checkpoint saved elsewhere: {role: folder or hub id}, role "
+        "audio, vision or llm (see Multi2Cap.from_pretrained's `backbones`)",
+    )
+    warn_without_init_from: bool = Field(
+        True,
+        description="warn when fine-tuning a model with grounding that no init_from "
+        "pre-trained: its VFR is random, so g_hat carries no visual knowledge (false for smoke "
+        "tests that fine-tune a fresh model on purpose)",
+    )
     model: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -227,13 +266,18 @@ def _parse_value(raw: str) -> Any:
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each dotted `key=value` in a copy of the nested dict `tree` (sections are created)."""
+    """Set each dotted `key=value` in a copy of the nested dict `tree` (sections are created).
+
+    A boolean met where the path needs a section stands for that section's `enabled` flag
+    (`model.grounding: true` + `model.grounding.pool=time` -> `{enabled: true, pool: time}`)."""
     result = _deep_copy(tree)
     for text in overrides:
         path, value = parse_override(text)
         node = result
         for part in path[:-1]:
             child = node.setdefault(part, {})
+            if isinstance(child, bool):
+                child = node[part] = {"enabled": child}
             if not isinstance(child, dict):
                 raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
             node = child
@@ -262,10 +306,10 @@ def load_train_config(
 
     `path` is a YAML file or the name of a recipe shipped with the package (`pretrain_vggcaps`,
     see `multi2cap.recipes`). Relative paths in a recipe file (manifests, `init_from`,
-    `runtime.output_dir`) are taken from the file's folder, so a recipe means the same wherever
-    it is run from; those of a packaged recipe from the current directory (the user's project,
-    not the installed package); paths given as overrides are relative to the current directory.
-    `output_dir` (the CLI's `--out`) wins over `runtime.output_dir`.
+    `init_backbones` folders, `runtime.output_dir`) are taken from the file's folder, so a recipe
+    means the same wherever it is run from; those of a packaged recipe from the current directory
+    (the user's project, not the installed package); paths given as overrides are relative to
+    the current directory. `output_dir` (the CLI's `--out`) wins over `runtime.output_dir`.
     """
     tree: dict[str, Any] = {}
     source = "<overrides>"
@@ -308,6 +352,13 @@ def _resolve_paths(tree: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(node, dict) and isinstance(node.get(field_path[-1]), str):
             value = Path(node[field_path[-1]]).expanduser()
             node[field_path[-1]] = str(value if value.is_absolute() else base / value)
+    init = result.get("init_backbones")
+    if isinstance(init, dict):  # folders relative to the recipe; hub ids kept
+        for role, source in init.items():
+            if not isinstance(source, str) or Path(source).expanduser().is_absolute():
+                continue
+            if source.startswith(("./", "../")) or (base / source).exists():
+                init[role] = str(base / source)
     return result
 
 

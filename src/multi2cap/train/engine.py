@@ -31,13 +31,13 @@ from multi2cap.train.batches import stand_in, step_loader, train_dataset
 from multi2cap.train.checkpointing import Checkpointer, latest_checkpoint, restore, save_model
 from multi2cap.train.config import ConfigError, TrainConfig
 from multi2cap.train.run_log import RunLogger, progress_bar
-from multi2cap.train.sampler import StepBatchSampler
+from multi2cap.train.sampler import StepBatchSampler, StepPlan
 from multi2cap.train.schedule import warmup_cosine
 from multi2cap.train.sharding import shard_model
 from multi2cap.train.signals import StopSignals
 from multi2cap.train.state import Best, Position
 from multi2cap.train.steps import LOSS_KEYS, optimizer_steps
-from multi2cap.train.validation import Validator, improves
+from multi2cap.train.validation import Validator, check_caption_budgets, improves
 
 log = logging.getLogger("multi2cap.train")
 
@@ -86,15 +86,16 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
 def _train(config: TrainConfig, resume: bool) -> TrainResult:
     from multi2cap.model.multi2cap import Multi2Cap
 
+    if config.stage == "preference":
+        raise ConfigError("stage preference runs through multi2cap.train.train")
+
     partial = PartialState(cpu=config.runtime.cpu)
     accumulation = config.accumulation_steps(partial.num_processes)
     accelerator = Accelerator(
         cpu=config.runtime.cpu,
         mixed_precision=_mixed_precision(config, partial.device),
         gradient_accumulation_steps=accumulation,
-        kwargs_handlers=[
-            DistributedDataParallelKwargs(find_unused_parameters=config.stage == "finetune")
-        ],
+        kwargs_handlers=[ddp_kwargs()],
     )
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ConfigError(
@@ -126,8 +127,16 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         if val_records:
             evaluator = Validator(config, val_records, accelerator.is_main_process)
             stack.callback(evaluator.close)
-        model = _build_model(config, train_records + val_records, resume_from, Multi2Cap)
+        model = _build_model(
+            config, train_records + val_records, resume_from, Multi2Cap, accelerator.device
+        )
         model.set_stage(config.stage)
+        if accelerator.is_main_process:
+            check_caption_budgets(config, model, train_records)
+        # Every process built the same model from `seed` (FSDP shards each process's own copy,
+        # so they must agree); from here on each draws its own dropout masks and `mix` choices.
+        # A resumed run then restores each process's saved generators.
+        torch.manual_seed(config.seed + accelerator.process_index)
         if config.runtime.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         if sharded:  # before the optimizer, which must hold the sharded parameters
@@ -152,15 +161,22 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             rank=accelerator.process_index,
             seed=config.seed,
         )
-        steps_per_epoch = StepBatchSampler(len(train_set), **sampler_args).steps_per_epoch
-        if steps_per_epoch == 0:
+        unit = config.data.epoch_unit
+        if len(train_set) < config.optim.batch_size:
             raise ConfigError(
-                f"{config.data.train_manifest}: {len(train_set)} clips, fewer than one effective "
-                f"batch (optim.batch_size={config.optim.batch_size})"
+                f"{config.data.train_manifest}: {len(train_set)} training {unit}s "
+                f"(data.epoch_unit), fewer than one effective batch "
+                f"(optim.batch_size={config.optim.batch_size})"
             )
-        total_steps = steps_per_epoch * config.optim.epochs
-        warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
-        scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, config.optim.min_lr_ratio)
+        plan = StepPlan(
+            len(train_set), config.optim.batch_size, config.optim.epochs, config.optim.warmup_epochs
+        )
+        steps_per_epoch, total_steps = plan.steps_per_epoch, plan.total_steps
+        if accelerator.is_main_process:
+            log.info("plan: %s", plan.describe(unit))
+        scheduler = warmup_cosine(
+            optimizer, plan.warmup_steps, total_steps, config.optim.min_lr_ratio
+        )
         if sharded:
             optimizer = accelerator.prepare(optimizer)
         else:
@@ -202,7 +218,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                 config,
             )
             steps = optimizer_steps(
-                loader, model, optimizer, scheduler, accelerator, config, silence
+                loader, model, optimizer, scheduler, accelerator, config, silence, signals.vote
             )
             for stats in steps:
                 position.step_in_epoch += 1
@@ -222,21 +238,25 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                     logger.train_step(record)
                     if bar is not None:
                         bar.update(task, loss=f"loss {record['loss']:.4f}")
-                skipped = stats.skipped
-                if accelerator.num_processes > 1:
-                    skipped = gather_object(skipped)
+                skipped, any_stop = stats.skipped, None
+                if accelerator.num_processes > 1:  # agreed in the step's all-reduce
+                    any_stop, skipped_anywhere = stats.votes.read()
+                    skipped = gather_object(skipped) if skipped_anywhere else []
                 logger.skipped(skipped, position)
                 if bar is not None:
                     bar.update(task, advance=1)
                 if stop_at is not None and position.global_step >= stop_at:
                     stopped, stop_reason = True, "stop_at_step"
-                elif signals.requested(accelerator):
+                elif signals.agreed(any_stop):
                     stopped, stop_reason = True, f"signal {signals.name}"
                 every = config.runtime.checkpoint_every_steps
                 if stopped or (every and position.global_step % every == 0):
                     checkpointer.save(position, best)
                 if stopped:
                     break
+            if not stopped and signals.requested(accelerator):  # asked during the last step
+                stopped, stop_reason = True, f"signal {signals.name}"
+                checkpointer.save(position, best)  # resumes into this epoch's validation
             if stopped:
                 break
             position.epoch += 1
@@ -291,6 +311,13 @@ class _Pace:
         return rate
 
 
+def ddp_kwargs() -> DistributedDataParallelKwargs:
+    """DDP without its search for unused parameters, in both stages: every parameter that
+    trains takes part in each step's loss (an unreadable micro-batch's stand-in too, times
+    zero), so the search would only add a walk of the autograd graph to every backward."""
+    return DistributedDataParallelKwargs(find_unused_parameters=False)
+
+
 def _mixed_precision(config: TrainConfig, device: torch.device) -> str:
     if config.runtime.precision == "auto":
         return "bf16" if device.type == "cuda" else "no"
@@ -318,19 +345,30 @@ def _build_model(
     records: list[ManifestRecord],
     resume_from: Path | None,
     model_cls: Any,
+    device: torch.device,
 ) -> Any:
     """Model to train: the resumed checkpoint's, else `init_from`'s (with the recipe's loss and
-    decoding fields applied), else one built from `model` (`preset: tiny` builds the tiny model
-    with a vocabulary over the manifests' captions). The CLIP tower is loaded only to pre-train."""
+    decoding fields applied; both with their backbones found through `init_backbones`), else
+    one built from `model` (`preset: tiny` builds the tiny model with a vocabulary over the
+    manifests' captions). The CLIP tower is loaded only to pre-train. Built on the CPU
+    (Accelerate or FSDP places it), with `llm.dtype: auto` resolved for `device`, the one it
+    will train on."""
     from multi2cap.model.config import Multi2CapConfig
 
     load_vision = config.stage == "pretrain"
+    backbones = config.init_backbones
+    place = dict(load_vision=load_vision, device=device, move=False, backbones=backbones)
     if resume_from is not None:
-        return model_cls.from_pretrained(resume_from / ckpt.MODEL_DIR, load_vision=load_vision)
+        return model_cls.from_pretrained(resume_from / ckpt.MODEL_DIR, **place)
     section = dict(config.model)
     preset = section.pop("preset", None)
+    if backbones and config.init_from is None:
+        raise ConfigError(
+            "init_backbones: applies to the init_from checkpoint (or a resumed run's), and "
+            "init_from is not set; a new model takes its backbones from model.<role>.source"
+        )
     if config.init_from is not None:
-        model = model_cls.from_pretrained(config.init_from, load_vision=load_vision)
+        model = model_cls.from_pretrained(config.init_from, **place)
         fixed = sorted(set(section) - _RUNTIME_MODEL_FIELDS)
         if fixed:
             raise ConfigError(
@@ -341,7 +379,20 @@ def _build_model(
         return model
     if preset == "tiny":
         texts = [c for r in records for c in r.captions]
-        return model_cls(Multi2CapConfig.tiny(texts, **section), load_vision=load_vision)
-    if preset is not None:
+        model_config = Multi2CapConfig.tiny(texts, **section)
+    elif preset is not None:
         raise ConfigError(f"model.preset: unknown preset {preset!r} (known: tiny)")
-    return model_cls(Multi2CapConfig.model_validate(section), load_vision=load_vision)
+    else:
+        model_config = Multi2CapConfig.model_validate(section)
+    if config.stage == "finetune" and model_config.grounding and config.warn_without_init_from:
+        log.warning(
+            "fine-tuning a model with grounding without init_from: its VFR never saw a frame "
+            "(random weights%s), so g_hat is a random projection of the audio, not reconstructed "
+            "visual features. Set init_from to a pre-trained checkpoint (the recipe's "
+            "`multi2cap train --config pretrain_vggcaps` best/), model.grounding="
+            "false for the audio-only baseline, or warn_without_init_from=false to silence this",
+            ", frozen by model.freeze_vfr_in_finetune"
+            if model_config.freeze_vfr_in_finetune
+            else "",
+        )
+    return model_cls(model_config, load_vision=load_vision, device=device)

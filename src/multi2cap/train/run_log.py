@@ -16,14 +16,13 @@ from multi2cap.train.steps import LOSS_KEYS
 
 log = logging.getLogger("multi2cap.train")
 
-TRAIN_COLUMNS = ("step", "epoch", "lr", *LOSS_KEYS, "samples_per_s")
-
 
 class RunLogger:
     """Training and validation records to memory, CSV files and TensorBoard (main process).
 
     On resumption the CSV files are rewritten from the checkpoint's history, so rows logged after
-    that checkpoint by the interrupted run disappear instead of being duplicated."""
+    that checkpoint by the interrupted run disappear instead of being duplicated. `loss_keys`
+    are the stage's per-step values (`LOSS_KEYS`; the preference stage logs its own)."""
 
     def __init__(
         self,
@@ -32,11 +31,14 @@ class RunLogger:
         main: bool,
         history: list[dict[str, Any]],
         resumed_step: int,
+        loss_keys: tuple[str, ...] = LOSS_KEYS,
     ) -> None:
         self.out = out
         self.config = config
         self.main = main
         self.history = history
+        self.loss_keys = loss_keys
+        self.columns = ("step", "epoch", "lr", *loss_keys, "samples_per_s")
         self._writer: Any = None
         if not main:
             return
@@ -68,9 +70,9 @@ class RunLogger:
         self.history.append(record)
         if not self.main:
             return
-        self._append_csv("train_log.csv", TRAIN_COLUMNS, record)
+        self._append_csv("train_log.csv", self.columns, record)
         if self._writer is not None:
-            for key in ("lr", *LOSS_KEYS, "samples_per_s"):
+            for key in ("lr", *self.loss_keys, "samples_per_s"):
                 self._writer.add_scalar(f"train/{key}", record[key], step)
 
     def skipped(self, ids: list[str], position: Position) -> None:
@@ -115,7 +117,7 @@ class RunLogger:
 
     def _rewrite_csv(self) -> None:
         train_rows = [r for r in self.history if r["kind"] == "train"]
-        atomic_write_text(self.out / "train_log.csv", _csv_text(TRAIN_COLUMNS, train_rows))
+        atomic_write_text(self.out / "train_log.csv", _csv_text(self.columns, train_rows))
         val_rows = [r for r in self.history if r["kind"] == "val"]
         if val_rows:
             columns = ["epoch", "step"]

@@ -2,6 +2,8 @@
 
 SLURM sends SIGTERM (or SIGUSR1 with `--signal`) before it kills a job; the run finishes its
 step, all processes agree to stop, write a checkpoint and return, so `--resume` continues.
+With several processes the agreement rides on the next step's all-reduce (`StepVotes`), so
+they stop one step after the request, together.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ log = logging.getLogger("multi2cap.train")
 
 
 class StopSignals:
-    """SIGTERM / SIGUSR1 / SIGINT become a request to checkpoint at the next optimizer step and
-    return (SLURM sends SIGTERM, or SIGUSR1 with `--signal`, before it kills a job). All processes
-    agree on the step through a sum over devices, so they stop and checkpoint together."""
+    """SIGTERM / SIGUSR1 / SIGINT become a request to checkpoint at the end of an optimizer step
+    and return (SLURM sends SIGTERM, or SIGUSR1 with `--signal`, before it kills a job). All
+    processes agree on the step through a sum over devices (`agreed`, `requested`), so they
+    stop and checkpoint together."""
 
     SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
@@ -46,14 +49,29 @@ class StopSignals:
         self.name = signal.Signals(number).name
         log.warning("%s received: checkpointing after this step, then stopping", self.name)
 
+    def vote(self) -> bool:
+        """This process's own request (what it adds to a step's `StepVotes`)."""
+        return self.name is not None
+
+    def agreed(self, any_process: bool | None) -> bool:
+        """Whether to stop after this step. `any_process`: whether some process had a request
+        when the step began (its `StepVotes`, summed with the step's all-reduce, so every
+        process decides the same one step after the request), or None with one process,
+        whose own request decides at once."""
+        if any_process is None:
+            return self.name is not None
+        if any_process and self.name is None:
+            self.name = "SIGTERM (another process)"
+        return any_process
+
     def requested(self, accelerator: Accelerator) -> bool:
+        """A request of any process, agreed on with one all-reduce and a host read: for the
+        end of an epoch, so that a request made during its last step does not wait through
+        validation (inside an epoch, `agreed` needs no collective of its own)."""
         if accelerator.num_processes == 1:
             return self.name is not None
         flag = torch.tensor([1.0 if self.name is not None else 0.0], device=accelerator.device)
-        flag = accelerator.reduce(flag, "sum")
-        if flag.item() > 0 and self.name is None:
-            self.name = "SIGTERM (another process)"
-        return bool(flag.item() > 0)
+        return self.agreed(bool(accelerator.reduce(flag, "sum").item() > 0))
 
 
 def ignore_stop_signals(_worker_id: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +20,45 @@ from multi2cap.train.sharding import set_gradient_sync
 LOSS_KEYS = ("loss", "loss_cap", "loss_align", "loss_vfr")
 
 
+class StepVotes:
+    """Whether some process had a stop request when a step began, and how many items all
+    processes found unreadable in it: two more entries of the step's one all-reduce of
+    caption tokens and clips, so that agreeing on them costs no collective of its own.
+
+    On CUDA (`to_host`, when several processes will read them) they are copied to pinned host
+    memory as soon as that all-reduce is queued and `read` waits on an event recorded after the
+    copy, so reading them at the end of the step waits for nothing the step computed (that work
+    was queued after the event)."""
+
+    def __init__(self, values: torch.Tensor, to_host: bool = True) -> None:
+        self._event: torch.cuda.Event | None = None
+        if to_host and values.device.type == "cuda":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+            values = host
+        self._values = values
+
+    def read(self) -> tuple[bool, int]:
+        """(any stop request, unreadable items in all) for the step."""
+        if self._event is not None:
+            self._event.synchronize()
+        stop, skipped = self._values.tolist()
+        return stop > 0, round(skipped)
+
+
 @dataclass
 class StepStats:
     """What one optimizer step did on this process. `losses` `(len(LOSS_KEYS),)` are the
-    effective batch's over all processes, on the device (reading them is a host sync)."""
+    effective batch's over all processes, on the device (reading them is a host sync);
+    `skipped` this process's unreadable ids, `votes` what all processes agreed on."""
 
     losses: torch.Tensor
     lr: float
     samples: int
     skipped: list[str]
+    votes: StepVotes
 
 
 def optimizer_steps(
@@ -39,9 +69,11 @@ def optimizer_steps(
     accelerator: Accelerator,
     config: TrainConfig,
     stand_in: dict[str, Any],
+    stop_vote: Callable[[], bool] = lambda: False,
 ) -> Iterator[StepStats]:
     """Run each optimizer step's micro-batches through `accelerator.accumulate`; yield after
-    each optimizer step.
+    each optimizer step. `stop_vote()` says whether this process was asked to stop; it is
+    summed over the processes with the step's token counts (`StepVotes`).
 
     The losses are those of the effective batch, as if it ran in one forward pass: the step's
     micro-batches are read first, their caption tokens and clips counted over all processes,
@@ -88,12 +120,15 @@ def optimizer_steps(
             or [[0, 0]],
             dtype=torch.float32,
         )
-        totals = counts.sum(dim=0)
+        skipped = [i for b in group for i in b["skipped"]]
+        votes = torch.tensor([float(stop_vote()), float(len(skipped))])
+        totals = torch.cat([counts.sum(dim=0), votes])
         if device.type == "cuda":  # pinned and asynchronous: no wait for the queued kernels
             totals = totals.pin_memory().to(device, non_blocking=True)
-        if accelerator.num_processes > 1:  # one small all-reduce per step, read on the device
+        if accelerator.num_processes > 1:  # the step's one small all-reduce
             totals = accelerator.reduce(totals, "sum")
-        totals = totals.clamp_min(1.0)
+        step_votes = StepVotes(totals[2:], to_host=accelerator.num_processes > 1)
+        totals = totals[:2].clamp_min(1.0)  # caption tokens, clips: read on the device
         caches: list[Any] = [None] * len(runs)
         states: list[Any] = [None] * len(runs)
         if cache_align:
@@ -123,7 +158,12 @@ def optimizer_steps(
                         state.restore(device)
                     set_gradient_sync(model, accelerator.sync_gradients)
                     with accelerator.autocast():  # a model prepared by accelerate has it already
-                        output = model(to_device(batch, device), config.stage, share)
+                        output = model(
+                            to_device(batch, device),
+                            config.stage,
+                            share,
+                            vfr_reduction=config.optim.vfr_reduction,
+                        )
                     accelerator.backward(output.loss if usable else output.loss * 0.0)
                     if usable:
                         # Summed on the device: each loss is this micro-batch's estimate of
@@ -139,10 +179,7 @@ def optimizer_steps(
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         yield StepStats(
-            accelerator.reduce(sums / replicas, "sum"),
-            lr,
-            n_samples,
-            [i for b in group for i in b["skipped"]],
+            accelerator.reduce(sums / replicas, "sum"), lr, n_samples, skipped, step_votes
         )
 
 

@@ -125,7 +125,8 @@ class Validator:
             collate_fn=collate,
             num_workers=cfg.data.num_workers if records else 0,
         )
-        was_training = inner.training
+        was_training, stage = inner.training, inner.stage
+        trainable = [p.requires_grad for p in inner.parameters()]  # the stage's, or narrower
         inner.eval()
         part: dict[str, Any] = {
             "n_items": 0,
@@ -153,7 +154,9 @@ class Validator:
                 if real:
                     part["n_items"] += n
                     part["references"] += batch["references"]
-        inner.set_stage(cfg.stage)
+        inner.set_stage(stage)
+        for param, flag in zip(inner.parameters(), trainable, strict=True):
+            param.requires_grad_(flag)
         inner.train(was_training)
         return part
 
@@ -177,10 +180,9 @@ class Validator:
     def _path(self, inner: Any, batch: dict[str, Any], path: str) -> tuple[Any, list[str]]:
         """(teacher-forced L_cap, decoded captions) of `batch` through `path`."""
         cfg = self.config.eval
+        budget = decoding_budget(self.config, inner)
         if path == FRAME:
-            return inner.validate(
-                batch, "g", num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens
-            )
+            return inner.validate(batch, "g", num_beams=cfg.num_beams, max_new_tokens=budget)
         loss = inner(batch, "finetune").loss_cap
         n = batch["audio"].shape[0]
         waves = [
@@ -190,7 +192,7 @@ class Validator:
             waves,
             sampling_rate=SAMPLE_RATE,  # the data module's rate
             num_beams=cfg.num_beams,
-            max_new_tokens=cfg.max_new_tokens,
+            max_new_tokens=budget,
             batch_size=cfg.batch_size,
         )
         return loss, captions
@@ -236,3 +238,51 @@ def improves(best: Best, scores: dict[str, Any], config: TrainConfig) -> bool:
             return False
     best.metric, best.score, best.epoch = metric, value, scores["epoch"]
     return True
+
+
+def decoding_budget(config: TrainConfig, inner: Any) -> int:
+    """New tokens validation decodes: `eval.max_new_tokens`, else the model's
+    `generation.max_new_tokens` (by default its `max_caption_tokens`)."""
+    return config.eval.max_new_tokens or inner.config.generation.max_new_tokens
+
+
+def check_caption_budgets(config: TrainConfig, inner: Any, records: list[ManifestRecord]) -> int:
+    """Measure the longest training caption in the decoder's tokens (EOS included), log it, and
+    warn where training cuts captions (`model.max_caption_tokens`) or decoding would
+    (`eval.max_new_tokens`, and `generation.max_new_tokens`, the checkpoint's `caption`
+    default): a budget below the longest caption training keeps stops the model mid-caption.
+    Returns that longest length."""
+    captions = [c for r in records for c in r.captions]
+    ids = inner.decoder.tokenizer(captions, add_special_tokens=False)["input_ids"]
+    lengths = [len(i) + 1 for i in ids]
+    longest, keep = max(lengths), inner.config.max_caption_tokens
+    log.info(
+        "longest training caption: %d decoder tokens with EOS (model.max_caption_tokens %d)",
+        longest,
+        keep,
+    )
+    cut = sum(n > keep for n in lengths)
+    if cut:
+        log.warning(
+            "%d of %d training captions are longer than model.max_caption_tokens (%d, longest "
+            "%d): training cuts them (their EOS kept)",
+            cut,
+            len(lengths),
+            keep,
+            longest,
+        )
+    needed = min(longest, keep)
+    budgets = {
+        "eval.max_new_tokens": decoding_budget(config, inner),
+        "model.generation.max_new_tokens": inner.config.generation.max_new_tokens,
+    }
+    for name, budget in budgets.items():
+        if budget < needed:
+            log.warning(
+                "%s is %d, below the %d tokens of the longest caption training keeps: decoding "
+                "can stop mid-caption; raise it (or leave it unset: max_caption_tokens)",
+                name,
+                budget,
+                needed,
+            )
+    return longest

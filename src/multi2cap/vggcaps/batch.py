@@ -24,21 +24,13 @@ from typing import Any
 
 import openai
 
-from multi2cap.vggcaps.backends import (
-    BackendConfigError,
-    Completion,
-    OpenAISettings,
-    RunStats,
-    StageRequest,
-    chat_body,
-    parse_chat_response,
-    redact,
-    usage_guard,
-)
+from multi2cap.llm_client.chat import Completion, RunStats, parse_chat_response, redact
+from multi2cap.llm_client.settings import BackendConfigError
+from multi2cap.vggcaps.backends import OpenAISettings, StageRequest, chat_body, usage_guard
 from multi2cap.vggcaps.caption import StageAttempts, account, stage_request
 from multi2cap.vggcaps.progress import StageProgress
 from multi2cap.vggcaps.records import BatchSettings, BuildConfig, Identity, failure_record
-from multi2cap.vggcaps.store import Store
+from multi2cap.vggcaps.store import Store, writing
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 ENDPOINT = "/v1/chat/completions"
@@ -177,9 +169,11 @@ class BatchRunner:
         folder = self.store.work_dir / "batches"
         prefix = f"s{stage}-{uuid.uuid4().hex[:8]}"
         submissions = []
-        for path, ids in write_batch_files(
-            requests, self.config.openai, self.config.batch, folder, prefix
-        ):
+        with writing(folder):
+            files = write_batch_files(
+                requests, self.config.openai, self.config.batch, folder, prefix
+            )
+        for path, ids in files:
             with open(path, "rb") as handle:
                 uploaded = self._client.files.create(file=handle, purpose="batch")
             batch = self._client.batches.create(

@@ -14,21 +14,21 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from multi2cap.vggcaps.backends import (
-    Backend,
-    Completion,
-    OfflineBackend,
-    OpenAIChatBackend,
-    RequestFailed,
-    RunStats,
-    StageRequest,
-)
+from multi2cap.llm_client.chat import Completion, RequestFailed, RunStats
+from multi2cap.vggcaps.backends import Backend, OfflineBackend, OpenAIChatBackend, StageRequest
 from multi2cap.vggcaps.cost import Prices
 from multi2cap.vggcaps.extract import run_extraction
 from multi2cap.vggcaps.postprocess import postprocess
 from multi2cap.vggcaps.progress import Bar, ProgressBoard
 from multi2cap.vggcaps.prompts import PromptSet
-from multi2cap.vggcaps.records import BuildConfig, BuildSummary, Clip, Identity, failure_record
+from multi2cap.vggcaps.records import (
+    BuildConfig,
+    BuildSummary,
+    Clip,
+    Identity,
+    Rejection,
+    failure_record,
+)
 from multi2cap.vggcaps.store import BufferedAppender, Store
 
 
@@ -58,6 +58,18 @@ def stage_request(
     )
 
 
+KEPT_OUTPUT_CHARS = 4096
+
+
+def rejection(output: str | None, reason: str) -> Rejection:
+    """A rejected output as the records keep it: its first `KEPT_OUTPUT_CHARS` characters
+    and its full length (`output_chars`), so ten 5-MB junk replies cost 40 kB of work files,
+    not 50 MB."""
+    if output is None:
+        return {"output": None, "reason": reason}
+    return {"output": output[:KEPT_OUTPUT_CHARS], "reason": reason, "output_chars": len(output)}
+
+
 def account(stats: RunStats, prices: Prices, completion: Completion, batch: bool) -> None:
     """Add one completion's tokens and dollars to the live counters."""
     stats.prompt_tokens += completion.prompt_tokens
@@ -66,25 +78,32 @@ def account(stats: RunStats, prices: Prices, completion: Completion, batch: bool
 
 
 class StageAttempts:
-    """The asks of one clip and stage: summed usage, rejected outputs with their reasons, and
-    the accepted caption once post-processing lets one through."""
+    """The asks of one clip and stage: summed usage, rejected outputs with their reasons (cut
+    to `KEPT_OUTPUT_CHARS`), and the accepted caption once post-processing lets one through."""
 
     def __init__(self, request: StageRequest) -> None:
         self.request = request
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        self.rejected: list[dict[str, Any]] = []
+        self.rejected: list[Rejection] = []
         self.accepted: tuple[str | None, str] | None = None
 
     def judge(self, completion: Completion) -> bool:
-        """Post-process one completion; True when it was accepted."""
+        """Post-process one completion; True when it was accepted. Linear in the reply's
+        length, but a reply may be up to `max_reply_bytes`: the live backend calls this in a
+        worker thread, off the event loop."""
         self.usage["prompt_tokens"] += completion.prompt_tokens
         self.usage["completion_tokens"] += completion.completion_tokens
         if completion.refusal:
-            self.rejected.append({"output": completion.refusal, "reason": "refusal"})
+            self.rejected.append(rejection(completion.refusal, "refusal"))
             return False
-        outcome = postprocess(completion.text, self.request.category, self.request.stage)
+        outcome = postprocess(
+            completion.text,
+            self.request.category,
+            self.request.stage,
+            cut_at_token_cap=completion.finish_reason == "length",
+        )
         if outcome.caption is None:
-            self.rejected.append({"output": completion.text, "reason": outcome.reason})
+            self.rejected.append(rejection(completion.text, outcome.reason or "rejected"))
             return False
         self.accepted = (completion.text, outcome.caption)
         return True
@@ -93,7 +112,7 @@ class StageAttempts:
         """The stage-store record of the accepted caption."""
         assert self.accepted is not None
         output, caption = self.accepted
-        return {
+        record = {
             "key": identity.key(self.request.clip_id, self.request.stage),
             "id": self.request.clip_id,
             "stage": self.request.stage,
@@ -103,6 +122,9 @@ class StageAttempts:
             "attempts": len(self.rejected) + 1,
             "rejected": self.rejected,
         }
+        if output is not None and len(output) > KEPT_OUTPUT_CHARS:  # a caption and a long tail
+            record |= {"output": output[:KEPT_OUTPUT_CHARS], "output_chars": len(output)}
+        return record
 
     def failure(self, reason: str | None = None) -> dict[str, Any]:
         """Failure details: a transport `reason`, or the last rejection."""
@@ -139,7 +161,7 @@ class _Captioner:
             except (OSError, RuntimeError) as err:  # this clip's image or audio is unreadable
                 return None, attempt.failure(f"unreadable media: {type(err).__name__}: {err}")
             account(self.stats, self.config.prices, completion, batch=False)
-            if attempt.judge(completion):
+            if await asyncio.to_thread(attempt.judge, completion):
                 return attempt.record(self.identity), {}
         return None, attempt.failure()
 

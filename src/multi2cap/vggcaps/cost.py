@@ -1,7 +1,7 @@
-"""Token prices and the dry-run estimate of cost and time.
+"""The dry-run estimate of a build's cost and time, and GPT-4o image tokens.
 
-Prices are US dollars per 1M tokens. Defaults are GPT-4o list prices ($2.50 input, $10.00 output;
-the Batch API halves both). They change: set your own in `Prices` or on the command line.
+Prices (US dollars per 1M tokens, GPT-4o list prices by default) live in
+`multi2cap.llm_client.prices`, shared with the CLAIR-A judge; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -9,28 +9,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-GPT4O_INPUT_PER_M = 2.50
-GPT4O_OUTPUT_PER_M = 10.00
-BATCH_DISCOUNT = 0.5
+from multi2cap.llm_client.prices import (
+    BATCH_DISCOUNT,
+    CHARS_PER_TOKEN,
+    GPT4O_INPUT_PER_M,
+    GPT4O_OUTPUT_PER_M,
+    Prices,
+)
+
+__all__ = [
+    "BATCH_DISCOUNT",
+    "CHARS_PER_TOKEN",
+    "GPT4O_INPUT_PER_M",
+    "GPT4O_OUTPUT_PER_M",
+    "LOW_DETAIL_IMAGE_TOKENS",
+    "Estimate",
+    "Prices",
+    "estimate_build",
+    "image_tokens",
+]
+
 LOW_DETAIL_IMAGE_TOKENS = 85
-CHARS_PER_TOKEN = 4.0
-
-
-@dataclass(frozen=True)
-class Prices:
-    """Dollars per 1M tokens; `batch_discount` multiplies both for the `openai-batch` backend."""
-
-    input_per_m: float = GPT4O_INPUT_PER_M
-    output_per_m: float = GPT4O_OUTPUT_PER_M
-    batch_discount: float = BATCH_DISCOUNT
-
-    def cost(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
-        factor = self.batch_discount if batch else 1.0
-        return (
-            factor
-            * (prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m)
-            / 1e6
-        )
 
 
 def image_tokens(width: int, height: int, detail: str) -> int:

@@ -1,8 +1,12 @@
-"""Extraction (Figure 1, left): each selected clip's frame (JPEG), 16-kHz audio (FLAC) and
+r"""Extraction (Figure 1, left): each selected clip's frame (JPEG), 16-kHz audio (FLAC) and
 mel-spectrogram image (PNG), written atomically, then its record appended to `extract.jsonl`.
 
 Clips are decoded in worker processes; a clip whose media cannot be decoded goes to the failure
-log and the run goes on.
+log and the run goes on; a full disk (or a read-only one) stops the build at once with the path
+it could not write (`StoreWriteError`), instead of failing every later clip on its own. A video
+path whose folders are not UTF-8 (`videos/caf\xe9/`) is opened
+as it is and written to the records with `\xNN` escapes (`multi2cap.fsnames.printable`, the
+same as `multi2cap caption`): a strict UTF-8 writer refused it and stopped every build.
 """
 
 from __future__ import annotations
@@ -13,18 +17,20 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+from multi2cap.fsnames import printable
 from multi2cap.io import atomic_write_bytes
 from multi2cap.vggcaps.catalog import index_videos, read_categories
 from multi2cap.vggcaps.progress import StageProgress
 from multi2cap.vggcaps.records import BuildConfig, BuildSummary, Clip, failure_record
 from multi2cap.vggcaps.split import in_shard
-from multi2cap.vggcaps.store import Store
+from multi2cap.vggcaps.store import OUT_OF_SPACE, Store, StoreWriteError
 
 
 def select_clips(config: BuildConfig) -> tuple[list[Clip], int]:
@@ -70,7 +76,9 @@ def read_start(spec_start_s: float | None, media_duration_s: float | None, clip_
 
 def _extract_one(job: _ExtractJob) -> dict[str, Any]:
     """Decode one clip and write its frame, audio and spectrogram (each atomically). Runs in a
-    worker process; returns {'record': ...} or {'error': reason}, never raises for bad media."""
+    worker process; returns {'record': ...}, {'error': reason}, or {'out_of_space': (media
+    key, errno, message)} when a write hit a full or read-only disk; never raises for bad media
+    or a failed write (an exception must cross the process boundary as plain data)."""
     import soundfile
 
     from multi2cap.media.errors import MediaError
@@ -78,24 +86,29 @@ def _extract_one(job: _ExtractJob) -> dict[str, Any]:
     from multi2cap.media.video import extract_clip, probe_media
 
     spec = job.clip.spec
+    paths = media_paths(spec.id)
     try:
         info = probe_media(job.clip.video)
         start = read_start(spec.start_s, info.duration_s, job.clip_seconds)
         clip = extract_clip(job.clip.video, start_s=start, duration_s=job.clip_seconds, n_frames=1)
         settings = job.spectrogram or SpectrogramImageSettings()
         image = spectrogram_image(clip.audio, clip.sample_rate, settings)
-        paths = media_paths(spec.id)
-        frame_bytes = io.BytesIO()
-        clip.frames[0].convert("RGB").save(frame_bytes, format="JPEG", quality=job.jpeg_quality)
-        audio_bytes = io.BytesIO()
-        soundfile.write(audio_bytes, clip.audio, clip.sample_rate, format="FLAC")
-        image_bytes = io.BytesIO()
-        image.save(image_bytes, format="PNG", compress_level=1)
-        atomic_write_bytes(job.out_dir / paths["frame"], frame_bytes.getvalue())
-        atomic_write_bytes(job.out_dir / paths["audio"], audio_bytes.getvalue())
-        atomic_write_bytes(job.out_dir / paths["spectrogram"], image_bytes.getvalue())
+        encoded = {key: io.BytesIO() for key in paths}
+        clip.frames[0].convert("RGB").save(
+            encoded["frame"], format="JPEG", quality=job.jpeg_quality
+        )
+        soundfile.write(encoded["audio"], clip.audio, clip.sample_rate, format="FLAC")
+        image.save(encoded["spectrogram"], format="PNG", compress_level=1)
     except (MediaError, OSError, ValueError, RuntimeError, IndexError) as err:
-        return {"error": f"{type(err).__name__}: {err}"}
+        return {"error": printable(f"{type(err).__name__}: {err}")}
+    for key in ("frame", "audio", "spectrogram"):
+        target = job.out_dir / paths[key]
+        try:
+            atomic_write_bytes(target, encoded[key].getvalue())
+        except OSError as err:
+            if err.errno in OUT_OF_SPACE:
+                return {"out_of_space": (key, err.errno, err.strerror or str(err))}
+            return {"error": printable(f"could not write {target}: {type(err).__name__}: {err}")}
     return {
         "record": {
             "id": spec.id,
@@ -103,7 +116,7 @@ def _extract_one(job: _ExtractJob) -> dict[str, Any]:
             "youtube_id": spec.youtube_id,
             "start_s": spec.start_s,
             "vggsound_split": spec.vggsound_split,
-            "video": str(job.clip.video),
+            "video": printable(job.clip.video),
             "read_start_s": start,
             "duration_s": info.duration_s,
             "padded": bool(clip.padded),
@@ -137,20 +150,28 @@ def run_extraction(
     on_result: Callable[[dict[str, Any] | None], None],
 ) -> None:
     """Extract `todo` in order, storing each result; `on_result` gets the extract record, or
-    None for a clip that failed."""
+    None for a clip that failed. A clip whose media hit a full disk raises `StoreWriteError`
+    naming the file: every later clip would fail the same way."""
     store = Store(config.out)
     jobs = (
         _ExtractJob(c, config.out, config.clip_seconds, config.spectrogram, config.jpeg_quality)
         for c in todo
     )
-    for job_clip, result in zip(todo, _map_jobs(jobs, config.workers), strict=True):
-        if "record" in result:
-            store.append("extract", [result["record"]])
-            summary.extracted += 1
-            on_result(result["record"])
-        else:
-            store.append("failures", [failure_record(job_clip.spec.id, "extract", result["error"])])
-            on_result(None)
+    # closing: a raise below shuts the worker pool down now, not when the traceback is freed
+    with closing(_map_jobs(jobs, config.workers)) as results:
+        for job_clip, result in zip(todo, results, strict=True):
+            if "out_of_space" in result:
+                key, number, message = result["out_of_space"]
+                path = config.out / media_paths(job_clip.spec.id)[key]
+                raise StoreWriteError(path, OSError(number, message))
+            if "record" in result:
+                store.append("extract", [result["record"]])
+                summary.extracted += 1
+                on_result(result["record"])
+            else:
+                failure = failure_record(job_clip.spec.id, "extract", result["error"])
+                store.append("failures", [failure])
+                on_result(None)
 
 
 def _map_jobs(jobs: Iterator[_ExtractJob], workers: int) -> Iterator[dict[str, Any]]:

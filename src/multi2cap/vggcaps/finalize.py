@@ -18,7 +18,7 @@ from multi2cap.data.manifest import ManifestRecord, write_manifest
 from multi2cap.io import atomic_write_bytes, write_jsonl
 from multi2cap.vggcaps.records import DATASET_NAME, VGGCAPS_COLUMNS, FailureRecord, VggCapsRecord
 from multi2cap.vggcaps.split import DEFAULT_SPLIT_SEED, TEST_FRACTION, assign_split
-from multi2cap.vggcaps.store import Store
+from multi2cap.vggcaps.store import Store, writing
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def vggcaps_record(
 def finalize_dataset(
     out_dir: Path, split_seed: int = DEFAULT_SPLIT_SEED, test_fraction: float = TEST_FRACTION
 ) -> FinalizeResult:
-    """Rewrite vggcaps.jsonl, manifest.jsonl, vggcaps.parquet and failures.jsonl from the store.
+    """Rewrite vggcaps.jsonl, manifest.jsonl, vggcaps.parquet and failures.jsonl from the store
+    (a failed write, a full disk included, raises `StoreWriteError` naming the file).
 
     The latest stage-2 record of a clip wins (a rerun with another model or prompt replaces the
     caption); records are sorted by id so the files do not depend on completion order.
@@ -72,24 +73,25 @@ def finalize_dataset(
         vggcaps_record(extracts[i], captions[i], split_seed, test_fraction)
         for i in sorted(captions)
     ]
-    write_jsonl(out_dir / "vggcaps.jsonl", records)
-    write_manifest(
-        [
-            ManifestRecord(
-                id=r["id"],
-                dataset=DATASET_NAME,
-                split=r["split"],
-                audio=str(out_dir / r["audio"]),
-                captions=[r["caption"]],
-                image=str(out_dir / r["frame"]),
-                category=r["category"],
-                duration_s=r["duration_s"],
-            )
-            for r in records
-        ],
-        out_dir / "manifest.jsonl",
-    )
-    export_parquet(records, out_dir / "vggcaps.parquet")
+    with writing(out_dir / "vggcaps.jsonl"):
+        write_jsonl(out_dir / "vggcaps.jsonl", records)
+    manifest = [
+        ManifestRecord(
+            id=r["id"],
+            dataset=DATASET_NAME,
+            split=r["split"],
+            audio=str(out_dir / r["audio"]),
+            captions=[r["caption"]],
+            image=str(out_dir / r["frame"]),
+            category=r["category"],
+            duration_s=r["duration_s"],
+        )
+        for r in records
+    ]
+    with writing(out_dir / "manifest.jsonl"):
+        write_manifest(manifest, out_dir / "manifest.jsonl")
+    with writing(out_dir / "vggcaps.parquet"):
+        export_parquet(records, out_dir / "vggcaps.parquet")
     return FinalizeResult(
         records=len(records),
         test=sum(r["split"] == "test" for r in records),
@@ -104,7 +106,8 @@ def write_failures(store: Store, finished: set[str], path: Path) -> int:
     for failure in store.records("failures"):
         if failure["id"] not in finished:
             latest[failure["id"]] = failure  # type: ignore[assignment]
-    write_jsonl(path, [dict(latest[i]) for i in sorted(latest)])
+    with writing(path):
+        write_jsonl(path, [dict(latest[i]) for i in sorted(latest)])
     return len(latest)
 
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from multi2cap.io import atomic_write_text
-from multi2cap.vggcaps.backends import RunStats
+from multi2cap.llm_client.chat import RunStats
 from multi2cap.vggcaps.batch import caption_with_batches
 from multi2cap.vggcaps.caption import caption_async, make_backend, pending_captions
 from multi2cap.vggcaps.cost import Estimate, estimate_build, image_tokens
@@ -24,7 +24,7 @@ from multi2cap.vggcaps.extract import extract_media, extraction_todo, select_cli
 from multi2cap.vggcaps.finalize import finalize_dataset, write_failures
 from multi2cap.vggcaps.prompts import load_prompts
 from multi2cap.vggcaps.records import BuildConfig, BuildSummary, Clip, Identity
-from multi2cap.vggcaps.store import FolderLock, Store
+from multi2cap.vggcaps.store import FolderLock, Store, writing
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,12 @@ def build_vggcaps(config: BuildConfig) -> BuildSummary:
             summary.estimate = dry_run_estimate(config, len(clips))
             summary.elapsed_s = time.monotonic() - start
             return summary
-        store.work_dir.mkdir(parents=True, exist_ok=True)
     else:
         store.require_work_dir()
+    if "caption" in config.steps and config.backend != "offline":
+        config.openai.api_key()  # a missing or unusable key stops the build before any work
+    with writing(store.work_dir):
+        store.work_dir.mkdir(parents=True, exist_ok=True)
     with FolderLock(config.out):
         for fragment in store.cut_torn_tails():
             log.warning(
@@ -138,9 +141,10 @@ def build_vggcaps(config: BuildConfig) -> BuildSummary:
             )
         _run_steps(config, clips, ids, summary)
         summary.elapsed_s = time.monotonic() - start
-        atomic_write_text(
-            store.work_dir / "last_run.json", json.dumps(summary.to_json(), indent=2) + "\n"
-        )
+        with writing(store.work_dir / "last_run.json"):
+            atomic_write_text(
+                store.work_dir / "last_run.json", json.dumps(summary.to_json(), indent=2) + "\n"
+            )
     return summary
 
 

@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from multi2cap.vggcaps.backends import RunStats
+from multi2cap.llm_client.chat import RunStats
 
 
 class Bar:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict, get_args
 
+from multi2cap.fsnames import printable
 from multi2cap.vggcaps.backends import OpenAISettings
 from multi2cap.vggcaps.catalog import ClipSpec
 from multi2cap.vggcaps.cost import Estimate, Prices
@@ -79,11 +80,24 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if printable(self.out) != str(self.out):
+            raise ValueError(
+                f"--out {printable(self.out)}: the output folder's name is not UTF-8 (shown "
+                "with \\xNN escapes); its paths go into manifest.jsonl as text and to "
+                "decoders that need UTF-8: pick or rename a folder with a UTF-8 name (video "
+                "folders may have any name)"
+            )
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         unknown = set(self.steps) - set(STEPS)
         if unknown:
             raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
+        # checked here, not at the split step: that runs after every request was paid for
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise ValueError(
+                "--test-fraction / test_fraction must be in [0, 1] (0: no test split, 1: all "
+                f"test), found {self.test_fraction!r}"
+            )
 
 
 @dataclass
@@ -170,11 +184,16 @@ class VggCapsRecord(TypedDict):
 VGGCAPS_COLUMNS: tuple[str, ...] = tuple(VggCapsRecord.__annotations__)
 
 
-class Rejection(TypedDict):
-    """One output that post-processing rejected, and why."""
-
+class _RejectionBase(TypedDict):
     output: str | None
     reason: str
+
+
+class Rejection(_RejectionBase, total=False):
+    """One output that post-processing rejected, and why: `output` is its first 4,096
+    characters, `output_chars` its full length."""
+
+    output_chars: int
 
 
 class _FailureBase(TypedDict):

@@ -14,6 +14,10 @@ Records are appended by a background writer in groups (one fsync per group), whi
 event loop free at hundreds of requests per second; a record not yet flushed when the process
 dies is simply redone on the next run. A write that fails (disk full, I/O error) raises
 `StoreWriteError` naming the file, at once: the build stops sending requests it could not keep.
+The other writes of a build (each clip's media on a full disk, the final files of the split
+step, `last_run.json`, the lock) raise it too, through `writing(path)`: a write to a full disk
+names no file by itself, and used to end as an internal error (exit 3) or, during extraction,
+as one failure record per clip.
 
 A process killed in the middle of an append can leave a torn last line; `Store.cut_torn_tails`
 (run when a build opens the folder) cuts it off, keeping the fragment in `<file>.torn-<time>`
@@ -24,16 +28,19 @@ a folder that one is already writing.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from multi2cap.io import append_jsonl, read_jsonl
+from multi2cap.io import OutputPathError, append_jsonl, read_jsonl
+from multi2cap.io import writing as io_writing
 
 STAGE_FILES = {
     "extract": "extract.jsonl",
@@ -49,15 +56,24 @@ def stage_key(clip_id: str, stage: int, prompt_version: str, backend: str, model
     return f"{clip_id}|s{stage}|{prompt_version}|{backend}|{model}"
 
 
-class StoreWriteError(OSError):
-    """Appending to a work file failed; `path` names it. What was written before is kept."""
+# errors that will be the same for every later write to the output folder: the build stops
+OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
-    def __init__(self, path: Path, cause: OSError) -> None:
-        super().__init__(
-            f"could not append to {path} ({type(cause).__name__}: {cause}); the build stopped, "
-            "everything written before is kept: free the disk or fix the folder and rerun"
-        )
-        self.path = path
+
+class StoreWriteError(OutputPathError):
+    """Writing to the output folder failed (a work file, a clip's media, a final file); `path`
+    names the file. What was written before is kept. The CLI exits 2 with this message: the
+    folder cannot be used as it is (README's exit codes)."""
+
+    advice = (
+        "the build stopped, everything written before is kept: free the disk or fix the folder "
+        "and rerun"
+    )
+
+
+def writing(path: Path) -> AbstractContextManager[None]:
+    """Raise an `OSError` of the block as a `StoreWriteError` naming `path`."""
+    return io_writing(path, StoreWriteError)
 
 
 class FolderLockedError(ValueError):
@@ -96,10 +112,8 @@ class Store:
 
     def append(self, name: str, records: list[dict[str, Any]]) -> None:
         path = self.path(name)
-        try:
+        with writing(path):
             append_jsonl(path, records)
-        except OSError as err:
-            raise StoreWriteError(path, err) from err
 
     def cut_torn_tails(self) -> list[Path]:
         """Cut a torn last line (no final newline) off every work file, keeping the fragment
@@ -107,8 +121,9 @@ class Store:
         kept = []
         for name in STAGE_FILES.values():
             path = self.work_dir / name
-            if path.is_file() and (fragment := _cut_torn_tail(path)) is not None:
-                kept.append(fragment)
+            with writing(path):
+                if path.is_file() and (fragment := _cut_torn_tail(path)) is not None:
+                    kept.append(fragment)
         return kept
 
 
@@ -151,8 +166,9 @@ class FolderLock:
         self._fd: int | None = None
 
     def __enter__(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -163,8 +179,14 @@ class FolderLock:
                 "to end or stop it, then rerun (two builds on one folder pay twice)"
             ) from None
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(
+                fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0
+            )
+        except OSError as err:
+            os.close(fd)
+            raise StoreWriteError(self.path, err) from err
         self._fd = fd
         return self
 

@@ -17,6 +17,7 @@
   function canSubmit() {
     if (!played || busy || !state || state.done) return false;
     if (kind === "mos") return document.querySelector('input[name="score"]:checked') !== null;
+    if (kind === "ab") return document.querySelector('input[name="choice"]:checked') !== null;
     return $("caption-text").value.trim().length > 0;
   }
 
@@ -46,6 +47,13 @@
       $("mos-part").hidden = false;
       $("caption").textContent = item.caption;
       for (const radio of document.querySelectorAll('input[name="score"]')) radio.checked = false;
+      $("play").focus();
+    } else if (kind === "ab") {
+      $("task-title").textContent = `Item ${next.position} of ${next.total}`;
+      $("ab-part").hidden = false;
+      $("caption-a").textContent = item.captions[0];
+      $("caption-b").textContent = item.captions[1];
+      for (const radio of document.querySelectorAll('input[name="choice"]')) radio.checked = false;
       $("play").focus();
     } else {
       $("task-title").textContent =
@@ -83,6 +91,7 @@
     if (!canSubmit()) return;
     const body = { key: state.item.key, stage: state.item.stage };
     if (kind === "mos") body.score = Number(document.querySelector('input[name="score"]:checked').value);
+    else if (kind === "ab") body.choice = document.querySelector('input[name="choice"]:checked').value;
     else body.caption = $("caption-text").value;
     busy = true;
     refreshNext();
