@@ -43,7 +43,7 @@ def main() -> None:
     batch = [clip * (0.5 + i / args.batch) for i in range(args.batch)]
     print(f"tiny Multi2Cap, CPU, {args.threads} thread(s), median of {args.repeats}")
     for beams in (1, 3):
-        options = dict(num_beams=beams, max_new_tokens=args.max_new_tokens)
+        options = dict(sampling_rate=16_000, num_beams=beams, max_new_tokens=args.max_new_tokens)
         one = median_seconds(lambda: model.caption(clip, **options), args.repeats)  # noqa: B023
         many = median_seconds(
             lambda: model.caption(batch, batch_size=args.batch, **options),  # noqa: B023

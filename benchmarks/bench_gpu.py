@@ -4,7 +4,7 @@ Builds CED-base + CLIP ViT-L/14 + a Llama-3.2-3B-shaped decoder (bf16, LoRA on q
 configs alone (nothing is downloaded) and measures
 
 * pre-training step (L_cap + alpha L_align + beta L_vfr, bf16 autocast, AdamW on the trainable
-  parameters, gradient checkpointing as in configs/pretrain_vggcaps.yaml) at the largest batch
+  parameters, gradient checkpointing as in the recipe pretrain_vggcaps) at the largest batch
   that fits among 8, 16, 32, ...: samples/s, LLM tokens/s, MFU, peak memory;
 * the gradient cache's extra pass (`optim.align_batch: effective` under accumulation: CED,
   CLIP and the grounding without graph, `Multi2Cap.alignment_rows`) at that batch, as a
@@ -384,7 +384,7 @@ def bench_captioning(model: Any, settings: Settings, device: torch.device) -> di
         synchronize(device)
         start = time.perf_counter()
         with autocast(device):
-            texts = model.caption(waves, batch_size=batch_size)
+            texts = model.caption(waves, sampling_rate=16000, batch_size=batch_size)
         synchronize(device)
         return time.perf_counter() - start, texts
 

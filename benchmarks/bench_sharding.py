@@ -28,11 +28,13 @@ from pathlib import Path
 
 import torch
 
+from multi2cap.recipes import RECIPES_DIR
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_gpu  # the real-size architecture: one definition
 from bench_train_cpu import stamp_manifest
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "tiny_pretrain.yaml"
+RECIPE = RECIPES_DIR / "tiny_pretrain.yaml"
 GIB = 1024**3
 
 
@@ -122,7 +124,7 @@ def measure_speed(strategy: str, manifest: Path, out: Path, epochs: int) -> floa
         f"data.train_manifest={manifest}", "optim.batch_size=8", "optim.micro_batch_size=4",
         f"optim.epochs={epochs}", "augment.enabled=false", "eval.every_epochs=0",
         "runtime.progress=false", "runtime.tensorboard=false", f"runtime.strategy={strategy}",
-        "--output-dir", str(out),
+        "--out", str(out),
     ]  # fmt: skip
     subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=1200)
     with open(out / "train_log.csv", encoding="utf-8") as handle:

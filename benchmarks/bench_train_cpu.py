@@ -1,4 +1,4 @@
-"""Training speed of the tiny CPU recipe (configs/tiny_pretrain.yaml) on this machine.
+"""Training speed of the tiny CPU recipe (the packaged recipe tiny_pretrain) on this machine.
 
 Two figures, on real Tux Paint sounds and pictures:
 
@@ -34,8 +34,9 @@ import torch
 
 from multi2cap.assets import tuxpaint_stamps_dir
 from multi2cap.data.manifest import ManifestRecord, write_manifest
+from multi2cap.recipes import RECIPES_DIR
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "tiny_pretrain.yaml"
+RECIPE = RECIPES_DIR / "tiny_pretrain.yaml"
 
 
 def stamp_manifest(count: int, folder: Path) -> Path:

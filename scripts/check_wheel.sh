@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a user of the released package gets: build the sdist and the wheel, install the wheel (not
 # editable) into a fresh venv, and from a folder outside the checkout run `multi2cap info`,
-# `python -m multi2cap --help` and one `caption` with a tiny checkpoint. A package-data file
+# `python -m multi2cap --help`, load a training recipe by name and run one `caption` with a tiny
+# checkpoint. A package-data file
 # missing from the wheel, or an import of something under tests/, fails here and never ships.
 # Called by scripts/test.sh after the test suite; needs .venv from scripts/setup.sh.
 set -euo pipefail
@@ -40,6 +41,22 @@ log "multi2cap info"
 grep -q "multi2cap" "$WORK/info.txt"
 log "python -m multi2cap --help"
 "$BIN/python" -m multi2cap --help >/dev/null
+log "a training recipe by name, from the wheel (no checkout, no configs/ folder)"
+"$BIN/python" - <<'PY'
+from pathlib import Path
+
+from multi2cap.recipes import RECIPES_DIR, recipe_names
+from multi2cap.train import load_train_config
+
+assert "site-packages" in str(RECIPES_DIR), RECIPES_DIR
+assert {"pretrain_vggcaps", "finetune_clotho", "tiny_pretrain"} <= set(recipe_names())
+config = load_train_config("pretrain_vggcaps")
+assert (config.optim.lr, config.optim.batch_size) == (5e-5, 320)
+# its relative paths are the project's (the current folder), not the installed package's
+assert config.runtime.output_dir == str(Path.cwd() / "runs" / "pretrain_vggcaps")
+print("recipes:", ", ".join(recipe_names()))
+PY
+"$BIN/multi2cap" train --help | grep -q "pretrain_vggcaps"
 log "multi2cap caption with a tiny checkpoint"
 "$BIN/python" - <<'PY'
 import numpy as np
@@ -51,6 +68,6 @@ Multi2Cap(config).save_pretrained("ckpt")
 t = np.arange(16000 * 2) / 16000
 sf.write("tone.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
 PY
-HF_HUB_OFFLINE=1 "$BIN/multi2cap" caption tone.wav --checkpoint ckpt --output captions.csv >/dev/null
+HF_HUB_OFFLINE=1 "$BIN/multi2cap" caption tone.wav --checkpoint ckpt --out captions.csv >/dev/null
 grep -q "tone.wav" captions.csv
 log "the installed wheel works outside the checkout"

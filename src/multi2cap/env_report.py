@@ -1,12 +1,15 @@
-"""What `multi2cap info` reports: package versions, the torch device, and optional assets."""
+"""What `multi2cap info` reports: package versions, the torch device, optional assets, and
+which metrics can run here (each missing asset names the metrics it stops, so its explanation
+is printed once, not once per metric)."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from multi2cap import __version__
 from multi2cap.assets import (
@@ -21,16 +24,40 @@ _PACKAGES = ("torch", "transformers", "peft", "accelerate", "av", "soundfile", "
 
 @dataclass
 class AssetStatus:
+    """`detail`: where the asset is, or why it is missing and how to provide it; `needed_by`:
+    the metrics that cannot run while it is missing."""
+
     name: str
     available: bool
     detail: str
+    needed_by: list[str] = field(default_factory=list)
 
 
 @dataclass
 class EnvReport:
+    """`metrics[key]`: None when the metric can run here, else why not."""
+
     versions: dict[str, str]
     assets: list[AssetStatus]
     metrics: dict[str, str | None] = field(default_factory=dict)
+
+    def unexplained(self) -> dict[str, list[str]]:
+        """Reasons of unrunnable metrics that no missing asset's `detail` gives (a Python
+        package not installed, say), each with the metrics it stops."""
+        explained = {name for asset in self.assets for name in asset.needed_by}
+        grouped: dict[str, list[str]] = {}
+        for key, reason in self.metrics.items():
+            if reason is not None and key not in explained:
+                grouped.setdefault(reason, []).append(key)
+        return grouped
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as `multi2cap info --json` prints it."""
+        return {
+            "versions": self.versions,
+            "assets": [asdict(asset) for asset in self.assets],
+            "metrics": self.metrics,
+        }
 
 
 def _locate(name: str, locator: Callable[[], Path]) -> AssetStatus:
@@ -100,4 +127,7 @@ def collect_report() -> EnvReport:
     else:
         assets.extend(AssetStatus(*row) for row in asset_statuses())
         metrics = metric_availability()
+    for asset in assets:  # a metric's reason quotes each missing asset's own message
+        if not asset.available:
+            asset.needed_by = [k for k, why in metrics.items() if why and asset.detail in why]
     return EnvReport(versions=versions, assets=assets, metrics=metrics)

@@ -18,9 +18,10 @@ from multi2cap.analysis import ablations as ab
 from multi2cap.analysis import k_sweep as ks
 from multi2cap.model.config import Multi2CapConfig
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.recipes import RECIPES_DIR
 from stamp_manifests import write_stamp_manifest
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 # 4 clips, one optimizer step per epoch, one epoch; validation off; short captions.
 FAST = [
     "optim.batch_size=4",

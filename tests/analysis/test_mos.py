@@ -91,3 +91,17 @@ def test_read_ratings_and_its_errors(tmp_path: Path) -> None:
             read_ratings(good)
     with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
         read_ratings(tmp_path / "missing.csv")
+
+
+def test_the_interval_never_leaves_the_1_to_5_scale() -> None:
+    """Near an end, or past both ends (a MOS of 3 over 2 items: 3 +- 25.4), the t interval is cut
+    at the scale and said to be cut; inside it, it is printed as "± h"."""
+    near_top = summarize_ratings(
+        [Rating(r, f"i{i}", 5 if i else 4) for i in range(4) for r in ("r1", "r2")]
+    )
+    assert 1.0 <= near_top.ci_low <= near_top.ci_high == 5.0 and near_top.ci_cut
+    wide = summarize_ratings([Rating("r", "a", 1), Rating("r", "b", 5)])
+    assert (wide.ci_low, wide.ci_high, wide.ci_cut) == (1.0, 5.0, True)
+    assert wide.headline() == "MOS 3.00 (95 % CI [1.00, 5.00], cut to the 1-5 scale)"
+    inside = summarize_ratings([Rating("r", f"i{i}", 3 + i % 2) for i in range(40)])
+    assert not inside.ci_cut and "±" in inside.headline()

@@ -167,10 +167,11 @@ BAD_INPUT_CASES = [
      "{truncated}/trainable.safetensors: not a readable safetensors file"),
     ("analyze model: garbage weights", "analyze model fidelity {garbage} {manifest} --out {root}/f",
      "{garbage}/trainable.safetensors: not a readable safetensors file"),
-    ("caption --output a folder", "caption -c {checkpoint} {sound} --output {root}",
-     "could not write {root} (--output: a folder, not a file"),
-    ("evaluate --output under a file", "evaluate -p {root}/p.csv -r {root}/r.csv -m bleu_1 "
-     "--output {root}/a_file/scores.json", "(--output: {root}/a_file is a file, not a folder)"),
+    ("caption --out a folder", "caption -c {checkpoint} {sound} -o {root}",
+     "could not write {root} (--out: a folder, not a file"),
+    ("evaluate --output (old name) under a file", "evaluate -p {root}/p.csv -r {root}/r.csv "
+     "-m bleu_1 --output {root}/a_file/scores.json",
+     "(--out: {root}/a_file is a file, not a folder)"),
     ("data prepare --out a folder", "data prepare --format vggcaps --root {manifest} "
      "--out {root}", "could not write {root} (--out: a folder, not a file"),
     ("analyze dataset --out a file", "analyze dataset {manifest} --out {root}/a_file",

@@ -283,3 +283,33 @@ def test_a_caption_longer_than_the_csv_module_limit_is_read(clotho_dir: Path):
     csv_path.write_text(csv_path.read_text().replace("h1", long_caption.strip()))
     [hen] = [r for r in read_dataset("clotho", clotho_dir).records if r.id == "hen.wav"]
     assert hen.captions[0] == long_caption.strip()
+
+
+def test_the_header_probe_fills_duration_s(
+    clotho_dir: Path, vggsound_dir: Path, tux: dict[str, Path], tmp_path: Path
+):
+    """Clotho's CSVs give no durations: the probe `prepare` runs anyway reads them from the
+    headers (libsndfile for the wavs, the container for VGGSound's mp4), so Table 1's audio
+    length is known (it printed "unknown"); without the probe they stay unknown."""
+    import soundfile as sf
+
+    from multi2cap.analysis.dataset_report import write_dataset_report
+
+    out = tmp_path / "clotho.jsonl"
+    prepare("clotho", clotho_dir, out)
+    records = read_manifest(out)
+    assert [r.duration_s for r in records] == [
+        pytest.approx(sf.info(r.audio).duration, abs=1e-3) for r in records
+    ]
+    assert all(r.duration_s and r.duration_s > 0.1 for r in records)
+    report = write_dataset_report([out], tmp_path / "report")
+    table1 = (report.out_dir / "report.md").read_text().split("## Table 1", 1)[1]
+    clotho_row = next(line for line in table1.splitlines() if line.startswith("| clotho"))
+    assert "unknown" not in clotho_row and "clips known" not in clotho_row
+
+    videos = read_dataset("vggsound", vggsound_dir / "vggsound.csv", media=vggsound_dir / "video")
+    frog = next(r for r in videos.records if r.id.startswith("---g-f_I2yQ"))
+    assert frog.duration_s == pytest.approx(sf.info(tux["frog"]).duration, abs=0.1)  # AAC padding
+
+    unprobed = read_dataset("clotho", clotho_dir, check_media=False)
+    assert all(r.duration_s is None for r in unprobed.records)

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from multi2cap.demo import preference
-from multi2cap.demo.run import DemoConfig
-from multi2cap.demo.training import Backbones, demo_model, demo_recipe, system_recipe
+from multi2cap.demo.config import DemoConfig, system_recipe
+from multi2cap.demo.training import Backbones, demo_model, demo_recipe
 from multi2cap.model.config import Multi2CapConfig
 from multi2cap.train.config import TrainConfig
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from rich.console import Console
 
 import jobs
-from multi2cap.demo.run import DemoConfig
+from multi2cap.demo.config import DemoConfig
 from multi2cap.demo.training import DemoStopped, _run_jobs
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from multi2cap.demo import preference
+from multi2cap.demo.config import DemoConfig
 from multi2cap.demo.report import write_results_json
-from multi2cap.demo.run import DemoConfig, SeedOutcome
-from multi2cap.demo.training import ModelRun, demo_recipe, system_stages
+from multi2cap.demo.training import ModelRun, SeedOutcome, demo_recipe, system_stages
 from multi2cap.train.config import TrainConfig
 
 

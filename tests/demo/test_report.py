@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from multi2cap.demo.report import seed_summary, seeds_markdown, write_results_json
-from multi2cap.demo.run import SeedOutcome
-from multi2cap.demo.training import ModelRun
+from multi2cap.demo.training import ModelRun, SeedOutcome
 
 
 def _outcome(seed: int, grounded: dict[str, float], baseline: dict[str, float]) -> SeedOutcome:
@@ -124,3 +123,67 @@ def test_the_terminal_table_fits_80_columns_with_whole_system_names():
     cider = next(line for line in text.splitlines() if "│ CD" in line)
     assert "60.0" in cider and "50.0" in cider  # the row holds both systems' CIDEr-D
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def _report_from_results(tmp_path: Path, results: dict, quick: bool) -> tuple[str, str]:
+    """report.md and the terminal summary, written from a `results.json`-shaped dict (no demo
+    run): one seed, its systems' scores and the stage-0 tagger's."""
+    import io
+
+    from rich.console import Console
+
+    from multi2cap.data.manifest import ManifestRecord, write_manifest
+    from multi2cap.demo.config import DemoConfig
+    from multi2cap.demo.report import print_results, write_report
+    from multi2cap.demo.scenes import Scene
+
+    runs = []
+    for name, scores in results["systems"].items():
+        run = ModelRun(name, tmp_path / "p", tmp_path / "f", tmp_path / "c")
+        run.scores, run.captions = dict(scores), {"test_1": "a dog barks"}
+        run.history = [
+            {"kind": "train", "stage": stage, "step": step, "loss": 2.0 / step}
+            for stage in ("pretrain", "finetune")
+            for step in (1, 2)
+        ]
+        runs.append(run)
+    outcomes = [SeedOutcome(0, runs, results["stage0_audio_tagger"], 1.0)]
+    record = ManifestRecord("test_1", "demo", "test", str(tmp_path / "a.wav"), ["a dog barks"])
+    manifests = {
+        "pretrain": write_manifest([record], tmp_path / "pretrain.jsonl"),
+        "test": write_manifest([record], tmp_path / "test.jsonl"),
+    }
+    scenes = [Scene("test_1", "test", "dog", [], ["a dog barks"])]
+    config = DemoConfig(workdir=tmp_path / "out", quick=quick)
+    config.workdir.mkdir()
+    report = write_report(config, scenes, manifests, outcomes, 60.0, {"all": 60.0}, "(probes)")
+    out = io.StringIO()
+    print_results(Console(file=out, width=100, color_system=None), config, scenes, outcomes, report)
+    return report.read_text(), out.getvalue()
+
+
+# The issue's case: `demo --quick`, a tagger that learnt nothing, and "+17.8 BLEU-1".
+QUICK_RESULTS = {
+    "systems": {
+        "multi2cap": {"bleu_1": 0.412, "cider_d": 0.05, "source_f1": 0.0, "vocab": 9.0},
+        "audio_only_baseline": {"bleu_1": 0.234, "cider_d": 0.04, "source_f1": 0.0, "vocab": 7},
+    },
+    "stage0_audio_tagger": {"source_f1": 0.0, "source_f1_faint": 0.0},
+}
+
+
+def test_a_quick_report_says_smoke_test_and_shows_no_difference_from_a_blank_tagger(tmp_path):
+    report, terminal = _report_from_results(tmp_path, QUICK_RESULTS, quick=True)
+    for text in (report, " ".join(terminal.split())):
+        assert "Smoke test (--quick)" in text and "say nothing about the method" in text
+        assert "No difference between the systems is reported" in text
+        assert "+17.8" not in text and "17.8" not in text
+    assert "| difference" not in report
+    assert "| multi2cap | 41.2 |" in report  # each system's scores are still there
+
+
+def test_a_full_run_with_a_tagger_that_learnt_shows_the_difference(tmp_path):
+    learnt = {**QUICK_RESULTS, "stage0_audio_tagger": {"source_f1": 0.4, "source_f1_faint": 0.2}}
+    report, terminal = _report_from_results(tmp_path, learnt, quick=False)
+    assert "| difference (multi2cap - audio_only_baseline) | 17.8 |" in report
+    assert "Smoke test" not in report + terminal and "No difference" not in report + terminal

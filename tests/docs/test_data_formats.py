@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from multi2cap.data.manifest import ManifestJson
+from multi2cap.model.caption_files import CaptionRow
 from multi2cap.vggcaps.records import FailureRecord, VggCapsRecord
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "data_formats.md"
@@ -28,6 +29,7 @@ def _table(section: str) -> list[tuple[str, bool]]:
         ("Manifest record", ManifestJson),
         ("VggCaps record", VggCapsRecord),
         ("Failure record", FailureRecord),
+        ("Caption file", CaptionRow),
     ],
 )
 def test_each_table_is_its_typeddict(section: str, declared: Any) -> None:

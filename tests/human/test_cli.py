@@ -15,9 +15,9 @@ from multi2cap.metrics.files import read_predictions, read_references
 runner = CliRunner()
 
 
-def _invoke(*args: str) -> str:
+def _invoke(*args: str, env: dict[str, str] | None = None) -> str:
     """The command's output with rich's line wrapping undone."""
-    result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
+    result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250", **(env or {})})
     assert result.exit_code == 0, result.output
     return " ".join(result.output.split())
 
@@ -138,6 +138,13 @@ def test_captions_export_and_score(stamp_manifest: Path, tmp_path: Path, open_di
     audio, visual = scores["audio only (w/o visual)"], scores["audio + frame (w/ visual)"]
     assert visual["bleu_1"] > 0.9 and visual["bleu_1"] > audio["bleu_1"]
     assert set(audio) == {"bleu_1", "rouge_l", "cider_d"}
+
+    # SPICE's jars missing: one explanation naming both metrics it stops, not one per metric
+    out = _invoke("human", "score", study, "-m", "bleu_1,spice,spider", "--skip-unavailable",
+                  env={"MULTI2CAP_SPICE_LIB": str(tmp_path / "no-jars")})  # fmt: skip
+    flat = " ".join(out.split())
+    assert flat.count("multi2cap assets download spice") == 1
+    assert "spice, spider unavailable:" in out
 
 
 def test_serve_warns_when_binding_beyond_loopback(tmp_path: Path) -> None:

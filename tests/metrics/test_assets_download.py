@@ -10,6 +10,7 @@ assets folder is what the metrics load.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -143,12 +144,14 @@ def test_all_in_one_command_resumes_refuses_a_bad_checksum_and_is_found(
     assert not list((assets / "fense").glob("*--*"))  # nor its base BERT
     assert not list(assets.rglob("*.part"))  # the refused checkpoint was deleted
 
-    info = _run(["info"], _env(assets))
-    rows = {line.split("│")[1].strip(): line for line in info.stdout.splitlines() if "│" in line}
-    assert "available" in rows["SPICE: Stanford CoreNLP 3.6.0 jars"]
-    assert str(lib) in rows["SPICE: Stanford CoreNLP 3.6.0 jars"]
-    assert "available" in rows["Sentence-BERT paraphrase-TinyBERT-L6-v2"]
-    assert "missing" in rows["FENSE error detector (echecker)"]
+    info = _run(["info", "--json"], _env(assets))
+    rows = {row["name"]: row for row in json.loads(info.stdout)["assets"]}
+    assert rows["SPICE: Stanford CoreNLP 3.6.0 jars"]["available"]
+    assert str(lib) in rows["SPICE: Stanford CoreNLP 3.6.0 jars"]["detail"]
+    assert rows["Sentence-BERT paraphrase-TinyBERT-L6-v2"]["available"]
+    assert not rows["FENSE error detector (echecker)"]["available"]
+    printed = " ".join(_run(["info"], _env(assets)).stdout.split())
+    assert f"available SPICE: Stanford CoreNLP 3.6.0 jars {lib}" in printed
 
     # The metrics find them with no flag: the paper's set needs nothing more than FENSE now.
     monkeypatch.setenv("MULTI2CAP_ASSETS_DIR", str(assets))

@@ -20,6 +20,7 @@ from multi2cap.model.hf_audio import (
     build_hf_audio_encoder,
 )
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.recipes import RECIPES_DIR
 
 SR = 16000
 # Small windows where the family allows it (Whisper: 100 positions = 2 s; AST: 200 frames =
@@ -336,7 +337,7 @@ def test_multi2cap_trains_saves_and_reloads_with_an_hf_encoder(kind: str, tmp_pa
 def test_whisper_recipes_validate() -> None:
     from multi2cap.train.config import load_train_config
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    configs = RECIPES_DIR
     pre = load_train_config(configs / "pretrain_vggcaps_whisper.yaml")
     model = Multi2CapConfig.model_validate(pre.model)
     assert (pre.stage, model.grounding.enabled, model.audio.kind) == ("pretrain", False, "hf")

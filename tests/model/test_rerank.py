@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,35 @@ def test_config_checks_the_beam_width() -> None:
         RerankConfig(candidates=3, num_beams=2)
     assert RerankConfig(candidates=3).beams_for(5) == 5
     assert RerankConfig(candidates=6).beams_for(3) == 6
+
+
+def test_waveforms_are_read_at_their_sampling_rate(clap_folder: Path, clips: list[Path]) -> None:
+    """`caption_candidates` and `ClapReranker.caption` take raw waveforms at `sampling_rate`
+    as `Multi2Cap.caption` does: 44.1-kHz arrays give what the 44.1-kHz files give (the
+    captioner's input resampled to 16 kHz, the CLAP's from the array's own rate), and arrays
+    without a rate are read as 16 kHz with a warning."""
+    model = tiny()
+    reranker = ClapReranker(clap_folder, candidates=2)
+    waves = [sf.read(path, dtype="float32")[0] for path in clips]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a rate given: no warning
+        groups = model.caption_candidates(
+            waves, sampling_rate=44_100, num_return_sequences=2, num_beams=2
+        )
+        from_arrays = reranker.caption(model, waves, sampling_rate=44_100)
+    assert groups == model.caption_candidates(clips, num_return_sequences=2, num_beams=2)
+    from_files = reranker.caption(model, clips)
+    assert [c.caption for c in from_arrays] == [c.caption for c in from_files]
+    for a, b in zip(from_arrays, from_files, strict=True):
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+    with pytest.warns(UserWarning, match="without sampling_rate") as record:
+        reranker.caption(model, waves[:1])
+    assert record[0].filename == __file__
+    with pytest.warns(UserWarning, match="without sampling_rate") as record:
+        model.caption_candidates(waves[:1])
+    assert record[0].filename == __file__
+    with pytest.raises(ValueError, match="sampling_rate must be a positive number of Hz"):
+        reranker.caption(model, waves[:1], sampling_rate=-1)
 
 
 # ---------------------------------------------------------------------- the command

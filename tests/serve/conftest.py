@@ -11,6 +11,7 @@ import torch
 import yaml
 from multi2cap_testkit import local_backbone_config, save_local_backbones, tiny, tones
 
+from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.train.config import TrainConfig
 
@@ -56,7 +57,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
     folders = save_local_backbones(run / "models")
     model = Multi2Cap(local_backbone_config(folders))
     model.save_pretrained(run / "ckpt")
-    captions = model.caption(list(tones(2, seconds=0.8)), num_beams=2)
+    captions = model.caption(list(tones(2, seconds=0.8)), sampling_rate=SAMPLE_RATE, num_beams=2)
     torch.set_num_threads(threads)
     recipe = TrainConfig.model_validate(
         {"stage": "finetune", "init_from": str(run / "pretrain" / "best"),

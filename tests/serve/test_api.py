@@ -91,7 +91,51 @@ def test_the_openai_sdk_gets_the_caption(
         files=_files(sounds[:1]),
         data={"model": "x", "response_format": "srt"},
     )
-    assert reply.status_code == 400 and "response_format" in reply.json()["detail"]
+    assert reply.status_code == 400
+    assert "response_format" in reply.json()["error"]["message"]  # OpenAI's error shape
+
+
+def test_the_openai_sdk_shows_the_servers_reasons(
+    server: LiveServer, model: Multi2Cap, tmp_path: Path
+) -> None:
+    """Errors of the OpenAI-compatible route reach the SDK's exception with their message (it
+    showed only "Error code: 400" when they came as FastAPI's `{"detail": ...}`)."""
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="not-needed", max_retries=0)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not a wave file")
+    with broken.open("rb") as handle, pytest.raises(openai.BadRequestError) as caught:
+        client.audio.transcriptions.create(model="multi2cap", file=handle)
+    assert "broken.wav:" in str(caught.value) and caught.value.status_code == 400
+    assert caught.value.type == "invalid_request_error"
+    assert caught.value.body["message"] == str(caught.value).split(" - ", 1)[1]
+    with broken.open("rb") as handle, pytest.raises(openai.BadRequestError) as caught:
+        client.audio.transcriptions.create(model="m", file=handle, response_format="srt")
+    assert "response_format must be json or text, got 'srt'" in str(caught.value)
+    # a request the route cannot parse (no `model`): 400 naming the field, as OpenAI answers
+    reply = httpx.post(f"{server.url}/v1/audio/transcriptions", files=_files([broken]))
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and error["param"] == "model"
+    assert error["message"].startswith("model: ") and set(error) == {
+        "message",
+        "type",
+        "param",
+        "code",
+    }
+    # the upload limit (refused from Content-Length, before the body is read)
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"\0" * 5_000)
+    with (
+        live_server(model, ServeSettings(max_upload_mb=0.002), tmp_path) as small,
+        big.open("rb") as handle,
+        pytest.raises(openai.APIStatusError) as caught,
+    ):
+        limited = openai.OpenAI(base_url=f"{small.url}/v1", api_key="x", max_retries=0)
+        limited.audio.transcriptions.create(model="m", file=handle)
+    assert caught.value.status_code == 413
+    assert "over the 0.002 MB upload limit" in str(caught.value)
+    # the other routes keep FastAPI's shape
+    other = httpx.post(f"{server.url}/v1/captions", files=_files([broken]), data={"model": "m"})
+    assert other.status_code == 400 and other.json()["detail"].startswith("broken.wav:")
 
 
 def test_health_model_and_openapi_docs(server: LiveServer) -> None:

@@ -77,7 +77,7 @@ def test_serve_a_hub_checkpoint_offline(run_best: Path, tmp_path: Path, sounds: 
 
 def test_serve_a_missing_hub_checkpoint_is_a_clear_error(offline_cache: Path) -> None:
     result = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["serve", "-c", "org/missing"])
-    assert result.exit_code == 2 and "'org/missing' is not a local folder" in result.output
+    assert result.exit_code == 2 and "'org/missing' does not exist" in result.output
     assert "Traceback" not in result.output
 
 

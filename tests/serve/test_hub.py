@@ -31,7 +31,7 @@ def test_from_pretrained_by_hub_id_offline(run_best: Path, offline_cache: Path) 
     assert Multi2Cap.from_pretrained("org/name").caption(wave) == expected
     assert Multi2Cap.from_pretrained("org/name@main").caption(wave) == expected
     with pytest.raises(
-        AssetNotFoundError, match=r"'org/missing' is not a local folder.*hf download"
+        AssetNotFoundError, match=r"'org/missing' does not exist, and as a hub id.*hf download"
     ):
         Multi2Cap.from_pretrained("org/missing")
 

@@ -103,3 +103,38 @@ def test_page_assets_come_from_the_app(model: Multi2Cap, tmp_path: Path, asset: 
             'name="viewport"', ""
         )
         assert httpx.get(server.url + asset).status_code == 200
+
+
+def test_the_page_offers_the_beams_the_server_accepts(model: Multi2Cap, tmp_path: Path) -> None:
+    """The beam field's bounds come from the server (`GET /v1/model` `limits`): stepping up in
+    Chromium stops at the server's cap, and the server refuses one more."""
+    cap = max(3, model.config.generation.num_beams)
+    with (
+        live_server(model, ServeSettings(max_num_beams=cap), tmp_path) as server,
+        headless_chromium() as browser,
+    ):
+        page = browser.new_page()
+        page.goto(server.url)
+        page.wait_for_selector("#model:has-text('tiny')")
+        page.click("summary")
+        field = page.locator("#num_beams")
+        assert field.get_attribute("max") == str(cap)
+        field.focus()
+        for _ in range(cap + 5):
+            page.keyboard.press("ArrowUp")
+        assert field.input_value() == str(cap)
+        assert page.locator("#max_new_tokens").get_attribute("max") == str(
+            max(ServeSettings().max_new_tokens_limit, model.config.generation.max_new_tokens)
+        )
+        limits = page.evaluate("fetch('/v1/model').then((r) => r.json())")["limits"]
+        assert limits["num_beams"] == [1, cap]
+        refused = page.evaluate(
+            """async (beams) => {
+                const form = new FormData();
+                form.append("file", new Blob(["x"]), "x.wav");
+                form.append("num_beams", String(beams));
+                return (await fetch("/v1/captions", {method: "POST", body: form})).status;
+            }""",
+            cap + 1,
+        )
+        assert refused == 422

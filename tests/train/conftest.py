@@ -39,13 +39,13 @@ def finetuned_tiny(stamp_manifests: Path, tmp_path_factory: pytest.TempPathFacto
     differs from zero, and its candidates name the stamps' animals, so preference pairs have
     something to choose between. Its decoder LoRA has dropout 0.1 (the paper's), which the
     preference stage must switch off."""
+    from multi2cap.recipes import RECIPES_DIR
     from multi2cap.train import load_train_config, train
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
     out = tmp_path_factory.mktemp("finetuned")
     result = train(
         load_train_config(
-            configs / "tiny_finetune.yaml",
+            RECIPES_DIR / "tiny_finetune.yaml",
             [
                 f"data.train_manifest={stamp_manifests / 'train.jsonl'}",
                 "optim.batch_size=4",

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from multi2cap.recipes import RECIPES_DIR
+
 WORLD = 2
 STOP_ASKED_AT = 2  # rank 1 receives SIGUSR1 while logging this step
 HANG_DUMP_S = 150
@@ -29,7 +31,7 @@ COLLECTIVES = (
     "gather_object",
     "barrier",
 )
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 
 
 def run(rank: int, port: int, manifest: str, out_dir: str) -> None:

@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from multi2cap.cli.main import app
+from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train.state import list_checkpoints
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 
 
 def test_train_command_runs_and_resumes(stamp_manifests: Path, tmp_path: Path) -> None:

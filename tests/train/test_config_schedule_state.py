@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train.config import ConfigError, EvalConfig, load_train_config
 from multi2cap.train.sampler import StepBatchSampler, StepPlan
 from multi2cap.train.schedule import lr_factor, warmup_cosine
@@ -29,7 +30,7 @@ from multi2cap.train.state import (
     write_state,
 )
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 
 
 def test_overrides_types_and_relative_paths(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train import load_train_config, train
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -14,10 +14,11 @@ from safetensors.torch import load_file
 
 import multi2cap
 from multi2cap.io import read_jsonl
+from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train import ConfigError, TrainResult, load_train_config, train
 from multi2cap.train.state import list_checkpoints
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 
 # 8 clips, effective batch 4 = 2 micro-batches of 2: 2 optimizer steps per epoch.
 FAST = [

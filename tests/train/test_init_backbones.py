@@ -14,11 +14,12 @@ from multi2cap_testkit import local_backbone_config, move_machine, save_local_ba
 from multi2cap.assets import AssetNotFoundError
 from multi2cap.model.config import CONFIG_FILE
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train import ConfigError, load_train_config, train
 
 BACKBONES_ENV = "MULTI2CAP_BACKBONES"  # spelled out: the documented name
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 FAST = ["optim.batch_size=4", "optim.micro_batch_size=2", "optim.epochs=1",
         "augment.enabled=false", "eval.every_epochs=0", "runtime.progress=false",
         "runtime.tensorboard=false"]  # fmt: skip

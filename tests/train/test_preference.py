@@ -21,11 +21,12 @@ from multi2cap.io import read_jsonl
 from multi2cap.media.audio import load_audio
 from multi2cap.metrics.candidates import score_candidates
 from multi2cap.model.multi2cap import Multi2Cap
+from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train import ConfigError, TrainResult, load_train_config, train
 from multi2cap.train.dpo import caption_logprobs, dropout_off
 from multi2cap.train.pairs import CANDIDATES, FOLDER, PAIRS, PAIRS_SUMMARY, select_pairs
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 
 # 5-6 pairs from the 8 clips; 2 pairs a step as 2 accumulated micro-batches of 1: 2-3 steps an
 # epoch. Candidates decoded 2 clips at a time: 4 chunks.

@@ -12,10 +12,11 @@ from safetensors.torch import load_file
 from test_distributed import _losses, _torchrun
 
 from multi2cap.io import read_jsonl
+from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train import load_train_config, train
 from multi2cap.train.pairs import CANDIDATES, FOLDER, PAIRS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 
 
 @pytest.mark.slow

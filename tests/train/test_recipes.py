@@ -1,4 +1,4 @@
-"""The readings of the paper that the recipes in `configs/` follow (docs/training.md, "Readings
+"""The readings of the paper that the packaged recipes (`multi2cap.recipes`) follow (docs/training.md, "Readings
 of the paper"): what an epoch is, which checkpoint fine-tuning starts from, how far decoding
 goes, which run is which baseline, and the warning for a fine-tuned model nothing pre-trained."""
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from multi2cap.model.config import Multi2CapConfig
+from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train import load_train_config
 from multi2cap.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "configs"
+CONFIGS = RECIPES_DIR
 PAPER = (
     "pretrain_vggcaps.yaml",
     "pretrain_vggcaps_whisper.yaml",

@@ -10,10 +10,11 @@ import pytest
 import soundfile
 
 from multi2cap.data.manifest import ManifestRecord
+from multi2cap.recipes import RECIPES_DIR
 from multi2cap.train import load_train_config
 from multi2cap.train.batches import collate, train_dataset
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = RECIPES_DIR
 RATE = 16_000
 
 

@@ -34,6 +34,7 @@ from multi2cap.analysis.probe_tables import format_cell, markdown_table, write_t
 from multi2cap.data.dataset import CaptionDataset, collate_captions
 from multi2cap.data.manifest import read_manifest
 from multi2cap.io import atomic_write_text, write_jsonl
+from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.metrics import PAPER_LABELS, higher_is_better
 from multi2cap.model.config import CONFIG_FILE
 
@@ -231,7 +232,10 @@ def caption_metrics(
     for batch in loader:
         waves = [batch["audio"][i, : int(n)] for i, n in enumerate(batch["audio_lengths"])]
         candidates += model.caption(
-            waves, num_beams=spec.num_beams, max_new_tokens=spec.max_new_tokens
+            waves,
+            sampling_rate=SAMPLE_RATE,  # the data module's rate
+            num_beams=spec.num_beams,
+            max_new_tokens=spec.max_new_tokens,
         )
         references += batch["references"]
         ids += batch["ids"]

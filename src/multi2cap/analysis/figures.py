@@ -75,7 +75,11 @@ def _metric_panel(
     values: Mapping[str, Mapping[str, float]],
     title: str,
     better: str,
+    raw_scale: str | None = None,
 ) -> None:
+    """Grouped bars, one group per metric, raw values printed on the bars. Heights: each
+    metric scaled across the datasets (`normalise_0_10`), or with `raw_scale` ("linear", "log")
+    the raw values on one axis of that scale."""
     n = len(datasets)
     width = 0.8 / max(n, 1)
     x = np.arange(len(metrics))
@@ -84,8 +88,10 @@ def _metric_panel(
         raw = [values[name][m] for m in metrics]
         offsets = x - 0.4 + width * (j + 0.5)
         for metric_index, metric in enumerate(metrics):
-            column = [values[d][metric] for d in datasets]
-            height = normalise_0_10(column)[j]
+            if raw_scale is None:
+                height = normalise_0_10([values[d][metric] for d in datasets])[j]
+            else:
+                height = raw[metric_index]
             bar_height = 0.0 if math.isnan(height) else height
             ax.bar(
                 offsets[metric_index],
@@ -94,10 +100,11 @@ def _metric_panel(
                 color=colors(j % 10),
                 label=name if metric_index == 0 else None,
             )
-            ax.text(
-                offsets[metric_index],
-                max(bar_height, 0.0) + 0.15,
+            ax.annotate(
                 _format_raw(raw[metric_index]),
+                (offsets[metric_index], max(bar_height, 0.0)),
+                xytext=(0, 2),
+                textcoords="offset points",
                 ha="center",
                 va="bottom",
                 rotation=90 if n > 2 else 0,
@@ -107,10 +114,48 @@ def _metric_panel(
         f"{METRIC_LABELS[m]}\n({'↑' if HIGHER_MEANS_MORE[m] else '↓'} {better})" for m in metrics
     ]
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 12.5)
-    ax.set_ylabel("normalised score (0-10)")
+    if raw_scale is None:
+        ax.set_ylim(min(0.0, ax.get_ylim()[0]), 12.5)
+        ax.set_ylabel("normalised score (0-10)")
+    else:
+        ax.set_yscale(raw_scale)
+        ax.margins(y=0.15)
+        ax.set_ylabel(f"raw value{' (log scale)' if raw_scale == 'log' else ''}")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper right", ncols=min(n, 4))
+
+
+def readability_diversity_figure(
+    datasets: Sequence[str],
+    values: Mapping[str, Mapping[str, float]],
+    readability: Sequence[str],
+    diversity: Sequence[str],
+) -> Figure:
+    """Figure 2: (a) readability, (b) lexical diversity, raw values printed on the bars.
+
+    `values[dataset][metric]` holds the raw values. With several datasets each metric is scaled
+    across them with `normalise_0_10`. With one, that scaling would set every bar to 10, so the
+    bars show the raw values: readability on a linear axis (grade-level scores, which can be
+    negative), diversity on a log axis (TTR, Vm and D lie in 0-1, Yule's K in the hundreds).
+    """
+    one = len(datasets) == 1
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    _metric_panel(
+        axes[0], datasets, readability, values, "(a) Readability level", "harder",
+        raw_scale="linear" if one else None,
+    )  # fmt: skip
+    _metric_panel(
+        axes[1], datasets, diversity, values, "(b) Lexical diversity", "more diverse",
+        raw_scale=_positive_scale(values[datasets[0]], diversity) if one else None,
+    )  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def _positive_scale(values: Mapping[str, float], metrics: Sequence[str]) -> str:
+    """ "log" when every finite value is positive, else "symlog" (log around 0)."""
+    finite = [values[m] for m in metrics if not math.isnan(values[m])]
+    return "log" if finite and min(finite) > 0 else "symlog"
 
 
 def plot_readability_diversity(
@@ -120,15 +165,8 @@ def plot_readability_diversity(
     diversity: Sequence[str],
     stem: Path,
 ) -> list[Path]:
-    """Figure 2: (a) readability, (b) lexical diversity; grouped bars, raw values on the bars.
-
-    `values[dataset][metric]` holds the raw values; each metric is scaled with `normalise_0_10`.
-    """
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    _metric_panel(axes[0], datasets, readability, values, "(a) Readability level", "harder")
-    _metric_panel(axes[1], datasets, diversity, values, "(b) Lexical diversity", "more diverse")
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    """Write Figure 2 (`readability_diversity_figure`) as `stem.png` and `stem.svg`."""
+    return save_figure(readability_diversity_figure(datasets, values, readability, diversity), stem)
 
 
 def plot_word_cloud(frequencies: Mapping[str, int], title: str, stem: Path) -> list[Path]:

@@ -44,6 +44,7 @@ from multi2cap.analysis.probe_tables import markdown_table, write_table
 from multi2cap.data.dataset import CaptionDataset
 from multi2cap.data.manifest import read_manifest
 from multi2cap.io import atomic_write_text
+from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.metrics import PAPER_LABELS
 from multi2cap.model.config import CONFIG_FILE, GroundingPool, Multi2CapConfig
 
@@ -173,7 +174,9 @@ def measure_cost(checkpoint: Path, settings: CostSettings) -> dict[str, Any]:
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        model.caption([wave], num_beams=1, max_new_tokens=settings.max_new_tokens)
+        model.caption(
+            [wave], sampling_rate=SAMPLE_RATE, num_beams=1, max_new_tokens=settings.max_new_tokens
+        )
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         if i >= settings.warmup:

@@ -70,8 +70,12 @@ class MosSummary:
 
     @property
     def ci_cut(self) -> bool:
-        """Whether the t interval reached past 1 or 5 and was cut there (then not symmetric)."""
-        return not math.isnan(self.ci_low) and not math.isclose(
+        """Whether the t interval reached past 1 or 5 and was cut there: then it is not
+        symmetric, or (a MOS of 3 whose interval reached past both ends) it is the whole scale."""
+        if math.isnan(self.ci_low):
+            return False
+        whole_scale = (self.ci_low, self.ci_high) == SCORE_RANGE
+        return whole_scale or not math.isclose(
             self.mos - self.ci_low, self.ci_high - self.mos, abs_tol=1e-9
         )
 

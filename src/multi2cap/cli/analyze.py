@@ -22,7 +22,9 @@ _console = Console(stderr=True)
 @analyze_app.command("dataset")
 def dataset(
     manifests: list[Path] = typer.Argument(..., help="One or more manifest JSONL files."),
-    out: Path = typer.Option(..., "--out", help="Folder for report.md, stats.csv and figures."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for report.md, stats.csv and figures."
+    ),
     ratings: Path | None = typer.Option(
         None, "--ratings", help="CSV with columns rater,item,score (1-5) for Figure 4 (MOS)."
     ),

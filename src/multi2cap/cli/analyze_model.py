@@ -1,7 +1,5 @@
 """`multi2cap analyze model ...`: grounding probes and ablations of trained Multi2Cap models.
 
-from multi2cap.cli.errors import bad_input
-
 Parsing only; the analyses are `multi2cap.analysis.probes` (fidelity), `.tsne` (t-SNE),
 `.k_sweep` (K sweep) and `.ablations` (alpha/beta grid, augmentation, grounding vs baseline).
 Every command writes CSV + markdown tables (and figures) under `--out`.
@@ -21,6 +19,7 @@ from rich.console import Console
 
 from multi2cap.cli.backbone_option import BACKBONE_OPTION, backbone_overrides
 from multi2cap.cli.errors import bad_input
+from multi2cap.cli.vocabulary import metrics_help
 
 model_app = typer.Typer(
     help="Probe and ablate trained Multi2Cap models (paper Tables 4, 5, 8, 9, Figure 6).",
@@ -28,7 +27,7 @@ model_app = typer.Typer(
 )
 _console = Console(stderr=True)
 
-_OUT = typer.Option(..., "--out", help="Folder for the tables (CSV + markdown) and figures.")
+_OUT = typer.Option(..., "--out", "-o", help="Folder for the tables (CSV + markdown) and figures.")
 _DEVICE = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0.")
 _BATCH = typer.Option(16, "--batch-size", min=1, help="Clips per forward pass.")
 
@@ -203,7 +202,7 @@ _FT_SET = typer.Option(None, "--finetune-set", help="KEY=VALUE override for fine
 _METRICS = typer.Option(
     "bleu_1,bleu_4,rouge_l,meteor,cider_d,spice",
     "--metrics",
-    help="Metric keys or a set name; unavailable ones are reported, not fatal.",
+    help=metrics_help() + " Unavailable ones are reported, not fatal.",
 )
 _BEAMS = typer.Option(None, "--num-beams", help="Beam size (default: the model's).")
 _NEW = typer.Option(None, "--max-new-tokens", help="Caption length cap (default: the model's).")

@@ -3,6 +3,7 @@ printing only; the work is in `multi2cap.model.inference`)."""
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from rich.table import Table
 from multi2cap.cli.backbone_option import BACKBONE_OPTION, backbone_overrides
 from multi2cap.cli.errors import EXIT_ITEMS_FAILED, bad_input
 from multi2cap.metrics.clap import CLAP_MODEL_ENV
+from multi2cap.model.caption_files import CaptionFormat
 
 if TYPE_CHECKING:
     from multi2cap.model.rerank import ClapReranker
@@ -28,15 +30,31 @@ def caption_command(
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", "-c", help="Checkpoint folder (config.yaml ...) or hub id org/name."
     ),
-    beams: int | None = typer.Option(
-        None, "--beams", min=1, help="Beam size (default: the checkpoint's config; 1 = greedy)."
+    num_beams: int | None = typer.Option(
+        None,
+        "--num-beams",
+        "--beams",
+        min=1,
+        help="Beam size (default: the checkpoint's config; 1 = greedy).",
     ),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Files per batch."),
     max_new_tokens: int | None = typer.Option(
         None, "--max-new-tokens", min=1, help="Longest caption in tokens (default: config)."
     ),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write CSV `file_name,caption,path` here (else print)."
+        None,
+        "--out",
+        "-o",
+        "--output",
+        help="Write the captions here, in the format its extension names (.csv, .json, .jsonl) "
+        "or --format (else print a table).",
+    ),
+    fmt: CaptionFormat | None = typer.Option(
+        None,
+        "--format",
+        help="csv: file_name,caption,path; json: an array of those objects; jsonl: one per "
+        "line; dcase: the DCASE submission CSV file_name,caption_predicted. Without --out, "
+        "printed in this format.",
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
     backbone: list[str] | None = BACKBONE_OPTION,
@@ -72,7 +90,16 @@ def caption_command(
     """
     from multi2cap.fsnames import printable
     from multi2cap.io import check_output
-    from multi2cap.model.inference import caption_files, collect_audio_files, write_captions
+    from multi2cap.model.caption_files import caption_format, format_captions, write_captions
+
+    if output is not None:
+        check_output(output, "file", "--out")  # before torch loads and the model
+    try:  # a wrong name fails at once, not after the captioning
+        if output is not None or fmt is not None:
+            fmt = caption_format(output, fmt)
+    except ValueError as error:
+        bad_input(str(error))
+    from multi2cap.model.inference import caption_files, collect_audio_files
     from multi2cap.model.multi2cap import Multi2Cap
 
     console = Console()
@@ -81,15 +108,13 @@ def caption_command(
         bad_input("--clap-model, --candidates and --sampled apply with --rerank clap only")
     if rerank.value == "none" and rerank_scores:
         bad_input("--rerank-scores needs --rerank clap")
-    if output is not None:
-        check_output(output, "file", "--output")  # before the model loads
     collected = collect_audio_files(inputs)
     if not collected.files:
         bad_input("; ".join(p.error or "" for p in collected.problems) or "no input files")
     reranker = None
     if rerank.value == "clap":
-        reranker = clap_reranker(clap_model, candidates, sampled, beams, device)
-        beams = None  # the reranker's config holds the beam width
+        reranker = clap_reranker(clap_model, candidates, sampled, num_beams, device)
+        num_beams = None  # the reranker's config holds the beam width
     try:
         backbones = backbone_overrides(backbone)
         model = Multi2Cap.from_pretrained(checkpoint, device=device, backbones=backbones)
@@ -106,7 +131,7 @@ def caption_command(
             model,
             collected.files,
             batch_size=batch_size,
-            num_beams=beams,
+            num_beams=num_beams,
             max_new_tokens=max_new_tokens,
             on_progress=lambda n: progress.advance(task, n),
             reranker=reranker,
@@ -115,10 +140,15 @@ def caption_command(
     results = collected.problems + results
     failed = [r for r in results if r.error is not None]
     if output is not None:
-        failures = write_captions(results, output, rerank_scores=rerank_scores)
-        console.print(escape(f"wrote {len(results) - len(failed)} captions to {printable(output)}"))
+        failures = write_captions(results, output, fmt, rerank_scores=rerank_scores)
+        console.print(
+            escape(f"wrote {len(results) - len(failed)} captions ({fmt}) to {printable(output)}")
+        )
         if failures is not None:
             err.print(escape(f"failures listed in {printable(failures)}"))
+    elif fmt is not None:  # a caption file on stdout, nothing else there (pipes, redirects)
+        sys.stdout.write(format_captions(results, fmt, rerank_scores=rerank_scores))
+        sys.stdout.flush()
     else:
         table = Table("file", "caption", *(["CLAP score", "tied with"] if rerank_scores else []))
         for item in results:
@@ -154,7 +184,7 @@ def clap_reranker(
         config = RerankConfig(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as error:
         problem = error.errors()[0]["msg"].removeprefix("Value error, ")
-        bad_input(f"--rerank clap: {problem} (options --num-beams/--beams, --candidates)")
+        bad_input(f"--rerank clap: {problem} (options --num-beams, --candidates)")
     try:
         return ClapReranker(resolve_clap_model(clap_model), config, device=device)
     except (FileNotFoundError, ValueError, OSError) as error:

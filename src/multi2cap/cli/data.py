@@ -31,7 +31,7 @@ def prepare_command(
     root: Path = typer.Option(
         ..., "--root", help="Dataset folder (for vggsound/vggcaps also the CSV/JSONL file)."
     ),
-    out: Path = typer.Option(..., "--out", help="Manifest JSONL to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Manifest JSONL to write."),
     split: list[str] | None = typer.Option(
         None, "--split", help="Keep only this split (repeatable); default: all."
     ),

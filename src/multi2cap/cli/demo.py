@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    workdir: Path = typer.Option(Path("demo_work"), help="Work folder (cached between runs)."),
+    workdir: Path = typer.Option(
+        Path("demo_work"), "--out", "-o", "--workdir", help="Work folder (cached between runs)."
+    ),
     quick: bool = typer.Option(False, "--quick", help="Small scene set and budget (< 3 min)."),
     n_train: int | None = typer.Option(None, help="Training clips (default 2000; quick 160)."),
     n_val: int | None = typer.Option(None, help="Validation clips (default 200; quick 24)."),
@@ -56,7 +58,8 @@ def demo(
     ),
 ) -> None:
     from multi2cap.assets import AssetNotFoundError
-    from multi2cap.demo.run import DemoConfig, run_demo
+    from multi2cap.demo.config import DemoConfig
+    from multi2cap.demo.run import run_demo
     from multi2cap.demo.training import DemoStopped
 
     try:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from multi2cap.cli import judge_options as judge
 from multi2cap.cli.errors import EXIT_ITEMS_FAILED, bad_input
+from multi2cap.cli.vocabulary import metrics_help
 from multi2cap.metrics.clap import CLAP_MODEL_ENV, MACE_METHODS
 
 MaceMethod = StrEnum("MaceMethod", {name: name for name in MACE_METHODS})
@@ -33,14 +34,10 @@ def evaluate_command(
         help="CSV wide `id,caption_1..caption_N`, CSV long `id,caption`, JSONL or a .json array "
         "of {id, captions}.",
     ),
-    metrics: str = typer.Option(
-        "offline",
-        "--metrics",
-        "-m",
-        help="A set (offline, paper, default, dcase2020, dcase2023, dcase2024, bleu, all) or "
-        "keys: bleu_1,meteor,... (docs/metrics.md lists them).",
+    metrics: str = typer.Option("offline", "--metrics", "-m", help=metrics_help()),
+    output: Path | None = typer.Option(
+        None, "--out", "-o", "--output", help="Write scores.json here."
     ),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write scores.json here."),
     per_item: Path | None = typer.Option(None, "--per-item", help="Write per-item CSV here."),
     skip_unavailable: bool = typer.Option(
         False, "--skip-unavailable", help="Report metrics whose assets are missing as null."
@@ -131,7 +128,7 @@ def evaluate_command(
 
     console = Console()
     err = Console(stderr=True)
-    for path, option in ((output, "--output"), (per_item, "--per-item")):
+    for path, option in ((output, "--out"), (per_item, "--per-item")):
         if path is not None:
             check_output(path, "file", option)  # before the metrics load (minutes)
     try:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from multi2cap.cli.connection_options import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS
+from multi2cap.cli.vocabulary import metrics_help
 from multi2cap.human.store import StudyKind
 
 human_app = typer.Typer(
@@ -306,8 +307,10 @@ def _print_summary(result: dict) -> None:
 @human_app.command("score")
 def score(
     study: Path = typer.Argument(..., help="A captions study folder."),
-    metrics: str = typer.Option("offline", "--metrics", "-m", help="`offline`, `paper` or keys."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write the scores as JSON."),
+    metrics: str = typer.Option("offline", "--metrics", "-m", help=metrics_help()),
+    output: Path | None = typer.Option(
+        None, "--out", "-o", "--output", help="Write the scores as JSON."
+    ),
     skip_unavailable: bool = typer.Option(
         False, "--skip-unavailable", help="Report metrics whose assets are missing as null."
     ),
@@ -321,7 +324,7 @@ def score(
     from multi2cap.metrics.evaluator import PAPER_LABELS
 
     if output is not None:
-        check_output(output, "file", "--output")
+        check_output(output, "file", "--out")
 
     try:
         with _err.status("scoring the raters' captions (METEOR's JVM takes 10-30 s to start)"):
@@ -350,8 +353,11 @@ def score(
     _out.print("vocab is a count, not x100; the paper's BL column is read as BLEU-1.")
     for reason in result.skipped:
         _err.print(f"[yellow]skipped:[/yellow] {reason}")
+    grouped: dict[str, list[str]] = {}  # each missing asset's explanation once
     for key, reason in result.unavailable.items():
-        _err.print(f"[yellow]{key} unavailable:[/yellow] {reason}")
+        grouped.setdefault(reason, []).append(key)
+    for reason, keys in grouped.items():
+        _err.print(f"[yellow]{', '.join(keys)} unavailable:[/yellow] {reason}")
     if output is not None:
         atomic_write_text(output, json.dumps(result.to_json(), indent=2) + "\n")
         _out.print(f"raw scores written to {output}")

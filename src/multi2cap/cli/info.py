@@ -1,6 +1,15 @@
-"""`multi2cap info`: versions, compute device, and which optional assets this machine has."""
+"""`multi2cap info`: versions, compute device, which optional assets this machine has and which
+metrics can run (`--json` for scripts).
+
+Printed as plain wrapped text, never as table cells: a cell cuts a long path or file name with
+"...", and those are exactly what a user must copy (a jar's name, a folder to set a variable
+to). Each missing asset is explained once, naming the metrics it stops."""
 
 from __future__ import annotations
+
+import json
+import shutil
+import textwrap
 
 import typer
 
@@ -11,34 +20,49 @@ def register(app: typer.Typer) -> None:
     )
 
 
-def info() -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _wrapped(text: str, indent: int, width: int, first: int | None = None) -> str:
+    """`text` wrapped at spaces only (a path or file name is never split or cut), its lines
+    indented by `indent` spaces, the first by `first`."""
+    return textwrap.fill(
+        text,
+        width=max(width, indent + 20),
+        initial_indent=" " * (indent if first is None else first),
+        subsequent_indent=" " * indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
+
+def info(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
     from multi2cap.env_report import collect_report
 
     report = collect_report()
-    console = Console()
-    versions = Table(title="multi2cap environment", show_header=True)
-    versions.add_column("component")
-    versions.add_column("value")
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        return
+    width = min(shutil.get_terminal_size().columns, 100)
+    echo = typer.echo
+    echo("multi2cap environment")
+    name_width = max(len(name) for name in report.versions)
     for name, value in report.versions.items():
-        versions.add_row(name, value)
-    console.print(versions)
-    assets = Table(title="optional assets", show_header=True)
-    assets.add_column("asset")
-    assets.add_column("status")
-    assets.add_column("where / how to provide")
-    for item in report.assets:
-        status = "[green]available[/green]" if item.available else "[red]missing[/red]"
-        assets.add_row(item.name, status, item.detail)
-    console.print(assets)
-    if report.metrics:
-        metrics = Table(title="metrics runnable here", show_header=True)
-        metrics.add_column("metric")
-        metrics.add_column("status")
-        for name, reason in report.metrics.items():
-            metrics.add_row(
-                name, "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}"
-            )
-        console.print(metrics)
+        echo(f"  {name:<{name_width}}  {value}")
+    echo("\noptional assets")
+    for asset in report.assets:
+        stops = f" (needed by {', '.join(asset.needed_by)})" if asset.needed_by else ""
+        status = "available" if asset.available else "missing  "
+        echo(_wrapped(f"{status}  {asset.name}{stops}", 13, width, first=2))
+        echo(_wrapped(asset.detail, 13, width))
+    if not report.metrics:
+        return
+    runnable = [key for key, why in report.metrics.items() if why is None]
+    missing = [key for key, why in report.metrics.items() if why is not None]
+    echo("\nmetrics")
+    echo(_wrapped(f"runnable here: {', '.join(runnable) or 'none'}", 2, width))
+    if missing:
+        echo(_wrapped(f"not runnable: {', '.join(missing)}", 2, width))
+        for reason, keys in report.unexplained().items():
+            echo(_wrapped(f"{', '.join(keys)}: {reason}", 4, width))
+        if any(asset.needed_by for asset in report.assets):
+            echo("  (what each missing asset stops, and how to provide it, is listed above)")

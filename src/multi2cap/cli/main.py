@@ -6,17 +6,20 @@ import importlib
 
 import typer
 
-from multi2cap.cli.errors import GuardedGroup
+from multi2cap.cli.vocabulary import HELP_OPTION_NAMES, RootGroup, version_callback
 
-# `GuardedGroup` maps every command's exceptions to the exit codes of `multi2cap.cli.errors`
-# (0 ok, 1 some items failed, 2 bad input, 3 internal error with a crash log).
+# `RootGroup` maps every command's exceptions to the exit codes of `multi2cap.cli.errors`
+# (0 ok, 1 some items failed, 2 bad input, 3 internal error with a crash log) and applies the
+# one CLI vocabulary of `multi2cap.cli.vocabulary` to every command.
 app = typer.Typer(
-    cls=GuardedGroup,
+    cls=RootGroup,
+    context_settings={"help_option_names": HELP_OPTION_NAMES},
     name="multi2cap",
     help="VggCaps dataset builder, Multi2Cap training and captioning, AAC metrics and analyses.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 # Each module defines `register(app)`; importing lazily keeps `multi2cap --help` fast and lets a
@@ -39,8 +42,20 @@ COMMAND_MODULES = (
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=version_callback,
+        is_eager=True,
+        expose_value=False,
+        help="Print the multi2cap version and exit.",
+    ),
+) -> None:
     """VggCaps dataset builder, Multi2Cap training and captioning, AAC metrics and analyses."""
+    from multi2cap.quiet import hide_weight_loading_bars
+
+    hide_weight_loading_bars()  # once for every command (see multi2cap.quiet)
 
 
 for _name in COMMAND_MODULES:
@@ -48,7 +63,7 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    app(prog_name="multi2cap")
 
 
 if __name__ == "__main__":

@@ -127,7 +127,11 @@ def push_command(
     repo_id: str = typer.Argument(..., help="Hub repository, org/name."),
     private: bool = typer.Option(False, "--private", help="Create the repository private."),
     to_folder: Path | None = typer.Option(
-        None, "--to-folder", help="Write what would be uploaded here instead of uploading."
+        None,
+        "--out",
+        "-o",
+        "--to-folder",
+        help="Write what would be uploaded here instead of uploading.",
     ),
     message: str = typer.Option("Upload Multi2Cap checkpoint", "--message", "-m"),
     bundle: bool = typer.Option(

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from multi2cap.cli.errors import bad_input
+from multi2cap.recipes import recipe_names
 
 
 def register(app: typer.Typer) -> None:
@@ -14,10 +15,10 @@ def register(app: typer.Typer) -> None:
     app.command(
         "train",
         help=(
-            "Pre-train or fine-tune Multi2Cap from a YAML recipe (configs/*.yaml). Extra KEY=VALUE "
-            "arguments override recipe fields by dotted path, e.g. optim.lr=1e-4. Multi-GPU: "
-            "torchrun --nproc_per_node N -m multi2cap train --config ... (DDP; add "
-            "runtime.strategy=fsdp to shard the model with FSDP2)"
+            "Pre-train or fine-tune Multi2Cap from a recipe (one shipped with multi2cap, by "
+            "name, or a YAML file). Extra KEY=VALUE arguments override recipe fields by dotted "
+            "path, e.g. optim.lr=1e-4. Multi-GPU: torchrun --nproc_per_node N -m multi2cap "
+            "train --config ... (DDP; add runtime.strategy=fsdp to shard the model with FSDP2)."
         ),
     )(train_command)
 
@@ -26,12 +27,17 @@ def train_command(
     overrides: list[str] | None = typer.Argument(
         None, metavar="[KEY=VALUE]...", help="Dotted overrides of recipe fields."
     ),
-    config: Path = typer.Option(..., "--config", "-c", help="YAML training recipe."),
+    config: Path = typer.Option(
+        ...,
+        "--config",
+        "-c",
+        help=f"A recipe shipped with multi2cap ({', '.join(recipe_names())}) or a YAML file.",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the newest checkpoint in the output folder."
     ),
     output_dir: Path | None = typer.Option(
-        None, "--output-dir", "-o", help="Run folder (overrides runtime.output_dir)."
+        None, "--out", "-o", "--output-dir", help="Run folder (overrides runtime.output_dir)."
     ),
 ) -> None:
     """Parse, validate, run and summarise; expected errors exit 2 without a traceback."""

@@ -12,14 +12,15 @@ from rich.table import Table
 
 from multi2cap.fsnames import printable
 from multi2cap.llm_client.prices import dollars
-from multi2cap.llm_client.settings import BackendConfigError
+from multi2cap.llm_client.settings import BackendConfigError, MaxTokensParam
 from multi2cap.llm_client.transport import DEFAULT_MAX_REPLY_BYTES
-from multi2cap.media.spectrogram_image import SpectrogramImageSettings
-from multi2cap.vggcaps.backends import OpenAISettings
+from multi2cap.media.spectrogram_image import FrequencyAxis, SpectrogramImageSettings
+from multi2cap.vggcaps.backends import ImageDetail, OpenAISettings
 from multi2cap.vggcaps.catalog import CatalogError
 from multi2cap.vggcaps.cost import GPT4O_INPUT_PER_M, GPT4O_OUTPUT_PER_M, Prices
 from multi2cap.vggcaps.pipeline import build_vggcaps
-from multi2cap.vggcaps.records import BatchSettings, BuildConfig, BuildSummary
+from multi2cap.vggcaps.prompts import prompt_versions
+from multi2cap.vggcaps.records import BackendName, BatchSettings, BuildConfig, BuildSummary
 from multi2cap.vggcaps.split import parse_shard
 from multi2cap.vggcaps.store import StoreWriteError
 
@@ -38,8 +39,10 @@ VIDEOS = typer.Option(
 CATEGORIES = typer.Option(
     None, "--categories", help="VGGSound's header-less CSV, or a CSV with header id,category."
 )
-OUT = typer.Option(..., "--out", help="Output folder (resumable: rerun the same command).")
-BACKEND = typer.Option("openai", "--backend", help="openai | openai-batch | offline (not an LLM).")
+OUT = typer.Option(..., "--out", "-o", help="Output folder (resumable: rerun the same command).")
+BACKEND = typer.Option(
+    "openai", "--backend", help="LLM backend (`offline` is a rule-based stand-in, not an LLM)."
+)
 BASE_URL = typer.Option(
     None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."
 )
@@ -66,18 +69,22 @@ MAX_RETRIES = typer.Option(
     6, "--max-retries", min=0, help="Retries per request (429/5xx/timeouts)."
 )
 CONTENT_RETRIES = typer.Option(2, "--content-retries", min=0, help="Re-asks per rejected output.")
-DETAIL = typer.Option("low", "--image-detail", help="low | high | auto.")
+DETAIL = typer.Option("low", "--image-detail", help="OpenAI's image detail level.")
 TEMPERATURE = typer.Option(None, "--temperature", help=">= 0; omitted from requests unless set.")
 MAX_TOKENS = typer.Option(300, "--max-tokens", help="Reply length cap in tokens (>= 1).")
 MAX_TOKENS_PARAM = typer.Option(
-    "max_tokens", "--max-tokens-param", help="max_tokens, or max_completion_tokens for o-series."
+    "max_tokens",
+    "--max-tokens-param",
+    help="Request field of the reply cap (o-series models: max_completion_tokens).",
 )
 PRICE_IN = typer.Option(GPT4O_INPUT_PER_M, "--price-input", help="$ per 1M input tokens (>= 0).")
 PRICE_OUT = typer.Option(
     GPT4O_OUTPUT_PER_M, "--price-output", help="$ per 1M output tokens (>= 0)."
 )
 PROMPT_VERSION = typer.Option(
-    "v1", "--prompt-version", help="Prompt folder shipped with the package."
+    "v1",
+    "--prompt-version",
+    help=f"Prompt version shipped with the package ({', '.join(prompt_versions())}).",
 )
 SHARD = typer.Option("0/1", "--shard", help="i/N: this machine's share, by stable hash of the id.")
 LIMIT = typer.Option(None, "--limit", min=1, help="At most N clips (in id order).")
@@ -90,17 +97,17 @@ TEST_FRACTION = typer.Option(
 NO_PROGRESS = typer.Option(False, "--no-progress", help="Hide the progress bar.")
 SPEC_SIZE = typer.Option("800x400", "--spectrogram-size", help="Spectrogram image WIDTHxHEIGHT.")
 COLORMAP = typer.Option("magma", "--colormap", help="Matplotlib colour map of the spectrogram.")
-FREQ_AXIS = typer.Option("mel", "--frequency-axis", help="mel | linear.")
+FREQ_AXIS = typer.Option("mel", "--frequency-axis", help="Frequency axis of the spectrogram image.")
 
 
-def _spectrogram(size: str, colormap: str, axis: str) -> SpectrogramImageSettings:
+def _spectrogram(size: str, colormap: str, axis: FrequencyAxis) -> SpectrogramImageSettings:
     try:
         width, height = (int(v) for v in size.lower().split("x"))
         return SpectrogramImageSettings(
             width=width,
             height=height,
             colormap=colormap,
-            frequency_axis=axis,  # type: ignore[arg-type]
+            frequency_axis=axis,
         )
     except ValueError as err:
         raise typer.BadParameter(f"spectrogram settings: {err}") from err
@@ -187,7 +194,7 @@ def _print_summary(summary: BuildSummary, dry_run: bool) -> None:
 
 def _common(
     out: Path,
-    backend: str,
+    backend: BackendName,
     base_url: str | None,
     model: str,
     api_key_env: str,
@@ -197,10 +204,10 @@ def _common(
     timeout: float,
     max_retries: int,
     content_retries: int,
-    image_detail: str,
+    image_detail: ImageDetail,
     temperature: float | None,
     max_tokens: int,
-    max_tokens_param: str,
+    max_tokens_param: MaxTokensParam,
     price_input: float,
     price_output: float,
     prompt_version: str,
@@ -240,7 +247,7 @@ def build(
     videos: Path = VIDEOS,
     categories: Path = CATEGORIES,
     out: Path = OUT,
-    backend: str = BACKEND,
+    backend: BackendName = BACKEND,
     base_url: str | None = BASE_URL,
     model: str = MODEL,
     api_key_env: str = KEY_ENV,
@@ -250,10 +257,10 @@ def build(
     timeout: float = TIMEOUT,
     max_retries: int = MAX_RETRIES,
     content_retries: int = CONTENT_RETRIES,
-    image_detail: str = DETAIL,
+    image_detail: ImageDetail = DETAIL,
     temperature: float | None = TEMPERATURE,
     max_tokens: int = MAX_TOKENS,
-    max_tokens_param: str = MAX_TOKENS_PARAM,
+    max_tokens_param: MaxTokensParam = MAX_TOKENS_PARAM,
     max_reply_bytes: int = MAX_REPLY,
     price_input: float = PRICE_IN,
     price_output: float = PRICE_OUT,
@@ -267,7 +274,7 @@ def build(
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate cost and time; call nothing."),
     spectrogram_size: str = SPEC_SIZE,
     colormap: str = COLORMAP,
-    frequency_axis: str = FREQ_AXIS,
+    frequency_axis: FrequencyAxis = FREQ_AXIS,
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Extract, caption (stage 1 + 2), post-process, split and export; rerun to resume."""
@@ -317,7 +324,7 @@ def extract(
     workers: int | None = WORKERS,
     spectrogram_size: str = SPEC_SIZE,
     colormap: str = COLORMAP,
-    frequency_axis: str = FREQ_AXIS,
+    frequency_axis: FrequencyAxis = FREQ_AXIS,
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Write each clip's frame (JPEG), 16-kHz audio (FLAC) and mel-spectrogram image (PNG)."""
@@ -341,7 +348,7 @@ def extract(
 @sub.command("caption")
 def caption(
     out: Path = OUT,
-    backend: str = BACKEND,
+    backend: BackendName = BACKEND,
     base_url: str | None = BASE_URL,
     model: str = MODEL,
     api_key_env: str = KEY_ENV,
@@ -351,10 +358,10 @@ def caption(
     timeout: float = TIMEOUT,
     max_retries: int = MAX_RETRIES,
     content_retries: int = CONTENT_RETRIES,
-    image_detail: str = DETAIL,
+    image_detail: ImageDetail = DETAIL,
     temperature: float | None = TEMPERATURE,
     max_tokens: int = MAX_TOKENS,
-    max_tokens_param: str = MAX_TOKENS_PARAM,
+    max_tokens_param: MaxTokensParam = MAX_TOKENS_PARAM,
     max_reply_bytes: int = MAX_REPLY,
     price_input: float = PRICE_IN,
     price_output: float = PRICE_OUT,

@@ -1,7 +1,7 @@
 """`multi2cap demo --preference`: a preference stage (DPO on the model's own candidates,
 `stage: preference`) after fine-tuning, for both systems, and its before / after figures.
 
-The recipe follows `configs/preference_clotho.yaml` (EGPL-AAC's Clotho setting: beta 0.05,
+The recipe follows the packaged `preference_clotho` (EGPL-AAC's Clotho setting: beta 0.05,
 length-normalised log-probabilities, the one-sided chosen-caption anchor 0.01, the decoder's
 LoRA only, 8 pairs per update, one epoch) with the learning rate scaled to the demo: EGPL-AAC
 tunes at 2e-6, 1/50 of a usual 1e-4 LoRA fine-tuning rate; the demo fine-tunes at 5e-3, so it

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from multi2cap.data.manifest import read_manifest
+from multi2cap.demo.config import EVAL_METRICS
 from multi2cap.demo.preference import KEYS as PREFERENCE_KEYS
 from multi2cap.demo.preference import LABELS as PREFERENCE_LABELS
 from multi2cap.demo.preference import before_after, before_after_markdown
@@ -22,14 +24,37 @@ from multi2cap.io import atomic_write_text
 from multi2cap.metrics import PAPER_LABELS
 
 if TYPE_CHECKING:
-    from multi2cap.demo.run import DemoConfig, SeedOutcome
+    from multi2cap.demo.config import DemoConfig
     from multi2cap.demo.scenes import Scene
-    from multi2cap.demo.training import ModelRun
+    from multi2cap.demo.training import ModelRun, SeedOutcome
 
 N_EXAMPLES = 5
 SOURCE_KEYS = ("source_f1", "source_f1_faint")
 SOURCE_LABELS = {"source_f1": "Src-F1", "source_f1_faint": "Src-F1 faint"}
 SEED_KEYS = ("cider_d", "source_f1", "source_f1_faint")
+SMOKE_TEST = (
+    "Smoke test (--quick): a tiny scene set and training budget that check that every stage "
+    "runs end to end. These numbers say nothing about the method; run the demo without --quick "
+    "for its results."
+)
+NO_DIFFERENCE = (
+    "No difference between the systems is reported: the stage-0 audio tagger names no source of "
+    "the test clips (Src-F1 0.0), so the audio encoder both systems share learnt nothing and a "
+    "difference between them would be noise."
+)
+
+
+def tagger_learnt(outcomes: list[SeedOutcome]) -> bool:
+    """Whether the stage-0 audio tagger of every seed names some source right (F1 above 0). When
+    it does not, the frozen encoder both systems start from learnt nothing: their scores still
+    tell that the stages ran, a difference between them tells nothing."""
+    return all(o.tagger.get("source_f1", 0.0) > 0.0 for o in outcomes)
+
+
+def notices(config: DemoConfig | None, outcomes: list[SeedOutcome]) -> list[str]:
+    """What the reader must know before the numbers (`SMOKE_TEST`, `NO_DIFFERENCE`)."""
+    found = [SMOKE_TEST] if config is not None and config.quick else []
+    return found + ([] if tagger_learnt(outcomes) else [NO_DIFFERENCE])
 
 
 def _label(key: str) -> str:
@@ -37,8 +62,6 @@ def _label(key: str) -> str:
 
 
 def _metric_keys(runs: list[ModelRun]) -> list[str]:
-    from multi2cap.demo.run import EVAL_METRICS
-
     keys = [*EVAL_METRICS, *SOURCE_KEYS]
     return [k for k in keys if all(k in r.scores for r in runs)]
 
@@ -47,8 +70,9 @@ def _cell(key: str, value: float) -> str:
     return f"{value:.0f}" if key == "vocab" else f"{100 * value:.1f}"
 
 
-def results_markdown(runs: list[ModelRun]) -> str:
-    """One row per system, metrics x100 as the paper prints them (vocab as a count)."""
+def results_markdown(runs: list[ModelRun], difference: bool = True) -> str:
+    """One row per system, metrics x100 as the paper prints them (vocab as a count), and with
+    two systems and `difference` their difference."""
     keys = _metric_keys(runs)
     lines = [
         "| system | " + " | ".join(_label(k) for k in keys) + " |",
@@ -56,7 +80,7 @@ def results_markdown(runs: list[ModelRun]) -> str:
     ]
     for run in runs:
         lines.append(f"| {run.name} | " + " | ".join(_cell(k, run.scores[k]) for k in keys) + " |")
-    if len(runs) == 2:
+    if len(runs) == 2 and difference:
         a, b = runs
         lines.append(
             f"| difference ({a.name} - {b.name}) | "
@@ -187,27 +211,24 @@ def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def seeds_markdown(outcomes: list[SeedOutcome]) -> str:
-    """Mean +- std over the training seeds (x100), and the per-seed difference."""
+def seeds_markdown(outcomes: list[SeedOutcome], difference: bool = True) -> str:
+    """Mean +- std over the training seeds (x100), and with `difference` the per-seed
+    difference."""
     summary = seed_summary(outcomes)
     names = [run.name for run in outcomes[0].runs]
     seeds = ", ".join(str(o.seed) for o in outcomes)
+    extra = [f"difference ({names[0]} - {names[-1]})", "per-seed difference"] if difference else []
     lines = [
-        f"| metric (x100, seeds {seeds}) | "
-        + " | ".join(names)
-        + f" | difference ({names[0]} - {names[-1]}) | per-seed difference |",
-        "|---|" + "---|" * (len(names) + 2),
+        f"| metric (x100, seeds {seeds}) | " + " | ".join([*names, *extra]) + " |",
+        "|---|" + "---|" * (len(names) + len(extra)),
     ]
     for key, entry in summary.items():
         cells = [f"{100 * entry[n]['mean']:.1f} +- {100 * entry[n]['std']:.1f}" for n in names]
-        diff = entry.get("difference", {"mean": 0.0, "std": 0.0, "per_seed": []})
-        lines.append(
-            f"| {_label(key)} | "
-            + " | ".join(cells)
-            + f" | {100 * diff['mean']:+.1f} +- {100 * diff['std']:.1f} | "
-            + ", ".join(f"{100 * d:+.1f}" for d in diff["per_seed"])
-            + " |"
-        )
+        if difference:
+            diff = entry.get("difference", {"mean": 0.0, "std": 0.0, "per_seed": []})
+            cells.append(f"{100 * diff['mean']:+.1f} +- {100 * diff['std']:.1f}")
+            cells.append(", ".join(f"{100 * d:+.1f}" for d in diff["per_seed"]))
+        lines.append(f"| {_label(key)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -266,9 +287,11 @@ def write_report(
     counts = {split: sum(s.split == split for s in scenes) for split in ("train", "val", "test")}
     vggcaps = read_manifest(manifests["pretrain"])[:3]
     tagger = outcomes[0].tagger
+    difference = tagger_learnt(outcomes)
     lines = [
         "# multi2cap demo report",
         "",
+        *[f"> {notice}\n" for notice in notices(config, outcomes)],
         f"Scenes: {counts['train']} train / {counts['val']} validation / {counts['test']} test "
         "10-s clips composed from real Tux Paint recordings and pictures (source combinations "
         "never repeat across splits). Wall time: "
@@ -276,7 +299,7 @@ def write_report(
         "",
         "## Results on the test clips (audio only, metrics x100, vocab as a count)",
         "",
-        results_markdown(runs),
+        results_markdown(runs, difference),
         "",
         "Src-F1: F1 of the sources each caption names against the sources mixed into the clip "
         "(micro-averaged over clips; names and synonyms from `sources.csv`); Src-F1 faint: the "
@@ -294,7 +317,7 @@ def write_report(
         lines += [
             f"## Over {len(outcomes)} training seeds (same scenes)",
             "",
-            seeds_markdown(outcomes),
+            seeds_markdown(outcomes, difference),
             "",
         ]
     if before_after(outcomes):
@@ -376,6 +399,9 @@ def print_results(
 ) -> None:
     runs = outcomes[0].runs
     keys = _metric_keys(runs)
+    difference = tagger_learnt(outcomes)
+    for notice in notices(config, outcomes):
+        console.print(f"[yellow]{escape(notice)}[/yellow]")
     # One row per metric: a column per system fits an 80-column terminal (a column per metric,
     # as report.md has, cut the system names to "aud…").
     table = Table(title="Test clips, captioned from audio alone (metrics x100)")
@@ -398,16 +424,16 @@ def print_results(
         names = [run.name for run in runs]
         for name in names:
             seeds.add_column(name, justify="right", overflow="fold")
-        seeds.add_column("difference", justify="right")
-        seeds.add_column("per seed", justify="right")
+        if difference:
+            seeds.add_column("difference", justify="right")
+            seeds.add_column("per seed", justify="right")
         for key, entry in summary.items():
-            diff = entry["difference"]
-            seeds.add_row(
-                _label(key),
-                *[f"{100 * entry[n]['mean']:.1f} +- {100 * entry[n]['std']:.1f}" for n in names],
-                f"{100 * diff['mean']:+.1f} +- {100 * diff['std']:.1f}",
-                ", ".join(f"{100 * d:+.1f}" for d in diff["per_seed"]),
-            )
+            cells = [f"{100 * entry[n]['mean']:.1f} +- {100 * entry[n]['std']:.1f}" for n in names]
+            if difference:
+                diff = entry["difference"]
+                cells.append(f"{100 * diff['mean']:+.1f} +- {100 * diff['std']:.1f}")
+                cells.append(", ".join(f"{100 * d:+.1f}" for d in diff["per_seed"]))
+            seeds.add_row(_label(key), *cells)
         console.print(seeds)
     tuned = before_after(outcomes)
     if tuned:

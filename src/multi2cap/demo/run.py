@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 from rich.console import Console
 
 from multi2cap.data.manifest import ManifestRecord, read_manifest, write_manifest
+from multi2cap.demo.config import EVAL_METRICS, DemoConfig
 from multi2cap.demo.scenes import (
     SAMPLE_RATE,
     Scene,
@@ -47,8 +48,7 @@ from multi2cap.demo.scenes import (
     render_scene,
     write_scene_index,
 )
-from multi2cap.demo.stage0 import Stage0Config
-from multi2cap.demo.training import NUM_BEAMS, Backbones, ModelRun, check_overrides
+from multi2cap.demo.training import NUM_BEAMS, Backbones, ModelRun, SeedOutcome
 from multi2cap.io import atomic_write_text
 from multi2cap.media.spectrogram_image import SpectrogramImageSettings
 
@@ -58,48 +58,6 @@ PAPER_METRICS = ("bleu_1", "bleu_4", "rouge_l", "meteor", "cider_d")
 # Half the builder's default size: the demo's clips are synthetic scenes, and the image costs
 # most of the extraction time (a real vision LLM still reads it well at this size).
 DEMO_SPECTROGRAM = SpectrogramImageSettings(width=400, height=200)
-EVAL_METRICS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor", "cider_d", "vocab"]
-
-
-@dataclass
-class DemoConfig:
-    """What the demo runs. `quick` shrinks the scene set (under 3 minutes on 2 cores); `seeds`
-    trains stage 0 and both systems on seeds `seed .. seed + seeds - 1` over the same scenes;
-    `preference` adds a preference stage after fine-tuning (`multi2cap.demo.preference`);
-    `overrides` (`key=value`, `multi2cap.demo.training.system_recipe`) change the grounded
-    system's recipes, e.g. `model.grounding.pool=time` or `optim.vfr_reduction=mean`."""
-
-    workdir: Path = Path("demo_work")
-    quick: bool = False
-    n_train: int | None = None
-    n_val: int | None = None
-    n_test: int | None = None
-    seed: int = 0
-    workers: int = 2
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    pretrain_epochs: int | None = None
-    finetune_epochs: int | None = None
-    progress: bool = True
-    seeds: int = 1
-    preference: bool = False
-    stage0: Stage0Config = field(default_factory=Stage0Config)
-    overrides: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.workdir = Path(self.workdir)
-        small = self.quick
-        self.n_train = self.n_train or (160 if small else 2000)
-        self.n_val = self.n_val or (24 if small else 200)
-        self.n_test = self.n_test or (40 if small else 200)
-        self.pretrain_epochs = self.pretrain_epochs or 2
-        self.finetune_epochs = self.finetune_epochs or 4
-        if self.seeds < 1:
-            raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
-        if self.model and not self.base_url:
-            raise ValueError("--model needs --base-url (an OpenAI-compatible endpoint)")
-        check_overrides(self.overrides)
 
 
 # ----------------------------------------------------------------------------- 1. scenes
@@ -388,16 +346,6 @@ def probe_grounding(run: ModelRun, test_manifest: Path, out: Path) -> tuple[str,
 
 
 # ----------------------------------------------------------------------------- driver
-
-
-@dataclass
-class SeedOutcome:
-    """One training seed: both systems' scores, and the stage-0 tagger's on the test clips."""
-
-    seed: int
-    runs: list[ModelRun]
-    tagger: dict[str, float]
-    wall_s: float
 
 
 def train_and_evaluate(

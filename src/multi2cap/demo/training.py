@@ -33,10 +33,11 @@ from torch import Tensor
 
 from multi2cap.data.manifest import read_manifest
 from multi2cap.demo import preference, progress, stage0
+from multi2cap.demo.config import system_recipe
 from multi2cap.io import atomic_write_text
 
 if TYPE_CHECKING:
-    from multi2cap.demo.run import DemoConfig
+    from multi2cap.demo.config import DemoConfig
     from multi2cap.demo.scenes import Scene
 
 PROMPT = "Describe the sound. Audio: <audio> Caption:"
@@ -77,6 +78,16 @@ class ModelRun:
     # and `scores` stay the fine-tuned model's: the "before").
     preference_checkpoint: Path | None = None
     preference_scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SeedOutcome:
+    """One training seed: both systems' scores, and the stage-0 tagger's on the test clips."""
+
+    seed: int
+    runs: list[ModelRun]
+    tagger: dict[str, float]
+    wall_s: float
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -371,40 +382,6 @@ def demo_recipe(
             "tensorboard": False,
         },
     }
-
-
-def system_recipe(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """The grounded system's recipe with the demo's `--set` overrides (`key=value`, as
-    `multi2cap train` takes them). Fine-tuning (and the preference stage after it) starts from
-    the pre-trained checkpoint, whose architecture is fixed, so it gets them minus the `model.*`
-    ones, as the ablation cells do."""
-    from multi2cap.train.config import apply_overrides
-
-    if recipe["stage"] != "pretrain":
-        overrides = [o for o in overrides if not o.strip().startswith("model.")]
-    return apply_overrides(recipe, overrides)
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Refuse `--set` overrides that no recipe of the demo could take, before any work: a
-    malformed `key=value`, an unknown recipe field or a value the model config refuses
-    (ValueError naming it, as `multi2cap train` would)."""
-    if not overrides:
-        return
-    from pydantic import ValidationError
-
-    from multi2cap.model.config import Multi2CapConfig
-    from multi2cap.train.config import TrainConfig
-
-    tree = system_recipe({"stage": "pretrain", "model": {"grounding": True, "k": 4}}, overrides)
-    try:
-        TrainConfig.model_validate(tree)
-        Multi2CapConfig.model_validate(tree["model"])
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
-        )
-        raise ValueError(f"--set {' '.join(overrides)}: {problems}") from err
 
 
 def finished_stage(result: Any, name: str) -> dict[str, Any]:

@@ -20,6 +20,9 @@ _AMIN = 1e-10
 _FLOOR_DB = 10.0 * np.log10(_AMIN)
 
 
+FrequencyAxis = Literal["mel", "linear"]
+
+
 @dataclass(frozen=True)
 class SpectrogramImageSettings:
     """How the picture looks.
@@ -33,7 +36,7 @@ class SpectrogramImageSettings:
     width: int = 800
     height: int = 400
     colormap: str = "magma"
-    frequency_axis: Literal["mel", "linear"] = "mel"
+    frequency_axis: FrequencyAxis = "mel"
     db_range: float = 80.0
     n_fft: int = 1024
     hop_length: int = 160

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -40,17 +40,33 @@ from multi2cap.model.config import (
     CheckpointFileError,
     Multi2CapConfig,
 )
-from multi2cap.model.hub import resolve_checkpoint
+from multi2cap.model.hub import folder_problem, resolve_checkpoint
 from multi2cap.model.llm import build_tokenizer
-
-if TYPE_CHECKING:
-    from multi2cap.model.multi2cap import Multi2Cap
-
 
 OWN_PREFIXES = ("adapter.", "grounding.", "align.", "vfr.")
 """State-dict prefixes of the modules Multi2Cap adds to the backbones (all trainable)."""
 
-ModelT = TypeVar("ModelT", bound="Multi2Cap")
+
+class Checkpointable(Protocol):
+    """What saving and loading need of a model: `Multi2Cap` is one. Named here, so that this
+    module, which `multi2cap.model.multi2cap` imports, imports nothing of it (no import circle)."""
+
+    config: Multi2CapConfig
+    grounding: Any  # None, or a module with `visual_proj` (its `in_features`: the CLIP width)
+    vision: Any  # None while the CLIP tower is not loaded
+    decoder: Any  # with the `tokenizer` saved beside an inline-config decoder
+    _vision_state: dict[str, Tensor]  # an unloaded inline CLIP's weights, kept for saving
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = ...) -> Any: ...
+
+    def to(self, device: Any) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+
+ModelT = TypeVar("ModelT", bound=Checkpointable)
 
 
 def can_train(name: str) -> bool:
@@ -71,7 +87,7 @@ def _backbone_prefixes(config: Multi2CapConfig) -> list[str]:
     return prefixes
 
 
-def _split_state(model: Multi2Cap) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def _split_state(model: Checkpointable) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(trainable state, inline-backbone state) as they are written to disk: own modules and
     LoRA weights; the whole of every backbone built from an inline config. Pretrained
     backbone weights are left out (they are rebuilt from their source). Parameters sharded
@@ -90,7 +106,7 @@ def _split_state(model: Multi2Cap) -> tuple[dict[str, Tensor], dict[str, Tensor]
     return trainable, inline
 
 
-def _saved_config(model: Multi2Cap, target: Path) -> tuple[Multi2CapConfig, dict[str, Path]]:
+def _saved_config(model: Checkpointable, target: Path) -> tuple[Multi2CapConfig, dict[str, Path]]:
     """The config as written to the checkpoint folder `target`: with `vision.width`, so that
     loading it needs nothing of the CLIP tower (see `multi2cap.model.multi2cap.vision_width`),
     and backbone folders as `portable_config` writes them (with the bundled ones to copy)."""
@@ -103,7 +119,7 @@ def _saved_config(model: Multi2Cap, target: Path) -> tuple[Multi2CapConfig, dict
 
 
 def save_checkpoint(
-    model: Multi2Cap, folder: str | os.PathLike[str], *, is_main_process: bool = True
+    model: Checkpointable, folder: str | os.PathLike[str], *, is_main_process: bool = True
 ) -> Path:
     """Write `model`'s checkpoint folder atomically: a temporary sibling renamed into place, so
     an existing checkpoint is replaced only once the new one is complete.
@@ -136,7 +152,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    cls: type[ModelT],
+    cls: Callable[..., ModelT],
     folder: str | os.PathLike[str],
     *,
     load_vision: bool = False,
@@ -153,6 +169,8 @@ def load_checkpoint(
     backbones where they were found. `llm.dtype: auto` resolves for `device`, where the model is
     moved unless `move=False`. Returned in eval mode."""
     folder = resolve_checkpoint(folder)  # a folder, or a hub id `org/name` (model/hub.py)
+    if problem := folder_problem(folder):
+        raise FileNotFoundError(problem)
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder} is not a Multi2Cap checkpoint: no {CONFIG_FILE}")
@@ -179,7 +197,8 @@ def load_checkpoint(
         )
     if device is not None and move:
         model.to(device)
-    return model.eval()
+    model.eval()
+    return model
 
 
 def read_weights(path: Path) -> dict[str, Tensor]:

@@ -70,6 +70,16 @@ backbones (`backbones/<role>/<name>/`: their safetensors, configs and tokenizer 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be a checkpoint folder, before looking inside it (it does not exist,
+    or it is a file), or None."""
+    if not folder.exists():
+        return f"checkpoint folder {folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is a file, not a checkpoint folder"
+    return None
+
+
 def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
     """The folder of a Multi2Cap checkpoint given as a local folder or a hub id `org/name`
     (optionally `org/name@revision`).
@@ -100,8 +110,8 @@ def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
     except (OSError, ValueError, EntryNotFoundError, RevisionResolutionError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise AssetNotFoundError(
-            f"Multi2Cap checkpoint {text!r} is not a local folder and could not be fetched from "
-            f"the hub: {reason} {hint}"
+            f"checkpoint folder {text!r} does not exist, and as a hub id it could not be "
+            f"fetched: {reason} {hint}"
         ) from err
     if not (folder / CONFIG_FILE).is_file():
         raise AssetNotFoundError(
@@ -117,6 +127,8 @@ def check_push(checkpoint: str | os.PathLike[str], repo_id: str) -> Path:
     folder = Path(checkpoint)
     if not _REPO_ID.match(repo_id) or "@" in repo_id:
         raise ValueError(f"hub repository must be `org/name`, found {repo_id!r}")
+    if problem := folder_problem(folder):
+        raise FileNotFoundError(problem)
     if not (folder / CONFIG_FILE).is_file() or not (folder / TRAINABLE_FILE).is_file():
         raise FileNotFoundError(
             f"{folder} is not a Multi2Cap checkpoint (needs config.yaml and trainable.safetensors)"

@@ -1,13 +1,11 @@
 """Captioning files and folders with a trained model (what `multi2cap caption` runs).
 
-A file that cannot be read is recorded with its reason and the others are still captioned.
+A file that cannot be read is recorded with its reason and the others are still captioned; the
+caption files are written by `multi2cap.model.caption_files`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -15,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from multi2cap.fsnames import printable
-from multi2cap.io import atomic_write_text, write_jsonl
-from multi2cap.media.audio import load_audio
+from multi2cap.media.audio import SAMPLE_RATE, load_audio
 from multi2cap.media.errors import MediaError
 from multi2cap.model.multi2cap import Multi2Cap
 from multi2cap.model.rerank import ClapReranker, RerankedCaption
@@ -156,55 +153,14 @@ def caption_files(
                 item.caption, item.rerank = choice.caption, choice
         elif waves:
             texts = model.caption(
-                waves, num_beams=num_beams, max_new_tokens=max_new_tokens, batch_size=batch_size
+                waves,
+                sampling_rate=SAMPLE_RATE,  # load_audio's rate
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
             )
             for item, text in zip(ready, texts, strict=True):
                 item.caption = text
         if on_progress is not None:
             on_progress(len(group))
     return results
-
-
-def write_captions(
-    results: Sequence[FileCaption], output: Path, *, rerank_scores: bool = False
-) -> Path | None:
-    """CSV `file_name,caption,path` of the captioned files (the `file_name` column, unique in the
-    run, is what `multi2cap evaluate --predictions` and Clotho's references use), written
-    atomically; the failures (files and inputs that gave no file) go to
-    `<output stem>.failures.jsonl` next to it. Returns that file's path, or None when nothing
-    failed. Names that are not UTF-8 are written with `\\xNN` escapes (see `printable`).
-
-    `rerank_scores` adds the CLAP re-ranking columns `clap_score`, `tied` (JSON list of the
-    texts tied with the caption) and `candidates` (JSON list of `{text, source, rank, clap}`)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    extra = list(RERANK_COLUMNS) if rerank_scores else []
-    writer.writerow(["file_name", "caption", "path", *extra])
-    for item in results:
-        if item.caption is not None:
-            row = [printable(item.key), item.caption, printable(item.path)]
-            if rerank_scores:
-                row += _rerank_cells(item)
-            writer.writerow(row)
-    atomic_write_text(output, buffer.getvalue())
-    failed = [{"path": printable(r.path), "error": r.error} for r in results if r.error is not None]
-    if not failed:
-        return None
-    failures = output.with_name(f"{output.stem}.failures.jsonl")
-    write_jsonl(failures, failed)
-    return failures
-
-
-RERANK_COLUMNS = ("clap_score", "tied", "candidates")
-
-
-def _rerank_cells(item: FileCaption) -> list[str]:
-    """The `RERANK_COLUMNS` cells of a row (blank for a caption that was not re-ranked)."""
-    if item.rerank is None:
-        return ["", "", ""]
-    record = item.rerank.to_record()
-    return [
-        repr(record["clap_score"]),
-        json.dumps(record["tied"], ensure_ascii=False),
-        json.dumps(record["candidates"], ensure_ascii=False),
-    ]

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule
 from transformers import CLIPVisionConfig, PreTrainedTokenizerBase
 
-from multi2cap.media.audio import load_audio
+from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.model.adapter import GroundAdapter
+from multi2cap.model.audio_input import AudioInput, as_waves
 from multi2cap.model.ced import CedConfig, CedEncoder, apply_lora, load_ced
 from multi2cap.model.checkpoint import can_train, load_checkpoint, save_checkpoint
 from multi2cap.model.config import (
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from multi2cap.data.dataset import CaptionBatch
 
 CED_PRESETS = ("tiny", "mini", "small", "base")
-AudioInput = str | os.PathLike[str] | np.ndarray | Tensor
 
 
 @dataclass
@@ -447,6 +446,7 @@ class Multi2Cap(nn.Module):
         waves_or_paths: AudioInput | Sequence[AudioInput],
         lengths: Sequence[int] | Tensor | None = None,
         *,
+        sampling_rate: int | None = None,
         num_beams: int | None = None,
         max_new_tokens: int | None = None,
         length_penalty: float | None = None,
@@ -456,13 +456,17 @@ class Multi2Cap(nn.Module):
         """Captions from audio alone, one per input, in input order.
 
         Inputs: a file path, a 1-D waveform, a sequence of either, or a `(B, n)` batch with
-        `lengths` in samples (16 kHz). Files are read with `multi2cap.media.audio.load_audio`;
-        any length works (CED encodes long audio in chunks). Decoding options default to
+        `lengths` in samples. Waveforms are at `sampling_rate` Hz and resampled to the model's
+        16 kHz (`multi2cap.media.audio.resample`); without `sampling_rate` they are read as
+        16 kHz with a warning, since a 44.1-kHz array read as 16 kHz gives wrong captions
+        without any error. Files are read with `multi2cap.media.audio.load_audio` at their own
+        rate. Any length works (CED encodes long audio in chunks). Decoding options default to
         `config.generation`; inputs are batched by length to limit padding.
         """
+        waves = as_waves(waves_or_paths, lengths, sampling_rate)
         candidates = self.caption_candidates(
-            waves_or_paths,
-            lengths,
+            waves,
+            sampling_rate=SAMPLE_RATE,  # `as_waves` resampled them
             num_beams=num_beams,
             max_new_tokens=max_new_tokens,
             length_penalty=length_penalty,
@@ -477,6 +481,7 @@ class Multi2Cap(nn.Module):
         waves_or_paths: AudioInput | Sequence[AudioInput],
         lengths: Sequence[int] | Tensor | None = None,
         *,
+        sampling_rate: int | None = None,
         num_return_sequences: int = 1,
         num_beams: int | None = None,
         max_new_tokens: int | None = None,
@@ -486,13 +491,14 @@ class Multi2Cap(nn.Module):
         sampling: Sampling | None = None,
         batch_size: int = 8,
     ) -> list[list[str]]:
-        """Several captions per input (inputs and options as in `caption`), in input order.
+        """Several captions per input (inputs, `sampling_rate` and options as in `caption`), in
+        input order.
 
         Each group holds the `num_return_sequences` best hypotheses of **one** beam search
         (`num_beams` >= `num_return_sequences`; best first, so `group[0]` is `caption`'s
         caption), then `sampled` captions drawn with `sampling` (default `Sampling()`) from the
         same prefixes. Duplicates are kept: the caller decides what a duplicate means."""
-        waves = _as_waves(waves_or_paths, lengths)
+        waves = as_waves(waves_or_paths, lengths, sampling_rate)
         gen = self.config.generation
         options = dict(
             num_beams=num_beams if num_beams is not None else gen.num_beams,
@@ -589,36 +595,3 @@ def _whole_root(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.reshard()
-
-
-def _iter_inputs(
-    waves_or_paths: AudioInput | Sequence[AudioInput],
-) -> Iterator[AudioInput]:
-    single_wave = isinstance(waves_or_paths, np.ndarray | Tensor) and waves_or_paths.ndim == 1
-    if single_wave or isinstance(waves_or_paths, str | os.PathLike):
-        yield waves_or_paths
-    else:
-        yield from waves_or_paths
-
-
-def _as_waves(
-    waves_or_paths: AudioInput | Sequence[AudioInput], lengths: Sequence[int] | Tensor | None
-) -> list[Tensor]:
-    """1-D float32 16-kHz waveforms, cut to `lengths` when given."""
-    waves = []
-    for item in _iter_inputs(waves_or_paths):
-        if isinstance(item, str | os.PathLike):
-            waves.append(torch.from_numpy(load_audio(item)))
-        else:
-            wave = torch.as_tensor(item, dtype=torch.float32)
-            if wave.ndim != 1:
-                raise ValueError(f"expected 1-D waveforms, got shape {tuple(wave.shape)}")
-            waves.append(wave)
-    if lengths is not None:
-        lens = [int(n) for n in lengths]
-        if len(lens) != len(waves):
-            raise ValueError(f"{len(lens)} lengths for {len(waves)} waveforms")
-        waves = [w[:n] for w, n in zip(waves, lens, strict=True)]
-    if not waves:
-        raise ValueError("no audio to caption")
-    return waves

@@ -23,6 +23,7 @@ wins, so a tie resolves toward the decoder's own preference, and the others are 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,8 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from multi2cap.media.audio import SAMPLE_RATE, load_audio
+from multi2cap.media.audio import SAMPLE_RATE, load_audio, resample
 from multi2cap.metrics.clap import ClapScorer, LongAudio
+from multi2cap.model.audio_input import NO_RATE_WARNING, check_rate
 from multi2cap.model.llm import Sampling
 
 if TYPE_CHECKING:
@@ -176,6 +178,7 @@ class ClapReranker:
         config = self.config
         groups = model.caption_candidates(
             list(waves),
+            sampling_rate=SAMPLE_RATE,
             num_return_sequences=config.candidates,
             num_beams=num_beams or config.beams_for(model.config.generation.num_beams),
             max_new_tokens=max_new_tokens,
@@ -233,16 +236,23 @@ class ClapReranker:
         model: Multi2Cap,
         inputs: str | os.PathLike[str] | np.ndarray | Sequence[str | os.PathLike[str] | np.ndarray],
         *,
+        sampling_rate: int | None = None,
         batch_size: int = 8,
         max_new_tokens: int | None = None,
     ) -> list[RerankedCaption]:
         """Re-ranked captions of files (read at 16 kHz for the captioner and at the CLAP's rate
-        for the CLAP) or 1-D 16-kHz waveforms (numpy or CPU tensors), one per input, in input
-        order."""
+        for the CLAP) or 1-D waveforms (numpy or CPU tensors) at `sampling_rate` Hz, one per
+        input, in input order. Waveforms are resampled from their own rate to the captioner's
+        16 kHz and to the CLAP's rate; without `sampling_rate` they are read as 16 kHz with a
+        warning, as `Multi2Cap.caption` does."""
+        check_rate(sampling_rate)
         single = isinstance(inputs, str | os.PathLike) or getattr(inputs, "ndim", None) == 1
         items = [inputs] if single else list(inputs)  # type: ignore[list-item, arg-type]
         if not items:
             raise ValueError("no audio to caption")
+        if sampling_rate is None and not all(isinstance(i, str | os.PathLike) for i in items):
+            warnings.warn(NO_RATE_WARNING, UserWarning, stacklevel=2)
+        rate = sampling_rate or SAMPLE_RATE
         waves, clap_waves = [], []
         for item in items:
             if isinstance(item, str | os.PathLike):
@@ -252,8 +262,8 @@ class ClapReranker:
                 wave = np.asarray(item, dtype=np.float32)
                 if wave.ndim != 1:
                     raise ValueError(f"expected 1-D waveforms, got shape {wave.shape}")
-                waves.append(wave)
-                clap_waves.append(self.scorer.from_rate(wave, SAMPLE_RATE))
+                waves.append(wave if rate == SAMPLE_RATE else resample(wave, rate, SAMPLE_RATE))
+                clap_waves.append(self.scorer.from_rate(wave, rate))
         return self.caption_waves(
             model, waves, clap_waves, batch_size=batch_size, max_new_tokens=max_new_tokens
         )

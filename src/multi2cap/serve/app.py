@@ -2,8 +2,10 @@
 
 Routes: `POST /v1/captions` (multipart `file`, repeatable, + `num_beams`, `max_new_tokens`),
 `POST /v1/audio/transcriptions` (OpenAI's shape: multipart `file` + `model`, reply
-`{"text": caption}`, so the `openai` SDK works as a client), `GET /healthz` (batching counters),
-`GET /v1/model` (what is loaded), `GET /` (the page) with `/static/app.js` and `/static/style.css`,
+`{"text": caption}`, so the `openai` SDK works as a client; its errors in OpenAI's shape, see
+`serve/openai_errors.py`), `GET /healthz` (batching counters),
+`GET /v1/model` (what is loaded, and the decoding `limits` this server accepts: the page takes its
+beam and token bounds from there, so it never offers what the server refuses), `GET /` (the page) with `/static/app.js` and `/static/style.css`,
 and the OpenAPI docs at `/docs` (FastAPI's Swagger UI page, its JS/CSS vendored in
 `page/swagger-ui/`, see SOURCE.txt there) and `/openapi.json`. Limits: `serve/limits.py`; batching:
 `serve/batcher.py`. A server started with a `ClapReranker` (`serve --rerank clap`) re-ranks every
@@ -40,6 +42,7 @@ from multi2cap.serve.limits import (
     read_clip,
     staged_upload,
 )
+from multi2cap.serve.openai_errors import install_openai_errors
 
 # The only files served from the package (the request names a key, never a path).
 _ASSETS = {
@@ -113,6 +116,7 @@ def create_app(
             )
         return model.caption(
             clips,
+            sampling_rate=SAMPLE_RATE,  # read_clip's rate
             num_beams=options.num_beams,
             max_new_tokens=options.max_new_tokens,
             batch_size=settings.max_batch,
@@ -148,6 +152,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.batcher = batcher
+    install_openai_errors(app)  # /v1/audio/...: errors as {"error": {"message", "type", ...}}
 
     app.add_middleware(
         BodyLimit,
@@ -257,7 +262,8 @@ def create_app(
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
         """What is loaded: backbones, K, stage, decoding defaults, recorded validation scores,
-        and this server's batching and limits."""
+        this server's batching and limits (and its re-ranking), and the decoding options'
+        accepted ranges."""
         server = settings.model_dump()
         if reranker is not None:
             server["rerank"] = {
@@ -265,7 +271,12 @@ def create_app(
                 "clap_model": reranker.scorer.source,
                 **reranker.config.model_dump(),
             }
-        return {"id": model_id, **(summary or {}), "server": server}
+        return {
+            "id": model_id,
+            **(summary or {}),
+            "server": server,
+            "limits": {"num_beams": [1, beam_cap], "max_new_tokens": [1, token_cap]},
+        }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:

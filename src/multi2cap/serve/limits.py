@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multi2cap.media.audio import MAX_SAMPLE_RATE, DecodeLimits, load_audio
 from multi2cap.media.errors import AudioTooLargeError, MediaError
+from multi2cap.serve.openai_errors import is_openai_path, openai_error_body
 
 
 class ServeSettings(BaseModel):
@@ -75,7 +76,8 @@ class ServeSettings(BaseModel):
 
 
 class BodyLimit:
-    """ASGI middleware: POST bodies over `max_bytes` get 413 with a JSON `detail`.
+    """ASGI middleware: POST bodies over `max_bytes` get 413 with a JSON `detail` (in OpenAI's
+    shape on the OpenAI-compatible route).
 
     A declared Content-Length over the limit is refused without reading the body; otherwise the
     bytes are counted as they arrive and the request fails with `HTTPException(413)` raised from
@@ -94,7 +96,12 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
+            body = (
+                openai_error_body(413, self.detail)
+                if is_openai_path(scope["path"])
+                else {"detail": self.detail}
+            )
+            await JSONResponse(body, status_code=413)(scope, receive, send)
             return
         seen = 0
 

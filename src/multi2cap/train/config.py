@@ -25,6 +25,7 @@ from multi2cap.metrics import higher_is_better
 from multi2cap.model.backbones import BackboneRole
 from multi2cap.model.config import VfrReduction
 from multi2cap.provenance import WRITTEN_BY_KEY, provenance
+from multi2cap.recipes import find_recipe, recipe_names
 from multi2cap.train.preference_config import PreferenceConfig
 
 #: What a recipe trains: the paper's two stages (`multi2cap.model.config.Stage`), and preference
@@ -303,19 +304,24 @@ def load_train_config(
 ) -> TrainConfig:
     """Read a recipe, apply overrides, validate.
 
-    Relative paths in the file (manifests, `init_from`, `init_backbones` folders,
-    `runtime.output_dir`) are taken from the
-    file's folder, so a recipe means the same wherever it is run from; paths given as overrides
-    are relative to the current directory. `output_dir` (the CLI's `--output-dir`) wins over
-    `runtime.output_dir`.
+    `path` is a YAML file or the name of a recipe shipped with the package (`pretrain_vggcaps`,
+    see `multi2cap.recipes`). Relative paths in a recipe file (manifests, `init_from`,
+    `init_backbones` folders, `runtime.output_dir`) are taken from the file's folder, so a recipe
+    means the same wherever it is run from; those of a packaged recipe from the current directory
+    (the user's project, not the installed package); paths given as overrides are relative to
+    the current directory. `output_dir` (the CLI's `--out`) wins over `runtime.output_dir`.
     """
     tree: dict[str, Any] = {}
     source = "<overrides>"
     if path is not None:
-        recipe = Path(path)
+        found = find_recipe(path)
+        if found is None:
+            raise ConfigError(
+                f"recipe not found: {path} is no file, and no recipe shipped with multi2cap has "
+                f"that name ({', '.join(recipe_names())})"
+            )
+        recipe, base = found
         source = str(recipe)
-        if not recipe.is_file():
-            raise ConfigError(f"recipe not found: {recipe}")
         try:
             loaded = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
@@ -323,7 +329,7 @@ def load_train_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{recipe}: the top level must be a mapping of sections")
         loaded.pop(WRITTEN_BY_KEY, None)  # a run's train_config.yaml used as a recipe
-        tree = _resolve_paths(loaded, recipe.resolve().parent)
+        tree = _resolve_paths(loaded, base)
     tree = apply_overrides(tree, list(overrides or []))
     if output_dir is not None:
         tree.setdefault("runtime", {})["output_dir"] = str(output_dir)

@@ -389,7 +389,7 @@ def _build_model(
             "fine-tuning a model with grounding without init_from: its VFR never saw a frame "
             "(random weights%s), so g_hat is a random projection of the audio, not reconstructed "
             "visual features. Set init_from to a pre-trained checkpoint (the recipe's "
-            "`multi2cap train --config configs/pretrain_vggcaps.yaml` best/), model.grounding="
+            "`multi2cap train --config pretrain_vggcaps` best/), model.grounding="
             "false for the audio-only baseline, or warn_without_init_from=false to silence this",
             ", frozen by model.freeze_vfr_in_finetune"
             if model_config.freeze_vfr_in_finetune

@@ -36,6 +36,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 
 from multi2cap.data.manifest import ManifestRecord
 from multi2cap.io import append_jsonl, atomic_write_text, read_jsonl, write_jsonl
+from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.metrics import MetricUnavailableError
 from multi2cap.metrics.candidates import score_candidates
 from multi2cap.train.batches import Skipped
@@ -199,6 +200,7 @@ def _decode_chunk(
         with accelerator.autocast():
             groups = model.caption_candidates(
                 waves,
+                sampling_rate=SAMPLE_RATE,  # the data module's rate
                 num_return_sequences=cand.beams,
                 num_beams=cand.num_beams,
                 max_new_tokens=cand.max_new_tokens,

@@ -13,6 +13,7 @@ from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
 from multi2cap.data.manifest import ManifestRecord
+from multi2cap.media.audio import SAMPLE_RATE
 from multi2cap.train.batches import SkipTracking, collate, stand_in, to_device
 from multi2cap.train.config import ConfigError, TrainConfig
 from multi2cap.train.sharding import is_sharded
@@ -189,6 +190,7 @@ class Validator:
         ]
         captions = inner.caption(
             waves,
+            sampling_rate=SAMPLE_RATE,  # the data module's rate
             num_beams=cfg.num_beams,
             max_new_tokens=budget,
             batch_size=cfg.batch_size,

@@ -42,6 +42,12 @@ class PromptSet:
         return self.stage2.replace(RAW_CAPTION_SLOT, raw_caption).rstrip("\n")
 
 
+def prompt_versions() -> list[str]:
+    """The prompt versions shipped with the package (folder names under `prompts/`), sorted."""
+    folder = resources.files("multi2cap.vggcaps").joinpath("prompts")
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+
+
 def load_prompts(version: str = DEFAULT_PROMPT_VERSION) -> PromptSet:
     """Load a prompt version shipped with the package (`prompts/<version>/stage{1,2}.txt`)."""
     folder = resources.files("multi2cap.vggcaps").joinpath("prompts", version)
@@ -49,7 +55,10 @@ def load_prompts(version: str = DEFAULT_PROMPT_VERSION) -> PromptSet:
         stage1 = folder.joinpath("stage1.txt").read_text(encoding="utf-8")
         stage2 = folder.joinpath("stage2.txt").read_text(encoding="utf-8")
     except FileNotFoundError as err:
-        raise ValueError(f"unknown prompt version {version!r}: {err.filename} missing") from err
+        raise ValueError(
+            f"unknown prompt version {version!r} ({err.filename} missing); shipped: "
+            f"{', '.join(prompt_versions())}"
+        ) from err
     for template, slot, file in (
         (stage1, CATEGORY_SLOT, "stage1"),
         (stage2, RAW_CAPTION_SLOT, "stage2"),

@@ -10,13 +10,20 @@ decoding (libsndfile's header read for plain audio, PyAV's demuxer for container
 libsndfile refuses, PIL's `verify` for images); a file cut short after a valid header still
 passes and fails later, at decoding, where training records it as a skipped clip. Probes run in
 a thread pool, so that slow storage (a network file system) overlaps its waits.
+
+The audio probe also reads the duration the header declares (libsndfile's frames / rate, else
+the container's audio stream or format duration): a record whose reader did not know
+`duration_s` (Clotho, AudioCaps: their CSVs do not say) gets it from there, so Table 1's audio
+length is known without decoding a single file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -38,17 +45,26 @@ def leaves_roots(path: str, roots: Sequence[Path]) -> bool:
     return True
 
 
-def media_problem(path: str, kind: MediaKind) -> str | None:
-    """None when the header of `path` reads as `kind`, else why it does not (one line)."""
+@dataclass(frozen=True)
+class Probe:
+    """What a header probe found: `problem` (None when the file reads as its kind) and, for
+    audio, the duration in seconds its header declares (None when it declares none)."""
+
+    problem: str | None
+    duration_s: float | None = None
+
+
+def probe(path: str, kind: MediaKind) -> Probe:
+    """Probe the header of `path` as `kind` (see the module docstring)."""
     try:
         size = os.stat(path).st_size
     except OSError as err:
-        return f"cannot read ({err.strerror})"
+        return Probe(f"cannot read ({err.strerror})")
     if size == 0:
-        return "file is empty (0 bytes)"
+        return Probe("file is empty (0 bytes)")
     if kind == "image":
-        return _image_problem(path)
-    return _audio_problem(path)
+        return Probe(_image_problem(path))
+    return _probe_audio(path)
 
 
 def _image_problem(path: str) -> str | None:
@@ -62,30 +78,32 @@ def _image_problem(path: str) -> str | None:
     return None
 
 
-def _audio_problem(path: str) -> str | None:
+def _probe_audio(path: str) -> Probe:
     import soundfile as sf
 
     from multi2cap.media.errors import MediaError
     from multi2cap.media.video import probe_media
 
     try:
-        if sf.info(os.fsencode(path)).frames > 0:
-            return None
+        info = sf.info(os.fsencode(path))
+        if info.frames > 0 and info.samplerate > 0:
+            return Probe(None, info.frames / info.samplerate)
     except (sf.LibsndfileError, RuntimeError, TypeError):
         pass  # not a libsndfile format (mp4, m4a, ...): ask FFmpeg
     try:
-        info = probe_media(path)
+        media = probe_media(path)
     except MediaError as err:
-        return err.problem
-    if not info.has_audio:
-        return "no audio stream"
-    return None
+        return Probe(err.problem)
+    if not media.has_audio:
+        return Probe("no audio stream")
+    return Probe(None, media.audio_duration_s or media.duration_s)
 
 
 def screen_records(result: ReadResult, roots: Sequence[Path], check_media: bool) -> ReadResult:
     """`result` with the records whose media leave `roots` or (when `check_media`) do not open
     moved to `missing`, each with its reason; record order is kept. (A path that does not exist
-    was left out by the reader already, as "file not found", wherever it points.)"""
+    was left out by the reader already, as "file not found", wherever it points.) A kept record
+    without `duration_s` takes its audio header's (when `check_media`)."""
     outside = f"{OUTSIDE_ROOT} ({', '.join(map(str, roots))})"
     jobs: list[tuple[ManifestRecord, str, MediaKind]] = []
     refused: dict[str, tuple[str, str]] = {}
@@ -97,20 +115,23 @@ def screen_records(result: ReadResult, roots: Sequence[Path], check_media: bool)
                 refused.setdefault(record.id, (path, outside))
             elif check_media:
                 jobs.append((record, path, kind))  # type: ignore[arg-type]
+    durations: dict[str, float] = {}
     if jobs:
         with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-            problems = list(pool.map(lambda job: media_problem(job[1], job[2]), jobs))
-        for (record, path, _), problem in zip(jobs, problems, strict=True):
-            if problem is not None:
-                refused.setdefault(record.id, (path, problem))
-    if not refused:
-        return result
+            probes = list(pool.map(lambda job: probe(job[1], job[2]), jobs))
+        for (record, path, kind), found in zip(jobs, probes, strict=True):
+            if found.problem is not None:
+                refused.setdefault(record.id, (path, found.problem))
+            elif kind == "audio" and found.duration_s is not None:
+                durations[record.id] = round(found.duration_s, 3)
     kept, left_out = [], list(result.missing)
     for record in result.records:
         if record.id in refused:
             path, reason = refused[record.id]
             source = result.sources.get(record.id, "?")
             left_out.append(MissingMedia(record.id, record.split, path, source, reason))
+        elif record.duration_s is None and record.id in durations:
+            kept.append(dataclasses.replace(record, duration_s=durations[record.id]))
         else:
             kept.append(record)
     return ReadResult(kept, left_out, result.duplicates, result.sources)

@@ -51,6 +51,12 @@ async function caption(files) {
 async function showModel() {
   try {
     const info = await (await fetch("/v1/model")).json();
+    // The server's own bounds (GET /v1/model `limits`): the page offers nothing it refuses.
+    for (const [option, [low, high]] of Object.entries(info.limits || {})) {
+      $(option).min = low;
+      $(option).max = high;
+      $(option).title = `${low} to ${high}`;
+    }
     const parts = Object.entries(info.backbones).map(([k, v]) => `${k}: ${v}`);
     $("model").textContent = `${info.id} — ${parts.join(" · ")}`;
   } catch (err) {
