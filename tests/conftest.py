@@ -49,8 +49,13 @@ def backbones_cache(
 
 
 def _prepared(cache: Path, name: str) -> Path:
+    """Converted once: under `pytest -n` the workers share the cache, and the first one to ask
+    converts while the others wait on the lock (then find the folder ready)."""
+    from filelock import FileLock
+
     try:
-        return prepared_folder(cache, name)
+        with FileLock(str(cache / f".{name}.lock")):
+            return prepared_folder(cache, name)
     except AssetNotFoundError as err:
         pytest.skip(f"real {name} weights unavailable: {err}")
 

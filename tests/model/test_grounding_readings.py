@@ -1,5 +1,6 @@
 """The two readings of the AV-grounding (`grounding.pool: space | time`) and of Eq. 3
-(`vfr_reduction: sum | mean`): `time` reproduces the model before the option bit for bit,
+(`vfr_reduction: sum | mean`): `time` reproduces the model before the option (to float32
+rounding: the reference was recorded on another CPU, whose kernels may round differently),
 old checkpoints load as `time`, `space` pools the patch grid read from the vision config."""
 
 from __future__ import annotations
@@ -35,10 +36,15 @@ def _outputs(model: Multi2Cap, reduction: str = "mean") -> dict:
 
 
 def _assert_is_the_reference(got: dict) -> None:
+    """The same float32 operations as when the reference was recorded: equal on that machine,
+    within a few ulps on a CPU with other vector kernels (AVX-512 against AVX2 here: 8e-8
+    relative on the losses); any change of the model moves them by orders more."""
     ref = json.loads((DATA / "time_reference.json").read_text())
-    assert got["losses"] == ref["losses"]  # exact: the same float32 operations
+    assert got["losses"] == pytest.approx(ref["losses"], rel=1e-6, abs=1e-7)
     for key in ("g", "g_hat", "attention"):
-        assert torch.equal(getattr(got["emb"], key), torch.tensor(ref[key])), key
+        torch.testing.assert_close(
+            getattr(got["emb"], key), torch.tensor(ref[key]), rtol=1e-5, atol=1e-6, msg=key
+        )
     assert got["captions"] == ref["captions"]
 
 
@@ -50,7 +56,7 @@ def _the_model_before_the_options() -> Multi2Cap:
     return Multi2Cap(config.model_copy(update={"vision": vision}))
 
 
-def test_time_reading_reproduces_the_model_before_the_option_bit_for_bit() -> None:
+def test_time_reading_reproduces_the_model_before_the_option() -> None:
     torch.manual_seed(0)
     _assert_is_the_reference(_outputs(_the_model_before_the_options()))
 
