@@ -356,3 +356,32 @@ def test_shard_units_are_the_backbones_blocks(tmp_path) -> None:
     config.vision = config.vision.model_copy(update={"feature_cache": str(tmp_path / "cache")})
     cached = Multi2Cap(config)
     assert "CLIPEncoderLayer" not in {type(unit).__name__ for unit in cached.shard_units()}
+
+
+def test_adapter_pool_averages_each_clips_own_valid_tokens() -> None:
+    from multi2cap.model.adapter import pool_tokens
+
+    tokens = torch.arange(2 * 7 * 3, dtype=torch.float32).view(2, 7, 3)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    pooled, pooled_mask = pool_tokens(tokens, mask, 3)
+    assert pooled.shape == (2, 3, 3)
+    assert pooled_mask.tolist() == [[True, True, True], [True, True, False]]
+    assert torch.equal(pooled[0, 0], tokens[0, :3].mean(0))
+    assert torch.equal(pooled[0, 2], tokens[0, 6])  # the short last group: its one token
+    assert torch.equal(pooled[1, 1], tokens[1, 3])  # only the valid token of the group counts
+    # Padding with other values changes nothing.
+    noisy = tokens.clone()
+    noisy[1, 4:] = 1e6
+    assert torch.equal(pool_tokens(noisy, mask, 3)[0][1, :2], pooled[1, :2])
+
+
+def test_adapter_pool_shortens_the_prefix_and_keeps_batched_captions() -> None:
+    model = tiny(adapter_pool=2)
+    batch = make_batch(4, MIXED)
+    full = tiny()
+    pooled_prefix, _ = model.audio_prefix(batch["audio"], batch["audio_lengths"])
+    full_prefix, _ = full.audio_prefix(batch["audio"], batch["audio_lengths"])
+    k = model.config.k
+    assert pooled_prefix.shape[1] - k == math.ceil((full_prefix.shape[1] - k) / 2)
+    waves = [batch["audio"][i, :n] for i, n in enumerate(MIXED)]
+    assert model.caption(waves, batch_size=4) == [model.caption(w)[0] for w in waves]

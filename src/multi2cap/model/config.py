@@ -257,7 +257,9 @@ class Multi2CapConfig(_Strict):
     `grounding` is a `GroundingSpec` (`grounding: false` is the audio-only baseline: no CLIP, no
     g, no L_align, no L_vfr; `grounding.pool` the reading of the grounding, `space` or `time`).
     `pretrain_adapter_input` picks what feeds the Ground Adapter in pre-training: `g` (paper),
-    `g_hat`, or `mix` (each sample takes g_hat with probability `mix_prob`).
+    `g_hat`, or `mix` (each sample takes g_hat with probability `mix_prob`). `adapter_pool`
+    average-pools the audio tokens of the decoder's prefix in time (1, the paper: none; see
+    `multi2cap.model.adapter`).
     """
 
     audio: AudioEncoderSpec = Field(default_factory=AudioEncoderSpec)
@@ -273,6 +275,7 @@ class Multi2CapConfig(_Strict):
     alpha: float = Field(0.02, ge=0.0)
     beta: float = Field(0.05, ge=0.0)
     pretrain_adapter_input: AdapterInput = "g"
+    adapter_pool: int = Field(1, ge=1)
     mix_prob: float = Field(0.5, ge=0.0, le=1.0)
     freeze_vfr_in_finetune: bool = True
     prompt: str = DEFAULT_PROMPT

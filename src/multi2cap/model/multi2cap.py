@@ -149,7 +149,7 @@ class Multi2Cap(nn.Module):
             config.llm, config.prompt, config.max_caption_tokens, tokenizer=tokenizer, device=device
         )
         d_g = config.d_g if config.grounding.enabled else None
-        self.adapter = GroundAdapter(d_a, self.decoder.hidden_size, d_g)
+        self.adapter = GroundAdapter(d_a, self.decoder.hidden_size, d_g, pool=config.adapter_pool)
         self.vision: VisionEncoder | None = None
         self.grounding: AVGrounding | None = None
         self.align: AlignmentLoss | None = None

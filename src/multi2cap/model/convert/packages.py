@@ -195,12 +195,14 @@ def prepare(
     return results
 
 
-def prepared_folder(out: Path, name: str) -> Path:
+def prepared_folder(
+    out: Path, name: str, on_start: Callable[[WeightPackage], None] | None = None
+) -> Path:
     """`out/<name>` made ready by `prepare` (converted now if needed): what the tests and the
     demo call to get one backbone. Raises `AssetNotFoundError` when the package is not
     installed (the message says how to install it), `ConversionError` when it does not
     convert."""
-    (result,) = prepare(out, [name])
+    (result,) = prepare(out, [name], on_start=on_start)
     if result.status == "missing":
         raise AssetNotFoundError(result.reason)
     if result.status == "failed":
