@@ -31,8 +31,8 @@ def test_two_processes_accumulating_give_the_gradient_of_one_batch(
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     # Known flake, root cause not found: now and then (1 of 3 fresh-clone runs of the suite on
-    # 2 cores) both ranks of one case hang before any output. A hang (both ranks dumped their stacks at HANG_DUMP_S)
-    # is retried once in a fresh folder; a wrong gradient is never retried.
+    # 2 cores) both ranks of one case hang before any output (both dump their stacks at
+    # HANG_DUMP_S).
     for attempt in range(2):
         out = tmp_path / f"attempt{attempt}"
         out.mkdir()
@@ -52,12 +52,18 @@ def test_two_processes_accumulating_give_the_gradient_of_one_batch(
             for rank in ranks:
                 rank.kill()
             outputs = [rank.communicate()[0] for rank in ranks]
-        hung = all("Timeout (0:" in output for output in outputs) or any(
-            rank.returncode is None or rank.returncode < 0 for rank in ranks
-        )
-        if not hung:
+        # A rank that hung or died (under `pytest -n` also the probed port taken by another
+        # test before the ranks bound it) is retried once; the gradients are compared here, in
+        # the parent, so a wrong gradient is never retried.
+        failed = any(rank.returncode != 0 for rank in ranks)
+        if not failed:
             break
-        print(f"attempt {attempt}: the ranks hung; their stacks:", *(o[-4000:] for o in outputs))
+        print(
+            f"attempt {attempt}: a rank hung or failed; its output:", *(o[-4000:] for o in outputs)
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     for rank, output in zip(ranks, outputs, strict=True):
         assert rank.returncode == 0, output[-3000:]
     want = _one_batch(stage)

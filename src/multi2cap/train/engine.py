@@ -15,21 +15,30 @@ Exact resumption rests on three things: the clip order depends on (seed, epoch) 
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate import PartialState
 from accelerate.utils import DistributedType, gather_object, set_seed
 
-from multi2cap.data.manifest import ManifestRecord, read_manifest
+from multi2cap.data.manifest import ManifestRecord
 from multi2cap.train import state as ckpt
 from multi2cap.train.batches import stand_in, step_loader, train_dataset
-from multi2cap.train.checkpointing import Checkpointer, latest_checkpoint, restore, save_model
+from multi2cap.train.checkpointing import Checkpointer, latest_checkpoint, restore
 from multi2cap.train.config import ConfigError, TrainConfig
+from multi2cap.train.loop import (
+    StepBook,
+    TrainResult,
+    adamw,
+    finish,
+    make_accelerator,
+    read_records,
+    validate_and_select,
+    validation_records,
+    with_threads,
+)
 from multi2cap.train.run_log import RunLogger, progress_bar
 from multi2cap.train.sampler import StepBatchSampler, StepPlan
 from multi2cap.train.schedule import warmup_cosine
@@ -37,50 +46,14 @@ from multi2cap.train.sharding import shard_model
 from multi2cap.train.signals import StopSignals
 from multi2cap.train.state import Best, Position
 from multi2cap.train.steps import LOSS_KEYS, optimizer_steps
-from multi2cap.train.validation import Validator, check_caption_budgets, improves
+from multi2cap.train.validation import Validator, check_caption_budgets
 
 log = logging.getLogger("multi2cap.train")
 
 
-@dataclass
-class TrainResult:
-    """What a run produced. Checkpoint paths are `Multi2Cap.from_pretrained` folders:
-    `final_checkpoint` is `<output_dir>/final` once every epoch is done, else (a stopped run)
-    the model folder of the checkpoint written when it stopped.
-
-    `stop_reason` says why a run ended before its last epoch (`stop_at_step`, or `signal
-    SIGTERM` when the job was asked to stop; a checkpoint was written, `--resume` continues).
-    `skipped_clips` counts the unreadable clips of the whole run (main process; their ids are in
-    `skipped.jsonl`). `history` holds one record per logged optimizer step (`kind="train"`:
-    step, epoch, lr, losses averaged over the step's micro-batches and devices) and one per
-    validation (`kind="val"`: epoch, step, `val_loss`, the corpus metrics).
-    """
-
-    output_dir: Path
-    final_checkpoint: Path
-    best_checkpoint: Path | None
-    best_metric: str | None
-    best_score: float | None
-    global_step: int
-    epochs_completed: int
-    stop_reason: str | None = None
-    skipped_clips: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def train_losses(self) -> list[float]:
-        return [r["loss"] for r in self.history if r["kind"] == "train"]
-
-
 def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Run (or with `resume`, continue from the newest checkpoint in the output folder) a recipe."""
-    threads = torch.get_num_threads()
-    if config.runtime.cpu_threads is not None:
-        torch.set_num_threads(config.runtime.cpu_threads)
-    try:
-        return _train(config, resume)
-    finally:
-        torch.set_num_threads(threads)
+    return with_threads(config, lambda: _train(config, resume))
 
 
 def _train(config: TrainConfig, resume: bool) -> TrainResult:
@@ -91,12 +64,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
 
     partial = PartialState(cpu=config.runtime.cpu)
     accumulation = config.accumulation_steps(partial.num_processes)
-    accelerator = Accelerator(
-        cpu=config.runtime.cpu,
-        mixed_precision=_mixed_precision(config, partial.device),
-        gradient_accumulation_steps=accumulation,
-        kwargs_handlers=[ddp_kwargs()],
-    )
+    accelerator = make_accelerator(config, partial)
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ConfigError(
             f"launched with accelerate's {accelerator.distributed_type.value} plugin, which this "
@@ -114,12 +82,8 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         log.warning("--resume: no checkpoint in %s, starting from scratch", ckpt_root)
 
     set_seed(config.seed)
-    train_records = _read_records(config.data.train_manifest, "data.train_manifest")
-    val_records = (
-        _read_records(config.data.val_manifest, "data.val_manifest")[: config.eval.max_items]
-        if config.data.val_manifest and config.eval.every_epochs
-        else []
-    )
+    train_records = read_records(config.data.train_manifest, "data.train_manifest")
+    val_records = validation_records(config)
 
     with ExitStack() as stack:
         # Checked before the model is built: a metric that cannot run fails in seconds.
@@ -141,14 +105,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             model.enable_gradient_checkpointing()
         if sharded:  # before the optimizer, which must hold the sharded parameters
             model = shard_model(model, accelerator.device, accelerator.num_processes)
-        params = list(model.trainable_parameters())
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=config.optim.lr,
-            betas=config.optim.betas,
-            eps=config.optim.eps,
-            weight_decay=config.optim.weight_decay,
-        )
+        optimizer = adamw(list(model.trainable_parameters()), config.optim)
         train_set = train_dataset(config, train_records, model)
         dataset = train_set.dataset
         silence = stand_in(
@@ -194,7 +151,6 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         checkpointer = Checkpointer(
             ckpt_root, model, optimizer, scheduler, accelerator, config, logger
         )
-        stop_at = config.runtime.stop_at_step
         signals = stack.enter_context(StopSignals())
         progress = progress_bar(accelerator.is_main_process and config.runtime.progress)
         bar = stack.enter_context(progress) if progress is not None else None
@@ -203,9 +159,19 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             if bar is not None
             else None
         )
-        stopped, stop_reason = False, None
-        pace = _Pace()
-        while position.epoch < config.optim.epochs and not stopped:
+        book = StepBook(
+            config,
+            accelerator,
+            logger,
+            checkpointer,
+            signals,
+            steps_per_epoch,
+            LOSS_KEYS,
+            bar,
+            task,
+        )
+        stop_reason = None
+        while position.epoch < config.optim.epochs and stop_reason is None:
             train_set.set_epoch(position.epoch)
             loader = step_loader(
                 train_set,
@@ -221,116 +187,37 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                 loader, model, optimizer, scheduler, accelerator, config, silence, signals.vote
             )
             for stats in steps:
-                position.step_in_epoch += 1
-                position.global_step += 1
-                pace.add(stats.samples * accelerator.num_processes)
-                if logger.logs(position.global_step):
-                    # The one host sync of the losses, at logged steps only.
-                    losses = dict(zip(LOSS_KEYS, stats.losses.cpu().tolist(), strict=True))
-                    record = {
-                        "kind": "train",
-                        "step": position.global_step,
-                        "epoch": position.epoch + position.step_in_epoch / steps_per_epoch,
-                        "lr": stats.lr,
-                        **losses,
-                        "samples_per_s": pace.rate(),
-                    }
-                    logger.train_step(record)
-                    if bar is not None:
-                        bar.update(task, loss=f"loss {record['loss']:.4f}")
                 skipped, any_stop = stats.skipped, None
                 if accelerator.num_processes > 1:  # agreed in the step's all-reduce
                     any_stop, skipped_anywhere = stats.votes.read()
                     skipped = gather_object(skipped) if skipped_anywhere else []
-                logger.skipped(skipped, position)
-                if bar is not None:
-                    bar.update(task, advance=1)
-                if stop_at is not None and position.global_step >= stop_at:
-                    stopped, stop_reason = True, "stop_at_step"
-                elif signals.agreed(any_stop):
-                    stopped, stop_reason = True, f"signal {signals.name}"
-                every = config.runtime.checkpoint_every_steps
-                if stopped or (every and position.global_step % every == 0):
-                    checkpointer.save(position, best)
-                if stopped:
+                stop_reason = book.step(
+                    position,
+                    best,
+                    samples=stats.samples,
+                    lr=stats.lr,
+                    # The one host sync of the losses, at logged steps only.
+                    values=lambda stats=stats: stats.losses.cpu().tolist(),
+                    skipped=skipped,
+                    stop_signal=lambda any_stop=any_stop: signals.agreed(any_stop),
+                )
+                if stop_reason is not None:
                     break
-            if not stopped and signals.requested(accelerator):  # asked during the last step
-                stopped, stop_reason = True, f"signal {signals.name}"
+            if stop_reason is None and signals.requested(accelerator):  # during the last step
+                stop_reason = f"signal {signals.name}"
                 checkpointer.save(position, best)  # resumes into this epoch's validation
-            if stopped:
+            if stop_reason is not None:
                 break
             position.epoch += 1
             position.step_in_epoch = 0
             every_epochs = config.eval.every_epochs
-            if evaluator is not None and every_epochs and position.epoch % every_epochs == 0:
-                scores = evaluator.run(accelerator, model, position)
-                if accelerator.is_main_process:
-                    logger.validation(scores)
-                improved = improves(best, scores, config) if accelerator.is_main_process else False
-                if accelerator.num_processes > 1:
-                    improved = gather_object([improved])[0]
-                if improved:  # the main process's `best` and `scores` go into best.json
-                    summary = {**vars(best), "scores": scores}
-                    save_model(accelerator, model, out, "best", summary)
+            if every_epochs and position.epoch % every_epochs == 0:
+                validate_and_select(
+                    evaluator, accelerator, model, model, out, config, logger, position, best
+                )
             checkpointer.save(position, best)
 
-    if stop_reason is not None:  # `final/` is only for a run that did all its epochs
-        final = ckpt_root / ckpt.step_dir_name(position.global_step) / ckpt.MODEL_DIR
-    else:
-        final = out / "final"
-        save_model(accelerator, model, out, "final")
-    best_dir = out / "best"
-    return TrainResult(
-        output_dir=out,
-        final_checkpoint=final,
-        best_checkpoint=best_dir if best.score is not None else None,
-        best_metric=best.metric,
-        best_score=best.score,
-        global_step=position.global_step,
-        epochs_completed=position.epoch,
-        stop_reason=stop_reason,
-        skipped_clips=logger.skipped_total(),
-        history=logger.history,
-    )
-
-
-class _Pace:
-    """Samples per second over the steps since the last logged one (no per-step sync: on a GPU
-    a single step's host time is only its launch time)."""
-
-    def __init__(self) -> None:
-        self.samples, self.since = 0, time.perf_counter()
-
-    def add(self, samples: int) -> None:
-        self.samples += samples
-
-    def rate(self) -> float:
-        now = time.perf_counter()
-        rate = self.samples / max(now - self.since, 1e-9)
-        self.samples, self.since = 0, now
-        return rate
-
-
-def ddp_kwargs() -> DistributedDataParallelKwargs:
-    """DDP without its search for unused parameters, in both stages: every parameter that
-    trains takes part in each step's loss (an unreadable micro-batch's stand-in too, times
-    zero), so the search would only add a walk of the autograd graph to every backward."""
-    return DistributedDataParallelKwargs(find_unused_parameters=False)
-
-
-def _mixed_precision(config: TrainConfig, device: torch.device) -> str:
-    if config.runtime.precision == "auto":
-        return "bf16" if device.type == "cuda" else "no"
-    return config.runtime.precision
-
-
-def _read_records(path: str | None, field_name: str) -> list[ManifestRecord]:
-    if not path:
-        raise ConfigError(f"{field_name} is not set")
-    records = read_manifest(path)
-    if not records:
-        raise ConfigError(f"{field_name}: {path} holds no records")
-    return records
+    return finish(accelerator, model, out, position, best, stop_reason, logger)
 
 
 # Fields of Multi2CapConfig that a recipe may change on a model loaded from `init_from`: they

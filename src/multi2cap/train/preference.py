@@ -23,23 +23,32 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
+from accelerate.utils import set_seed
 
 from multi2cap.train import pairs as prefdata
 from multi2cap.train import state as ckpt
 from multi2cap.train.batches import SkipTracking, step_loader
-from multi2cap.train.checkpointing import Checkpointer, latest_checkpoint, restore, save_model
+from multi2cap.train.checkpointing import Checkpointer, latest_checkpoint, restore
 from multi2cap.train.config import ConfigError, TrainConfig
 from multi2cap.train.dpo import PREFERENCE_KEYS, PairLogprobs, preference_steps, select_trainable
-from multi2cap.train.engine import TrainResult, _mixed_precision, _Pace, _read_records
+from multi2cap.train.loop import (
+    StepBook,
+    TrainResult,
+    adamw,
+    finish,
+    make_accelerator,
+    read_records,
+    validate_and_select,
+    validation_records,
+    with_threads,
+)
 from multi2cap.train.run_log import RunLogger, progress_bar
 from multi2cap.train.sampler import StepBatchSampler
 from multi2cap.train.schedule import warmup_cosine
 from multi2cap.train.signals import StopSignals
 from multi2cap.train.state import Best, Position
-from multi2cap.train.validation import Validator, improves
+from multi2cap.train.validation import Validator
 
 log = logging.getLogger("multi2cap.train")
 
@@ -49,13 +58,7 @@ _CHANGEABLE = frozenset({"generation"})
 
 def train_preference(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Run (or with `resume`, continue) a `stage: preference` recipe; see the module docstring."""
-    threads = torch.get_num_threads()
-    if config.runtime.cpu_threads is not None:
-        torch.set_num_threads(config.runtime.cpu_threads)
-    try:
-        return _train(config, resume)
-    finally:
-        torch.set_num_threads(threads)
+    return with_threads(config, lambda: _train(config, resume))
 
 
 def _check(config: TrainConfig, processes: int) -> None:
@@ -97,23 +100,14 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
 
     partial = PartialState(cpu=config.runtime.cpu)
     _check(config, partial.num_processes)
-    accelerator = Accelerator(
-        cpu=config.runtime.cpu,
-        mixed_precision=_mixed_precision(config, partial.device),
-        gradient_accumulation_steps=config.accumulation_steps(partial.num_processes),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
-    )
+    accelerator = make_accelerator(config, partial)
     main = accelerator.is_main_process
     out = Path(config.runtime.output_dir)
     ckpt_root = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_root) if resume else None
     set_seed(config.seed)
-    records = _read_records(config.data.train_manifest, "data.train_manifest")
-    val_records = (
-        _read_records(config.data.val_manifest, "data.val_manifest")[: config.eval.max_items]
-        if config.data.val_manifest and config.eval.every_epochs
-        else []
-    )
+    records = read_records(config.data.train_manifest, "data.train_manifest")
+    val_records = validation_records(config)
     index = {r.id: i for i, r in enumerate(records)}
     if len(index) != len(records):
         raise ConfigError(f"{config.data.train_manifest}: clip ids are not unique")
@@ -147,13 +141,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         params = select_trainable(model, config.preference.train)
         if config.runtime.gradient_checkpointing:
             model.enable_gradient_checkpointing()
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=config.optim.lr,
-            betas=config.optim.betas,
-            eps=config.optim.eps,
-            weight_decay=config.optim.weight_decay,
-        )
+        optimizer = adamw(params, config.optim)
         dataset = prefdata.PairDataset(pairs, index, clips)
         sampler_args = dict(
             micro_batch_size=config.optim.micro_batch_size,
@@ -188,21 +176,12 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         )
 
         def validate() -> None:
-            """Validation at the current position; `best/` follows `eval.best_metric`."""
-            if evaluator is None:
-                return
-            scores = evaluator.run(accelerator, model, position)
-            if main:
-                logger.validation(scores)
-            improved = improves(best, scores, config) if main else False
-            if accelerator.num_processes > 1:
-                improved = broadcast_object_list([improved])[0]
-            if improved:
-                save_model(accelerator, policy, out, "best", {**vars(best), "scores": scores})
+            validate_and_select(
+                evaluator, accelerator, model, policy, out, config, logger, position, best
+            )
 
         if resume_from is None and config.eval.every_epochs:
             validate()  # epoch 0: the fine-tuned model before any preference update
-        stop_at = config.runtime.stop_at_step
         signals = stack.enter_context(StopSignals())
         progress = progress_bar(main and config.runtime.progress)
         bar = stack.enter_context(progress) if progress is not None else None
@@ -211,10 +190,13 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             if bar is not None
             else None
         )
-        stopped, stop_reason = False, None
-        pace = _Pace()
+        book = StepBook(
+            config, accelerator, logger, checkpointer, signals, steps_per_epoch, PREFERENCE_KEYS,
+            bar, task,
+        )  # fmt: skip
+        stop_reason = None
         silence = prefdata.stand_in_pair()
-        while position.epoch < config.optim.epochs and not stopped:
+        while position.epoch < config.optim.epochs and stop_reason is None:
             loader = step_loader(
                 dataset,
                 StepBatchSampler(
@@ -237,39 +219,22 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                 silence,
             )
             for stats in steps:
-                position.step_in_epoch += 1
-                position.global_step += 1
-                pace.add(stats.pairs * accelerator.num_processes)
-                if logger.logs(position.global_step):
-                    values = stats.values.cpu().tolist()
-                    record = {
-                        "kind": "train",
-                        "step": position.global_step,
-                        "epoch": position.epoch + position.step_in_epoch / steps_per_epoch,
-                        "lr": stats.lr,
-                        **dict(zip(PREFERENCE_KEYS, values, strict=True)),
-                        "samples_per_s": pace.rate(),
-                    }
-                    logger.train_step(record)
-                    if bar is not None:
-                        bar.update(task, loss=f"loss {record['loss']:.4f}")
                 if accelerator.num_processes > 1:
                     skipped = [i for part in _gather(stats.skipped) for i in part]
                 else:
                     skipped = stats.skipped
-                logger.skipped(skipped, position)
-                if bar is not None:
-                    bar.update(task, advance=1)
-                if stop_at is not None and position.global_step >= stop_at:
-                    stopped, stop_reason = True, "stop_at_step"
-                elif signals.requested(accelerator):
-                    stopped, stop_reason = True, f"signal {signals.name}"
-                every = config.runtime.checkpoint_every_steps
-                if stopped or (every and position.global_step % every == 0):
-                    checkpointer.save(position, best)
-                if stopped:
+                stop_reason = book.step(
+                    position,
+                    best,
+                    samples=stats.pairs,
+                    lr=stats.lr,
+                    values=lambda stats=stats: stats.values.cpu().tolist(),
+                    skipped=skipped,
+                    stop_signal=lambda: signals.requested(accelerator),
+                )
+                if stop_reason is not None:
                     break
-            if stopped:
+            if stop_reason is not None:
                 break
             position.epoch += 1
             position.step_in_epoch = 0
@@ -278,23 +243,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                 validate()
             checkpointer.save(position, best)
 
-    if stop_reason is not None:
-        final = ckpt_root / ckpt.step_dir_name(position.global_step) / ckpt.MODEL_DIR
-    else:
-        final = out / "final"
-        save_model(accelerator, policy, out, "final")
-    return TrainResult(
-        output_dir=out,
-        final_checkpoint=final,
-        best_checkpoint=out / "best" if best.score is not None else None,
-        best_metric=best.metric,
-        best_score=best.score,
-        global_step=position.global_step,
-        epochs_completed=position.epoch,
-        stop_reason=stop_reason,
-        skipped_clips=logger.skipped_total(),
-        history=logger.history,
-    )
+    return finish(accelerator, policy, out, position, best, stop_reason, logger)
 
 
 def _gather(items: list[str]) -> list[list[str]]:
