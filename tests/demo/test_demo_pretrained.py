@@ -79,3 +79,18 @@ def test_the_pretrained_recipes_train_the_real_smollm2(tmp_path: Path, smollm2_d
         adapter_grad = model.adapter.audio[0].weight.grad
         assert adapter_grad is not None and adapter_grad.abs().sum() > 0
         model.zero_grad()
+
+
+@pytest.mark.parametrize("backbones", ["stage0", "pretrained"])
+def test_the_demo_decodes_every_token_training_keeps(backbones: str, tmp_path: Path) -> None:
+    """The recipes' decoding budgets (validation and the checkpoint's `caption` default) cover
+    `max_caption_tokens`: a smaller one stops captions short and made the trainer warn on every
+    run of the default demo (30 against 32)."""
+    folders = Backbones(tmp_path / "audio", tmp_path / "vision", tmp_path / "llm")
+    config = DemoConfig(workdir=tmp_path, backbones=backbones)  # type: ignore[arg-type]
+    manifests = {k: tmp_path / f"{k}.jsonl" for k in ("pretrain", "finetune", "val")}
+    model = demo_model(folders, True, backbones == "pretrained")
+    recipe = demo_recipe(config, 0, "pretrain", manifests, model, None, tmp_path / "p")
+    keep = recipe["model"]["max_caption_tokens"]
+    assert recipe["eval"]["max_new_tokens"] >= keep
+    assert recipe["model"]["generation"]["max_new_tokens"] >= keep

@@ -52,17 +52,23 @@ CLIP_TOKENS = 62  # CED time tokens of a 10-s clip
 # of a lion and a lion can be heard.") and named fewer sources (source F1 0.68 vs 0.70, CIDEr-D
 # 183 vs 212 on the same checkpoint; docs/demo.md).
 NUM_BEAMS = 1
-MAX_NEW_TOKENS = 30
+# Decoding budget = what training keeps (stage 0's word-level LM cuts captions at 32 tokens), so
+# no caption is stopped short and the trainer's budget check stays quiet; test captions end
+# well before it (23 words at most in the default run).
+MAX_NEW_TOKENS = stage0.LLM_CAPTION_TOKENS
 
-# `--backbones pretrained`: the real SmolLM2-135M-Instruct as the decoder (fp32: this CPU has no
-# bf16 instructions, and bf16 matmuls were ~60x slower than fp32 here), LoRA r 8 on q/v. Its
+# `--backbones pretrained`: the real SmolLM2-135M-Instruct as the decoder, LoRA r 8 on q/v, fp32:
+# bf16 is 1.3x faster on CPUs with avx512_bf16 but ~60x slower on AVX2-only ones, and the demo's
+# figures should not depend on which CPU ran them (docs/model.md, "Real decoders"). Its
 # step costs about 30x the stage-0 LM's, so the prefix is shortened (62 CED tokens pooled to 4,
 # as SLAM-AAC's projector downsamples; 16 prefix tokens read no better in 150-step trials) and
 # the budget is one epoch per stage at a higher lr (docs/demo.md has the trials).
 PRETRAINED_LLM = "smollm2-135m-instruct"
 PRETRAINED_ADAPTER_POOL = 16
 PRETRAINED_LR = 2e-3
-PRETRAINED_CAPTION_TOKENS = 40  # BPE tokens; the longest training caption is well under
+# BPE tokens: every fine-tuning reference fits; 1,277 of the 2,000 VggCaps-style pre-training
+# captions are longer (up to 56) and are cut, as `max_caption_tokens` cuts (docs/demo.md)
+PRETRAINED_CAPTION_TOKENS = 40
 
 
 @dataclass(frozen=True)
