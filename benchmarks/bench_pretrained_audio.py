@@ -68,22 +68,18 @@ def train_side_by_side(paths: dict[str, Path], out: Path) -> dict[str, float]:
 
 
 def score(run: Path, out: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    import torch
-
+    """Caption the run's test clips as the demo does (`caption_clips`) and score their sources."""
+    from multi2cap.data.manifest import read_manifest
+    from multi2cap.demo.run import caption_clips
     from multi2cap.demo.scenes import load_sources, read_scene_index
     from multi2cap.demo.source_accuracy import score_sources
-    from multi2cap.model.multi2cap import Multi2Cap
 
-    torch.set_num_threads(2)
-    manifest = run / "manifests" / "test.jsonl"
-    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    audio = [str((manifest.parent / r["audio"]).resolve()) for r in records]
+    records = read_manifest(run / "manifests" / "test.jsonl")
     scenes, sources = read_scene_index(run / "scenes"), load_sources()
     results = {}
     for name in names:
-        model = Multi2Cap.from_pretrained(out / name / "final", load_vision=False)
-        captions = model.caption(audio, num_beams=1, batch_size=16)
-        by_id = {r["id"]: c for r, c in zip(records, captions, strict=True)}
+        captions = caption_clips(out / name / "final", [r.audio for r in records], workers=2)
+        by_id = {r.id: c for r, c in zip(records, captions, strict=True)}
         results[name] = score_sources(by_id, scenes, sources).as_results()
         with (out / name / "val_log.csv").open() as log:
             results[name]["val_cider_d"] = float(list(csv.DictReader(log))[-1]["cider_d"])
