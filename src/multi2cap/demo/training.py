@@ -58,7 +58,7 @@ NUM_BEAMS = 1
 MAX_NEW_TOKENS = stage0.LLM_CAPTION_TOKENS
 
 # `--backbones pretrained`: the real SmolLM2-135M-Instruct as the decoder, LoRA r 8 on q/v, fp32:
-# bf16 is 1.3x faster on CPUs with avx512_bf16 but ~60x slower on AVX2-only ones, and the demo's
+# bf16 is 1.5x faster on CPUs with avx512_bf16 but ~60x slower on AVX2-only ones, and the demo's
 # figures should not depend on which CPU ran them (docs/model.md, "Real decoders"). Its
 # step costs about 30x the stage-0 LM's, so the prefix is shortened (62 CED tokens pooled to 4,
 # as SLAM-AAC's projector downsamples; 16 prefix tokens read no better in 150-step trials) and
